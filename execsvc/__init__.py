@@ -1,0 +1,47 @@
+"""execsvc: a file-queue job executor.
+
+Programs drop job files into ``pending/``; a worker runs them in FIFO order and
+records each result in ``completed/`` or ``failed/`` (the queue protocol,
+described in the README). This package's public API is the protocol side::
+
+    from execsvc import JobQueue, JobSpec, default_queue_dir
+
+    queue = JobQueue(default_queue_dir())
+    job_id = queue.submit(JobSpec(command="echo", args=["hi"]))
+    info = queue.wait(job_id, timeout_s=10)
+    print(info.status, info.result.stdout if info.result else None)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import DEFAULT_TIMEOUT_S, QUEUE_DIR_ENV, WorkerConfig, default_queue_dir
+from .errors import ExecsvcError, InvalidJob, InvalidJobId, JobIdTaken, JobNotFound, QueueLocked, UnsafeQueue
+from .models import JobInfo, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
+from .protocol import JobQueue, new_job_id
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "QUEUE_DIR_ENV",
+    "ExecsvcError",
+    "InvalidJob",
+    "InvalidJobId",
+    "JobIdTaken",
+    "JobInfo",
+    "JobNotFound",
+    "JobQueue",
+    "JobRecord",
+    "JobResult",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
+    "QueueLocked",
+    "SidecarRecord",
+    "UnsafeQueue",
+    "WorkerConfig",
+    "WorkerInfo",
+    "__version__",
+    "default_queue_dir",
+    "new_job_id",
+]

@@ -1,0 +1,180 @@
+"""The ``execsvc`` command: ``execsvc run`` (the worker) and ``execsvc submit`` (enqueue a job).
+
+The queue root comes from ``--queue-dir``, else ``$EXECSVC_QUEUE_DIR``, else
+the platform's user data dir (see :func:`execsvc.config.default_queue_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, submit_file
+
+from . import __version__
+from .config import DEFAULT_TIMEOUT_S, WorkerConfig, default_queue_dir
+from .errors import ExecsvcError
+from .models import JobSpec
+from .protocol import JobQueue
+from .worker import Worker
+
+app = typer.Typer(
+    name="execsvc",
+    help="A file-queue job executor: drop job files into pending/, a worker runs them and records results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+QueueDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--queue-dir", help="Queue root [default: $EXECSVC_QUEUE_DIR, else the user data dir].", show_default=False
+    ),
+]
+
+
+def _queue_dir(option: Path | None) -> Path:
+    return option if option is not None else default_queue_dir()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"execsvc: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    queue_dir: QueueDirOption = None,
+    slots: Annotated[int, typer.Option(min=1, help="Jobs run at once (start order stays FIFO).")] = 1,
+    timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Timeout of a job that names none, in seconds.")
+    ] = DEFAULT_TIMEOUT_S,
+    max_timeout_s: Annotated[float, typer.Option(min=0.001, help="Cap on any job's timeout_s, in seconds.")] = 86_400.0,
+    kill_grace_s: Annotated[float, typer.Option(min=0, help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+    drain_timeout_s: Annotated[
+        float, typer.Option(min=0, help="On SIGTERM/SIGINT, seconds running jobs may go on before they are stopped.")
+    ] = 15.0,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Drop an example job into pending/ at start, to watch one go through.")
+    ] = False,
+) -> None:
+    """Run the worker in the foreground until SIGTERM or Ctrl-C (logs to stderr and daemon.log)."""
+    try:
+        config = WorkerConfig(
+            slots=slots,
+            default_timeout_s=min(timeout_s, max_timeout_s),
+            max_timeout_s=max_timeout_s,
+            kill_grace_s=kill_grace_s,
+            drain_timeout_s=drain_timeout_s,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    worker = Worker(_queue_dir(queue_dir), config)
+    try:
+        worker.initialize()
+    except ExecsvcError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        if demo:
+            JobQueue(worker.layout.root).submit(
+                JobSpec(command="echo", args=["Hello, World!"], description="example job from execsvc run --demo")
+            )
+        while worker.loop():
+            pass
+    finally:
+        worker.shutdown()
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def submit(
+    command: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Program and arguments, run without a shell (put them after --).", show_default=False),
+    ] = None,
+    shell: Annotated[Optional[str], typer.Option(help="A command line run by /bin/sh -c.")] = None,
+    file: Annotated[
+        Optional[Path], typer.Option(exists=True, dir_okay=False, help="A job file to enqueue (.json, .sh or .txt).")
+    ] = None,
+    job_id: Annotated[Optional[str], typer.Option("--id", help="Job id [default: a fresh time-ordered id].")] = None,
+    timeout_s: Annotated[Optional[float], typer.Option(min=0.001, help="The job's timeout in seconds.")] = None,
+    cwd: Annotated[Optional[Path], typer.Option(help="Working directory [default: the current one].")] = None,
+    env: Annotated[
+        Optional[list[str]], typer.Option("--env", help="KEY=VALUE added to the job's environment (repeatable).")
+    ] = None,
+    description: Annotated[Optional[str], typer.Option(help="What the job is for.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job, print its output, exit with its exit code.")
+    ] = False,
+    queue_dir: QueueDirOption = None,
+) -> None:
+    """Enqueue a job and print its id: a command (after --), --shell 'line', --file, or a script on stdin.
+
+    With --wait: print the job's stdout and stderr when it ends and exit with its exit code
+    (124 on timeout, 128+N when killed by signal N).
+    """
+    queue = _open_queue(queue_dir)
+    try:
+        if file is not None:
+            if command or shell:
+                raise _fail("give --file alone, without a command or --shell", 2)
+            job = submit_file(queue, file, job_id=job_id)
+        elif command or shell:
+            spec = command_spec(
+                command,
+                shell,
+                cwd=str(cwd or os.getcwd()),
+                env=_parse_env(env),
+                timeout_s=timeout_s,
+                description=description,
+            )
+            job = queue.submit(spec, job_id=job_id)
+        elif not sys.stdin.isatty():
+            job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id)
+        else:
+            raise _fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
+    except (ExecsvcError, ValueError, ValidationError) as exc:
+        raise _fail(str(exc), 2) from exc
+    if not wait:
+        typer.echo(job)
+        return
+    typer.echo(f"execsvc: job {job} submitted", err=True)
+    info = queue.wait(job)
+    copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer)
+    note = describe_end(info)
+    if note:
+        typer.echo(note, err=True)
+    raise typer.Exit(exit_code(info))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _open_queue(queue_dir: Path | None) -> JobQueue:
+    try:
+        return JobQueue(_queue_dir(queue_dir))
+    except (ExecsvcError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _parse_env(pairs: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env takes KEY=VALUE, not {pair!r}")
+        env[key] = value
+    return env
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,89 @@
+"""``daemon.log``: one timestamped line per worker event (PROTOCOL.md, "daemon.log").
+
+A line reads ``<ISO 8601 time> <LEVEL> <event> job=<id> key=value ...``, for
+example::
+
+    2026-11-21T10:14:00.123+00:00 INFO finished job=hello status=completed exit_code=0 duration_s=0.004
+
+Values with spaces or quotes are JSON-quoted, so each event is one line that
+``grep`` and ``cut`` can take apart. The file rotates by size
+(``daemon.log.1`` ... ``daemon.log.N``) so it never fills the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+LOGGER_NAME = "execsvc.worker"
+
+
+class _IsoFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).astimezone()
+        return f"{stamp.isoformat(timespec='milliseconds')} {record.levelname} {record.getMessage()}"
+
+
+def configure(daemon_log: Path, *, max_bytes: int, backups: int, to_stderr: bool = True) -> logging.Logger:
+    """Set up the worker's logger: ``daemon_log`` (rotating, mode 0600) and optionally stderr."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fd = os.open(daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(daemon_log, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    ]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(_IsoFormatter())
+        logger.addHandler(handler)
+    return logger
+
+
+def format_event(event: str, job: str | None = None, **fields: Any) -> str:
+    """``event job=<id> k=v ...`` with values quoted where needed; ``None`` values are left out."""
+    parts = [event]
+    if job is not None:
+        parts.append(f"job={_quote(job)}")
+    parts.extend(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
+    return " ".join(parts)
+
+
+def _quote(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if text and not any(ch.isspace() or ch in "\"'=\\" for ch in text) and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class EventLog:
+    """Writes events to the worker's logger; ``info``/``warning``/``error`` take an event name and fields."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def info(self, event: str, job: str | None = None, **fields: Any) -> None:
+        self._logger.info(format_event(event, job, **fields))
+
+    def warning(self, event: str, job: str | None = None, **fields: Any) -> None:
+        self._logger.warning(format_event(event, job, **fields))
+
+    def error(self, event: str, job: str | None = None, **fields: Any) -> None:
+        self._logger.error(format_event(event, job, **fields))
+
+    def close(self) -> None:
+        for handler in self._logger.handlers:
+            handler.flush()
+            handler.close()
+        self._logger.handlers.clear()

@@ -1,0 +1,143 @@
+"""Durable, never-overwriting file operations, the way Maildir and nq do them.
+
+A record is written under a hidden temporary name in its destination folder,
+flushed to disk (``fsync``), then given its final name with ``link()``, which
+fails instead of replacing an existing file, and the folder is flushed so the
+new name survives a power cut. A reader never sees a half-written record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import signal
+import stat
+import sys
+import threading
+from pathlib import Path
+
+TEMP_PREFIX = ".execsvc-"
+"""Every temporary file execsvc writes starts with this (and ends in ``.tmp``)."""
+
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)  # Linux-only; same value on every architecture
+
+
+def temp_path_for(dest: Path) -> Path:
+    """A fresh hidden temporary name beside ``dest`` (ignored by the worker)."""
+    return dest.with_name(f"{TEMP_PREFIX}{dest.name[:100]}-{secrets.token_hex(4)}.tmp")
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (new and renamed names) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool = True) -> None:
+    """Write ``data`` to ``dest`` atomically: temp file, fsync, link (or replace), fsync folder.
+
+    With ``replace=False`` (the default) an existing ``dest`` is never
+    overwritten: :class:`FileExistsError` is raised and nothing is left behind.
+    ``sync=False`` skips both fsyncs (for files that need atomicity, not
+    durability). Raises :class:`OSError` on any file-system failure, after
+    removing the temporary file.
+    """
+    tmp = temp_path_for(dest)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, dest)
+        else:
+            os.link(tmp, dest)
+            os.unlink(tmp)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if sync:
+        fsync_dir(dest.parent)
+
+
+def move_no_replace(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` without ever replacing ``dst``.
+
+    Anything but a directory moves by ``link`` then ``unlink``: ``link`` fails
+    atomically with :class:`FileExistsError` if ``dst`` exists, symbolic links
+    are moved, never followed, and the source folder sees a delete, not a move
+    (watchdog holds an unpaired move event for 0.5 s, which would stall the
+    worker's next wake-up). A crash between the two calls leaves the same file
+    under both names; the worker's start-up settles that. Directories move by
+    ``rename`` after an existence check. Raises :class:`FileNotFoundError` if
+    ``src`` is gone, or went away between the two calls (then ``dst`` is
+    removed again).
+    """
+    if stat.S_ISDIR(os.lstat(src).st_mode):
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
+        os.rename(src, dst)
+        return
+    os.link(src, dst, follow_symlinks=False)
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        os.unlink(dst)
+        raise
+
+
+_lease_guard_installed = False
+
+
+def install_lease_guard() -> None:
+    """Catch SIGIO, so that a lease broken by a writer cannot kill this process.
+
+    When another process opens a leased file for writing, the kernel signals
+    the lease holder with SIGIO, whose default action ends the process. A
+    Python handler (reset to the default in child processes at ``exec``) makes
+    it harmless. Call from the main thread before :func:`writers_open`.
+    """
+    global _lease_guard_installed
+    if hasattr(signal, "SIGIO") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGIO, lambda _signum, _frame: None)
+        _lease_guard_installed = True
+
+
+def writers_open(path: Path) -> bool | None:
+    """Whether any process has ``path`` open for writing.
+
+    On Linux this asks the kernel with a read lease (``F_SETLEASE``), which is
+    refused exactly while the file is open for writing somewhere; the lease is
+    dropped at once. Returns ``None`` where that question cannot be asked
+    (other systems, file systems without leases, files of another owner, or
+    :func:`install_lease_guard` not called), and raises
+    :class:`FileNotFoundError` if the file is gone.
+    """
+    if not (sys.platform.startswith("linux") and _lease_guard_installed):
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
+    else:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

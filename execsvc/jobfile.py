@@ -1,0 +1,200 @@
+"""Reading a claimed job file into what to run (PROTOCOL.md, "JSON jobs", "Text jobs").
+
+:func:`read_job` is the one entry point: it returns a :class:`RunRequest`
+(argv, working directory, environment, stdin, timeout) or raises
+:class:`~execsvc.errors.InvalidJob` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .config import JOB_ID_ENV, QUEUE_DIR_ENV, WorkerConfig
+from .errors import InvalidJob
+from .models import JobKind, JobSpec
+
+SHELL = "/bin/sh"
+_SHEBANG_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One job, ready for the runner.
+
+    ``env`` is the whole environment of the job's process. ``stdin`` is fed
+    to the job (``None``: the job reads from ``/dev/null``). ``timeout_s`` is
+    already capped by the worker's maximum; ``requested_timeout_s`` is what the
+    job asked for, if anything.
+    """
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    timeout_s: float
+    stdin: bytes | None = None
+    result_file: Path | None = None
+    requested_timeout_s: float | None = None
+    spec: JobSpec | None = field(default=None, compare=False)
+
+
+def read_job(path: Path, kind: JobKind, *, job_id: str, queue_root: Path, config: WorkerConfig) -> RunRequest:
+    """Read the job file at ``path`` (a claimed job in ``running/``).
+
+    Raises :class:`InvalidJob` for anything that is not a runnable job: not a
+    regular file, an unknown ending, too big, empty, not UTF-8 or not valid
+    JSON, or fields of the wrong type. Raises :class:`OSError` only for
+    unexpected file-system failures.
+    """
+    if kind == "other" or not stat.S_ISREG(path.lstat().st_mode):
+        raise InvalidJob(_describe_other(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidJob(f"the job file cannot be opened: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        if size > config.max_job_file_bytes:
+            raise InvalidJob(
+                f"the job file is {size:,} bytes; the limit is {config.max_job_file_bytes:,} bytes "
+                "(pass large inputs as files the job reads, not inside the job)"
+            )
+        data = handle.read(config.max_job_file_bytes + 1)
+    env = dict(os.environ)
+    env[QUEUE_DIR_ENV] = str(queue_root)
+    if kind == "text":
+        _check_script(data)
+        return RunRequest(
+            argv=[*_interpreter(data), str(path)],
+            cwd=Path.home(),
+            env=env | {JOB_ID_ENV: job_id},
+            timeout_s=config.default_timeout_s,
+        )
+    spec = parse_json_job(data)
+    return _json_request(spec, job_id=job_id, queue_root=queue_root, env=env, config=config)
+
+
+def parse_json_job(data: bytes) -> JobSpec:
+    """Parse and validate the bytes of a JSON job; raise :class:`InvalidJob` saying what is wrong.
+
+    A UTF-8 byte-order mark is accepted. The ``result`` field is reserved for
+    the worker's record and refused in a submitted job.
+    """
+    if not data.strip():
+        raise InvalidJob("the job file is empty" if not data else "the job file holds only white space")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidJob(f"the job file is not UTF-8 text (byte {exc.start} cannot be decoded)") from exc
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidJob(f"the job file is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise InvalidJob("the job file's JSON is nested too deeply") from exc
+    if not isinstance(raw, dict):
+        raise InvalidJob(f'a JSON job must be an object like {{"command": ...}}, but this file holds {_json_kind(raw)}')
+    if "result" in raw:
+        raise InvalidJob("the field 'result' is reserved for the worker's record; remove it from the job")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidJob(_describe_validation(exc)) from exc
+
+
+def _json_request(
+    spec: JobSpec, *, job_id: str, queue_root: Path, env: dict[str, str], config: WorkerConfig
+) -> RunRequest:
+    if spec.runs_in_shell():
+        line = spec.command if not spec.args else f"{spec.command} {shlex.join(spec.args)}"
+        argv = [SHELL, "-c", line]
+    elif spec.args is not None:
+        argv = [spec.command, *spec.args]
+    else:
+        try:
+            argv = shlex.split(spec.command)
+        except ValueError as exc:
+            raise InvalidJob(f"'command' cannot be split into words ({exc}); quote it properly or use 'args'") from exc
+    if any("\x00" in arg for arg in argv):
+        raise InvalidJob("'args' contains a NUL byte, which no program can receive")
+    for key, value in (spec.env or {}).items():
+        if not key or "=" in key or "\x00" in key or "\x00" in value:
+            raise InvalidJob(f"'env' has an unusable variable {key!r}: names must be non-empty, without '=' or NUL")
+    timeout_s = min(spec.timeout_s if spec.timeout_s is not None else config.default_timeout_s, config.max_timeout_s)
+    return RunRequest(
+        argv=argv,
+        cwd=_resolve(spec.cwd, queue_root) if spec.cwd else Path.home(),
+        env=env | (spec.env or {}) | {JOB_ID_ENV: job_id},
+        timeout_s=timeout_s,
+        stdin=spec.stdin.encode("utf-8") if spec.stdin is not None else None,
+        result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,
+        requested_timeout_s=spec.timeout_s,
+        spec=spec,
+    )
+
+
+def _resolve(path: str, queue_root: Path) -> Path:
+    """A path from a job: ``~`` expanded; a relative path is relative to the queue root."""
+    return queue_root / Path(path).expanduser()
+
+
+def _check_script(data: bytes) -> None:
+    if not data:
+        raise InvalidJob("the script is empty")
+    if not data.strip():
+        raise InvalidJob("the script holds only white space, so there is nothing to run")
+
+
+def _interpreter(data: bytes) -> list[str]:
+    """The interpreter named by a ``#!`` line (kernel rules: one optional argument), else ``/bin/sh``."""
+    if not data.startswith(b"#!"):
+        return [SHELL]
+    line = data[:_SHEBANG_MAX_BYTES].split(b"\n", 1)[0][2:].rstrip(b"\r").strip()
+    try:
+        words = line.decode("utf-8").split(None, 1)
+    except UnicodeDecodeError as exc:
+        raise InvalidJob("the script's #! line is not UTF-8 text") from exc
+    if not words:
+        raise InvalidJob("the script's #! line names no interpreter")
+    return words
+
+
+def _describe_other(path: Path) -> str:
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return "this is a symbolic link; links in pending/ are never followed (copy or move the job file itself)"
+    if stat.S_ISDIR(mode):
+        return "this is a directory, not a job file"
+    if not stat.S_ISREG(mode):
+        return "this is not a regular file (a FIFO, socket or device); only regular files are jobs"
+    return f"'{path.name}' is not a job: job files end in .json, .sh or .txt"
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "job"
+        if error["type"] == "missing":
+            problems.append(f"the required field '{where}' is missing")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"'{where}': {message}")
+    return "the job is not valid: " + "; ".join(problems)

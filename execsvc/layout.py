@@ -1,0 +1,206 @@
+"""The queue directory's layout, job file names and job ids (PROTOCOL.md, "Layout").
+
+Pure path logic: which folder is which, which names are jobs, which are
+ignored, how a file name maps to a job id and to its record names. The only
+file-system work is :meth:`QueueLayout.ensure`, which creates the folders
+private to the user and refuses folders that other users can write to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidJobId, UnsafeQueue
+from .models import JobKind, JobState
+
+JOB_SUFFIXES: dict[str, JobKind] = {".json": "json", ".sh": "text", ".txt": "text"}
+"""File name endings that make a job, and the kind of job each makes."""
+
+SIDECAR_SUFFIX = ".result.json"
+"""Ending of the record that sits beside a finished text job or invalid entry."""
+
+MAX_JOB_ID_BYTES = 200
+"""Longest job id, in UTF-8 bytes (leaves room for ``.result.json`` in a 255-byte name)."""
+
+_RESERVED_ID_ENDING = ".result"
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for names the worker never touches: hidden (``.x``) or temporary (``x.tmp``)."""
+    return name.startswith(".") or name.endswith(".tmp")
+
+
+def split_job_name(name: str) -> tuple[str, str, JobKind]:
+    """Split a ``pending/`` entry name into (stem, suffix, kind).
+
+    ``build.json`` gives ``("build", ".json", "json")``; a name with any other
+    ending is kind ``"other"`` with the whole name as its stem (it is invalid,
+    and its record is ``<name>.result.json``).
+    """
+    for suffix, kind in JOB_SUFFIXES.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix, kind
+    return name, "", "other"
+
+
+def job_id_problem(job_id: str) -> str | None:
+    """Why ``job_id`` is not a valid id, or ``None`` when it is.
+
+    A valid id is non-empty text of at most 200 UTF-8 bytes, with no ``/``, no
+    control characters (NUL, newline...), no leading ``.``, no trailing
+    whitespace, and not ending in ``.result`` (that ending marks record files).
+    """
+    if not job_id:
+        return "a job id cannot be empty"
+    if job_id.startswith("."):
+        return "a job id cannot start with '.' (such files are hidden and ignored)"
+    if "/" in job_id:
+        return "a job id cannot contain '/'"
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in job_id):
+        return "a job id cannot contain control characters or bytes that are not UTF-8"
+    if job_id != job_id.rstrip():
+        return "a job id cannot end in white space"
+    if job_id.endswith(_RESERVED_ID_ENDING):
+        return "a job id cannot end in '.result' (that ending marks result records)"
+    if len(job_id.encode("utf-8")) > MAX_JOB_ID_BYTES:
+        return f"a job id can be at most {MAX_JOB_ID_BYTES} bytes long"
+    return None
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` unchanged if valid; raise :class:`InvalidJobId` saying why if not."""
+    problem = job_id_problem(job_id)
+    if problem is not None:
+        raise InvalidJobId(f"{problem}: {job_id!r}")
+    return job_id
+
+
+_UNSAFE_CHARS = re.compile(r"[/\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def sanitize_job_id(stem: str) -> str:
+    """Turn any file stem into a valid job id (used when a dropped name is not one).
+
+    Control characters, ``/`` and undecodable bytes become ``_``; leading dots
+    are dropped; the result is cut to the byte limit and never ends in ``.result``.
+    """
+    text = _UNSAFE_CHARS.sub("_", stem).lstrip(".").rstrip() or "job"
+    while len(text.encode("utf-8")) > MAX_JOB_ID_BYTES - 8:
+        text = text[:-1]
+    if text.endswith(_RESERVED_ID_ENDING):
+        text += "-job"
+    return text
+
+
+@dataclass(frozen=True)
+class QueueLayout:
+    """Paths of one queue root.
+
+    ``root/pending``, ``running``, ``completed``, ``failed``, ``logs``, plus
+    ``daemon.log``, ``worker.lock`` (held by the serving worker) and
+    ``worker.json`` (who holds it).
+    """
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> QueueLayout:
+        """Layout of the queue rooted at ``root`` (made absolute, not resolved)."""
+        return cls(Path(os.path.abspath(root)))
+
+    @property
+    def pending(self) -> Path:
+        return self.root / "pending"
+
+    @property
+    def running(self) -> Path:
+        return self.root / "running"
+
+    @property
+    def completed(self) -> Path:
+        return self.root / "completed"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "worker.lock"
+
+    @property
+    def worker_file(self) -> Path:
+        return self.root / "worker.json"
+
+    def folder(self, state: JobState) -> Path:
+        """The folder that holds jobs in ``state``."""
+        return self.root / state.value
+
+    def stdout_log(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.stdout"
+
+    def stderr_log(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.stderr"
+
+    def record_names(self, job_id: str) -> tuple[str, ...]:
+        """Every name a job with this id can have in a queue folder."""
+        return (job_id + SIDECAR_SUFFIX, job_id, *(job_id + suffix for suffix in JOB_SUFFIXES))
+
+    def id_in_use(self, job_id: str) -> bool:
+        """True if any of running/, completed/, failed/ holds a job or record with this id."""
+        return any(
+            os.path.lexists(self.folder(state) / name)
+            for state in (JobState.RUNNING, JobState.COMPLETED, JobState.FAILED)
+            for name in self.record_names(job_id)
+        )
+
+    def ensure(self) -> None:
+        """Create the root and its folders (mode 0700) and check that they are private.
+
+        Raises :class:`UnsafeQueue` when the root or ``pending/`` belongs to
+        another user or can be written by other users: whoever can write to
+        ``pending/`` can run commands as this user.
+        """
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for state in JobState:
+            _make_private_dir(self.folder(state))
+        _make_private_dir(self.logs)
+        for path in (self.root, self.pending):
+            _check_private(path)
+
+
+def _make_private_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    path.chmod(0o700)  # mkdir's mode is masked by the umask; make it exact
+
+
+def _check_private(path: Path) -> None:
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeQueue(f"{path} is a symbolic link; the queue folders must be real directories")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise UnsafeQueue(
+            f"{path} belongs to user id {info.st_uid}, not to you (user id {os.getuid()}); "
+            "a worker only serves a queue that its own user owns"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeQueue(
+            f"{path} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}): anyone who "
+            f"can write there can run commands as you. Fix it with: chmod 700 '{path}'"
+        )

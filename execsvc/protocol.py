@@ -1,0 +1,416 @@
+"""The queue protocol as a Python API: submit, read, claim, finish (PROTOCOL.md).
+
+Pure file operations on one queue root; nothing here knows about MCP, the CLI
+or how jobs are run. Clients (``queue_tools``, foreign Python code) use
+:meth:`JobQueue.submit`, :meth:`~JobQueue.get`, :meth:`~JobQueue.list` and
+:meth:`~JobQueue.wait`; the worker uses :meth:`~JobQueue.claim` and
+:meth:`~JobQueue.finish`.
+
+Guarantees, each on one file system:
+
+- submit: the job appears in ``pending/`` whole or not at all (hidden temp
+  file, fsync, ``link`` to the final name, folder fsync); an existing file is
+  never replaced.
+- claim: ``link`` into ``running/`` then ``unlink`` from ``pending/`` (see
+  :func:`~execsvc.durable.move_no_replace`); both folders are fsync'd before
+  the job may start, so a job that ran can never reappear in ``pending/``
+  after a power cut. A crash between the two calls leaves one file under two
+  names, which :meth:`JobQueue.settle_running` undoes (the job had not started).
+- finish: the record is durable in ``completed/`` or ``failed/`` before the
+  job leaves ``running/``; no record or job file is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pydantic import ValidationError
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, write_durable
+from .errors import InvalidJobId, JobIdTaken, JobNotFound
+from .layout import SIDECAR_SUFFIX, QueueLayout, check_job_id, is_ignored_name, sanitize_job_id, split_job_name
+from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
+
+FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job the worker has moved into ``running/``.
+
+    ``job_id`` may differ from the submitted name's stem when that id was
+    already used or not valid (``renamed_from`` then says the original stem).
+    """
+
+    job_id: str
+    kind: JobKind
+    path: Path
+    job_file: str
+    renamed_from: str | None
+
+
+def new_job_id() -> str:
+    """A fresh, time-ordered job id: ``20261121-101400-3f9a1c2b`` (UTC time + random hex)."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+class JobQueue:
+    """One queue root and the operations of the protocol on it.
+
+    ``JobQueue(root)`` creates the folders (mode 0700) if missing. Every
+    method that takes a ``job_id`` raises :class:`~execsvc.errors.InvalidJobId`
+    for ids the protocol does not allow.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.layout = QueueLayout.at(root)
+        if create:
+            self.layout.ensure()
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    # ----- submitting -------------------------------------------------------------
+
+    def submit(self, spec: JobSpec | dict[str, Any], *, job_id: str | None = None) -> str:
+        """Enqueue a JSON job; return its job id.
+
+        ``spec`` is validated as a :class:`JobSpec` (``pydantic.ValidationError``
+        if it is not one). With ``job_id=None`` a fresh id is made; a given
+        ``job_id`` that the queue already holds raises :class:`JobIdTaken`.
+        """
+        model = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
+        data = model.model_dump_json(exclude_none=True).encode("utf-8")
+        return self._submit_bytes(data, ".json", job_id)
+
+    def submit_script(self, script: str | bytes, *, job_id: str | None = None, suffix: str = ".sh") -> str:
+        """Enqueue a text job (a shell script, or any script with a ``#!`` line); return its id."""
+        if suffix not in (".sh", ".txt"):
+            raise ValueError("a text job's suffix is .sh or .txt")
+        data = script.encode("utf-8") if isinstance(script, str) else script
+        return self._submit_bytes(data, suffix, job_id)
+
+    def _submit_bytes(self, data: bytes, suffix: str, job_id: str | None) -> str:
+        if job_id is not None:
+            check_job_id(job_id)
+            if self.layout.id_in_use(job_id) or self._pending_path(job_id) is not None:
+                raise JobIdTaken(f"job id {job_id!r} is already in the queue")
+        while True:
+            chosen = job_id or new_job_id()
+            try:
+                write_durable(self.layout.pending / f"{chosen}{suffix}", data)
+                return chosen
+            except FileExistsError:
+                if job_id is not None:
+                    raise JobIdTaken(f"job id {job_id!r} is already in the queue") from None
+
+    # ----- reading ----------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobInfo:
+        """The job with this id, wherever it is; raises :class:`JobNotFound` if nowhere.
+
+        A finished job's record wins over a copy still in ``running/`` (the
+        moment between the record becoming durable and the job leaving).
+        """
+        check_job_id(job_id)
+        for state in FINISHED_STATES:
+            info = self._finished_info(state, job_id)
+            if info is not None:
+                return info
+        running = self._find_entry(self.layout.running, job_id)
+        if running is not None:
+            return self._entry_info(JobState.RUNNING, running)
+        pending = self._pending_path(job_id)
+        if pending is not None:
+            return self._entry_info(JobState.PENDING, pending)
+        raise JobNotFound(f"no job with id {job_id!r} in queue {self.root}")
+
+    def list(self, state: JobState | str) -> list[JobInfo]:
+        """All jobs in one state, oldest first (modification time, then name).
+
+        Finished jobs come with their result; pending and running ones with
+        their spec when it is a readable JSON job.
+        """
+        state = JobState(state)
+        folder = self.layout.folder(state)
+        infos: list[JobInfo] = []
+        for entry in _visible_entries(folder):
+            stem, _suffix, kind = split_job_name(entry.name)
+            if state in FINISHED_STATES:
+                if entry.name.endswith(SIDECAR_SUFFIX):
+                    info = self._finished_info(state, entry.name[: -len(SIDECAR_SUFFIX)])
+                elif kind == "json" and not os.path.lexists(folder / (stem + SIDECAR_SUFFIX)):
+                    info = self._finished_info(state, stem)
+                else:
+                    continue  # the file beside a sidecar record; listed through the record
+                if info is not None:
+                    infos.append(info)
+            elif state is JobState.RUNNING or kind != "other":
+                infos.append(self._entry_info(state, folder / entry.name))
+        infos.sort(key=lambda info: (info.mtime, info.job_id))
+        return infos
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobInfo:
+        """Block until the job is finished or ``timeout_s`` passes; return its latest state.
+
+        Woken by file events on ``completed/`` and ``failed/`` (no polling
+        loop). Raises :class:`JobNotFound` if the job is in no folder.
+        """
+        check_job_id(job_id)
+        changed = threading.Event()
+        handler = _NameWatcher(job_id, changed)
+        observer = Observer()
+        for state in FINISHED_STATES:
+            observer.schedule(handler, str(self.layout.folder(state)))
+        observer.start()
+        try:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while True:
+                info = self.get(job_id)
+                if info.state in FINISHED_STATES:
+                    return info
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return info
+                changed.wait(remaining)
+                changed.clear()
+        finally:
+            observer.stop()
+            observer.join()
+
+    def worker_info(self) -> WorkerInfo | None:
+        """The worker serving this queue (from ``worker.json``), or ``None`` if none is alive."""
+        try:
+            info = WorkerInfo.model_validate_json(self.layout.worker_file.read_bytes())
+        except (OSError, ValidationError):
+            return None
+        try:
+            proc = psutil.Process(info.pid)
+            if abs(proc.create_time() - info.started_at.timestamp()) > 5:
+                return None  # the pid was reused by another process
+        except psutil.Error:
+            return None
+        return info
+
+    # ----- the worker's side --------------------------------------------------------
+
+    def claim(self, name: str) -> ClaimedJob:
+        """Move ``pending/<name>`` into ``running/``: the claim. Only the claimer runs the job.
+
+        The job keeps its id unless that id is already used in the queue (or
+        is not a valid id): then it gets a new unique one, reported in
+        ``renamed_from``. The claim takes effect when the job leaves
+        ``pending/``; both folders are fsync'd before this returns. Raises
+        :class:`FileNotFoundError` if the file is gone (removed or cancelled
+        since it was seen).
+        """
+        stem, suffix, kind = split_job_name(name)
+        job_id = self._unique_id(stem)
+        target = self.layout.running / f"{job_id}{suffix}"
+        move_no_replace(self.layout.pending / name, target)
+        fsync_dir(self.layout.running)
+        fsync_dir(self.layout.pending)
+        return ClaimedJob(job_id, kind, target, name, None if job_id == stem else stem)
+
+    def finish(self, job: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
+        """Record a claimed job's result and move it out of ``running/``; return the record's path.
+
+        ``completed/`` when ``result.status`` is ``completed``, else ``failed/``.
+        A JSON job with a valid ``spec`` becomes its own record (the job's
+        fields plus ``result``); anything else keeps its file untouched with an
+        ``<id>.result.json`` record beside it. The record is durable before
+        the job leaves ``running/``.
+        """
+        folder = self.layout.completed if result.status is JobStatus.COMPLETED else self.layout.failed
+        if spec is not None and job.kind == "json":
+            record = JobRecord.model_validate({**spec.model_dump(exclude_unset=True), "result": result})
+            path = folder / f"{job.job_id}.json"
+            write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
+            _unlink_if_exists(job.path)
+            return path
+        sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=job.path.name, result=result)
+        path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
+        write_durable(path, sidecar.model_dump_json(indent=2).encode("utf-8"))
+        move_no_replace(job.path, folder / job.path.name)
+        return path
+
+    def running_jobs(self) -> builtins.list[tuple[str, Path]]:
+        """(job id, path) of every entry in ``running/``."""
+        return [(split_job_name(entry.name)[0], Path(entry.path)) for entry in _visible_entries(self.layout.running)]
+
+    def settle_running(self, job_id: str, path: Path) -> str | None:
+        """Tidy a ``running/`` entry left by a worker that stopped; say what was done.
+
+        Returns ``"unclaimed"`` when the claim never completed (the same file
+        is still in ``pending/``, so the job never started: the ``running/``
+        name is removed and the job stays pending), ``"finished"`` when its
+        record is already durable (the job file is moved beside the record, or
+        removed for a JSON job, whose record replaced it), and ``None`` when
+        the job really was cut short and still needs an ``interrupted`` record.
+        """
+        info = path.lstat()
+        if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+            for entry in _visible_entries(self.layout.pending):
+                if entry.inode() == info.st_ino and entry.stat(follow_symlinks=False).st_dev == info.st_dev:
+                    os.unlink(path)
+                    return "unclaimed"
+        record = self.record_path(job_id)
+        if record is None:
+            return None
+        beside = record.parent / path.name
+        if record.name.endswith(SIDECAR_SUFFIX) and not os.path.lexists(beside):
+            move_no_replace(path, beside)
+        else:
+            _unlink_if_exists(path)
+        return "finished"
+
+    def record_path(self, job_id: str) -> Path | None:
+        """The finished record of ``job_id`` in ``completed/`` or ``failed/``, if there is one."""
+        for state in FINISHED_STATES:
+            folder = self.layout.folder(state)
+            for name in (job_id + SIDECAR_SUFFIX, job_id + ".json"):
+                if os.path.lexists(folder / name):
+                    return folder / name
+        return None
+
+    def remove_stale_temp_files(self, older_than_s: float) -> int:
+        """Delete execsvc's own temporary files older than ``older_than_s`` (left by a crash)."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        for state in JobState:
+            for entry in os.scandir(self.layout.folder(state)):
+                if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp"):
+                    try:
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
+
+    # ----- helpers ------------------------------------------------------------------
+
+    def _unique_id(self, stem: str) -> str:
+        base = stem
+        try:
+            check_job_id(base)
+        except InvalidJobId:
+            base = sanitize_job_id(stem)
+        candidate, n = base, 1
+        while self.layout.id_in_use(candidate):
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    def _pending_path(self, job_id: str) -> Path | None:
+        return self._find_entry(self.layout.pending, job_id)
+
+    def _find_entry(self, folder: Path, job_id: str) -> Path | None:
+        for name in self.layout.record_names(job_id)[1:]:
+            path = folder / name
+            if os.path.lexists(path):
+                return path
+        return None
+
+    def _entry_info(self, state: JobState, path: Path) -> JobInfo:
+        stem, _suffix, kind = split_job_name(path.name)
+        spec = _read_json_object(path) if kind == "json" else None
+        status = JobStatus.PENDING if state is JobState.PENDING else JobStatus.RUNNING
+        return JobInfo(
+            job_id=stem, state=state, status=status, kind=kind, path=str(path), mtime=_mtime(path), spec=spec
+        )
+
+    def _finished_info(self, state: JobState, job_id: str) -> JobInfo | None:
+        folder = self.layout.folder(state)
+        sidecar = folder / (job_id + SIDECAR_SUFFIX)
+        try:
+            if os.path.lexists(sidecar):
+                side = SidecarRecord.model_validate_json(sidecar.read_bytes())
+                spec = _read_json_object(folder / side.job_file) if side.kind == "json" else None
+                return JobInfo(
+                    job_id=job_id,
+                    state=state,
+                    status=side.result.status,
+                    kind=side.kind,
+                    path=str(sidecar),
+                    mtime=_mtime(sidecar),
+                    spec=spec,
+                    result=side.result,
+                )
+            record_path = folder / f"{job_id}.json"
+            raw = json.loads(record_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(raw, dict) or "result" not in raw:
+            return None
+        result = JobResult.model_validate(raw.pop("result"))
+        return JobInfo(
+            job_id=job_id,
+            state=state,
+            status=result.status,
+            kind="json",
+            path=str(record_path),
+            mtime=_mtime(record_path),
+            spec=raw,
+            result=result,
+        )
+
+
+class _NameWatcher(FileSystemEventHandler):
+    """Sets an event when a file whose name starts with the job id appears."""
+
+    def __init__(self, job_id: str, changed: threading.Event) -> None:
+        self._prefix = job_id
+        self._changed = changed
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            name = os.path.basename(os.fsdecode(path))
+            if name.startswith(self._prefix):
+                self._changed.set()
+
+
+def _visible_entries(folder: Path) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not is_ignored_name(entry.name):
+                yield entry
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _mtime(path: Path) -> datetime:
+    try:
+        stamp = path.lstat().st_mtime
+    except FileNotFoundError:
+        stamp = time.time()
+    return datetime.fromtimestamp(stamp, UTC).astimezone()
+
+
+def _unlink_if_exists(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

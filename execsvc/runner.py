@@ -1,0 +1,289 @@
+"""One job's process group: start it, wait for it, stop it (PROTOCOL.md, "Timeouts").
+
+The job runs in a new session (``start_new_session=True``, never
+``preexec_fn``, which is unsafe in a threaded process), so its process id is
+also its process group id and the whole tree can be signalled at once.
+stdout and stderr go straight to files in ``logs/`` through the kernel: the
+worker holds none of the output in memory and reads back only a bounded tail.
+
+When the job's main process exits, anything it left running in its process
+group gets SIGTERM, then SIGKILL after the grace period, as systemd does for
+a unit's control group: a finished job leaves nothing behind. A job that must
+leave a process running starts it in a session of its own (``setsid``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from .config import JOB_ID_ENV, QUEUE_DIR_ENV
+from .jobfile import RunRequest
+
+
+class SpawnError(Exception):
+    """The job could not be started; the message says why, for a person."""
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a started job ended: ``returncode`` < 0 is the signal that killed it."""
+
+    returncode: int
+    started_at: datetime
+    ended_at: datetime
+    duration_s: float
+    leftovers_stopped: bool
+
+
+@dataclass(frozen=True)
+class OutputTail:
+    """The last bytes of one output stream, decoded; ``size_bytes`` is the whole stream's size."""
+
+    text: str
+    truncated: bool
+    size_bytes: int
+
+
+def now() -> datetime:
+    """The current time, timezone-aware (local zone), for records and logs."""
+    return datetime.now(UTC).astimezone()
+
+
+def signal_name(returncode: int | None) -> str | None:
+    """``"SIGKILL"`` for a returncode of -9; ``None`` for a normal exit."""
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class JobProcess:
+    """A job's process group. :meth:`start` once, then :meth:`wait` in one thread.
+
+    :meth:`signal_group` may be called from any thread at any time; it does
+    nothing once the job's main process has exited and been reaped, so it can
+    never hit an unrelated process that reused the id.
+    """
+
+    def __init__(self, request: RunRequest, stdout_path: Path, stderr_path: Path, *, kill_grace_s: float) -> None:
+        self.request = request
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+        self.kill_grace_s = kill_grace_s
+        self.pid: int | None = None
+        self.started_at: datetime | None = None
+        self._started_mono = 0.0
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._exited = False
+        self._signalled = False
+
+    def start(self) -> None:
+        """Start the job in its own session, output to the log files.
+
+        Raises :class:`SpawnError` (working directory missing, command not
+        found, not executable...) with nothing left running.
+        """
+        request = self.request
+        if not request.cwd.is_dir():
+            what = "does not exist" if not request.cwd.exists() else "is not a directory"
+            raise SpawnError(f"the working directory {request.cwd} {what}")
+        out_fd = _open_log(self.stdout_path)
+        try:
+            err_fd = _open_log(self.stderr_path)
+            try:
+                stdin_file = _stdin_file(request.stdin)
+                try:
+                    self._popen = subprocess.Popen(
+                        request.argv,
+                        cwd=request.cwd,
+                        env=request.env,
+                        stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
+                        stdout=out_fd,
+                        stderr=err_fd,
+                        start_new_session=True,
+                        close_fds=True,
+                    )
+                except OSError as exc:
+                    raise SpawnError(_describe_spawn_error(request.argv[0], exc)) from exc
+                finally:
+                    if stdin_file is not None:
+                        stdin_file.close()
+            finally:
+                os.close(err_fd)
+        finally:
+            os.close(out_fd)
+        self.pid = self._popen.pid
+        self.started_at = now()
+        self._started_mono = time.monotonic()
+
+    def signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the job's whole process group; False if it had already exited."""
+        with self._lock:
+            if self._exited or self.pid is None:
+                return False
+            self._signalled = True
+            _killpg(self.pid, sig)
+            return True
+
+    def wait(self) -> ExitInfo:
+        """Block until the job's main process exits, then stop what it left behind.
+
+        The main process is first waited for without reaping it (``waitid``
+        with ``WNOWAIT``), so its process group id stays reserved while the
+        leftovers are signalled.
+        """
+        assert self._popen is not None and self.pid is not None and self.started_at is not None
+        pid = self.pid
+        if hasattr(os, "waitid"):
+            while True:
+                try:
+                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    break
+        with self._lock:
+            self._exited = True
+            signalled = self._signalled
+            _killpg(pid, signal.SIGKILL if signalled else signal.SIGTERM)
+        returncode = self._popen.wait()
+        ended_mono = time.monotonic()
+        ended_at = now()
+        leftovers = _group_alive(pid)
+        if leftovers:
+            if not signalled:
+                _wait_group_gone(pid, self.kill_grace_s)
+            _killpg(pid, signal.SIGKILL)
+        return ExitInfo(
+            returncode=returncode,
+            started_at=self.started_at,
+            ended_at=ended_at,
+            duration_s=round(ended_mono - self._started_mono, 6),
+            leftovers_stopped=leftovers,
+        )
+
+
+def read_tail(path: Path, max_bytes: int) -> OutputTail:
+    """The last ``max_bytes`` of a log file, as UTF-8 text with invalid bytes replaced.
+
+    A cut that falls inside a multi-byte character skips that character's
+    remaining bytes. A missing file reads as empty.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return OutputTail("", False, 0)
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - max_bytes)
+        data = os.pread(fd, size - start, start)
+    finally:
+        os.close(fd)
+    if start:
+        skip = 0
+        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:
+            skip += 1
+        data = data[skip:]
+    return OutputTail(data.decode("utf-8", errors="replace"), start > 0, size)
+
+
+def find_job_processes(queue_root: Path, job_ids: set[str]) -> dict[str, list[psutil.Process]]:
+    """Processes of this user still running for the given jobs of this queue.
+
+    Found by the ``EXECSVC_JOB_ID`` and ``EXECSVC_QUEUE_DIR`` variables every
+    job's environment carries, so processes that left the job's process group
+    are found too. Processes whose environment cannot be read are skipped.
+    """
+    found: dict[str, list[psutil.Process]] = {}
+    root = str(queue_root)
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        job_id = env.get(JOB_ID_ENV)
+        if job_id in job_ids and env.get(QUEUE_DIR_ENV) == root:
+            found.setdefault(job_id, []).append(proc)
+    return found
+
+
+def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:
+    """SIGTERM each process, then SIGKILL whatever is still there after ``grace_s``."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+
+def _stdin_file(data: bytes | None) -> IO[bytes] | None:
+    """The job's stdin as an unlinked temporary file: no feeder thread, no pipe to fill."""
+    if data is None:
+        return None
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - handed to Popen, closed by the caller
+    handle.write(data)
+    handle.seek(0)
+    return handle
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_group_gone(pgid: int, grace_s: float) -> None:
+    """Wait up to ``grace_s`` for a process group to empty (only reached when leftovers exist)."""
+    deadline = time.monotonic() + grace_s
+    delay = 0.005
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _describe_spawn_error(program: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        where = "" if "/" in program else " in PATH"
+        return f"command not found: '{program}' (no such file{where})"
+    if isinstance(exc, PermissionError):
+        return f"permission denied running '{program}' (is it executable?)"
+    if exc.errno == errno.ENOEXEC:
+        return f"'{program}' is not a program this system can run (exec format error)"
+    return f"the job could not be started: {exc.strerror or exc}"

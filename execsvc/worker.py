@@ -1,0 +1,595 @@
+"""The worker: wakes on file events in ``pending/``, runs jobs in FIFO order, records results.
+
+Shaped like huey's consumer: :meth:`Worker.initialize`, then :meth:`Worker.loop`
+(one step: wait for the next message or deadline, act, start what may start)
+until it returns False, then :meth:`Worker.shutdown`. :meth:`Worker.run` does
+all three.
+
+Threads: the watchdog observer turns file events into messages; each running
+job has one thread that blocks until the job's process exits, then writes its
+record; signal handlers only post a message. Everything else happens in the
+thread that calls :meth:`loop`, so the queue state needs no locks. File events
+are a wake-up call, not the truth: on each one the worker looks at the file,
+and a slow rescan catches anything an event missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import shutil
+import signal
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from queue import Empty, SimpleQueue
+from types import FrameType
+
+import psutil
+from filelock import FileLock, Timeout
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from . import __version__
+from .config import WorkerConfig
+from .daemonlog import EventLog, configure
+from .durable import install_lease_guard, write_durable, writers_open
+from .errors import InvalidJob, QueueLocked
+from .jobfile import RunRequest, parse_json_job, read_job
+from .layout import is_ignored_name, split_job_name
+from .models import JobResult, JobSpec, JobStatus, WorkerInfo
+from .protocol import ClaimedJob, JobQueue
+from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, now, read_tail, signal_name, stop_processes
+
+_TEMP_MAX_AGE_S = 60.0
+
+
+@dataclass
+class _Candidate:
+    """A file seen in ``pending/``; ``ready`` once it is complete."""
+
+    ready: bool
+    mtime_ns: int
+
+
+@dataclass
+class _ActiveJob:
+    claimed: ClaimedJob
+    request: RunRequest
+    process: JobProcess
+    stop_status: JobStatus | None = None
+    stop_error: str | None = None
+
+
+@dataclass(order=True)
+class _Deadline:
+    at: float
+    seq: int
+    action: str = field(compare=False)
+    key: str = field(compare=False)
+
+
+class _PendingEvents(FileSystemEventHandler):
+    """Posts the name of every file created, moved in, or closed after writing in ``pending/``."""
+
+    def __init__(self, inbox: SimpleQueue[tuple[str, str]]) -> None:
+        self._inbox = inbox
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) else event.src_path
+        if path:
+            self._inbox.put(("event", os.path.basename(os.fsdecode(path))))
+
+
+class Worker:
+    """Serves one queue root until told to stop. See the module docstring for the shape."""
+
+    def __init__(self, queue_dir: Path, config: WorkerConfig | None = None, *, log_to_stderr: bool = True) -> None:
+        self.config = config or WorkerConfig()
+        self.queue = JobQueue(queue_dir, create=False)
+        self.layout = self.queue.layout
+        self._log_to_stderr = log_to_stderr
+        self._inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
+        self._candidates: dict[str, _Candidate] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._active: dict[str, _ActiveJob] = {}
+        self._recording = 0
+        self._deadlines: list[_Deadline] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._forced = False
+        self._lock: FileLock | None = None
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._log: EventLog | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ----- life cycle -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the exit code (0 after a clean stop)."""
+        self.initialize()
+        try:
+            while self.loop():
+                pass
+        finally:
+            self.shutdown()
+        return 0
+
+    def initialize(self) -> None:
+        """Create and check the folders, take the lock, settle what a dead worker left, start watching.
+
+        Raises :class:`~execsvc.errors.UnsafeQueue` for folders others can
+        write to, and :class:`~execsvc.errors.QueueLocked` (naming the holder's
+        PID) when another worker serves this queue.
+        """
+        self.layout.ensure()
+        self._log = EventLog(
+            configure(
+                self.layout.daemon_log,
+                max_bytes=self.config.log_max_bytes,
+                backups=self.config.log_backups,
+                to_stderr=self._log_to_stderr,
+            )
+        )
+        previous = self.queue.worker_info()
+        self._acquire_lock()
+        started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
+        info = WorkerInfo(
+            pid=os.getpid(),
+            slots=self.config.slots,
+            started_at=started,
+            queue_dir=str(self.layout.root),
+            version=__version__,
+        )
+        write_durable(self.layout.worker_file, info.model_dump_json().encode(), replace=True, sync=False)
+        self.log.info(
+            "worker_started", pid=os.getpid(), slots=self.config.slots, queue=str(self.layout.root), version=__version__
+        )
+        self._recover(previous)
+        self.queue.remove_stale_temp_files(_TEMP_MAX_AGE_S)
+        if threading.current_thread() is threading.main_thread():
+            install_lease_guard()
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self._observer = Observer()
+        self._observer.schedule(
+            _PendingEvents(self._inbox),
+            str(self.layout.pending),
+            event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
+        )
+        self._observer.start()
+        self._rescan()
+        self._schedule(self.config.rescan_interval_s, "rescan", "")
+
+    def loop(self) -> bool:
+        """One step: wait for a message or the next deadline, act on it, start ready jobs.
+
+        Returns False once the worker has stopped (after a signal, with no
+        job left running or being recorded).
+        """
+        timeout = self._time_to_next_deadline()
+        try:
+            message: tuple[str, str] | None = self._inbox.get(timeout=timeout)
+        except Empty:
+            message = None
+        while message is not None:
+            self._handle(message)
+            try:
+                message = self._inbox.get_nowait()
+            except Empty:
+                message = None
+        self._run_due_deadlines()
+        self._dispatch()
+        return not (self._stopping and not self._active and self._recording == 0)
+
+    def shutdown(self) -> None:
+        """Stop watching, wait for job threads, release the lock, say goodbye in the log."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+        for thread in self._threads:
+            thread.join()
+        if self._lock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.worker_file.unlink()
+            self._lock.release()
+        if self._log is not None:
+            self.log.info("worker_stopped", pid=os.getpid())
+            self._log.close()
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask the worker to stop, as SIGTERM does (safe from any thread or a signal handler)."""
+        self._inbox.put(("signal", str(signum)))
+
+    @property
+    def log(self) -> EventLog:
+        assert self._log is not None, "initialize() first"
+        return self._log
+
+    # ----- messages -----------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._inbox.put(("signal", str(signum)))  # SimpleQueue.put is reentrant: safe here
+
+    def _handle(self, message: tuple[str, str]) -> None:
+        kind, value = message
+        if kind == "event":
+            self._consider(value)
+        elif kind == "exited":
+            self._active.pop(value, None)
+            self._recording += 1
+        elif kind == "recorded":
+            self._recording -= 1
+        elif kind == "signal":
+            self._on_stop_request(int(value))
+
+    def _on_stop_request(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self._stopping:
+            self._stopping = True
+            self.log.info(
+                "worker_stopping", signal=name, running=len(self._active), drain_timeout_s=self.config.drain_timeout_s
+            )
+            self._schedule(self.config.drain_timeout_s, "drain", "")
+        elif not self._forced:
+            self._forced = True
+            self.log.warning("worker_stopping_now", signal=name, running=len(self._active))
+            self._interrupt_all(
+                f"the worker got a second stop signal ({name}) and stopped the job at once", signal.SIGKILL
+            )
+
+    # ----- pending files ------------------------------------------------------------
+
+    def _consider(self, name: str) -> None:
+        """Look at ``pending/<name>`` after an event or in a scan; mark it ready when complete."""
+        if is_ignored_name(name):
+            return
+        path = self.layout.pending / name
+        try:
+            info = os.lstat(path)
+            kind = split_job_name(name)[2]
+            if kind != "other" and stat.S_ISREG(info.st_mode) and not self._complete(path, kind, info):
+                self._candidates[name] = _Candidate(False, info.st_mtime_ns)
+                return
+        except FileNotFoundError:
+            self._candidates.pop(name, None)
+            return
+        known = self._candidates.get(name)
+        if known is not None and known.ready:
+            return
+        self._candidates[name] = _Candidate(True, info.st_mtime_ns)
+        heapq.heappush(self._ready, (info.st_mtime_ns, name))
+
+    def _complete(self, path: Path, kind: str, info: os.stat_result) -> bool:
+        """Whether a job file is whole: nobody has it open for writing (or, where that cannot be
+        asked, JSON that parses, or a script unchanged for ``settle_s``)."""
+        open_for_writing = writers_open(path)
+        if open_for_writing is not None:
+            return not open_for_writing
+        quiet_for = time.time() - info.st_mtime
+        if quiet_for >= self.config.settle_s:
+            return True
+        if kind == "json":
+            try:
+                parse_json_job(path.read_bytes())
+                return True
+            except InvalidJob:
+                pass
+        self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", path.name)
+        return False
+
+    def _rescan(self) -> None:
+        with os.scandir(self.layout.pending) as entries:
+            names = [entry.name for entry in entries]
+        for name in names:
+            candidate = self._candidates.get(name)
+            if candidate is None or not candidate.ready:
+                self._consider(name)
+
+    # ----- starting jobs ------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while (
+            not self._stopping
+            and self._ready
+            and len(self._active) < self.config.slots
+            and self._recording < 2 * self.config.slots
+        ):
+            _mtime, name = heapq.heappop(self._ready)
+            candidate = self._candidates.pop(name, None)
+            if candidate is None or not candidate.ready:
+                continue
+            try:
+                self._start(name)
+            except Exception as exc:  # the worker never dies of a job
+                self.log.error("internal_error", file=name, error=repr(exc))
+
+    def _start(self, name: str) -> None:
+        try:
+            claimed = self.queue.claim(name)
+        except FileNotFoundError:
+            self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
+            return
+        job_id = claimed.job_id
+        if claimed.renamed_from is not None:
+            self.log.warning(
+                "renamed",
+                job_id,
+                file=name,
+                reason=f"the id {claimed.renamed_from!r} is already used in this queue or is not a valid id",
+            )
+        self.log.info("claimed", job_id, file=name)
+        try:
+            request = read_job(
+                claimed.path, claimed.kind, job_id=job_id, queue_root=self.layout.root, config=self.config
+            )
+        except InvalidJob as exc:
+            self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
+            return
+        if request.result_file is not None and not request.result_file.parent.is_dir():
+            self._finish_unstarted(
+                claimed,
+                JobStatus.FAILED,
+                f"the folder of result_file {request.result_file} does not exist; the job was not started",
+                request,
+            )
+            return
+        process = JobProcess(
+            request,
+            self.layout.stdout_log(job_id),
+            self.layout.stderr_log(job_id),
+            kill_grace_s=self.config.kill_grace_s,
+        )
+        try:
+            process.start()
+        except SpawnError as exc:
+            self._finish_unstarted(claimed, JobStatus.FAILED, str(exc), request)
+            return
+        job = _ActiveJob(claimed, request, process)
+        self._active[job_id] = job
+        capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
+        self.log.info(
+            "started",
+            job_id,
+            pid=process.pid,
+            timeout_s=request.timeout_s,
+            timeout_capped="yes" if capped else None,
+            argv=" ".join(request.argv)[:300],
+        )
+        self._schedule(request.timeout_s, "timeout", job_id)
+        thread = threading.Thread(target=self._watch, args=(job,), name=f"execsvc-job-{job_id}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+
+    def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
+        stamp = now()
+        result = JobResult(
+            job_id=claimed.job_id,
+            status=status,
+            error=error,
+            completed_at=stamp,
+            job_file=claimed.job_file,
+            worker_pid=os.getpid(),
+            argv=request.argv if request else None,
+            timeout_s=request.timeout_s if request else None,
+        )
+        self.queue.finish(claimed, result, request.spec if request else None)
+        event = "invalid" if status is JobStatus.INVALID else "finished"
+        self.log.warning(event, claimed.job_id, status=status.value, reason=error)
+
+    # ----- a running job's thread ---------------------------------------------------
+
+    def _watch(self, job: _ActiveJob) -> None:
+        """Runs in the job's own thread: wait for the exit, free the slot, write the record."""
+        job_id = job.claimed.job_id
+        try:
+            exit_info = job.process.wait()
+        finally:
+            self._inbox.put(("exited", job_id))
+        try:
+            result = self._result(job, exit_info)
+            self.queue.finish(job.claimed, result, job.request.spec)
+            self.log.info(
+                "finished",
+                job_id,
+                status=result.status.value,
+                exit_code=result.returncode,
+                signal=result.signal,
+                duration_s=result.duration_s,
+                leftovers_stopped="yes" if exit_info.leftovers_stopped else None,
+            )
+        except Exception as exc:
+            self.log.error(
+                "record_failed",
+                job_id,
+                error=repr(exc),
+                note="the job stays in running/ and is settled at the next start",
+            )
+        finally:
+            self._inbox.put(("recorded", job_id))
+
+    def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
+        layout, request, claimed = self.layout, job.request, job.claimed
+        returncode = exit_info.returncode
+        status, error = job.stop_status, job.stop_error
+        if status is None:
+            if returncode == 0:
+                status = JobStatus.COMPLETED
+            elif returncode > 0:
+                status, error = JobStatus.FAILED, f"the job exited with code {returncode}"
+            else:
+                status, error = JobStatus.FAILED, f"the job was killed by {signal_name(returncode)}"
+        if request.result_file is not None:
+            try:
+                shutil.copyfile(layout.stdout_log(claimed.job_id), request.result_file)
+            except OSError as exc:
+                status = JobStatus.FAILED if status is JobStatus.COMPLETED else status
+                error = (
+                    error + "; " if error else ""
+                ) + f"stdout could not be written to result_file {request.result_file}: {exc.strerror or exc}"
+        return self._result_record(claimed, status, error, request=request, exit_info=exit_info, pid=job.process.pid)
+
+    def _result_record(
+        self,
+        claimed: ClaimedJob,
+        status: JobStatus,
+        error: str | None,
+        *,
+        request: RunRequest | None = None,
+        exit_info: ExitInfo | None = None,
+        pid: int | None = None,
+    ) -> JobResult:
+        tail = self.config.output_tail_bytes
+        out = read_tail(self.layout.stdout_log(claimed.job_id), tail)
+        err = read_tail(self.layout.stderr_log(claimed.job_id), tail)
+        returncode = exit_info.returncode if exit_info else None
+        return JobResult(
+            job_id=claimed.job_id,
+            status=status,
+            returncode=returncode,
+            signal=signal_name(returncode),
+            error=error,
+            stdout=out.text,
+            stderr=err.text,
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            stdout_bytes=out.size_bytes,
+            stderr_bytes=err.size_bytes,
+            stdout_log=f"logs/{claimed.job_id}.stdout",
+            stderr_log=f"logs/{claimed.job_id}.stderr",
+            argv=request.argv if request else None,
+            pid=pid,
+            timeout_s=request.timeout_s if request else None,
+            started_at=exit_info.started_at if exit_info else None,
+            completed_at=exit_info.ended_at if exit_info else now(),
+            duration_s=exit_info.duration_s if exit_info else None,
+            job_file=claimed.job_file,
+            worker_pid=os.getpid(),
+        )
+
+    # ----- deadlines ------------------------------------------------------------------
+
+    def _schedule(self, delay_s: float, action: str, key: str) -> None:
+        heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key))
+        if len(self._deadlines) > 4 * (len(self._active) + len(self._candidates) + 64):
+            self._deadlines = [d for d in self._deadlines if self._deadline_live(d)]
+            heapq.heapify(self._deadlines)
+
+    def _deadline_live(self, deadline: _Deadline) -> bool:
+        if deadline.action in ("timeout", "kill"):
+            return deadline.key in self._active
+        return True
+
+    def _time_to_next_deadline(self) -> float | None:
+        while self._deadlines and not self._deadline_live(self._deadlines[0]):
+            heapq.heappop(self._deadlines)
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0].at - time.monotonic())
+
+    def _run_due_deadlines(self) -> None:
+        current = time.monotonic()
+        while self._deadlines and self._deadlines[0].at <= current:
+            deadline = heapq.heappop(self._deadlines)
+            action, key = deadline.action, deadline.key
+            job = self._active.get(key)
+            if action == "timeout" and job is not None and job.stop_status is None:
+                job.stop_status = JobStatus.TIMEOUT
+                job.stop_error = (
+                    f"the job ran past its timeout of {job.request.timeout_s:g} s; its process group "
+                    f"got SIGTERM, then SIGKILL after {self.config.kill_grace_s:g} s"
+                )
+                self._stop_job(job, signal.SIGTERM)
+            elif action == "kill" and job is not None:
+                job.process.signal_group(signal.SIGKILL)
+            elif action == "recheck":
+                self._consider(key)
+            elif action == "rescan":
+                self._rescan()
+                self._schedule(self.config.rescan_interval_s, "rescan", "")
+            elif action == "drain" and self._active:
+                self._interrupt_all(
+                    f"the worker was stopping and the job did not finish within the "
+                    f"{self.config.drain_timeout_s:g} s drain period",
+                    signal.SIGTERM,
+                )
+
+    def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
+        job.process.signal_group(sig)
+        if sig != signal.SIGKILL:
+            self._schedule(self.config.kill_grace_s, "kill", job.claimed.job_id)
+
+    def _interrupt_all(self, reason: str, sig: signal.Signals) -> None:
+        for job in self._active.values():
+            if job.stop_status in (None, JobStatus.TIMEOUT):
+                job.stop_status, job.stop_error = JobStatus.INTERRUPTED, reason
+            self.log.warning("interrupting", job.claimed.job_id, signal=sig.name)
+            self._stop_job(job, sig)
+
+    # ----- start-up -------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        lock = FileLock(str(self.layout.lock_file), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = self.queue.worker_info()
+            who = (
+                f"worker PID {holder.pid} (started {holder.started_at.isoformat(timespec='seconds')})"
+                if holder
+                else "another worker"
+            )
+            raise QueueLocked(
+                f"{who} is already serving the queue at {self.layout.root}; only one worker may serve a queue",
+                holder.pid if holder else None,
+            ) from None
+        self._lock = lock
+
+    def _recover(self, previous: WorkerInfo | None) -> None:
+        """Settle every job a dead worker left in ``running/``: never run again, recorded ``interrupted``."""
+        entries = self.queue.running_jobs()
+        if not entries:
+            return
+        leftovers = find_job_processes(self.layout.root, {job_id for job_id, _ in entries})
+        for job_id, path in entries:
+            procs = leftovers.get(job_id, [])
+            if procs:
+                self.log.warning(
+                    "stopping_leftovers", job_id, processes=len(procs), pids=",".join(str(p.pid) for p in procs)
+                )
+                stop_processes(procs, self.config.kill_grace_s)
+            outcome = self.queue.settle_running(job_id, path)
+            if outcome == "unclaimed":
+                self.log.info("claim_undone", job_id, reason="the claim never completed; the job stays pending")
+                continue
+            if outcome == "finished":
+                self.log.info("recovered", job_id, reason="its record was already written")
+                continue
+            _stem, _suffix, kind = split_job_name(path.name)
+            claimed = ClaimedJob(job_id, kind, path, path.name, None)
+            who = f"worker PID {previous.pid}" if previous else "the previous worker"
+            error = f"{who} stopped before this job finished (crash or kill); it was not run again"
+            result = self._result_record(claimed, JobStatus.INTERRUPTED, error)
+            self.queue.finish(claimed, result, _spec_if_valid(path) if kind == "json" else None)
+            self.log.warning("interrupted", job_id, reason=error)
+
+
+def _spec_if_valid(path: Path) -> JobSpec | None:
+    try:
+        return parse_json_job(path.read_bytes())
+    except (InvalidJob, OSError):
+        return None

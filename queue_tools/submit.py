@@ -1,0 +1,102 @@
+"""The submit helper: turn a command line, a job file or a script into a queued job,
+and turn a finished job back into output and an exit code.
+
+Used by ``execsvc submit``; a client of the protocol's public API only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from execsvc import JobInfo, JobQueue, JobSpec, JobStatus
+from execsvc.errors import InvalidJob
+from execsvc.jobfile import parse_json_job
+
+EXIT_TIMEOUT = 124
+"""Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
+
+
+def command_spec(
+    command: list[str] | None,
+    shell: str | None,
+    *,
+    cwd: str | None,
+    env: dict[str, str],
+    timeout_s: float | None,
+    description: str | None,
+) -> JobSpec:
+    """A JSON job from ``argv`` (run directly) or a shell line (run by ``/bin/sh -c``).
+
+    Raises :class:`ValueError` unless exactly one of the two is given.
+    """
+    if bool(command) == bool(shell):
+        raise ValueError("give either a command (after --) or --shell 'command line', not both")
+    fields = {"cwd": cwd, "env": env or None, "timeout_s": timeout_s, "description": description}
+    if shell:
+        return JobSpec(command=shell, **fields)  # type: ignore[arg-type]
+    assert command
+    return JobSpec(command=command[0], args=command[1:], **fields)  # type: ignore[arg-type]
+
+
+def submit_file(queue: JobQueue, path: Path, *, job_id: str | None) -> str:
+    """Enqueue a job file (``.json``, ``.sh`` or ``.txt``) safely; return its job id.
+
+    A JSON file is checked first, so a bad one is refused here with the
+    reason (:class:`~execsvc.errors.InvalidJob`) instead of failing in the queue.
+    """
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        return queue.submit(parse_json_job(data), job_id=job_id)
+    if path.suffix in (".sh", ".txt"):
+        return queue.submit_script(data, job_id=job_id, suffix=path.suffix)
+    raise InvalidJob(f"{path.name}: a job file ends in .json, .sh or .txt")
+
+
+def exit_code(info: JobInfo) -> int:
+    """The exit code a shell would give for this finished job.
+
+    The job's own code; 124 for a timeout; 128 + N for a job killed by signal
+    N; 127 when the command was not found; 1 for anything else that did not
+    complete (invalid, cancelled, interrupted, failed to start).
+    """
+    result = info.result
+    if result is None:
+        return 1
+    if result.status is JobStatus.TIMEOUT:
+        return EXIT_TIMEOUT
+    if result.returncode is not None:
+        return result.returncode if result.returncode >= 0 else 128 - result.returncode
+    if result.error and result.error.startswith("command not found"):
+        return 127
+    return 1
+
+
+def copy_output(queue: JobQueue, info: JobInfo, stdout: BinaryIO, stderr: BinaryIO) -> None:
+    """Write a finished job's whole stdout and stderr (from ``logs/``) to the given streams."""
+    if info.result is None:
+        return
+    for log, stream in ((info.result.stdout_log, stdout), (info.result.stderr_log, stderr)):
+        if not log:
+            continue
+        try:
+            with open(queue.root / log, "rb") as handle:
+                shutil.copyfileobj(handle, stream)
+        except FileNotFoundError:
+            continue
+        stream.flush()
+
+
+def describe_end(info: JobInfo) -> str | None:
+    """A one-line note for stderr when a job did not complete, else ``None``."""
+    result = info.result
+    if result is None or result.status is JobStatus.COMPLETED:
+        return None
+    detail = result.error or result.status.value
+    if result.signal and result.signal not in detail:
+        detail += f" ({result.signal})"
+    return f"execsvc: job {info.job_id} {result.status.value}: {detail}"
+
+
+__all__ = ["EXIT_TIMEOUT", "command_spec", "copy_output", "describe_end", "exit_code", "submit_file"]

@@ -125,20 +125,22 @@ class JobQueue:
     def get(self, job_id: str) -> JobInfo:
         """The job with this id, wherever it is; raises :class:`JobNotFound` if nowhere.
 
-        A finished job's record wins over a copy still in ``running/`` (the
+        The folders are read in the order a job travels (pending, running,
+        finished), so a job that moves on while it is being looked up is still
+        found. A finished record wins over a copy still in ``running/`` (the
         moment between the record becoming durable and the job leaving).
         """
         check_job_id(job_id)
+        pending = self._pending_path(job_id)
+        if pending is not None:
+            return self._entry_info(JobState.PENDING, pending)
+        running = self._find_entry(self.layout.running, job_id)
         for state in FINISHED_STATES:
             info = self._finished_info(state, job_id)
             if info is not None:
                 return info
-        running = self._find_entry(self.layout.running, job_id)
-        if running is not None:
+        if running is not None and os.path.lexists(running):
             return self._entry_info(JobState.RUNNING, running)
-        pending = self._pending_path(job_id)
-        if pending is not None:
-            return self._entry_info(JobState.PENDING, pending)
         raise JobNotFound(f"no job with id {job_id!r} in queue {self.root}")
 
     def list(self, state: JobState | str) -> list[JobInfo]:

@@ -173,6 +173,7 @@ class Worker:
         self._observer.start()
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
+        self.log.info("watching", folder=str(self.layout.pending), ready=len(self._ready))
 
     def loop(self) -> bool:
         """One step: wait for a message or the next deadline, act on it, start ready jobs.
@@ -180,6 +181,7 @@ class Worker:
         Returns False once the worker has stopped (after a signal, with no
         job left running or being recorded).
         """
+        self._dispatch()  # work found by the start-up scan or left by the last step
         timeout = self._time_to_next_deadline()
         try:
             message: tuple[str, str] | None = self._inbox.get(timeout=timeout)

@@ -1,0 +1,173 @@
+"""Shared fixtures: a real worker process on a tmp_path queue, and ways to drop jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from execsvc import JobInfo, JobQueue, JobState
+
+BIN = Path(sys.executable).parent
+EXECSVC = BIN / "execsvc"
+START_TIMEOUT_S = 20.0
+JOB_TIMEOUT_S = 30.0
+
+
+def console_script(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f"console script {path} is not installed: pip install -e '.[test]' first")
+    return str(path)
+
+
+class WorkerProcess:
+    """``execsvc run`` as a real child process; its stderr lines are collected as they come."""
+
+    def __init__(self, queue_root: Path, *args: str) -> None:
+        self.queue_root = queue_root
+        self.proc = subprocess.Popen(
+            [console_script("execsvc"), "run", "--queue-dir", str(queue_root), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_line(self, needle: str, timeout_s: float = START_TIMEOUT_S) -> str:
+        """The first stderr line containing ``needle``; fails the test after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if needle in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    pytest.fail(f"worker never logged {needle!r}; its output:\n" + "\n".join(self.lines))
+                self._changed.wait(remaining)
+
+    def wait_ready(self) -> WorkerProcess:
+        self.wait_for_line("watching")
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        self._reader.join(5)
+        return code
+
+    def wait_exit(self, timeout_s: float = 30.0) -> int:
+        """The exit code, without sending anything."""
+        code = self.proc.wait(timeout_s)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def queue_root(tmp_path: Path) -> Path:
+    return tmp_path / "queue"
+
+
+@pytest.fixture
+def start_worker(queue_root: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``execsvc run`` on the test's queue (ready to take jobs); killed at the end if still up."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, root: Path | None = None, ready: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(root or queue_root, *args)
+        started.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.kill()
+
+
+def drop(queue_root: Path, name: str, content: str | bytes | dict[str, Any], *, mtime: float | None = None) -> Path:
+    """Submit the way a careful foreign tool does: hidden temp file in pending/, then rename."""
+    data = json.dumps(content) if isinstance(content, dict) else content
+    raw = data.encode() if isinstance(data, str) else data
+    pending = queue_root / "pending"
+    pending.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = pending / f".{name}.tmp"
+    tmp.write_bytes(raw)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.rename(tmp, pending / name)
+    return pending / name
+
+
+def wait_finished(queue_root: Path, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> JobInfo:
+    """Wait (on file events) for the job's record; fail the test if it does not come."""
+    info = JobQueue(queue_root).wait(job_id, timeout_s)
+    assert info.state in (JobState.COMPLETED, JobState.FAILED), f"job {job_id} is still {info.state.value}"
+    return info
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (gone, or a zombie nobody reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    """For states no file event announces (a process ending); bounded by a deadline."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def daemon_log(queue_root: Path) -> str:
+    return (queue_root / "daemon.log").read_text()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """As watchdog's own tests do: a test may not leave threads running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not leaked, f"threads leaked: {leaked}"

@@ -110,8 +110,8 @@ class QueueLayout:
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> QueueLayout:
-        """Layout of the queue rooted at ``root`` (made absolute, not resolved)."""
-        return cls(Path(os.path.abspath(root)))
+        """Layout of the queue rooted at ``root`` (symbolic links in the path resolved)."""
+        return cls(Path(os.path.realpath(root)))
 
     @property
     def pending(self) -> Path:

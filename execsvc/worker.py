@@ -545,7 +545,7 @@ class Worker:
     # ----- start-up -------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        lock = FileLock(str(self.layout.lock_file), timeout=0)
+        lock = FileLock(str(self.layout.lock_file), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except Timeout:

@@ -1,0 +1,236 @@
+"""The queue protocol's contract, on real files: submit, read, claim, finish, settle."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from execsvc import InvalidJobId, JobIdTaken, JobNotFound, JobQueue, JobResult, JobSpec, JobState, JobStatus
+from execsvc.durable import move_no_replace, write_durable
+from execsvc.errors import UnsafeQueue
+from execsvc.layout import QueueLayout, check_job_id, job_id_problem, sanitize_job_id, split_job_name
+from execsvc.runner import now
+
+
+def visible(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def result_for(job_id: str, status: JobStatus = JobStatus.COMPLETED) -> JobResult:
+    return JobResult(job_id=job_id, status=status, returncode=0 if status is JobStatus.COMPLETED else 1,
+                     completed_at=now(), job_file=f"{job_id}.json")
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> JobQueue:
+    return JobQueue(tmp_path / "q")
+
+
+def test_submit_writes_one_whole_file_and_get_reads_it(queue: JobQueue) -> None:
+    job_id = queue.submit(JobSpec(command="echo", args=["hi"], description="greeting"))
+    assert visible(queue.layout.pending) == [f"{job_id}.json"], "no temporary file may be left"
+    assert json.loads((queue.layout.pending / f"{job_id}.json").read_text()) == {
+        "command": "echo", "args": ["hi"], "description": "greeting"}
+    info = queue.get(job_id)
+    assert (info.state, info.status, info.kind) == (JobState.PENDING, JobStatus.PENDING, "json")
+    assert info.spec == {"command": "echo", "args": ["hi"], "description": "greeting"}
+
+
+def test_submit_accepts_a_dict_and_keeps_unknown_fields(queue: JobQueue) -> None:
+    job_id = queue.submit({"command": "true", "ticket": 42})
+    assert queue.get(job_id).spec == {"command": "true", "ticket": 42}
+
+
+def test_submit_refuses_a_taken_or_invalid_id(queue: JobQueue) -> None:
+    queue.submit(JobSpec(command="true"), job_id="mine")
+    with pytest.raises(JobIdTaken):
+        queue.submit(JobSpec(command="true"), job_id="mine")
+    with pytest.raises(JobIdTaken):
+        queue.submit_script("true\n", job_id="mine")
+    for bad in ("../escape", "a/b", ".hidden", "x\x00y", "line\nbreak", "x.result", "", "é" * 101):
+        with pytest.raises(InvalidJobId):
+            queue.submit(JobSpec(command="true"), job_id=bad)
+
+
+def test_generated_ids_are_unique_and_time_ordered(queue: JobQueue) -> None:
+    ids = [queue.submit(JobSpec(command="true")) for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert all(check_job_id(job_id) == job_id for job_id in ids)
+    assert [job_id[:15] for job_id in ids] == sorted(job_id[:15] for job_id in ids)
+
+
+def test_get_unknown_job_raises(queue: JobQueue) -> None:
+    with pytest.raises(JobNotFound):
+        queue.get("nobody")
+    with pytest.raises(InvalidJobId):
+        queue.get("../etc/passwd")
+
+
+def test_write_durable_never_overwrites(tmp_path: Path) -> None:
+    target = tmp_path / "record.json"
+    write_durable(target, b"first")
+    with pytest.raises(FileExistsError):
+        write_durable(target, b"second")
+    assert target.read_bytes() == b"first"
+    assert visible(tmp_path) == ["record.json"], "the temporary file must be cleaned up"
+    write_durable(target, b"replaced", replace=True)
+    assert target.read_bytes() == b"replaced"
+
+
+def test_move_no_replace_refuses_and_moves_links_not_targets(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(FileExistsError):
+        move_no_replace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a").read_text() == "a" and (tmp_path / "b").read_text() == "b"
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    move_no_replace(tmp_path / "link", tmp_path / "moved")
+    assert (tmp_path / "moved").is_symlink() and (tmp_path / "a").read_text() == "a"
+    with pytest.raises(FileNotFoundError):
+        move_no_replace(tmp_path / "gone", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    (tmp_path / "d").mkdir()
+    move_no_replace(tmp_path / "d", tmp_path / "e")
+    assert (tmp_path / "e").is_dir()
+
+
+def test_claim_moves_into_running_and_renames_a_used_id(queue: JobQueue) -> None:
+    queue.submit(JobSpec(command="true"), job_id="build")
+    claimed = queue.claim("build.json")
+    assert (claimed.job_id, claimed.kind, claimed.renamed_from) == ("build", "json", None)
+    assert visible(queue.layout.pending) == [] and visible(queue.layout.running) == ["build.json"]
+    assert queue.get("build").state is JobState.RUNNING
+    queue.finish(claimed, result_for("build"), JobSpec(command="true"))
+    queue.submit_script("echo again\n", job_id="build-x")
+    (queue.layout.pending / "build-x.sh").rename(queue.layout.pending / "build.sh")
+    again = queue.claim("build.sh")
+    assert (again.job_id, again.renamed_from, again.job_file) == ("build-2", "build", "build.sh")
+    with pytest.raises(FileNotFoundError):
+        queue.claim("build.sh")
+
+
+def test_claim_gives_unusable_names_a_valid_id(queue: JobQueue) -> None:
+    (queue.layout.pending / "two\nlines.json").write_text('{"command": "true"}')
+    claimed = queue.claim("two\nlines.json")
+    assert claimed.job_id == "two_lines" and claimed.renamed_from == "two\nlines"
+
+
+def test_finish_json_job_embeds_result_and_keeps_fields(queue: JobQueue) -> None:
+    queue.submit({"command": "true", "extra": {"k": [1, 2]}}, job_id="j")
+    claimed = queue.claim("j.json")
+    spec = JobSpec.model_validate(json.loads(claimed.path.read_text()))
+    path = queue.finish(claimed, result_for("j"), spec)
+    assert path == queue.layout.completed / "j.json"
+    record = json.loads(path.read_text())
+    assert record["extra"] == {"k": [1, 2]} and record["result"]["status"] == "completed"
+    assert visible(queue.layout.running) == []
+    info = queue.get("j")
+    assert info.state is JobState.COMPLETED and info.result is not None and info.spec is not None
+    assert "result" not in info.spec
+
+
+def test_finish_text_job_writes_a_sidecar_and_moves_the_script(queue: JobQueue) -> None:
+    queue.submit_script("exit 1\n", job_id="s")
+    claimed = queue.claim("s.sh")
+    queue.finish(claimed, result_for("s", JobStatus.FAILED), None)
+    assert visible(queue.layout.failed) == ["s.result.json", "s.sh"]
+    info = queue.get("s")
+    assert (info.state, info.status, info.kind) == (JobState.FAILED, JobStatus.FAILED, "text")
+
+
+def test_finish_never_overwrites_a_record(queue: JobQueue) -> None:
+    queue.submit(JobSpec(command="true"), job_id="j")
+    claimed = queue.claim("j.json")
+    (queue.layout.completed / "j.json").write_text("someone else's")
+    with pytest.raises(FileExistsError):
+        queue.finish(claimed, result_for("j"), JobSpec(command="true"))
+    assert (queue.layout.completed / "j.json").read_text() == "someone else's"
+    assert visible(queue.layout.running) == ["j.json"], "the job stays in running/ when its record cannot be written"
+
+
+def test_settle_running_undoes_a_half_done_claim(queue: JobQueue) -> None:
+    queue.submit(JobSpec(command="true"), job_id="half")
+    os.link(queue.layout.pending / "half.json", queue.layout.running / "half.json")  # crash between link and unlink
+    assert queue.settle_running("half", queue.layout.running / "half.json") == "unclaimed"
+    assert visible(queue.layout.running) == [] and visible(queue.layout.pending) == ["half.json"]
+
+
+def test_settle_running_completes_a_finish_cut_short(queue: JobQueue) -> None:
+    queue.submit_script("true\n", job_id="t")
+    claimed = queue.claim("t.sh")
+    write_durable(queue.layout.completed / "t.result.json", b"{}")  # record durable, script not yet moved
+    assert queue.settle_running("t", claimed.path) == "finished"
+    assert visible(queue.layout.completed) == ["t.result.json", "t.sh"] and visible(queue.layout.running) == []
+    queue.submit(JobSpec(command="true"), job_id="u")
+    running = queue.claim("u.json").path
+    assert queue.settle_running("u", running) is None, "no record: the job really was cut short"
+
+
+def test_list_pairs_sidecars_and_sorts_oldest_first(queue: JobQueue) -> None:
+    for job_id in ("c", "a", "b"):
+        queue.submit(JobSpec(command="true"), job_id=job_id)
+    for age, job_id in enumerate(("c", "a", "b")):
+        os.utime(queue.layout.pending / f"{job_id}.json", (1_000_000 + age, 1_000_000 + age))
+    assert [info.job_id for info in queue.list("pending")] == ["c", "a", "b"]
+    queue.submit_script("true\n", job_id="s")
+    queue.finish(queue.claim("s.sh"), result_for("s"), None)
+    queue.finish(queue.claim("a.json"), result_for("a"), JobSpec(command="true"))
+    listed = queue.list(JobState.COMPLETED)
+    assert sorted(info.job_id for info in listed) == ["a", "s"]
+    assert all(info.result is not None for info in listed)
+
+
+def test_wait_returns_the_current_state_at_its_timeout(queue: JobQueue) -> None:
+    job_id = queue.submit(JobSpec(command="true"))
+    assert queue.wait(job_id, timeout_s=0.05).state is JobState.PENDING
+    queue.finish(queue.claim(f"{job_id}.json"), result_for(job_id), JobSpec(command="true"))
+    assert queue.wait(job_id, timeout_s=5).state is JobState.COMPLETED
+
+
+def test_worker_info_is_none_without_a_live_worker(queue: JobQueue) -> None:
+    assert queue.worker_info() is None
+    queue.layout.worker_file.write_text(json.dumps({"pid": 999_999_999, "slots": 1, "started_at": "2026-01-01T00:00:00Z",
+                                                    "queue_dir": str(queue.root), "version": "0"}))
+    assert queue.worker_info() is None
+
+
+def test_layout_is_private_and_refuses_shared_folders(tmp_path: Path) -> None:
+    layout = QueueLayout.at(tmp_path / "q")
+    layout.ensure()
+    assert all((layout.root / name).stat().st_mode & 0o777 == 0o700
+               for name in ("", "pending", "running", "completed", "failed", "logs"))
+    layout.root.chmod(0o770)
+    with pytest.raises(UnsafeQueue, match="can be written by other users"):
+        layout.ensure()
+    layout.root.chmod(0o700)
+    layout.pending.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    os.symlink(tmp_path / "elsewhere", layout.pending)
+    with pytest.raises(UnsafeQueue, match="symbolic link"):
+        layout.ensure()
+
+
+def test_a_symlinked_root_is_resolved(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "alias")
+    assert JobQueue(tmp_path / "alias").root == tmp_path / "real"
+
+
+def test_job_names_and_ids() -> None:
+    assert split_job_name("build.json") == ("build", ".json", "json")
+    assert split_job_name("deploy.sh") == ("deploy", ".sh", "text")
+    assert split_job_name("notes.txt") == ("notes", ".txt", "text")
+    assert split_job_name("photo.jpg") == ("photo.jpg", "", "other")
+    assert split_job_name(".json") == (".json", "", "other")
+    assert job_id_problem("ok id with spaces") is None
+    assert job_id_problem("ünïcode-✓") is None
+    assert "'/'" in (job_id_problem("a/b") or "")
+    assert sanitize_job_id("bad\x00name\n") == "bad_name_"
+    assert sanitize_job_id("...x.result") == "x.result-job"
+    assert sanitize_job_id("\udcff") == "_"
+    assert len(sanitize_job_id("x" * 500).encode()) <= 200
+    for stem in ("a/b", "\x07", "x" * 300, ".dot", "y.result", "\udce9"):
+        assert job_id_problem(sanitize_job_id(stem)) is None, stem

@@ -1,0 +1,114 @@
+"""The worker driven step by step in this process (huey-style ``loop()``), with a real observer."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import drop
+
+from execsvc import JobQueue, JobSpec, JobState, JobStatus, WorkerConfig
+from execsvc.durable import write_durable
+from execsvc.worker import Worker
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def make(**settings: object) -> Worker:
+        worker = Worker(tmp_path / "q", WorkerConfig(**settings), log_to_stderr=False)  # type: ignore[arg-type]
+        worker.initialize()
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.request_stop()
+        while worker.loop():
+            pass
+        worker.shutdown()
+
+
+def run_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the worker did not get there in time"
+        worker.loop()
+
+
+def finished(queue: JobQueue, *job_ids: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return all(queue.record_path(job_id) is not None for job_id in job_ids) and not os.listdir(
+            queue.layout.running)
+    return check
+
+
+def test_daemon_log_rotates_by_size(make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker(log_max_bytes=2_000, log_backups=2)
+    queue = JobQueue(worker.layout.root)
+    ids = [queue.submit(JobSpec(command="true")) for _ in range(30)]
+    run_until(worker, finished(queue, *ids))
+    logs = sorted(name for name in os.listdir(worker.layout.root) if name.startswith("daemon.log"))
+    assert logs == ["daemon.log", "daemon.log.1", "daemon.log.2"]
+    assert all((worker.layout.root / name).stat().st_size <= 2_200 for name in logs)
+
+
+def test_every_log_line_has_an_iso_timestamp_and_the_job(make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker()
+    queue = JobQueue(worker.layout.root)
+    job_id = queue.submit(JobSpec(command="true"))
+    run_until(worker, finished(queue, job_id))
+    lines = worker.layout.daemon_log.read_text().splitlines()
+    for line in lines:
+        stamp, level, event, *_ = line.split(" ")
+        assert stamp[10] == "T" and (stamp.endswith("Z") or stamp[-6] in "+-"), line
+        assert level in ("INFO", "WARNING", "ERROR") and event
+    for event in ("claimed", "started", "finished"):
+        assert any(line.split(" ")[2] == event and f"job={job_id}" in line for line in lines), event
+
+
+def test_a_claim_cut_short_by_a_crash_runs_the_job_once(tmp_path: Path, make_worker: Callable[..., Worker]) -> None:
+    queue = JobQueue(tmp_path / "q")
+    marker = tmp_path / "runs"
+    drop(queue.root, "once.json", {"command": f"echo run >> {marker}"})
+    os.link(queue.layout.pending / "once.json", queue.layout.running / "once.json")  # killed between link and unlink
+    worker = make_worker()
+    run_until(worker, finished(queue, "once"))
+    assert marker.read_text() == "run\n"
+    assert queue.get("once").status is JobStatus.COMPLETED
+    assert "claim_undone job=once" in worker.layout.daemon_log.read_text()
+
+
+def test_a_finish_cut_short_by_a_crash_is_completed_not_rerun(tmp_path: Path, make_worker: Callable[..., Worker]) -> None:
+    queue = JobQueue(tmp_path / "q")
+    queue.submit_script("echo should not run again\n", job_id="done")
+    claimed = queue.claim("done.sh")
+    sidecar = b'{"job_id": "done", "kind": "text", "job_file": "done.sh", "result": {"job_id": "done", ' \
+              b'"status": "completed", "returncode": 0, "completed_at": "2026-11-21T10:00:00Z", "job_file": "done.sh"}}'
+    write_durable(queue.layout.completed / "done.result.json", sidecar)
+    worker = make_worker()
+    run_until(worker, lambda: not os.listdir(queue.layout.running))
+    assert claimed.path.name in os.listdir(queue.layout.completed)
+    assert queue.get("done").status is JobStatus.COMPLETED
+    log = worker.layout.daemon_log.read_text()
+    assert "recovered job=done" in log and "started job=done" not in log
+
+
+def test_loop_returns_false_after_a_stop_request(make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker()
+    worker.request_stop()
+    assert worker.loop() is False
+
+
+def test_an_invalid_job_does_not_stop_the_next(make_worker: Callable[..., Worker]) -> None:
+    worker = make_worker()
+    queue = JobQueue(worker.layout.root)
+    drop(queue.root, "a-bad.json", "{")
+    good = queue.submit(JobSpec(command="true"))
+    run_until(worker, finished(queue, "a-bad", good))
+    assert queue.get("a-bad").status is JobStatus.INVALID
+    assert queue.get(good).state is JobState.COMPLETED

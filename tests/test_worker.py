@@ -70,10 +70,11 @@ def test_fifo_order_of_twenty_jobs_follows_mtime_not_name(queue_root: Path, star
 
 
 def test_jobs_dropped_while_one_runs_start_oldest_first(queue_root: Path, start_worker: Start) -> None:
-    start_worker()
+    worker = start_worker()
     order = queue_root.parent / "order.txt"
     gate = queue_root.parent / "gate"
     drop(queue_root, "blocker.json", {"command": f"while [ ! -e {gate} ]; do sleep 0.01; done"})
+    worker.wait_for_line("started job=blocker")
     base = time.time() - 100
     ages = [5, 1, 9, 3, 7, 0, 8, 2, 6, 4]
     for i, age in enumerate(ages):

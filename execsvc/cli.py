@@ -19,6 +19,7 @@ from queue_tools.submit import command_spec, copy_output, describe_end, exit_cod
 from . import __version__
 from .config import DEFAULT_TIMEOUT_S, WorkerConfig, default_queue_dir
 from .errors import ExecsvcError
+from .layout import QueueLayout
 from .models import JobSpec
 from .protocol import JobQueue
 from .worker import Worker
@@ -144,12 +145,21 @@ def submit(
         typer.echo(job)
         return
     typer.echo(f"execsvc: job {job} submitted", err=True)
-    info = queue.wait(job)
+    try:
+        info = queue.wait(job)
+    except KeyboardInterrupt:
+        raise _fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
     copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer)
     note = describe_end(info)
     if note:
         typer.echo(note, err=True)
     raise typer.Exit(exit_code(info))
+
+
+@app.command("queue-dir")
+def queue_dir_command(queue_dir: QueueDirOption = None) -> None:
+    """Print the queue root this command would use (handy in scripts: Q=$(execsvc queue-dir))."""
+    typer.echo(QueueLayout.at(_queue_dir(queue_dir)).root)
 
 
 @app.command()

@@ -160,12 +160,16 @@ class QueueLayout:
         return (job_id + SIDECAR_SUFFIX, job_id, *(job_id + suffix for suffix in JOB_SUFFIXES))
 
     def id_in_use(self, job_id: str) -> bool:
-        """True if any of running/, completed/, failed/ holds a job or record with this id."""
-        return any(
-            os.path.lexists(self.folder(state) / name)
-            for state in (JobState.RUNNING, JobState.COMPLETED, JobState.FAILED)
-            for name in self.record_names(job_id)
-        )
+        """True if any of running/, completed/, failed/ holds a job or record with this id.
+
+        On the claim's hot path: plain string paths, one ``lstat`` per name.
+        """
+        names = self.record_names(job_id)
+        return any(os.path.lexists(f"{folder}/{name}") for folder in self._id_folders for name in names)
+
+    @property
+    def _id_folders(self) -> tuple[str, str, str]:
+        return (str(self.running), str(self.completed), str(self.failed))
 
     def ensure(self) -> None:
         """Create the root and its folders (mode 0700) and check that they are private.

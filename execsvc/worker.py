@@ -24,6 +24,7 @@ import signal
 import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +115,9 @@ class Worker:
         self._lock: FileLock | None = None
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._log: EventLog | None = None
-        self._threads: list[threading.Thread] = []
+        # One thread per job being waited for or recorded, reused: at most `slots` running plus
+        # `2 * slots` recording (see _dispatch), and no thread start on the hot path.
+        self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.slots, thread_name_prefix="execsvc-job")
 
     # ----- life cycle -------------------------------------------------------------
 
@@ -202,8 +205,7 @@ class Worker:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join()
-        for thread in self._threads:
-            thread.join()
+        self._waiters.shutdown(wait=True)
         if self._lock is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.layout.worker_file.unlink()
@@ -372,10 +374,7 @@ class Worker:
             argv=" ".join(request.argv)[:300],
         )
         self._schedule(request.timeout_s, "timeout", job_id)
-        thread = threading.Thread(target=self._watch, args=(job,), name=f"execsvc-job-{job_id}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._threads.append(thread)
-        thread.start()
+        self._waiters.submit(self._watch, job)
 
     def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
         stamp = now()

@@ -61,8 +61,12 @@ class RecordCounter(FileSystemEventHandler):
 
 
 def start_worker(root: Path, slots: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([EXECSVC, "run", "--queue-dir", str(root), "--slots", str(slots)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [EXECSVC, "run", "--queue-dir", str(root), "--slots", str(slots)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stderr is not None
     for line in proc.stderr:
         if " watching " in line:
@@ -154,13 +158,17 @@ def main() -> None:
         p90 = values[int(len(values) * 0.9)]
         print(f"{name:34} p50 {statistics.median(values):7.3f}  p90 {p90:7.3f}  (n={len(values)})")
     floor = [floor_throughput(args.jobs) for _ in range(args.repeats)]
-    print(f"{'floor: subprocess.run(true) jobs/s':34} median {statistics.median(floor):7.0f}  "
-          f"min {min(floor):6.0f}  max {max(floor):6.0f}")
+    print(
+        f"{'floor: subprocess.run(true) jobs/s':34} median {statistics.median(floor):7.0f}  "
+        f"min {min(floor):6.0f}  max {max(floor):6.0f}"
+    )
     for slots in (1, 2):
         rates = [throughput(args.jobs, slots) for _ in range(args.repeats)]
-        print(f"{f'execsvc slots={slots} true jobs/s':34} median {statistics.median(rates):7.0f}  "
-              f"min {min(rates):6.0f}  max {max(rates):6.0f}  ratio to floor "
-              f"{statistics.median(rates) / statistics.median(floor):.2f}")
+        print(
+            f"{f'execsvc slots={slots} true jobs/s':34} median {statistics.median(rates):7.0f}  "
+            f"min {min(rates):6.0f}  max {max(rates):6.0f}  ratio to floor "
+            f"{statistics.median(rates) / statistics.median(floor):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,10 @@ def test_stdin_and_a_byte_order_mark(tmp_path: Path) -> None:
 def test_text_jobs_use_sh_or_their_interpreter(tmp_path: Path) -> None:
     assert read(tmp_path, "a.sh", "echo hi\n").argv == ["/bin/sh", str(tmp_path / "a.sh")]
     assert read(tmp_path, "b.txt", "#!/usr/bin/env python3\nprint(1)\n").argv == [
-        "/usr/bin/env", "python3", str(tmp_path / "b.txt")]
+        "/usr/bin/env",
+        "python3",
+        str(tmp_path / "b.txt"),
+    ]
     assert read(tmp_path, "c.sh", "#!/bin/bash -eu\r\necho\r\n").argv == ["/bin/bash", "-eu", str(tmp_path / "c.sh")]
 
 

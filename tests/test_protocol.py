@@ -20,8 +20,13 @@ def visible(folder: Path) -> list[str]:
 
 
 def result_for(job_id: str, status: JobStatus = JobStatus.COMPLETED) -> JobResult:
-    return JobResult(job_id=job_id, status=status, returncode=0 if status is JobStatus.COMPLETED else 1,
-                     completed_at=now(), job_file=f"{job_id}.json")
+    return JobResult(
+        job_id=job_id,
+        status=status,
+        returncode=0 if status is JobStatus.COMPLETED else 1,
+        completed_at=now(),
+        job_file=f"{job_id}.json",
+    )
 
 
 @pytest.fixture
@@ -33,7 +38,10 @@ def test_submit_writes_one_whole_file_and_get_reads_it(queue: JobQueue) -> None:
     job_id = queue.submit(JobSpec(command="echo", args=["hi"], description="greeting"))
     assert visible(queue.layout.pending) == [f"{job_id}.json"], "no temporary file may be left"
     assert json.loads((queue.layout.pending / f"{job_id}.json").read_text()) == {
-        "command": "echo", "args": ["hi"], "description": "greeting"}
+        "command": "echo",
+        "args": ["hi"],
+        "description": "greeting",
+    }
     info = queue.get(job_id)
     assert (info.state, info.status, info.kind) == (JobState.PENDING, JobStatus.PENDING, "json")
     assert info.spec == {"command": "echo", "args": ["hi"], "description": "greeting"}
@@ -192,16 +200,27 @@ def test_wait_returns_the_current_state_at_its_timeout(queue: JobQueue) -> None:
 
 def test_worker_info_is_none_without_a_live_worker(queue: JobQueue) -> None:
     assert queue.worker_info() is None
-    queue.layout.worker_file.write_text(json.dumps({"pid": 999_999_999, "slots": 1, "started_at": "2026-01-01T00:00:00Z",
-                                                    "queue_dir": str(queue.root), "version": "0"}))
+    queue.layout.worker_file.write_text(
+        json.dumps(
+            {
+                "pid": 999_999_999,
+                "slots": 1,
+                "started_at": "2026-01-01T00:00:00Z",
+                "queue_dir": str(queue.root),
+                "version": "0",
+            }
+        )
+    )
     assert queue.worker_info() is None
 
 
 def test_layout_is_private_and_refuses_shared_folders(tmp_path: Path) -> None:
     layout = QueueLayout.at(tmp_path / "q")
     layout.ensure()
-    assert all((layout.root / name).stat().st_mode & 0o777 == 0o700
-               for name in ("", "pending", "running", "completed", "failed", "logs"))
+    assert all(
+        (layout.root / name).stat().st_mode & 0o777 == 0o700
+        for name in ("", "pending", "running", "completed", "failed", "logs")
+    )
     layout.root.chmod(0o770)
     with pytest.raises(UnsafeQueue, match="can be written by other users"):
         layout.ensure()

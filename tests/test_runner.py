@@ -108,8 +108,9 @@ def test_leftover_job_processes_are_found_by_their_environment(tmp_path: Path) -
     env = {"EXECSVC_JOB_ID": "ghost", "EXECSVC_QUEUE_DIR": str(tmp_path)}
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=os.environ | env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], env=os.environ | env, start_new_session=True
+    )
     try:
         wait_until(lambda: "ghost" in find_job_processes(tmp_path, {"ghost"}), what="the process to be visible")
         found = find_job_processes(tmp_path, {"ghost"})

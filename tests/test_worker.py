@@ -21,10 +21,16 @@ Start = Callable[..., WorkerProcess]
 
 def test_seed_examples_run_end_to_end(queue_root: Path, start_worker: Start, tmp_path: Path) -> None:
     start_worker()
-    drop(queue_root, "echo.json", {"command": "echo", "args": ["Hello, World!"], "description": "Test echo command",
-                                   "owner": {"team": "infra"}})
-    drop(queue_root, "task.json", {"task_id": "unique_id", "command": f"{PY} -c \"print(6*7)\"",
-                                   "purpose": "Description of the job"})
+    drop(
+        queue_root,
+        "echo.json",
+        {"command": "echo", "args": ["Hello, World!"], "description": "Test echo command", "owner": {"team": "infra"}},
+    )
+    drop(
+        queue_root,
+        "task.json",
+        {"task_id": "unique_id", "command": f'{PY} -c "print(6*7)"', "purpose": "Description of the job"},
+    )
     (tmp_path / "work").mkdir()
     drop(queue_root, "script.sh", f"cd {tmp_path}/work && echo made > out.txt && ls\n")
 
@@ -91,8 +97,14 @@ def test_two_slots_run_two_jobs_at_once(queue_root: Path, start_worker: Start) -
     marks = queue_root.parent
     # Each job waits (up to 10 s) for the other's mark: both complete only if they overlap.
     for me, other in (("a", "b"), ("b", "a")):
-        drop(queue_root, f"{me}.json", {"command": f"touch {marks}/{me}; i=0; while [ ! -e {marks}/{other} ]; do "
-                                        f"i=$((i+1)); [ $i -gt 1000 ] && exit 1; sleep 0.01; done"})
+        drop(
+            queue_root,
+            f"{me}.json",
+            {
+                "command": f"touch {marks}/{me}; i=0; while [ ! -e {marks}/{other} ]; do "
+                f"i=$((i+1)); [ $i -gt 1000 ] && exit 1; sleep 0.01; done"
+            },
+        )
     assert wait_finished(queue_root, "a").status is JobStatus.COMPLETED
     assert wait_finished(queue_root, "b").status is JobStatus.COMPLETED
 
@@ -333,10 +345,17 @@ def test_folders_are_created_private(queue_root: Path, start_worker: Start) -> N
 
 def test_job_environment_cwd_stdin_and_result_file(queue_root: Path, start_worker: Start, tmp_path: Path) -> None:
     start_worker()
-    drop(queue_root, "env.json", {
-        "command": "printf '%s|%s|%s|' \"$GREETING\" \"$EXECSVC_JOB_ID\" \"$(pwd)\"; cat",
-        "env": {"GREETING": "hi"}, "cwd": str(tmp_path), "stdin": "from stdin", "result_file": "out/env.txt",
-    })
+    drop(
+        queue_root,
+        "env.json",
+        {
+            "command": 'printf \'%s|%s|%s|\' "$GREETING" "$EXECSVC_JOB_ID" "$(pwd)"; cat',
+            "env": {"GREETING": "hi"},
+            "cwd": str(tmp_path),
+            "stdin": "from stdin",
+            "result_file": "out/env.txt",
+        },
+    )
     (queue_root / "out").mkdir()
     info = wait_finished(queue_root, "env")
     expected = f"hi|env|{tmp_path}|from stdin"
@@ -373,15 +392,22 @@ def test_worker_json_names_the_serving_worker(queue_root: Path, start_worker: St
 def test_execsvc_submit_wait_passes_output_and_exit_code(queue_root: Path, start_worker: Start) -> None:
     start_worker()
     cmd = [str(Path(sys.executable).parent / "execsvc"), "submit", "--queue-dir", str(queue_root), "--wait"]
-    done = subprocess.run([*cmd, "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [*cmd, "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (done.returncode, done.stdout) == (7, "out\n")
     assert "err\n" in done.stderr and "exited with code 7" in done.stderr
-    piped = subprocess.run([*cmd, "--shell", "echo a b | wc -w"], capture_output=True, text=True, timeout=60,
-                           check=False)
+    piped = subprocess.run(
+        [*cmd, "--shell", "echo a b | wc -w"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert (piped.returncode, piped.stdout.strip()) == (0, "2")
     script = subprocess.run(cmd, input="echo from stdin\n", capture_output=True, text=True, timeout=60, check=False)
     assert (script.returncode, script.stdout) == (0, "from stdin\n")
-    timeout = subprocess.run([*cmd, "--timeout-s", "0.2", "--", "sleep", "30"], capture_output=True, text=True,
-                             timeout=60, check=False)
+    timeout = subprocess.run(
+        [*cmd, "--timeout-s", "0.2", "--", "sleep", "30"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert timeout.returncode == 124 and "timeout" in timeout.stderr

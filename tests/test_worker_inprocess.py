@@ -42,8 +42,8 @@ def run_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 30) -
 
 def finished(queue: JobQueue, *job_ids: str) -> Callable[[], bool]:
     def check() -> bool:
-        return all(queue.record_path(job_id) is not None for job_id in job_ids) and not os.listdir(
-            queue.layout.running)
+        return all(queue.record_path(job_id) is not None for job_id in job_ids) and not os.listdir(queue.layout.running)
+
     return check
 
 
@@ -83,12 +83,16 @@ def test_a_claim_cut_short_by_a_crash_runs_the_job_once(tmp_path: Path, make_wor
     assert "claim_undone job=once" in worker.layout.daemon_log.read_text()
 
 
-def test_a_finish_cut_short_by_a_crash_is_completed_not_rerun(tmp_path: Path, make_worker: Callable[..., Worker]) -> None:
+def test_a_finish_cut_short_by_a_crash_is_completed_not_rerun(
+    tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
     queue = JobQueue(tmp_path / "q")
     queue.submit_script("echo should not run again\n", job_id="done")
     claimed = queue.claim("done.sh")
-    sidecar = b'{"job_id": "done", "kind": "text", "job_file": "done.sh", "result": {"job_id": "done", ' \
-              b'"status": "completed", "returncode": 0, "completed_at": "2026-11-21T10:00:00Z", "job_file": "done.sh"}}'
+    sidecar = (
+        b'{"job_id": "done", "kind": "text", "job_file": "done.sh", "result": {"job_id": "done", '
+        b'"status": "completed", "returncode": 0, "completed_at": "2026-11-21T10:00:00Z", "job_file": "done.sh"}}'
+    )
     write_durable(queue.layout.completed / "done.result.json", sidecar)
     worker = make_worker()
     run_until(worker, lambda: not os.listdir(queue.layout.running))

@@ -1,0 +1,74 @@
+"""The README tells the truth: its shell examples run as written, and CI runs its test command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import BIN, WorkerProcess, wait_finished
+
+from execsvc import JobQueue, JobState, JobStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def shell_blocks() -> list[str]:
+    """The ```sh blocks marked `<!-- readme-test: shell -->` in the README."""
+    return re.findall(r"<!-- readme-test: shell -->\n```sh\n(.*?)```", README, flags=re.DOTALL)
+
+
+def run_block(block: str, queue_root: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    script = block.replace(".venv/bin/", f"{BIN}/").replace("/tmp/", f"{tmp_path}/")
+    env = os.environ | {"EXECSVC_QUEUE_DIR": str(queue_root)}
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_readme_has_the_two_quick_start_commands() -> None:
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", quick, flags=re.DOTALL)
+    assert commands == [
+        "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/execsvc run --demo",
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest",
+    ]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text(), "CI must run the README's test command"
+
+
+def test_the_shell_examples_run_as_written(
+    queue_root: Path, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    blocks = shell_blocks()
+    assert len(blocks) == 2
+    start_worker()
+    dropped = run_block(blocks[0], queue_root, tmp_path)
+    assert dropped.returncode == 0, dropped.stderr
+    assert '"status": "completed"' in dropped.stdout and "Hello, World!" in dropped.stdout
+    assert f"running in {os.path.realpath('/tmp')}" in dropped.stdout
+    assert wait_finished(queue_root, "greet").status is JobStatus.COMPLETED
+    submitted = run_block(blocks[1], queue_root, tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    lines = submitted.stdout.splitlines()
+    assert lines[0] == "42"
+    assert "Linux" in lines[-1] or "Darwin" in lines[-1], "uname -a ran as a script from stdin"
+    shell_job = lines[1]
+    assert wait_finished(queue_root, shell_job).status is JobStatus.COMPLETED
+
+
+def test_run_demo_puts_one_job_through(queue_root: Path, start_worker: Callable[..., WorkerProcess]) -> None:
+    worker = start_worker("--demo")
+    job_id = worker.wait_for_line("claimed job=").split("job=")[1].split()[0]
+    info = wait_finished(queue_root, job_id)
+    assert info.state is JobState.COMPLETED and info.result is not None
+    assert info.result.stdout == "Hello, World!\n"
+    assert JobQueue(queue_root).list("completed")[0].job_id == job_id

@@ -55,7 +55,7 @@ pid=""
 if [ -f "$queue/worker.json" ]; then
     pid=$(sed -n 's/.*"pid":[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$queue/worker.json")
 fi
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= 2>/dev/null | grep -q execsvc; then
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -ww -o args= -p "$pid" 2>/dev/null | grep -q execsvc; then
     slots=$(sed -n 's/.*"slots":[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$queue/worker.json")
     echo "worker:  serving (pid $pid, ${slots:-?} slots)"
     serving=0

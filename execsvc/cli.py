@@ -81,6 +81,8 @@ def run(
         worker.initialize()
     except ExecsvcError as exc:
         raise _fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        raise _fail("interrupted while starting", 130) from None
     try:
         if demo:
             JobQueue(worker.layout.root).submit(

@@ -66,18 +66,18 @@ def read_job(path: Path, kind: JobKind, *, job_id: str, queue_root: Path, config
                 "(pass large inputs as files the job reads, not inside the job)"
             )
         data = handle.read(config.max_job_file_bytes + 1)
-    env = dict(os.environ)
-    env[QUEUE_DIR_ENV] = str(queue_root)
+    # The markers go last: a job's own env must not hide it from crash recovery.
+    markers = {QUEUE_DIR_ENV: str(queue_root), JOB_ID_ENV: job_id}
     if kind == "text":
         _check_script(data)
         return RunRequest(
             argv=[*_interpreter(data), str(path)],
             cwd=Path.home(),
-            env=env | {JOB_ID_ENV: job_id},
+            env=dict(os.environ) | markers,
             timeout_s=config.default_timeout_s,
         )
     spec = parse_json_job(data)
-    return _json_request(spec, job_id=job_id, queue_root=queue_root, env=env, config=config)
+    return _json_request(spec, queue_root=queue_root, markers=markers, config=config)
 
 
 def parse_json_job(data: bytes) -> JobSpec:
@@ -108,9 +108,7 @@ def parse_json_job(data: bytes) -> JobSpec:
         raise InvalidJob(_describe_validation(exc)) from exc
 
 
-def _json_request(
-    spec: JobSpec, *, job_id: str, queue_root: Path, env: dict[str, str], config: WorkerConfig
-) -> RunRequest:
+def _json_request(spec: JobSpec, *, queue_root: Path, markers: dict[str, str], config: WorkerConfig) -> RunRequest:
     if spec.runs_in_shell():
         line = spec.command if not spec.args else f"{spec.command} {shlex.join(spec.args)}"
         argv = [SHELL, "-c", line]
@@ -130,7 +128,7 @@ def _json_request(
     return RunRequest(
         argv=argv,
         cwd=_resolve(spec.cwd, queue_root) if spec.cwd else Path.home(),
-        env=env | (spec.env or {}) | {JOB_ID_ENV: job_id},
+        env=dict(os.environ) | (spec.env or {}) | markers,
         timeout_s=timeout_s,
         stdin=spec.stdin.encode("utf-8") if spec.stdin is not None else None,
         result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import os
 import secrets
 import stat
@@ -47,6 +48,18 @@ from .layout import SIDECAR_SUFFIX, QueueLayout, check_job_id, is_ignored_name, 
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
+
+
+class _QuietObserverStop(logging.Filter):
+    """Drops watchdog's "queue_events() called when the thread is inactive": an ERROR it logs
+    when an observer is stopped while its emitter is mid-read. Harmless, but with no logging
+    configured Python prints it on the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietObserverStop())
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class JobQueue:
         ``job_id`` that the queue already holds raises :class:`JobIdTaken`.
         """
         model = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
-        data = model.model_dump_json(exclude_none=True).encode("utf-8")
+        data = model.model_dump_json(exclude_unset=True).encode("utf-8")
         return self._submit_bytes(data, ".json", job_id)
 
     def submit_script(self, script: str | bytes, *, job_id: str | None = None, suffix: str = ".sh") -> str:

@@ -201,10 +201,16 @@ class Worker:
         return not (self._stopping and not self._active and self._recording == 0)
 
     def shutdown(self) -> None:
-        """Stop watching, wait for job threads, release the lock, say goodbye in the log."""
+        """Stop watching, wait for job threads, release the lock, say goodbye in the log.
+
+        Jobs still running here (the loop ended on an unexpected error) are killed
+        and recorded as ``interrupted``, so that this never waits forever.
+        """
         if self._observer is not None:
             self._observer.stop()
             self._observer.join()
+        if self._active:
+            self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
         self._waiters.shutdown(wait=True)
         if self._lock is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -298,6 +304,9 @@ class Worker:
     def _rescan(self) -> None:
         with os.scandir(self.layout.pending) as entries:
             names = [entry.name for entry in entries]
+        present = set(names)
+        for gone in [name for name in self._candidates if name not in present]:
+            del self._candidates[gone]
         for name in names:
             candidate = self._candidates.get(name)
             if candidate is None or not candidate.ready:

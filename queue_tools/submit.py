@@ -33,7 +33,8 @@ def command_spec(
     """
     if bool(command) == bool(shell):
         raise ValueError("give either a command (after --) or --shell 'command line', not both")
-    fields = {"cwd": cwd, "env": env or None, "timeout_s": timeout_s, "description": description}
+    given = {"cwd": cwd, "env": env or None, "timeout_s": timeout_s, "description": description}
+    fields = {key: value for key, value in given.items() if value is not None}
     if shell:
         return JobSpec(command=shell, **fields)  # type: ignore[arg-type]
     assert command

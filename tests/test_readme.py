@@ -22,7 +22,7 @@ def shell_blocks() -> list[str]:
 
 
 def run_block(block: str, queue_root: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    script = block.replace(".venv/bin/", f"{BIN}/").replace("/tmp/", f"{tmp_path}/")
+    script = block.replace("/tmp/", f"{tmp_path}/").replace(".venv/bin/", f"{BIN}/")
     env = os.environ | {"EXECSVC_QUEUE_DIR": str(queue_root)}
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],

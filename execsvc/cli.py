@@ -143,6 +143,12 @@ def submit(
             raise _fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
     except (ExecsvcError, ValueError, ValidationError) as exc:
         raise _fail(str(exc), 2) from exc
+    if queue.worker_info() is None:
+        typer.echo(
+            f"execsvc: note: no worker is serving {queue.root}; the job waits in pending/ until one "
+            "starts (execsvc run)",
+            err=True,
+        )
     if not wait:
         typer.echo(job)
         return

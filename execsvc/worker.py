@@ -24,6 +24,7 @@ import signal
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,12 +192,12 @@ class Worker:
         except Empty:
             message = None
         while message is not None:
-            self._handle(message)
+            self._guarded(self._handle, message)
             try:
                 message = self._inbox.get_nowait()
             except Empty:
                 message = None
-        self._run_due_deadlines()
+        self._guarded(self._run_due_deadlines)
         self._dispatch()
         return not (self._stopping and not self._active and self._recording == 0)
 
@@ -230,6 +231,13 @@ class Worker:
         return self._log
 
     # ----- messages -----------------------------------------------------------------
+
+    def _guarded(self, step: Callable[..., None], *args: object) -> None:
+        """Run one step of the loop; an unexpected error is logged, never fatal to the worker."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self.log.error("internal_error", step=step.__name__, error=repr(exc))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._inbox.put(("signal", str(signum)))  # SimpleQueue.put is reentrant: safe here

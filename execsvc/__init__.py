@@ -17,7 +17,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import DEFAULT_TIMEOUT_S, QUEUE_DIR_ENV, WorkerConfig, default_queue_dir
-from .errors import ExecsvcError, InvalidJob, InvalidJobId, JobIdTaken, JobNotFound, QueueLocked, UnsafeQueue
+from .errors import (
+    ExecsvcError,
+    InvalidJob,
+    InvalidJobId,
+    JobIdTaken,
+    JobNotFound,
+    QueueLocked,
+    UnsafeQueue,
+    WatchFailed,
+)
 from .models import JobInfo, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
 from .protocol import JobQueue, new_job_id
 
@@ -39,6 +48,7 @@ __all__ = [
     "QueueLocked",
     "SidecarRecord",
     "UnsafeQueue",
+    "WatchFailed",
     "WorkerConfig",
     "WorkerInfo",
     "__version__",

@@ -35,6 +35,10 @@ class UnsafeQueue(ExecsvcError):
     """The queue folders are writable by other users or owned by someone else."""
 
 
+class WatchFailed(ExecsvcError):
+    """The worker cannot get file events for ``pending/`` (e.g. the inotify limits are reached)."""
+
+
 class QueueLocked(ExecsvcError):
     """Another worker already serves this queue root."""
 

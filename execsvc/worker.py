@@ -49,7 +49,7 @@ from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, configure
 from .durable import install_lease_guard, write_durable, writers_open
-from .errors import InvalidJob, QueueLocked
+from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
 from .layout import is_ignored_name, split_job_name
 from .models import JobResult, JobSpec, JobStatus, WorkerInfo
@@ -169,12 +169,19 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         self._observer = Observer()
-        self._observer.schedule(
-            _PendingEvents(self._inbox),
-            str(self.layout.pending),
-            event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
-        )
-        self._observer.start()
+        try:
+            self._observer.schedule(
+                _PendingEvents(self._inbox),
+                str(self.layout.pending),
+                event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
+            )
+            self._observer.start()
+        except OSError as exc:
+            self.log.error("cannot_watch", folder=str(self.layout.pending), error=str(exc))
+            raise WatchFailed(
+                f"cannot watch {self.layout.pending} for new jobs: {exc}. On Linux, raise the inotify "
+                "limits (sysctl fs.inotify.max_user_instances / fs.inotify.max_user_watches)"
+            ) from exc
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
         self.log.info("watching", folder=str(self.layout.pending), ready=len(self._ready))
@@ -207,7 +214,7 @@ class Worker:
         Jobs still running here (the loop ended on an unexpected error) are killed
         and recorded as ``interrupted``, so that this never waits forever.
         """
-        if self._observer is not None:
+        if self._observer is not None and self._observer.is_alive():
             self._observer.stop()
             self._observer.join()
         if self._active:

@@ -35,7 +35,7 @@ app = typer.Typer(
 QueueDirOption = Annotated[
     Optional[Path],
     typer.Option(
-        "--queue-dir", help="Queue root [default: $EXECSVC_QUEUE_DIR, else the user data dir].", show_default=False
+        "--queue-dir", help="Queue root (default: $EXECSVC_QUEUE_DIR, else the user data dir).", show_default=False
     ),
 ]
 
@@ -104,9 +104,9 @@ def submit(
     file: Annotated[
         Optional[Path], typer.Option(exists=True, dir_okay=False, help="A job file to enqueue (.json, .sh or .txt).")
     ] = None,
-    job_id: Annotated[Optional[str], typer.Option("--id", help="Job id [default: a fresh time-ordered id].")] = None,
+    job_id: Annotated[Optional[str], typer.Option("--id", help="Job id (default: a fresh time-ordered id).")] = None,
     timeout_s: Annotated[Optional[float], typer.Option(min=0.001, help="The job's timeout in seconds.")] = None,
-    cwd: Annotated[Optional[Path], typer.Option(help="Working directory [default: the current one].")] = None,
+    cwd: Annotated[Optional[Path], typer.Option(help="Working directory (default: the current one).")] = None,
     env: Annotated[
         Optional[list[str]], typer.Option("--env", help="KEY=VALUE added to the job's environment (repeatable).")
     ] = None,

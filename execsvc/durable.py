@@ -26,8 +26,20 @@ _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)  # Linux-only; same value on ev
 
 
 def temp_path_for(dest: Path) -> Path:
-    """A fresh hidden temporary name beside ``dest`` (ignored by the worker)."""
-    return dest.with_name(f"{TEMP_PREFIX}{dest.name[:100]}-{secrets.token_hex(4)}.tmp")
+    """A fresh hidden temporary name beside ``dest`` (ignored by the worker).
+
+    ``.execsvc-<name>-<writer pid>-<random>.tmp``: the pid lets a later worker
+    tell a crashed writer's leftovers from a file being written right now.
+    """
+    return dest.with_name(f"{TEMP_PREFIX}{dest.name[:100]}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def temp_file_writer(name: str) -> int | None:
+    """The pid of the process that wrote an execsvc temporary file, from its name, if it says."""
+    if not (name.startswith(TEMP_PREFIX) and name.endswith(".tmp")):
+        return None
+    parts = name[: -len(".tmp")].rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def fsync_dir(path: Path) -> None:

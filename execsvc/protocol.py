@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, write_durable
+from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, temp_file_writer, write_durable
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
 from .layout import SIDECAR_SUFFIX, QueueLayout, check_job_id, is_ignored_name, sanitize_job_id, split_job_name
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
@@ -304,19 +304,31 @@ class JobQueue:
                     return folder / name
         return None
 
-    def remove_stale_temp_files(self, older_than_s: float) -> int:
-        """Delete execsvc's own temporary files older than ``older_than_s`` (left by a crash)."""
+    def remove_stale_temp_files(self, unnamed_older_than_s: float) -> int:
+        """Delete execsvc's temporary files whose writer has died (a crash mid-write); return how many.
+
+        The writer's pid is in the name (:func:`~execsvc.durable.temp_path_for`);
+        a file being written by a live process is left alone. A temporary file
+        that names no pid is removed once older than ``unnamed_older_than_s``.
+        """
         removed = 0
-        cutoff = time.time() - older_than_s
+        cutoff = time.time() - unnamed_older_than_s
         for state in JobState:
             for entry in os.scandir(self.layout.folder(state)):
-                if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp"):
-                    try:
-                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                            os.unlink(entry.path)
-                            removed += 1
-                    except FileNotFoundError:
-                        pass
+                if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp")):
+                    continue
+                writer = temp_file_writer(entry.name)
+                try:
+                    stale = (
+                        not psutil.pid_exists(writer) or writer == os.getpid()
+                        if writer is not None
+                        else entry.stat(follow_symlinks=False).st_mtime < cutoff
+                    )
+                    if stale:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
         return removed
 
     # ----- helpers ------------------------------------------------------------------

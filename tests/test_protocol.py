@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -253,3 +255,21 @@ def test_job_names_and_ids() -> None:
     assert len(sanitize_job_id("x" * 500).encode()) <= 200
     for stem in ("a/b", "\x07", "x" * 300, ".dot", "y.result", "\udce9"):
         assert job_id_problem(sanitize_job_id(stem)) is None, stem
+
+
+def test_stale_temp_files_of_a_dead_writer_are_removed(queue: JobQueue) -> None:
+    dead_pid = subprocess.Popen(["true"]).pid
+    os.waitpid(dead_pid, 0)
+    live_pid = os.getppid()  # the test runner's parent: alive, and not this process
+    for state in ("pending", "running", "completed", "failed"):
+        (queue.layout.root / state / f".execsvc-x.json-{dead_pid}-abcd.tmp").write_text("half a record")
+    (queue.layout.failed / f".execsvc-y.json-{live_pid}-abcd.tmp").write_text("being written")
+    (queue.layout.pending / ".execsvc-old-style.tmp").write_text("names no pid")
+    (queue.layout.pending / ".a-producers-own.tmp").write_text("not ours")
+    assert queue.remove_stale_temp_files(unnamed_older_than_s=60) == 4
+    assert (queue.layout.failed / f".execsvc-y.json-{live_pid}-abcd.tmp").exists(), "its writer is alive"
+    assert (queue.layout.pending / ".execsvc-old-style.tmp").exists(), "too young to judge"
+    old = time.time() - 120
+    os.utime(queue.layout.pending / ".execsvc-old-style.tmp", (old, old))
+    assert queue.remove_stale_temp_files(unnamed_older_than_s=60) == 1
+    assert (queue.layout.pending / ".a-producers-own.tmp").exists(), "only execsvc's own temporary files"

@@ -258,8 +258,9 @@ def test_job_names_and_ids() -> None:
 
 
 def test_stale_temp_files_of_a_dead_writer_are_removed(queue: JobQueue) -> None:
-    dead_pid = subprocess.Popen(["true"]).pid
-    os.waitpid(dead_pid, 0)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    dead_pid = exited.pid  # a pid whose process has certainly exited
     live_pid = os.getppid()  # the test runner's parent: alive, and not this process
     for state in ("pending", "running", "completed", "failed"):
         (queue.layout.root / state / f".execsvc-x.json-{dead_pid}-abcd.tmp").write_text("half a record")

@@ -11,6 +11,8 @@ and prints medians with a baseline measured in the same run:
 - floor: the same ``sh -c 'date +%s%N'`` spawned directly from Python, start -> its stamp.
 - throughput: first rename -> last record, for N jobs of ``true``, slots 1 and 2, against a
   plain Python loop of ``subprocess.run(["true"])`` (no records, no queue).
+- durable write: what one record costs on this disk right now (fsync latency varies a lot
+  from run to run on shared machines, and every job makes two such writes).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from execsvc import JobQueue
+from execsvc.durable import write_durable
 
 EXECSVC = str(Path(sys.executable).parent / "execsvc")
 STAMP = ["/bin/sh", "-c", "date +%s%N"]
@@ -139,6 +142,17 @@ def throughput(jobs: int, slots: int) -> float:
     return jobs / elapsed
 
 
+def durable_write_us(samples: int = 200) -> float:
+    """Median cost of one durable record on this disk: temp file, fsync, link, folder fsync."""
+    costs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(samples):
+            begun = time.perf_counter()
+            write_durable(Path(tmp) / f"r{i}.json", b"x" * 800)
+            costs.append((time.perf_counter() - begun) * 1e6)
+    return statistics.median(costs)
+
+
 def floor_throughput(jobs: int) -> float:
     begun = time.monotonic()
     for _ in range(jobs):
@@ -153,6 +167,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
+    print(f"{'durable write (fsync x2) us':34} median {durable_write_us():7.0f}   (each job makes two of these)")
     for name, values in latency(args.samples).items():
         values.sort()
         p90 = values[int(len(values) * 0.9)]

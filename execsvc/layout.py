@@ -174,15 +174,16 @@ class QueueLayout:
     def ensure(self) -> None:
         """Create the root and its folders (mode 0700) and check that they are private.
 
-        Raises :class:`UnsafeQueue` when the root or ``pending/`` belongs to
-        another user or can be written by other users: whoever can write to
-        ``pending/`` can run commands as this user.
+        Raises :class:`UnsafeQueue` when a queue folder is not a real
+        directory, belongs to another user, or can be written by other users:
+        whoever can write to ``pending/`` can run commands as this user, and
+        whoever can write to the others can forge results.
         """
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for state in JobState:
-            _make_private_dir(self.folder(state))
-        _make_private_dir(self.logs)
-        for path in (self.root, self.pending):
+        folders = [self.folder(state) for state in JobState] + [self.logs]
+        for folder in folders:
+            _make_private_dir(folder)
+        for path in (self.root, *folders):
             _check_private(path)
 
 
@@ -198,6 +199,8 @@ def _check_private(path: Path) -> None:
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
         raise UnsafeQueue(f"{path} is a symbolic link; the queue folders must be real directories")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeQueue(f"{path} is not a directory; move it away so the queue folder can be created")
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise UnsafeQueue(
             f"{path} belongs to user id {info.st_uid}, not to you (user id {os.getuid()}); "

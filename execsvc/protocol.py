@@ -278,6 +278,8 @@ class JobQueue:
         record is already durable (the job file is moved beside the record, or
         removed for a JSON job, whose record replaced it), and ``None`` when
         the job really was cut short and still needs an ``interrupted`` record.
+        Raises :class:`FileExistsError`, leaving the job file where it is, when
+        another file already has its name beside the record.
         """
         info = path.lstat()
         if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
@@ -288,11 +290,10 @@ class JobQueue:
         record = self.record_path(job_id)
         if record is None:
             return None
-        beside = record.parent / path.name
-        if record.name.endswith(SIDECAR_SUFFIX) and not os.path.lexists(beside):
-            move_no_replace(path, beside)
+        if record.name.endswith(SIDECAR_SUFFIX):
+            move_no_replace(path, record.parent / path.name)  # FileExistsError: a stray file is there; keep ours
         else:
-            _unlink_if_exists(path)
+            _unlink_if_exists(path)  # a JSON job's record replaced its file
         return "finished"
 
     def record_path(self, job_id: str) -> Path | None:

@@ -136,8 +136,9 @@ class Worker:
         """Create and check the folders, take the lock, settle what a dead worker left, start watching.
 
         Raises :class:`~execsvc.errors.UnsafeQueue` for folders others can
-        write to, and :class:`~execsvc.errors.QueueLocked` (naming the holder's
-        PID) when another worker serves this queue.
+        write to, :class:`~execsvc.errors.QueueLocked` (naming the holder's
+        PID) when another worker serves this queue, and
+        :class:`~execsvc.errors.WatchFailed` when ``pending/`` cannot be watched.
         """
         self.layout.ensure()
         self._log = EventLog(
@@ -585,32 +586,43 @@ class Worker:
         self._lock = lock
 
     def _recover(self, previous: WorkerInfo | None) -> None:
-        """Settle every job a dead worker left in ``running/``: never run again, recorded ``interrupted``."""
+        """Settle every job a dead worker left in ``running/``: never run again, recorded ``interrupted``.
+
+        A job that cannot be settled (say ``failed/`` is not writable) is logged
+        and left in ``running/``, where it is never started; the worker still
+        serves, rather than failing every restart.
+        """
         entries = self.queue.running_jobs()
         if not entries:
             return
         leftovers = find_job_processes(self.layout.root, {job_id for job_id, _ in entries})
         for job_id, path in entries:
-            procs = leftovers.get(job_id, [])
-            if procs:
-                self.log.warning(
-                    "stopping_leftovers", job_id, processes=len(procs), pids=",".join(str(p.pid) for p in procs)
-                )
-                stop_processes(procs, self.config.kill_grace_s)
-            outcome = self.queue.settle_running(job_id, path)
-            if outcome == "unclaimed":
-                self.log.info("claim_undone", job_id, reason="the claim never completed; the job stays pending")
-                continue
-            if outcome == "finished":
-                self.log.info("recovered", job_id, reason="its record was already written")
-                continue
-            _stem, _suffix, kind = split_job_name(path.name)
-            claimed = ClaimedJob(job_id, kind, path, path.name, None)
-            who = f"worker PID {previous.pid}" if previous else "the previous worker"
-            error = f"{who} stopped before this job finished (crash or kill); it was not run again"
-            result = self._result_record(claimed, JobStatus.INTERRUPTED, error)
-            self.queue.finish(claimed, result, _spec_if_valid(path) if kind == "json" else None)
-            self.log.warning("interrupted", job_id, reason=error)
+            try:
+                self._settle(job_id, path, leftovers.get(job_id, []), previous)
+            except Exception as exc:
+                self.log.error("recovery_failed", job_id, error=repr(exc), note="left in running/, not run")
+
+    def _settle(self, job_id: str, path: Path, procs: list[psutil.Process], previous: WorkerInfo | None) -> None:
+        """Stop a dead worker's leftover processes for one job, then finish, undo or record it."""
+        if procs:
+            self.log.warning(
+                "stopping_leftovers", job_id, processes=len(procs), pids=",".join(str(p.pid) for p in procs)
+            )
+            stop_processes(procs, self.config.kill_grace_s)
+        outcome = self.queue.settle_running(job_id, path)
+        if outcome == "unclaimed":
+            self.log.info("claim_undone", job_id, reason="the claim never completed; the job stays pending")
+            return
+        if outcome == "finished":
+            self.log.info("recovered", job_id, reason="its record was already written")
+            return
+        _stem, _suffix, kind = split_job_name(path.name)
+        claimed = ClaimedJob(job_id, kind, path, path.name, None)
+        who = f"worker PID {previous.pid}" if previous else "the previous worker"
+        error = f"{who} stopped before this job finished (crash or kill); it was not run again"
+        result = self._result_record(claimed, JobStatus.INTERRUPTED, error)
+        self.queue.finish(claimed, result, _spec_if_valid(path) if kind == "json" else None)
+        self.log.warning("interrupted", job_id, reason=error)
 
 
 def _spec_if_valid(path: Path) -> JobSpec | None:

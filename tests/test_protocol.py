@@ -232,6 +232,12 @@ def test_layout_is_private_and_refuses_shared_folders(tmp_path: Path) -> None:
     os.symlink(tmp_path / "elsewhere", layout.pending)
     with pytest.raises(UnsafeQueue, match="symbolic link"):
         layout.ensure()
+    layout.pending.unlink()
+    layout.pending.mkdir(mode=0o700)
+    layout.failed.rmdir()
+    layout.failed.write_text("")
+    with pytest.raises(UnsafeQueue, match="is not a directory"):
+        layout.ensure()
 
 
 def test_a_symlinked_root_is_resolved(tmp_path: Path) -> None:

@@ -116,3 +116,20 @@ def test_an_invalid_job_does_not_stop_the_next(make_worker: Callable[..., Worker
     run_until(worker, finished(queue, "a-bad", good))
     assert queue.get("a-bad").status is JobStatus.INVALID
     assert queue.get(good).state is JobState.COMPLETED
+
+
+def test_a_job_that_cannot_be_settled_does_not_stop_the_worker(
+    tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    queue = JobQueue(tmp_path / "q")
+    queue.submit_script("echo hi\n", job_id="stuck")
+    queue.claim("stuck.sh")  # left in running/ by a dead worker ...
+    (queue.layout.failed / "stuck.sh").write_text("a stray file where the script must go")  # ... and unsettleable
+    worker = make_worker()
+    after = queue.submit(JobSpec(command="true"))
+    run_until(worker, lambda: queue.record_path(after) is not None)
+    assert queue.get(after).status is JobStatus.COMPLETED, "the worker serves all the same"
+    assert os.listdir(queue.layout.running) == ["stuck.sh"], "left where it is, never run, never lost"
+    assert (queue.layout.failed / "stuck.sh").read_text() == "a stray file where the script must go"
+    log = worker.layout.daemon_log.read_text()
+    assert "recovery_failed job=stuck" in log and "started job=stuck" not in log

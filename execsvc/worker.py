@@ -19,7 +19,6 @@ import contextlib
 import heapq
 import itertools
 import os
-import shutil
 import signal
 import stat
 import threading
@@ -52,9 +51,11 @@ from .durable import install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
 from .layout import is_ignored_name, split_job_name
-from .models import JobResult, JobSpec, JobStatus, WorkerInfo
+from .models import JobResult, JobStatus, WorkerInfo
 from .protocol import ClaimedJob, JobQueue
-from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, now, read_tail, signal_name, stop_processes
+from .recovery import settle_running
+from .results import build_result, copy_result_file, status_of_exit, unstarted_result
+from .runner import ExitInfo, JobProcess, SpawnError
 
 _TEMP_MAX_AGE_S = 60.0
 
@@ -163,7 +164,13 @@ class Worker:
         self.log.info(
             "worker_started", pid=os.getpid(), slots=self.config.slots, queue=str(self.layout.root), version=__version__
         )
-        self._recover(previous)
+        settle_running(
+            self.queue,
+            self.log,
+            previous=previous,
+            kill_grace_s=self.config.kill_grace_s,
+            tail_bytes=self.config.output_tail_bytes,
+        )
         self.queue.remove_stale_temp_files(_TEMP_MAX_AGE_S)
         if threading.current_thread() is threading.main_thread():
             install_lease_guard()
@@ -402,17 +409,7 @@ class Worker:
         self._waiters.submit(self._watch, job)
 
     def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
-        stamp = now()
-        result = JobResult(
-            job_id=claimed.job_id,
-            status=status,
-            error=error,
-            completed_at=stamp,
-            job_file=claimed.job_file,
-            worker_pid=os.getpid(),
-            argv=request.argv if request else None,
-            timeout_s=request.timeout_s if request else None,
-        )
+        result = unstarted_result(claimed, status, error, request)
         self.queue.finish(claimed, result, request.spec if request else None)
         event = "invalid" if status is JobStatus.INVALID else "finished"
         self.log.warning(event, claimed.job_id, status=status.value, reason=error)
@@ -449,62 +446,19 @@ class Worker:
             self._inbox.put(("recorded", job_id))
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
-        layout, request, claimed = self.layout, job.request, job.claimed
-        returncode = exit_info.returncode
         status, error = job.stop_status, job.stop_error
         if status is None:
-            if returncode == 0:
-                status = JobStatus.COMPLETED
-            elif returncode > 0:
-                status, error = JobStatus.FAILED, f"the job exited with code {returncode}"
-            else:
-                status, error = JobStatus.FAILED, f"the job was killed by {signal_name(returncode)}"
-        if request.result_file is not None:
-            try:
-                shutil.copyfile(layout.stdout_log(claimed.job_id), request.result_file)
-            except OSError as exc:
-                status = JobStatus.FAILED if status is JobStatus.COMPLETED else status
-                error = (
-                    error + "; " if error else ""
-                ) + f"stdout could not be written to result_file {request.result_file}: {exc.strerror or exc}"
-        return self._result_record(claimed, status, error, request=request, exit_info=exit_info, pid=job.process.pid)
-
-    def _result_record(
-        self,
-        claimed: ClaimedJob,
-        status: JobStatus,
-        error: str | None,
-        *,
-        request: RunRequest | None = None,
-        exit_info: ExitInfo | None = None,
-        pid: int | None = None,
-    ) -> JobResult:
-        tail = self.config.output_tail_bytes
-        out = read_tail(self.layout.stdout_log(claimed.job_id), tail)
-        err = read_tail(self.layout.stderr_log(claimed.job_id), tail)
-        returncode = exit_info.returncode if exit_info else None
-        return JobResult(
-            job_id=claimed.job_id,
-            status=status,
-            returncode=returncode,
-            signal=signal_name(returncode),
-            error=error,
-            stdout=out.text,
-            stderr=err.text,
-            stdout_truncated=out.truncated,
-            stderr_truncated=err.truncated,
-            stdout_bytes=out.size_bytes,
-            stderr_bytes=err.size_bytes,
-            stdout_log=f"logs/{claimed.job_id}.stdout",
-            stderr_log=f"logs/{claimed.job_id}.stderr",
-            argv=request.argv if request else None,
-            pid=pid,
-            timeout_s=request.timeout_s if request else None,
-            started_at=exit_info.started_at if exit_info else None,
-            completed_at=exit_info.ended_at if exit_info else now(),
-            duration_s=exit_info.duration_s if exit_info else None,
-            job_file=claimed.job_file,
-            worker_pid=os.getpid(),
+            status, error = status_of_exit(exit_info.returncode)
+        status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
+        return build_result(
+            self.layout,
+            job.claimed,
+            status,
+            error,
+            tail_bytes=self.config.output_tail_bytes,
+            request=job.request,
+            exit_info=exit_info,
+            pid=job.process.pid,
         )
 
     # ----- deadlines ------------------------------------------------------------------
@@ -584,49 +538,3 @@ class Worker:
                 holder.pid if holder else None,
             ) from None
         self._lock = lock
-
-    def _recover(self, previous: WorkerInfo | None) -> None:
-        """Settle every job a dead worker left in ``running/``: never run again, recorded ``interrupted``.
-
-        A job that cannot be settled (say ``failed/`` is not writable) is logged
-        and left in ``running/``, where it is never started; the worker still
-        serves, rather than failing every restart.
-        """
-        entries = self.queue.running_jobs()
-        if not entries:
-            return
-        leftovers = find_job_processes(self.layout.root, {job_id for job_id, _ in entries})
-        for job_id, path in entries:
-            try:
-                self._settle(job_id, path, leftovers.get(job_id, []), previous)
-            except Exception as exc:
-                self.log.error("recovery_failed", job_id, error=repr(exc), note="left in running/, not run")
-
-    def _settle(self, job_id: str, path: Path, procs: list[psutil.Process], previous: WorkerInfo | None) -> None:
-        """Stop a dead worker's leftover processes for one job, then finish, undo or record it."""
-        if procs:
-            self.log.warning(
-                "stopping_leftovers", job_id, processes=len(procs), pids=",".join(str(p.pid) for p in procs)
-            )
-            stop_processes(procs, self.config.kill_grace_s)
-        outcome = self.queue.settle_running(job_id, path)
-        if outcome == "unclaimed":
-            self.log.info("claim_undone", job_id, reason="the claim never completed; the job stays pending")
-            return
-        if outcome == "finished":
-            self.log.info("recovered", job_id, reason="its record was already written")
-            return
-        _stem, _suffix, kind = split_job_name(path.name)
-        claimed = ClaimedJob(job_id, kind, path, path.name, None)
-        who = f"worker PID {previous.pid}" if previous else "the previous worker"
-        error = f"{who} stopped before this job finished (crash or kill); it was not run again"
-        result = self._result_record(claimed, JobStatus.INTERRUPTED, error)
-        self.queue.finish(claimed, result, _spec_if_valid(path) if kind == "json" else None)
-        self.log.warning("interrupted", job_id, reason=error)
-
-
-def _spec_if_valid(path: Path) -> JobSpec | None:
-    try:
-        return parse_json_job(path.read_bytes())
-    except (InvalidJob, OSError):
-        return None

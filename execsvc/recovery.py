@@ -1,0 +1,75 @@
+"""Settling what a dead worker left in ``running/`` (PROTOCOL.md, "Crashes and restarts").
+
+Every job found there is finished exactly once: a claim cut short is undone
+(the job had not started and stays pending), a finish cut short is
+completed, and anything else is recorded ``interrupted``, after any process
+still running for it is stopped. No job is ever run again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+
+from .daemonlog import EventLog
+from .errors import InvalidJob
+from .jobfile import parse_json_job
+from .layout import split_job_name
+from .models import JobSpec, JobStatus, WorkerInfo
+from .protocol import ClaimedJob, JobQueue
+from .results import build_result
+from .runner import find_job_processes, stop_processes
+
+
+def settle_running(
+    queue: JobQueue, log: EventLog, *, previous: WorkerInfo | None, kill_grace_s: float, tail_bytes: int
+) -> None:
+    """Settle every entry of ``running/``. One that cannot be settled (say ``failed/`` is not
+    writable) is logged and left where it is, never started; this never raises for it, so a
+    worker still starts and serves."""
+    entries = queue.running_jobs()
+    if not entries:
+        return
+    leftovers = find_job_processes(queue.root, {job_id for job_id, _ in entries})
+    for job_id, path in entries:
+        try:
+            _settle(queue, log, job_id, path, leftovers.get(job_id, []), previous, kill_grace_s, tail_bytes)
+        except Exception as exc:
+            log.error("recovery_failed", job_id, error=repr(exc), note="left in running/, not run")
+
+
+def _settle(
+    queue: JobQueue,
+    log: EventLog,
+    job_id: str,
+    path: Path,
+    procs: list[psutil.Process],
+    previous: WorkerInfo | None,
+    kill_grace_s: float,
+    tail_bytes: int,
+) -> None:
+    if procs:
+        log.warning("stopping_leftovers", job_id, processes=len(procs), pids=",".join(str(p.pid) for p in procs))
+        stop_processes(procs, kill_grace_s)
+    outcome = queue.settle_running(job_id, path)
+    if outcome == "unclaimed":
+        log.info("claim_undone", job_id, reason="the claim never completed; the job stays pending")
+        return
+    if outcome == "finished":
+        log.info("recovered", job_id, reason="its record was already written")
+        return
+    kind = split_job_name(path.name)[2]
+    claimed = ClaimedJob(job_id, kind, path, path.name, None)
+    who = f"worker PID {previous.pid}" if previous else "the previous worker"
+    error = f"{who} stopped before this job finished (crash or kill); it was not run again"
+    result = build_result(queue.layout, claimed, JobStatus.INTERRUPTED, error, tail_bytes=tail_bytes)
+    queue.finish(claimed, result, _spec_if_valid(path) if kind == "json" else None)
+    log.warning("interrupted", job_id, reason=error)
+
+
+def _spec_if_valid(path: Path) -> JobSpec | None:
+    try:
+        return parse_json_job(path.read_bytes())
+    except (InvalidJob, OSError):
+        return None

@@ -1,0 +1,92 @@
+"""Building a job's ``result`` record (PROTOCOL.md, "Finishing") from how it ended."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from .jobfile import RunRequest
+from .layout import QueueLayout
+from .models import JobResult, JobStatus
+from .protocol import ClaimedJob
+from .runner import ExitInfo, now, read_tail, signal_name
+
+
+def status_of_exit(returncode: int) -> tuple[JobStatus, str | None]:
+    """``completed`` for exit code 0, else ``failed`` with a sentence saying how it ended."""
+    if returncode == 0:
+        return JobStatus.COMPLETED, None
+    if returncode > 0:
+        return JobStatus.FAILED, f"the job exited with code {returncode}"
+    return JobStatus.FAILED, f"the job was killed by {signal_name(returncode)}"
+
+
+def copy_result_file(
+    layout: QueueLayout, claimed: ClaimedJob, request: RunRequest, status: JobStatus, error: str | None
+) -> tuple[JobStatus, str | None]:
+    """Copy the job's whole stdout to its ``result_file``; a failed copy fails a completed job, saying why."""
+    if request.result_file is None:
+        return status, error
+    try:
+        shutil.copyfile(layout.stdout_log(claimed.job_id), request.result_file)
+    except OSError as exc:
+        problem = f"stdout could not be written to result_file {request.result_file}: {exc.strerror or exc}"
+        return (JobStatus.FAILED if status is JobStatus.COMPLETED else status), (
+            f"{error}; {problem}" if error else problem
+        )
+    return status, error
+
+
+def build_result(
+    layout: QueueLayout,
+    claimed: ClaimedJob,
+    status: JobStatus,
+    error: str | None,
+    *,
+    tail_bytes: int,
+    request: RunRequest | None = None,
+    exit_info: ExitInfo | None = None,
+    pid: int | None = None,
+) -> JobResult:
+    """The result record: status and error as given, output tails (at most ``tail_bytes`` per
+    stream) from ``logs/``, and the times and exit code from ``exit_info`` when the job ran."""
+    out = read_tail(layout.stdout_log(claimed.job_id), tail_bytes)
+    err = read_tail(layout.stderr_log(claimed.job_id), tail_bytes)
+    returncode = exit_info.returncode if exit_info else None
+    return JobResult(
+        job_id=claimed.job_id,
+        status=status,
+        returncode=returncode,
+        signal=signal_name(returncode),
+        error=error,
+        stdout=out.text,
+        stderr=err.text,
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+        stdout_bytes=out.size_bytes,
+        stderr_bytes=err.size_bytes,
+        stdout_log=f"logs/{claimed.job_id}.stdout",
+        stderr_log=f"logs/{claimed.job_id}.stderr",
+        argv=request.argv if request else None,
+        pid=pid,
+        timeout_s=request.timeout_s if request else None,
+        started_at=exit_info.started_at if exit_info else None,
+        completed_at=exit_info.ended_at if exit_info else now(),
+        duration_s=exit_info.duration_s if exit_info else None,
+        job_file=claimed.job_file,
+        worker_pid=os.getpid(),
+    )
+
+
+def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> JobResult:
+    """The record of a job that never started (invalid, or it could not be spawned): no output, no logs."""
+    return JobResult(
+        job_id=claimed.job_id,
+        status=status,
+        error=error,
+        completed_at=now(),
+        job_file=claimed.job_file,
+        worker_pid=os.getpid(),
+        argv=request.argv if request else None,
+        timeout_s=request.timeout_s if request else None,
+    )

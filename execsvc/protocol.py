@@ -383,13 +383,11 @@ class JobQueue:
                 )
             record_path = folder / f"{job_id}.json"
             raw = json.loads(record_path.read_bytes())
-        except FileNotFoundError:
+            if not isinstance(raw, dict) or "result" not in raw:
+                return None
+            result = JobResult.model_validate(raw.pop("result"))
+        except (OSError, ValueError):  # missing, unreadable, not JSON, or a damaged result (ValidationError)
             return None
-        except (OSError, ValueError):
-            return None
-        if not isinstance(raw, dict) or "result" not in raw:
-            return None
-        result = JobResult.model_validate(raw.pop("result"))
         return JobInfo(
             job_id=job_id,
             state=state,

@@ -280,3 +280,13 @@ def test_stale_temp_files_of_a_dead_writer_are_removed(queue: JobQueue) -> None:
     os.utime(queue.layout.pending / ".execsvc-old-style.tmp", (old, old))
     assert queue.remove_stale_temp_files(unnamed_older_than_s=60) == 1
     assert (queue.layout.pending / ".a-producers-own.tmp").exists(), "only execsvc's own temporary files"
+
+
+def test_a_damaged_record_does_not_break_reading_the_others(queue: JobQueue) -> None:
+    queue.submit(JobSpec(command="true"), job_id="good")
+    queue.finish(queue.claim("good.json"), result_for("good"), JobSpec(command="true"))
+    (queue.layout.completed / "bad.json").write_text(json.dumps({"command": "true", "result": {"status": "nonsense"}}))
+    (queue.layout.completed / "garbage.json").write_text("{not json")
+    assert [info.job_id for info in queue.list("completed")] == ["good"]
+    with pytest.raises(JobNotFound):
+        queue.get("bad")

@@ -85,7 +85,7 @@ def run(
         raise _fail("interrupted while starting", 130) from None
     try:
         if demo:
-            JobQueue(worker.layout.root).submit(
+            worker.queue.submit(
                 JobSpec(command="echo", args=["Hello, World!"], description="example job from execsvc run --demo")
             )
         while worker.loop():

@@ -77,7 +77,7 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
             os.link(tmp, dest)
             os.unlink(tmp)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_if_exists(tmp)
         raise
     if sync:
         fsync_dir(dest.parent)
@@ -150,6 +150,7 @@ def writers_open(path: Path) -> bool | None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_if_exists(path: Path) -> None:
+    """Remove ``path``; a file that is already gone is fine."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

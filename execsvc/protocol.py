@@ -23,7 +23,6 @@ Guarantees, each on one file system:
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import logging
 import os
@@ -42,9 +41,17 @@ from pydantic import ValidationError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, temp_file_writer, write_durable
+from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, temp_file_writer, unlink_if_exists, write_durable
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
-from .layout import SIDECAR_SUFFIX, QueueLayout, check_job_id, is_ignored_name, sanitize_job_id, split_job_name
+from .layout import (
+    JOB_SUFFIXES,
+    SIDECAR_SUFFIX,
+    QueueLayout,
+    check_job_id,
+    is_ignored_name,
+    sanitize_job_id,
+    split_job_name,
+)
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
@@ -114,7 +121,7 @@ class JobQueue:
 
     def submit_script(self, script: str | bytes, *, job_id: str | None = None, suffix: str = ".sh") -> str:
         """Enqueue a text job (a shell script, or any script with a ``#!`` line); return its id."""
-        if suffix not in (".sh", ".txt"):
+        if JOB_SUFFIXES.get(suffix) != "text":
             raise ValueError("a text job's suffix is .sh or .txt")
         data = script.encode("utf-8") if isinstance(script, str) else script
         return self._submit_bytes(data, suffix, job_id)
@@ -257,7 +264,7 @@ class JobQueue:
             record = JobRecord.model_validate({**spec.model_dump(exclude_unset=True), "result": result})
             path = folder / f"{job.job_id}.json"
             write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
-            _unlink_if_exists(job.path)
+            unlink_if_exists(job.path)
             return path
         sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=job.path.name, result=result)
         path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
@@ -293,7 +300,7 @@ class JobQueue:
         if record.name.endswith(SIDECAR_SUFFIX):
             move_no_replace(path, record.parent / path.name)  # FileExistsError: a stray file is there; keep ours
         else:
-            _unlink_if_exists(path)  # a JSON job's record replaced its file
+            unlink_if_exists(path)  # a JSON job's record replaced its file
         return "finished"
 
     def record_path(self, job_id: str) -> Path | None:
@@ -435,8 +442,3 @@ def _mtime(path: Path) -> datetime:
     except FileNotFoundError:
         stamp = time.time()
     return datetime.fromtimestamp(stamp, UTC).astimezone()
-
-
-def _unlink_if_exists(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -151,14 +151,8 @@ class JobProcess:
         assert self._popen is not None and self.pid is not None and self.started_at is not None
         pid = self.pid
         if hasattr(os, "waitid"):
-            while True:
-                try:
-                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-                    break
-                except InterruptedError:
-                    continue
-                except ChildProcessError:
-                    break
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         with self._lock:
             self._exited = True
             signalled = self._signalled
@@ -251,12 +245,8 @@ def _stdin_file(data: bytes | None) -> IO[bytes] | None:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

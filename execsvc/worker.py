@@ -247,12 +247,12 @@ class Worker:
 
     # ----- messages -----------------------------------------------------------------
 
-    def _guarded(self, step: Callable[..., None], *args: object) -> None:
-        """Run one step of the loop; an unexpected error is logged, never fatal to the worker."""
+    def _guarded(self, step: Callable[..., None], *args: object, **context: str) -> None:
+        """Run one step of the loop; an unexpected error is logged (with ``context``), never fatal."""
         try:
             step(*args)
         except Exception as exc:
-            self.log.error("internal_error", step=step.__name__, error=repr(exc))
+            self.log.error("internal_error", step=step.__name__, error=repr(exc), **context)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._inbox.put(("signal", str(signum)))  # SimpleQueue.put is reentrant: safe here
@@ -348,10 +348,7 @@ class Worker:
             candidate = self._candidates.pop(name, None)
             if candidate is None or not candidate.ready:
                 continue
-            try:
-                self._start(name)
-            except Exception as exc:  # the worker never dies of a job
-                self.log.error("internal_error", file=name, error=repr(exc))
+            self._guarded(self._start, name, file=name)  # the worker never dies of a job
 
     def _start(self, name: str) -> None:
         try:

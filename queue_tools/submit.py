@@ -13,6 +13,7 @@ from typing import BinaryIO
 from execsvc import JobInfo, JobQueue, JobSpec, JobStatus
 from execsvc.errors import InvalidJob
 from execsvc.jobfile import parse_json_job
+from execsvc.layout import JOB_SUFFIXES
 
 EXIT_TIMEOUT = 124
 """Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
@@ -48,9 +49,10 @@ def submit_file(queue: JobQueue, path: Path, *, job_id: str | None) -> str:
     reason (:class:`~execsvc.errors.InvalidJob`) instead of failing in the queue.
     """
     data = path.read_bytes()
-    if path.suffix == ".json":
+    kind = JOB_SUFFIXES.get(path.suffix)
+    if kind == "json":
         return queue.submit(parse_json_job(data), job_id=job_id)
-    if path.suffix in (".sh", ".txt"):
+    if kind == "text":
         return queue.submit_script(data, job_id=job_id, suffix=path.suffix)
     raise InvalidJob(f"{path.name}: a job file ends in .json, .sh or .txt")
 

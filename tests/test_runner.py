@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import process_gone, wait_until
 
@@ -105,22 +105,44 @@ def test_signal_names() -> None:
 
 
 def test_leftover_job_processes_are_found_by_their_environment(tmp_path: Path) -> None:
-    env = {"EXECSVC_JOB_ID": "ghost", "EXECSVC_QUEUE_DIR": str(tmp_path)}
+    """Recovery's path: find a dead worker's job by its environment markers, SIGTERM it, and
+    SIGKILL one that ignores SIGTERM. The processes say themselves which signal reached them:
+    psutil reaps its own children while waiting, so a Popen return code would be a race."""
     import subprocess
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)"], env=os.environ | env, start_new_session=True
+    env = os.environ | {"EXECSVC_JOB_ID": "ghost", "EXECSVC_QUEUE_DIR": str(tmp_path)}
+    marker = tmp_path / "got-sigterm"
+    polite = (
+        "import os, signal, sys, time\n"
+        "def on_term(*_):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
     )
+    stubborn = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.PIPE)
+        for code in (polite, stubborn)
+    ]
     try:
-        wait_until(lambda: "ghost" in find_job_processes(tmp_path, {"ghost"}), what="the process to be visible")
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         found = find_job_processes(tmp_path, {"ghost"})
-        assert [p.pid for p in found["ghost"]] == [proc.pid]
+        assert sorted(p.pid for p in found["ghost"]) == sorted(p.pid for p in procs)
         assert find_job_processes(tmp_path / "other", {"ghost"}) == {}, "another queue's job is not ours"
-        waiter = threading.Thread(target=proc.wait)
-        waiter.start()
-        stop_processes(found["ghost"], grace_s=2)
-        waiter.join(5)
-        assert proc.returncode == -signal.SIGTERM
+        stop_processes(found["ghost"], grace_s=0.5)
+        assert marker.exists(), "SIGTERM comes first"
+        assert not any(psutil.pid_exists(p.pid) for p in procs), "the one ignoring SIGTERM got SIGKILL"
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()

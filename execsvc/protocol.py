@@ -268,8 +268,22 @@ class JobQueue:
             return path
         sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=job.path.name, result=result)
         path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
-        write_durable(path, sidecar.model_dump_json(indent=2).encode("utf-8"))
-        move_no_replace(job.path, folder / job.path.name)
+        data = sidecar.model_dump_json(indent=2).encode("utf-8")
+        beside = folder / job.path.name
+        if stat.S_ISDIR(os.lstat(job.path).st_mode):  # a directory cannot be linked: record, then rename
+            write_durable(path, data)
+            move_no_replace(job.path, beside)
+            return path
+        # The job file is linked in beside its record before the record appears, so whoever
+        # sees the record finds the file too; the job leaves running/ last. A crash between
+        # any two steps leaves what settle_running() tidies.
+        os.link(job.path, beside, follow_symlinks=False)  # FileExistsError: a stray file has the name
+        try:
+            write_durable(path, data)
+        except BaseException:
+            unlink_if_exists(beside)
+            raise
+        os.unlink(job.path)
         return path
 
     def running_jobs(self) -> builtins.list[tuple[str, Path]]:
@@ -285,20 +299,30 @@ class JobQueue:
         record is already durable (the job file is moved beside the record, or
         removed for a JSON job, whose record replaced it), and ``None`` when
         the job really was cut short and still needs an ``interrupted`` record.
-        Raises :class:`FileExistsError`, leaving the job file where it is, when
-        another file already has its name beside the record.
+        A link of the job file that :meth:`finish` made beside a record that
+        never appeared is removed first. Raises :class:`FileExistsError`,
+        leaving the job file where it is, when another file already has its
+        name beside the record.
         """
         info = path.lstat()
         if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
             for entry in _visible_entries(self.layout.pending):
-                if entry.inode() == info.st_ino and entry.stat(follow_symlinks=False).st_dev == info.st_dev:
+                if _same_file(entry.path, info):
                     os.unlink(path)
                     return "unclaimed"
+            for state in FINISHED_STATES:
+                twin = self.layout.folder(state) / path.name
+                if _same_file(twin, info) and not os.path.lexists(twin.parent / (job_id + SIDECAR_SUFFIX)):
+                    os.unlink(twin)  # finish() was cut short before the record appeared
         record = self.record_path(job_id)
         if record is None:
             return None
         if record.name.endswith(SIDECAR_SUFFIX):
-            move_no_replace(path, record.parent / path.name)  # FileExistsError: a stray file is there; keep ours
+            beside = record.parent / path.name
+            if _same_file(beside, path.lstat()):
+                os.unlink(path)  # finish() was cut short after the record: only running/ is left to tidy
+            else:
+                move_no_replace(path, beside)  # FileExistsError: a stray file is there; keep ours
         else:
             unlink_if_exists(path)  # a JSON job's record replaced its file
         return "finished"
@@ -405,6 +429,15 @@ class JobQueue:
             spec=raw,
             result=result,
         )
+
+
+def _same_file(path: str | Path, info: os.stat_result) -> bool:
+    """Whether ``path`` (not followed) is the file ``info`` describes: another name of one inode."""
+    try:
+        other = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
 
 
 class _NameWatcher(FileSystemEventHandler):

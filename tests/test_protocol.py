@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
 
 from execsvc import InvalidJobId, JobIdTaken, JobNotFound, JobQueue, JobResult, JobSpec, JobState, JobStatus
 from execsvc.durable import move_no_replace, write_durable
@@ -177,6 +180,52 @@ def test_settle_running_completes_a_finish_cut_short(queue: JobQueue) -> None:
     queue.submit(JobSpec(command="true"), job_id="u")
     running = queue.claim("u.json").path
     assert queue.settle_running("u", running) is None, "no record: the job really was cut short"
+
+
+def test_settle_running_after_a_finish_cut_short_between_its_steps(queue: JobQueue) -> None:
+    """finish() for a script: link it beside the record, write the record, unlink running/."""
+    queue.submit_script("true\n", job_id="early")
+    early = queue.claim("early.sh")
+    os.link(early.path, queue.layout.completed / "early.sh")  # crash before the record appeared
+    assert queue.settle_running("early", early.path) is None, "no record: it still needs one"
+    assert visible(queue.layout.completed) == [], "the half-made link is removed"
+    queue.finish(early, result_for("early", JobStatus.INTERRUPTED), None)
+    assert visible(queue.layout.failed) == ["early.result.json", "early.sh"]
+
+    queue.submit_script("true\n", job_id="late")
+    late = queue.claim("late.sh")
+    os.link(late.path, queue.layout.completed / "late.sh")
+    write_durable(queue.layout.completed / "late.result.json", b"{}")  # crash before running/ was left
+    assert queue.settle_running("late", late.path) == "finished"
+    assert visible(queue.layout.completed) == ["late.result.json", "late.sh"] and visible(queue.layout.running) == []
+    assert (queue.layout.completed / "late.sh").read_text() == "true\n"
+
+
+def test_a_script_is_beside_its_record_when_the_record_appears(queue: JobQueue) -> None:
+    """Whoever sees a finished record finds the job file too: a real observer sees the names
+    appear in completed/ in that order (inotify reports them in the order they were made)."""
+    appeared: list[str] = []
+    both = threading.Event()
+
+    class Appearing(FileSystemEventHandler):
+        def on_created(self, event: FileSystemEvent) -> None:
+            name = os.path.basename(str(event.src_path))
+            if not name.startswith("."):
+                appeared.append(name)
+            if len(appeared) == 2:
+                both.set()
+
+    observer = Observer()
+    observer.schedule(Appearing(), str(queue.layout.completed))
+    observer.start()
+    try:
+        queue.submit_script("true\n", job_id="s")
+        queue.finish(queue.claim("s.sh"), result_for("s"), None)
+        assert both.wait(5), f"only {appeared} appeared"
+    finally:
+        observer.stop()
+        observer.join()
+    assert appeared == ["s.sh", "s.result.json"]
 
 
 def test_list_pairs_sidecars_and_sorts_oldest_first(queue: JobQueue) -> None:

@@ -55,6 +55,8 @@ from .layout import (
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
+_GET_PASSES = 4
+"""Lookups of one job in get(); each further pass means it moved on while being looked up."""
 
 
 class _QuietObserverStop(logging.Filter):
@@ -151,16 +153,20 @@ class JobQueue:
         moment between the record becoming durable and the job leaving).
         """
         check_job_id(job_id)
-        pending = self._pending_path(job_id)
-        if pending is not None:
-            return self._entry_info(JobState.PENDING, pending)
-        running = self._find_entry(self.layout.running, job_id)
-        for state in FINISHED_STATES:
-            info = self._finished_info(state, job_id)
-            if info is not None:
-                return info
-        if running is not None and os.path.lexists(running):
-            return self._entry_info(JobState.RUNNING, running)
+        for _pass in range(_GET_PASSES):
+            pending = self._pending_path(job_id)
+            if pending is not None:
+                return self._entry_info(JobState.PENDING, pending)
+            running = self._find_entry(self.layout.running, job_id)
+            for state in FINISHED_STATES:
+                info = self._finished_info(state, job_id)
+                if info is not None:
+                    return info
+            if running is None:
+                break
+            if os.path.lexists(running):
+                return self._entry_info(JobState.RUNNING, running)
+            # It finished after its record was looked for: look again (a job only moves forward).
         raise JobNotFound(f"no job with id {job_id!r} in queue {self.root}")
 
     def list(self, state: JobState | str) -> list[JobInfo]:

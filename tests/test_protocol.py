@@ -339,3 +339,34 @@ def test_a_damaged_record_does_not_break_reading_the_others(queue: JobQueue) -> 
     assert [info.job_id for info in queue.list("completed")] == ["good"]
     with pytest.raises(JobNotFound):
         queue.get("bad")
+
+
+def test_get_finds_a_job_while_it_moves_through_every_folder(queue: JobQueue) -> None:
+    """A reader racing the worker's claim and finish always finds the job (never JobNotFound)."""
+    ids = [queue.submit(JobSpec(command="true")) for _ in range(60)]
+    ids += [queue.submit_script("true\n") for _ in range(60)]
+    seen: dict[str, set[JobState]] = {job_id: set() for job_id in ids}
+    current: list[str] = []
+    done = threading.Event()
+
+    def worker() -> None:
+        try:
+            for job_id in ids:
+                current.append(job_id)
+                info = queue.get(job_id)
+                claimed = queue.claim(os.path.basename(info.path))
+                queue.finish(claimed, result_for(job_id), None if info.spec is None else JobSpec(**info.spec))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        while not done.is_set():
+            if current:
+                job_id = current[-1]
+                seen[job_id].add(queue.get(job_id).state)
+    finally:
+        thread.join()
+    assert all(queue.get(job_id).state is JobState.COMPLETED for job_id in ids)
+    assert len(set().union(*seen.values())) >= 2, "the reader must really have raced the moves"

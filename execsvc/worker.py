@@ -58,6 +58,7 @@ from .results import build_result, copy_result_file, status_of_exit, unstarted_r
 from .runner import ExitInfo, JobProcess, SpawnError
 
 _TEMP_MAX_AGE_S = 60.0
+_CATCH_UP_MAX_FILES = 256
 
 
 @dataclass
@@ -264,6 +265,7 @@ class Worker:
         elif kind == "exited":
             self._active.pop(value, None)
             self._recording += 1
+            self._catch_up()
         elif kind == "recorded":
             self._recording -= 1
         elif kind == "signal":
@@ -323,6 +325,18 @@ class Worker:
                 pass
         self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", path.name)
         return False
+
+    def _catch_up(self) -> None:
+        """A slot is free: read pending/ itself before choosing the next job.
+
+        File events lag behind the files under load (they pass three threads
+        in watchdog), so a job dropped before this moment might not have been
+        seen yet; looking now gives it its FIFO place. Skipped for a backlog
+        of more than ``_CATCH_UP_MAX_FILES`` known files, where one look costs
+        more than the order it could fix.
+        """
+        if len(self._candidates) <= _CATCH_UP_MAX_FILES:
+            self._rescan()
 
     def _rescan(self) -> None:
         with os.scandir(self.layout.pending) as entries:

@@ -133,3 +133,24 @@ def test_a_job_that_cannot_be_settled_does_not_stop_the_worker(
     assert (queue.layout.failed / "stuck.sh").read_text() == "a stray file where the script must go"
     log = worker.layout.daemon_log.read_text()
     assert "recovery_failed job=stuck" in log and "started job=stuck" not in log
+
+
+def test_a_freed_slot_looks_at_pending_itself(tmp_path: Path, make_worker: Callable[..., Worker]) -> None:
+    """File events lag under load (or get lost). When a slot frees, the worker reads pending/
+    itself, so the oldest job runs next, not the one whose event came first. The observer is
+    stopped here, as if the events were late, which makes it deterministic."""
+    worker = make_worker()
+    queue = JobQueue(worker.layout.root)
+    gate, order = tmp_path / "gate", tmp_path / "order"
+    blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
+    run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
+    observer = worker._observer  # white-box: silence the file events
+    assert observer is not None
+    observer.stop()
+    observer.join()
+    base = time.time() - 100
+    for i, age in enumerate([3, 1, 2]):
+        drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
+    gate.touch()
+    run_until(worker, finished(queue, blocker, "j0", "j1", "j2"))
+    assert order.read_text().split() == ["j1", "j2", "j0"]

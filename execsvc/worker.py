@@ -242,6 +242,14 @@ class Worker:
         self._inbox.put(("signal", str(signum)))
 
     @property
+    def busy(self) -> bool:
+        """Whether a job is running or its record and log line are still being written.
+
+        Read it from the thread that calls :meth:`loop`; it changes there.
+        """
+        return bool(self._active) or self._recording > 0
+
+    @property
     def log(self) -> EventLog:
         assert self._log is not None, "initialize() first"
         return self._log

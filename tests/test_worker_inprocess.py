@@ -40,9 +40,13 @@ def run_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 30) -
         worker.loop()
 
 
-def finished(queue: JobQueue, *job_ids: str) -> Callable[[], bool]:
+def finished(worker: Worker, *job_ids: str) -> Callable[[], bool]:
+    """Every job has its record, and the worker has written its log lines too (they follow the record)."""
+    queue = JobQueue(worker.layout.root)
+
     def check() -> bool:
-        return all(queue.record_path(job_id) is not None for job_id in job_ids) and not os.listdir(queue.layout.running)
+        recorded = all(queue.record_path(job_id) is not None for job_id in job_ids)
+        return recorded and not os.listdir(queue.layout.running) and not worker.busy
 
     return check
 
@@ -51,7 +55,7 @@ def test_daemon_log_rotates_by_size(make_worker: Callable[..., Worker]) -> None:
     worker = make_worker(log_max_bytes=2_000, log_backups=2)
     queue = JobQueue(worker.layout.root)
     ids = [queue.submit(JobSpec(command="true")) for _ in range(30)]
-    run_until(worker, finished(queue, *ids))
+    run_until(worker, finished(worker, *ids))
     logs = sorted(name for name in os.listdir(worker.layout.root) if name.startswith("daemon.log"))
     assert logs == ["daemon.log", "daemon.log.1", "daemon.log.2"]
     assert all((worker.layout.root / name).stat().st_size <= 2_200 for name in logs)
@@ -61,7 +65,7 @@ def test_every_log_line_has_an_iso_timestamp_and_the_job(make_worker: Callable[.
     worker = make_worker()
     queue = JobQueue(worker.layout.root)
     job_id = queue.submit(JobSpec(command="true"))
-    run_until(worker, finished(queue, job_id))
+    run_until(worker, finished(worker, job_id))
     lines = worker.layout.daemon_log.read_text().splitlines()
     for line in lines:
         stamp, level, event, *_ = line.split(" ")
@@ -77,7 +81,7 @@ def test_a_claim_cut_short_by_a_crash_runs_the_job_once(tmp_path: Path, make_wor
     drop(queue.root, "once.json", {"command": f"echo run >> {marker}"})
     os.link(queue.layout.pending / "once.json", queue.layout.running / "once.json")  # killed between link and unlink
     worker = make_worker()
-    run_until(worker, finished(queue, "once"))
+    run_until(worker, finished(worker, "once"))
     assert marker.read_text() == "run\n"
     assert queue.get("once").status is JobStatus.COMPLETED
     assert "claim_undone job=once" in worker.layout.daemon_log.read_text()
@@ -113,7 +117,7 @@ def test_an_invalid_job_does_not_stop_the_next(make_worker: Callable[..., Worker
     queue = JobQueue(worker.layout.root)
     drop(queue.root, "a-bad.json", "{")
     good = queue.submit(JobSpec(command="true"))
-    run_until(worker, finished(queue, "a-bad", good))
+    run_until(worker, finished(worker, "a-bad", good))
     assert queue.get("a-bad").status is JobStatus.INVALID
     assert queue.get(good).state is JobState.COMPLETED
 
@@ -152,5 +156,5 @@ def test_a_freed_slot_looks_at_pending_itself(tmp_path: Path, make_worker: Calla
     for i, age in enumerate([3, 1, 2]):
         drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
     gate.touch()
-    run_until(worker, finished(queue, blocker, "j0", "j1", "j2"))
+    run_until(worker, finished(worker, blocker, "j0", "j1", "j2"))
     assert order.read_text().split() == ["j1", "j2", "j0"]

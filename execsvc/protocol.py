@@ -148,9 +148,10 @@ class JobQueue:
         """The job with this id, wherever it is; raises :class:`JobNotFound` if nowhere.
 
         The folders are read in the order a job travels (pending, running,
-        finished), so a job that moves on while it is being looked up is still
-        found. A finished record wins over a copy still in ``running/`` (the
-        moment between the record becoming durable and the job leaving).
+        finished), and read again if the job left ``running/`` while its record
+        was being looked for, so a job that moves on meanwhile is still found.
+        A finished record wins over a copy still in ``running/`` (the moment
+        between the record becoming durable and the job leaving).
         """
         check_job_id(job_id)
         for _pass in range(_GET_PASSES):
@@ -313,7 +314,7 @@ class JobQueue:
         info = path.lstat()
         if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
             for entry in _visible_entries(self.layout.pending):
-                if _same_file(entry.path, info):
+                if entry.inode() == info.st_ino and _same_file(entry.path, info):  # inode(): no syscall
                     os.unlink(path)
                     return "unclaimed"
             for state in FINISHED_STATES:
@@ -325,7 +326,7 @@ class JobQueue:
             return None
         if record.name.endswith(SIDECAR_SUFFIX):
             beside = record.parent / path.name
-            if _same_file(beside, path.lstat()):
+            if _same_file(beside, info):
                 os.unlink(path)  # finish() was cut short after the record: only running/ is left to tidy
             else:
                 move_no_replace(path, beside)  # FileExistsError: a stray file is there; keep ours

@@ -51,6 +51,22 @@ def configure(daemon_log: Path, *, max_bytes: int, backups: int, to_stderr: bool
     return logger
 
 
+def append_event(daemon_log: Path, level: str, event: str, job: str | None = None, **fields: Any) -> None:
+    """Append one line to ``daemon_log`` from a process that is not the worker (a client's cancel).
+
+    One ``O_APPEND`` write of a short line, so it never interleaves with the
+    worker's lines; around a rotation it may land in ``daemon.log.1``.
+    Raises :class:`OSError` if the log cannot be written.
+    """
+    stamp = datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
+    line = f"{stamp} {level} {format_event(event, job, **fields)}\n".encode()
+    fd = os.open(daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 def format_event(event: str, job: str | None = None, **fields: Any) -> str:
     """``event job=<id> k=v ...`` with values quoted where needed; ``None`` values are left out."""
     parts = [event]

@@ -80,6 +80,14 @@ def read_job(path: Path, kind: JobKind, *, job_id: str, queue_root: Path, config
     return _json_request(spec, queue_root=queue_root, markers=markers, config=config)
 
 
+def spec_if_valid(path: Path) -> JobSpec | None:
+    """The JSON job in ``path`` if it is a valid one, else ``None`` (for records of jobs that never ran)."""
+    try:
+        return parse_json_job(path.read_bytes())
+    except (InvalidJob, OSError):
+        return None
+
+
 def parse_json_job(data: bytes) -> JobSpec:
     """Parse and validate the bytes of a JSON job; raise :class:`InvalidJob` saying what is wrong.
 

@@ -24,6 +24,9 @@ JOB_SUFFIXES: dict[str, JobKind] = {".json": "json", ".sh": "text", ".txt": "tex
 SIDECAR_SUFFIX = ".result.json"
 """Ending of the record that sits beside a finished text job or invalid entry."""
 
+CANCEL_PREFIX = ".cancel."
+"""``running/.cancel.<id>``: a client's request that the worker stop a running job (hidden: never a job)."""
+
 MAX_JOB_ID_BYTES = 200
 """Longest job id, in UTF-8 bytes (leaves room for ``.result.json`` in a 255-byte name)."""
 
@@ -154,6 +157,10 @@ class QueueLayout:
 
     def stderr_log(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.stderr"
+
+    def cancel_request(self, job_id: str) -> Path:
+        """Where a client drops the request to cancel a running job: ``running/.cancel.<id>``."""
+        return self.running / f"{CANCEL_PREFIX}{job_id}"
 
     def record_names(self, job_id: str) -> tuple[str, ...]:
         """Every name a job with this id can have in a queue folder."""

@@ -23,6 +23,7 @@ Guarantees, each on one file system:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -34,16 +35,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from pydantic import ValidationError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from .daemonlog import append_event
 from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, temp_file_writer, unlink_if_exists, write_durable
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
+from .jobfile import spec_if_valid
 from .layout import (
+    CANCEL_PREFIX,
     JOB_SUFFIXES,
     SIDECAR_SUFFIX,
     QueueLayout,
@@ -84,6 +88,21 @@ class ClaimedJob:
     path: Path
     job_file: str
     renamed_from: str | None
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What :meth:`JobQueue.cancel` did.
+
+    ``outcome`` is ``"cancelled"`` (the job was pending: it is now in
+    ``failed/`` with status ``cancelled`` and never ran), ``"requested"`` (the
+    job is running: the worker was asked to stop its process group and will
+    record it ``cancelled``), or ``"finished"`` (it had already ended; nothing
+    was done). ``info`` is the job's state right after.
+    """
+
+    outcome: Literal["cancelled", "requested", "finished"]
+    info: JobInfo
 
 
 def new_job_id() -> str:
@@ -236,6 +255,57 @@ class JobQueue:
         except psutil.Error:
             return None
         return info
+
+    # ----- cancelling -----------------------------------------------------------------
+
+    def cancel(self, job_id: str, *, requested_by: str = "a client") -> Cancellation:
+        """Cancel a job (PROTOCOL.md, "Timeouts and cancelling"); see :class:`Cancellation`.
+
+        A pending job is claimed exactly as a worker claims it (so it can never
+        also start) and finished at once with status ``cancelled``; the line
+        ``cancelled`` is appended to ``daemon.log``. For a running job a request
+        file ``running/.cancel.<id>`` is written, which the serving worker acts on
+        by stopping the job's process group (SIGTERM, then SIGKILL after its
+        grace period). Raises :class:`JobNotFound` for an unknown id and
+        :class:`OSError` when the queue cannot be written.
+        """
+        check_job_id(job_id)
+        for _pass in range(_GET_PASSES):
+            info = self.get(job_id)
+            if info.state in FINISHED_STATES:
+                return Cancellation("finished", info)
+            if info.state is JobState.RUNNING:
+                note = json.dumps({"job_id": job_id, "requested_by": requested_by, "requested_at": _now_iso()})
+                with contextlib.suppress(FileExistsError):  # asked already: the worker acts on the first request
+                    write_durable(self.layout.cancel_request(job_id), note.encode(), sync=False)
+                return Cancellation("requested", info)
+            try:
+                claimed = self.claim(Path(info.path).name)
+            except (FileNotFoundError, FileExistsError):
+                continue  # a worker claimed it meanwhile: look again
+            spec = spec_if_valid(claimed.path) if claimed.kind == "json" else None
+            error = f"cancelled by {requested_by} before it started; it never ran"
+            result = JobResult(
+                job_id=claimed.job_id,
+                status=JobStatus.CANCELLED,
+                error=error,
+                completed_at=datetime.now(UTC).astimezone(),
+                job_file=claimed.job_file,
+            )
+            self.finish(claimed, result, spec)
+            with contextlib.suppress(OSError):
+                append_event(self.layout.daemon_log, "WARNING", "cancelled", claimed.job_id, reason=error)
+            return Cancellation("cancelled", self.get(claimed.job_id))
+        return Cancellation("finished", self.get(job_id))  # it kept moving on: report where it ended up
+
+    def cancel_requests(self) -> builtins.list[str]:
+        """Ids of the running jobs with a cancel request waiting in ``running/`` (for the worker)."""
+        with os.scandir(self.layout.running) as entries:
+            return [e.name[len(CANCEL_PREFIX) :] for e in entries if e.name.startswith(CANCEL_PREFIX)]
+
+    def drop_cancel_request(self, job_id: str) -> None:
+        """Remove the cancel request of ``job_id`` once acted on (or stale); a missing one is fine."""
+        unlink_if_exists(self.layout.cancel_request(job_id))
 
     # ----- the worker's side --------------------------------------------------------
 
@@ -436,6 +506,10 @@ class JobQueue:
             spec=raw,
             result=result,
         )
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
 
 
 def _same_file(path: str | Path, info: os.stat_result) -> bool:

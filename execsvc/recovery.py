@@ -13,10 +13,9 @@ from pathlib import Path
 import psutil
 
 from .daemonlog import EventLog
-from .errors import InvalidJob
-from .jobfile import parse_json_job
+from .jobfile import spec_if_valid
 from .layout import split_job_name
-from .models import JobSpec, JobStatus, WorkerInfo
+from .models import JobStatus, WorkerInfo
 from .protocol import ClaimedJob, JobQueue
 from .results import build_result
 from .runner import find_job_processes, stop_processes
@@ -64,12 +63,5 @@ def _settle(
     who = f"worker PID {previous.pid}" if previous else "the previous worker"
     error = f"{who} stopped before this job finished (crash or kill); it was not run again"
     result = build_result(queue.layout, claimed, JobStatus.INTERRUPTED, error, tail_bytes=tail_bytes)
-    queue.finish(claimed, result, _spec_if_valid(path) if kind == "json" else None)
+    queue.finish(claimed, result, spec_if_valid(path) if kind == "json" else None)
     log.warning("interrupted", job_id, reason=error)
-
-
-def _spec_if_valid(path: Path) -> JobSpec | None:
-    try:
-        return parse_json_job(path.read_bytes())
-    except (InvalidJob, OSError):
-        return None

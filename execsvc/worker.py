@@ -50,7 +50,7 @@ from .daemonlog import EventLog, configure
 from .durable import install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
-from .layout import is_ignored_name, split_job_name
+from .layout import CANCEL_PREFIX, is_ignored_name, split_job_name
 from .models import JobResult, JobStatus, WorkerInfo
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
@@ -96,6 +96,19 @@ class _PendingEvents(FileSystemEventHandler):
         path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) else event.src_path
         if path:
             self._inbox.put(("event", os.path.basename(os.fsdecode(path))))
+
+
+class _CancelEvents(FileSystemEventHandler):
+    """Posts the job id of every cancel request (``running/.cancel.<id>``) that appears."""
+
+    def __init__(self, inbox: SimpleQueue[tuple[str, str]]) -> None:
+        self._inbox = inbox
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
+        name = os.path.basename(os.fsdecode(path)) if path else ""
+        if name.startswith(CANCEL_PREFIX):
+            self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
 
 
 class Worker:
@@ -173,6 +186,8 @@ class Worker:
             tail_bytes=self.config.output_tail_bytes,
         )
         self.queue.remove_stale_temp_files(_TEMP_MAX_AGE_S)
+        for job_id in self.queue.cancel_requests():  # their jobs were settled above; none runs
+            self.queue.drop_cancel_request(job_id)
         if threading.current_thread() is threading.main_thread():
             install_lease_guard()
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -184,11 +199,14 @@ class Worker:
                 str(self.layout.pending),
                 event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
             )
+            self._observer.schedule(
+                _CancelEvents(self._inbox), str(self.layout.running), event_filter=[FileCreatedEvent, FileMovedEvent]
+            )
             self._observer.start()
         except OSError as exc:
-            self.log.error("cannot_watch", folder=str(self.layout.pending), error=str(exc))
+            self.log.error("cannot_watch", folder=str(self.layout.root), error=str(exc))
             raise WatchFailed(
-                f"cannot watch {self.layout.pending} for new jobs: {exc}. On Linux, raise the inotify "
+                f"cannot watch {self.layout.pending} and {self.layout.running}: {exc}. On Linux, raise the inotify "
                 "limits (sysctl fs.inotify.max_user_instances / fs.inotify.max_user_watches)"
             ) from exc
         self._rescan()
@@ -278,6 +296,23 @@ class Worker:
             self._recording -= 1
         elif kind == "signal":
             self._on_stop_request(int(value))
+        elif kind == "cancel":
+            self._on_cancel_request(value)
+
+    def _on_cancel_request(self, job_id: str) -> None:
+        """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
+        job = self._active.get(job_id)
+        if job is None:
+            self.log.info("cancel_ignored", job_id, reason="the job is not running (it ended, or never started here)")
+        elif job.stop_status is None:
+            job.stop_status = JobStatus.CANCELLED
+            job.stop_error = (
+                f"the job was cancelled on request while running; its process group got SIGTERM, "
+                f"then SIGKILL after {self.config.kill_grace_s:g} s"
+            )
+            self.log.warning("cancelling", job_id, signal="SIGTERM", kill_grace_s=self.config.kill_grace_s)
+            self._stop_job(job, signal.SIGTERM)
+        self.queue.drop_cancel_request(job_id)
 
     def _on_stop_request(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -519,6 +554,8 @@ class Worker:
                 self._consider(key)
             elif action == "rescan":
                 self._rescan()
+                for job_id in self.queue.cancel_requests():  # in case a file event was lost
+                    self._on_cancel_request(job_id)
                 self._schedule(self.config.rescan_interval_s, "rescan", "")
             elif action == "drain" and self._active:
                 self._interrupt_all(

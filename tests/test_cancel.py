@@ -1,0 +1,108 @@
+"""Cancelling (PROTOCOL.md, "Timeouts and cancelling"): a pending job is removed, a running one stopped."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
+
+from execsvc import JobQueue, JobState, JobStatus
+from execsvc.errors import JobNotFound
+
+Start = Callable[..., WorkerProcess]
+
+
+def test_a_pending_job_is_cancelled_without_a_worker(queue_root: Path) -> None:
+    queue = JobQueue(queue_root)
+    job_id = queue.submit({"command": "echo", "args": ["never"], "description": "keep me"})
+    done = queue.cancel(job_id, requested_by="test")
+    assert done.outcome == "cancelled"
+    assert done.info.state is JobState.FAILED and done.info.status is JobStatus.CANCELLED
+    assert done.info.result is not None and "never ran" in (done.info.result.error or "")
+    assert done.info.spec is not None and done.info.spec["description"] == "keep me"  # the record is the job + result
+    assert list((queue_root / "pending").iterdir()) == [] and list((queue_root / "running").iterdir()) == []
+    assert f"cancelled job={job_id}" in daemon_log(queue_root)
+    assert queue.cancel(job_id).outcome == "finished"  # a second cancel changes nothing
+
+
+def test_a_pending_text_job_keeps_its_script_beside_the_record(queue_root: Path) -> None:
+    queue = JobQueue(queue_root)
+    job_id = queue.submit_script("echo never\n")
+    assert queue.cancel(job_id).outcome == "cancelled"
+    assert (queue_root / "failed" / f"{job_id}.sh").read_text() == "echo never\n"
+    record = json.loads((queue_root / "failed" / f"{job_id}.result.json").read_text())
+    assert record["result"]["status"] == "cancelled"
+
+
+def test_cancel_of_an_unknown_job_raises(queue_root: Path) -> None:
+    try:
+        JobQueue(queue_root).cancel("nope")
+    except JobNotFound as exc:
+        assert "nope" in str(exc)
+    else:
+        raise AssertionError("JobNotFound not raised")
+
+
+def test_a_running_job_is_stopped_with_its_whole_process_group(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker("--kill-grace-s", "0.5")
+    pidfile = queue_root.parent / "child.pid"
+    drop(queue_root, "long.json", {"command": f"sleep 600 & echo $! > {pidfile}; wait"})
+    worker.wait_for_line("started job=long")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the child's pid")
+    child = int(pidfile.read_text())
+    queue = JobQueue(queue_root)
+    asked = queue.cancel("long")
+    assert asked.outcome == "requested" and asked.info.state is JobState.RUNNING
+    info = wait_finished(queue_root, "long")
+    assert info.status is JobStatus.CANCELLED and info.state is JobState.FAILED
+    assert info.result is not None and "cancelled on request" in (info.result.error or "")
+    assert info.result.signal == "SIGTERM"
+    wait_until(lambda: process_gone(child), what="the job's background child to be stopped")
+    worker.wait_for_line("cancelling job=long")
+    assert queue.cancel_requests() == []  # the request is gone once acted on
+
+
+def test_a_cancel_request_for_a_job_that_ended_is_dropped(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker()
+    queue = JobQueue(queue_root)
+    queue.layout.cancel_request("ghost").write_text("{}")
+    worker.stop()
+    worker = start_worker()  # a new worker drops requests left from before
+    assert queue.cancel_requests() == []
+    queue.layout.cancel_request("ghost2").write_text("{}")
+    worker.wait_for_line("cancel_ignored job=ghost2")
+    assert queue.cancel_requests() == []
+
+
+def test_cancel_races_real_claims_and_every_job_ends_once(queue_root: Path, start_worker: Start) -> None:
+    """A canceller and the worker compete for the same pending jobs: each job is either
+    cancelled (never ran) or ran, never both, never lost."""
+    start_worker("--slots", "2")
+    queue = JobQueue(queue_root)
+    marks = queue_root.parent / "marks"
+    marks.mkdir()
+    ids = [queue.submit({"command": f"touch {marks}/$EXECSVC_JOB_ID"}) for _ in range(60)]
+    outcomes: dict[str, str] = {}
+
+    def cancel_all() -> None:
+        for job_id in reversed(ids):
+            outcomes[job_id] = queue.cancel(job_id).outcome
+
+    canceller = threading.Thread(target=cancel_all)
+    canceller.start()
+    canceller.join(60)
+    for job_id in ids:
+        info = wait_finished(queue_root, job_id)
+        ran = (marks / job_id).exists()
+        if info.status is JobStatus.CANCELLED:
+            assert outcomes[job_id] in ("cancelled", "requested")
+            assert not ran or outcomes[job_id] == "requested", f"{job_id} was cancelled as pending but ran"
+        else:
+            assert info.status is JobStatus.COMPLETED and ran
+    names = sorted(p.name for p in (queue_root / "failed").iterdir()) + sorted(
+        p.name for p in (queue_root / "completed").iterdir()
+    )
+    assert len(names) == len(ids)

@@ -105,6 +105,23 @@ class Cancellation:
     info: JobInfo
 
 
+@dataclass(frozen=True)
+class JobEntry:
+    """One job as its folder entry shows it, without reading the file (for fast listings).
+
+    ``path`` is the job file (pending, running) or its record (finished);
+    ``mtime_ns`` its modification time (for a record: when the job finished);
+    ``ctime_ns`` its inode change time, which for a running job is when it was
+    claimed (the claim's ``link`` sets it).
+    """
+
+    job_id: str
+    state: JobState
+    path: Path
+    mtime_ns: int
+    ctime_ns: int
+
+
 def new_job_id() -> str:
     """A fresh, time-ordered job id: ``20261121-101400-3f9a1c2b`` (UTC time + random hex)."""
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
@@ -196,23 +213,52 @@ class JobQueue:
         their spec when it is a readable JSON job.
         """
         state = JobState(state)
-        folder = self.layout.folder(state)
         infos: list[JobInfo] = []
-        for entry in _visible_entries(folder):
+        for entry in self.entries(state):
+            info = (
+                self._finished_info(state, entry.job_id)
+                if state in FINISHED_STATES
+                else self._entry_info(state, entry.path)
+            )
+            if info is not None:
+                infos.append(info)
+        infos.sort(key=lambda info: (info.mtime, info.job_id))
+        return infos
+
+    def entries(self, state: JobState | str) -> builtins.list[JobEntry]:
+        """Every job in one state from names and ``stat`` alone, in no order; no file is read.
+
+        Scales to large histories (one ``scandir`` and one ``stat`` per job);
+        read the jobs you show with :meth:`get`. Pending entries with an
+        unknown ending (which the worker will refuse) are left out, as in
+        :meth:`list`.
+        """
+        state = JobState(state)
+        folder = self.layout.folder(state)
+        found: builtins.list[JobEntry] = []
+        with os.scandir(folder) as scan:
+            dir_entries = [entry for entry in scan if not is_ignored_name(entry.name)]
+        if state in FINISHED_STATES:
+            names = {entry.name for entry in dir_entries}
+        for entry in dir_entries:
             stem, _suffix, kind = split_job_name(entry.name)
             if state in FINISHED_STATES:
                 if entry.name.endswith(SIDECAR_SUFFIX):
-                    info = self._finished_info(state, entry.name[: -len(SIDECAR_SUFFIX)])
-                elif kind == "json" and not os.path.lexists(folder / (stem + SIDECAR_SUFFIX)):
-                    info = self._finished_info(state, stem)
+                    job_id = entry.name[: -len(SIDECAR_SUFFIX)]
+                elif kind == "json" and stem + SIDECAR_SUFFIX not in names:
+                    job_id = stem
                 else:
-                    continue  # the file beside a sidecar record; listed through the record
-                if info is not None:
-                    infos.append(info)
-            elif state is JobState.RUNNING or kind != "other":
-                infos.append(self._entry_info(state, folder / entry.name))
-        infos.sort(key=lambda info: (info.mtime, info.job_id))
-        return infos
+                    continue  # the file beside a sidecar record
+            elif state is JobState.PENDING and kind == "other":
+                continue
+            else:
+                job_id = stem
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # it moved on while being listed
+            found.append(JobEntry(job_id, state, Path(entry.path), info.st_mtime_ns, info.st_ctime_ns))
+        return found
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> JobInfo:
         """Block until the job is finished or ``timeout_s`` passes; return its latest state.

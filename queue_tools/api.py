@@ -1,0 +1,403 @@
+"""The one API the fronts share: the MCP server, ``queue-view`` and ``execsvc``'s job commands.
+
+Each function takes a :class:`~execsvc.JobQueue` and returns a pydantic model
+shaped for people and LLMs (the MCP tools return these as their structured
+output). Everything here is built on the protocol's public API: it reads the
+queue folders, enqueues and cancels; it never runs a job.
+
+Errors: :class:`~execsvc.errors.JobNotFound` for an unknown id,
+:class:`~execsvc.errors.InvalidJobId` for an id the protocol refuses,
+:class:`ValueError` for a bad cursor or stream name, :class:`OSError` when
+the queue cannot be read or written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from execsvc import JobInfo, JobQueue, JobResult, JobState, JobStatus
+from execsvc.protocol import FINISHED_STATES, JobEntry
+
+Stream = Literal["stdout", "stderr"]
+COMMAND_WIDTH = 120
+"""Longest command shown in a summary (characters); the record holds the whole one."""
+
+
+class StateCounts(BaseModel):
+    """How many jobs are in each queue folder."""
+
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class WorkerStatus(BaseModel):
+    """Whether a worker serves the queue (from ``worker.json``, checked against the live PID)."""
+
+    serving: bool
+    pid: int | None = None
+    slots: int | None = None
+    started_at: datetime | None = None
+    uptime_s: float | None = None
+    version: str | None = None
+
+
+class QueueStatus(BaseModel):
+    """The queue at a glance: its root, the counts per state and the worker."""
+
+    queue_dir: str
+    counts: StateCounts
+    worker: WorkerStatus
+
+
+class JobSummary(BaseModel):
+    """One line about a job. Times are ISO 8601; ``exit_code`` is null until it exits
+    (and for jobs that never ran); ``elapsed_s`` is set while it runs."""
+
+    job_id: str
+    state: JobState
+    status: JobStatus
+    command: str | None = None
+    description: str | None = None
+    exit_code: int | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_s: float | None = None
+    elapsed_s: float | None = None
+    error: str | None = None
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first. Pass ``next_cursor`` back to get the next page (null at the end)."""
+
+    jobs: list[JobSummary]
+    counts: StateCounts
+    next_cursor: str | None = None
+
+
+class JobDetail(BaseModel):
+    """Everything known about one job.
+
+    ``position`` (1 = next to start) and ``jobs_ahead`` are set while it is
+    pending; ``elapsed_s`` while it runs; ``result`` (the protocol's result
+    record) once it has finished. ``spec`` is the JSON job as written (null for
+    text jobs); ``path`` the job file or record.
+    """
+
+    job_id: str
+    state: JobState
+    status: JobStatus
+    finished: bool
+    path: str
+    position: int | None = None
+    jobs_ahead: int | None = None
+    elapsed_s: float | None = None
+    command: str | None = None
+    spec: dict[str, Any] | None = None
+    result: JobResult | None = None
+    note: str | None = None
+
+
+class OutputChunk(BaseModel):
+    """A piece of one stream of a job's full output (``logs/<id>.<stream>``).
+
+    ``text`` is UTF-8 with invalid bytes replaced. ``offset`` and
+    ``next_offset`` are byte offsets into the log; ``size_bytes`` is the log's
+    size now (it grows while the job runs). ``complete`` is true once the job
+    has finished and ``next_offset`` reached the end: there is nothing more.
+    """
+
+    job_id: str
+    stream: Stream
+    offset: int
+    next_offset: int
+    size_bytes: int
+    text: str
+    job_finished: bool
+    complete: bool
+
+
+def counts(queue: JobQueue) -> StateCounts:
+    """Jobs per state, from folder names and ``stat`` only."""
+    return StateCounts(**{state.value: len(queue.entries(state)) for state in JobState})
+
+
+def worker_status(queue: JobQueue) -> WorkerStatus:
+    """The serving worker, or ``serving=False`` when none holds the queue."""
+    info = queue.worker_info()
+    if info is None:
+        return WorkerStatus(serving=False)
+    return WorkerStatus(
+        serving=True,
+        pid=info.pid,
+        slots=info.slots,
+        started_at=info.started_at,
+        uptime_s=round(time.time() - info.started_at.timestamp(), 3),
+        version=info.version,
+    )
+
+
+def queue_status(queue: JobQueue) -> QueueStatus:
+    """Counts per state, the worker, and the queue root."""
+    return QueueStatus(queue_dir=str(queue.root), counts=counts(queue), worker=worker_status(queue))
+
+
+def list_jobs(
+    queue: JobQueue,
+    *,
+    states: tuple[JobState, ...] = tuple(JobState),
+    limit: int = 20,
+    cursor: str | None = None,
+    since: timedelta | None = None,
+) -> JobPage:
+    """Jobs in ``states``, newest first (by file time), ``limit`` per page.
+
+    Only the jobs on the page are read; the rest are known from their names
+    and ``stat`` (fast over 100,000 records). ``cursor`` is a page's
+    ``next_cursor``; ``since`` keeps jobs whose file changed within that time.
+    Raises :class:`ValueError` for a cursor this function did not make.
+    """
+    entries: list[JobEntry] = []
+    per_state = StateCounts()
+    for state in JobState:
+        found = queue.entries(state)
+        setattr(per_state, state.value, len(found))
+        if state in states:
+            entries.extend(found)
+    if since is not None:
+        cutoff_ns = time.time_ns() - int(since.total_seconds() * 1e9)
+        entries = [entry for entry in entries if entry.mtime_ns >= cutoff_ns]
+    entries.sort(key=_sort_key, reverse=True)
+    if cursor is not None:
+        after = _parse_cursor(cursor)
+        entries = [entry for entry in entries if _sort_key(entry) < after]
+    page: list[JobSummary] = []
+    taken = 0
+    for entry in entries:
+        if len(page) == limit:
+            break
+        taken += 1
+        summary = _summary_of(queue, entry)
+        if summary is not None:
+            page.append(summary)
+    more = taken < len(entries)
+    last = entries[taken - 1] if taken else None
+    next_cursor = f"{last.mtime_ns}/{last.job_id}" if more and last is not None else None
+    return JobPage(jobs=page, counts=per_state, next_cursor=next_cursor)
+
+
+def get_job(queue: JobQueue, job_id: str) -> JobDetail:
+    """Where the job stands: its place in line, its running time, or its result."""
+    info = queue.get(job_id)
+    detail = JobDetail(
+        job_id=info.job_id,
+        state=info.state,
+        status=info.status,
+        finished=info.state in FINISHED_STATES,
+        path=info.path,
+        command=_command_of(info),
+        spec=info.spec,
+        result=info.result,
+    )
+    if info.state is JobState.PENDING:
+        order = sorted(queue.entries(JobState.PENDING), key=lambda e: (e.mtime_ns, e.path.name))
+        ahead = next((n for n, entry in enumerate(order) if entry.job_id == info.job_id), None)
+        if ahead is not None:
+            detail.position, detail.jobs_ahead = ahead + 1, ahead
+            running = len(queue.entries(JobState.RUNNING))
+            detail.note = f"waiting: {ahead} job(s) ahead in line, {running} running"
+        if queue.worker_info() is None:
+            detail.note = (detail.note + "; " if detail.note else "") + "no worker is serving this queue"
+    elif info.state is JobState.RUNNING:
+        detail.elapsed_s = _running_for_s(Path(info.path))
+    return detail
+
+
+def read_output(
+    queue: JobQueue,
+    job_id: str,
+    stream: Stream = "stdout",
+    *,
+    offset: int = 0,
+    max_bytes: int = 64 * 1024,
+    tail_lines: int | None = None,
+) -> OutputChunk:
+    """Up to ``max_bytes`` of a job's full output from byte ``offset``, or its last ``tail_lines``.
+
+    Works while the job runs (the log grows) and after it ended. A chunk never
+    ends inside a UTF-8 character unless the job has finished. Raises
+    :class:`ValueError` for a negative offset or an unknown stream.
+    """
+    if stream not in ("stdout", "stderr"):
+        raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
+    if offset < 0 or max_bytes < 1:
+        raise ValueError("offset must be >= 0 and max_bytes >= 1")
+    info = queue.get(job_id)
+    finished = info.state in FINISHED_STATES
+    log = queue.layout.stdout_log(info.job_id) if stream == "stdout" else queue.layout.stderr_log(info.job_id)
+    try:
+        with open(log, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if tail_lines is not None:
+                offset = _tail_offset(handle, size, tail_lines, max_bytes)
+            handle.seek(min(offset, size))
+            data = handle.read(min(max_bytes, max(0, size - offset)))
+    except FileNotFoundError:
+        size, data = 0, b""  # not started yet, or it never ran
+    if not finished:
+        data = data[: _whole_utf8_length(data)]
+    next_offset = min(offset, size) + len(data)
+    return OutputChunk(
+        job_id=info.job_id,
+        stream=stream,
+        offset=min(offset, size),
+        next_offset=next_offset,
+        size_bytes=size,
+        text=data.decode("utf-8", errors="replace"),
+        job_finished=finished,
+        complete=finished and next_offset >= size,
+    )
+
+
+def daemon_log_tail(queue: JobQueue, lines: int = 50) -> list[str]:
+    """The last ``lines`` lines of ``daemon.log`` (empty if there is none yet)."""
+    try:
+        with open(queue.layout.daemon_log, encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+    except FileNotFoundError:
+        return []
+
+
+def wait_for_job(
+    queue: JobQueue,
+    job_id: str,
+    timeout_s: float,
+    *,
+    tick_s: float = 5.0,
+    on_tick: Callable[[float], None] | None = None,
+) -> JobDetail:
+    """Block until the job finishes or ``timeout_s`` passes; return its detail either way.
+
+    Woken by file events (:meth:`JobQueue.wait`); every ``tick_s`` seconds of
+    waiting ``on_tick(seconds_waited)`` is called (MCP progress notifications).
+    """
+    start = time.monotonic()
+    while True:
+        waited = time.monotonic() - start
+        remaining = timeout_s - waited
+        info = queue.wait(job_id, max(0.0, min(remaining, tick_s)))
+        if info.state in FINISHED_STATES or remaining <= tick_s:
+            return get_job(queue, job_id)
+        if on_tick is not None:
+            on_tick(time.monotonic() - start)
+
+
+# ----- helpers ----------------------------------------------------------------------
+
+
+def _sort_key(entry: JobEntry) -> tuple[int, str]:
+    return (entry.mtime_ns, entry.job_id)
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    """A cursor is ``<mtime_ns>/<job id>`` of the last job on the previous page."""
+    mtime, sep, job_id = cursor.partition("/")
+    if not sep or not mtime.isdigit() or not job_id:
+        raise ValueError(f"not a cursor from a previous page: {cursor!r}")
+    return (int(mtime), job_id)
+
+
+def _summary_of(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
+    try:
+        info = queue.get(entry.job_id)
+    except Exception:  # it vanished meanwhile, or a record is damaged: leave it off the page
+        return None
+    result = info.result
+    summary = JobSummary(
+        job_id=info.job_id,
+        state=info.state,
+        status=info.status,
+        command=_command_of(info),
+        description=_description_of(info),
+        queued_at=info.mtime if info.state is JobState.PENDING else None,
+    )
+    if result is not None:
+        summary.exit_code = result.returncode
+        summary.started_at = result.started_at
+        summary.completed_at = result.completed_at
+        summary.duration_s = result.duration_s
+        summary.error = result.error
+    elif info.state is JobState.RUNNING:
+        summary.elapsed_s = _running_for_s(Path(info.path))
+        summary.started_at = datetime.fromtimestamp(entry.ctime_ns / 1e9, UTC).astimezone()
+    return summary
+
+
+def _command_of(info: JobInfo) -> str | None:
+    spec = info.spec or {}
+    command = spec.get("command")
+    if isinstance(command, str):
+        args = spec.get("args")
+        if isinstance(args, list):
+            command = " ".join([command, *(str(arg) for arg in args)])
+    elif info.result is not None and info.result.argv:
+        command = " ".join(info.result.argv)
+    elif info.kind == "text":
+        command = f"(script {Path(info.path).name})"
+    if isinstance(command, str) and len(command) > COMMAND_WIDTH:
+        command = command[: COMMAND_WIDTH - 1] + "…"
+    return command if isinstance(command, str) else None
+
+
+def _description_of(info: JobInfo) -> str | None:
+    spec = info.spec or {}
+    for key in ("description", "purpose"):
+        value = spec.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _running_for_s(path: Path) -> float | None:
+    """Seconds since the claim (the claim's ``link`` set the file's change time)."""
+    try:
+        return round(max(0.0, time.time() - path.lstat().st_ctime), 3)
+    except FileNotFoundError:
+        return None
+
+
+def _tail_offset(handle: Any, size: int, lines: int, max_bytes: int) -> int:
+    """Offset where the last ``lines`` lines start, looking back at most ``max_bytes``."""
+    start = max(0, size - max_bytes)
+    handle.seek(start)
+    data = handle.read(size - start)
+    cut = len(data)
+    if data.endswith(b"\n"):
+        cut -= 1
+    for _ in range(lines):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return start
+    return start + cut + 1
+
+
+def _whole_utf8_length(data: bytes) -> int:
+    """Length of ``data`` without a UTF-8 character cut off at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte: is its character complete?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)

@@ -164,6 +164,25 @@ def submit(
     raise typer.Exit(exit_code(info))
 
 
+@app.command()
+def mcp(
+    queue_dir: QueueDirOption = None,
+    log_level: Annotated[
+        str, typer.Option(help="Level of the server's log on stderr: DEBUG, INFO, WARNING or ERROR.")
+    ] = "WARNING",
+) -> None:
+    """Serve the queue to an MCP client over stdio (enqueue, wait, read results, cancel).
+
+    Configure your client to start `execsvc mcp`; stdout carries only MCP messages.
+    """
+    from queue_tools.mcp_server import serve  # imported here: the worker does not need the SDK
+
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise _fail(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
+    serve(queue_dir, log_level=level)  # type: ignore[arg-type]
+
+
 @app.command("queue-dir")
 def queue_dir_command(queue_dir: QueueDirOption = None) -> None:
     """Print the queue root this command would use (handy in scripts: Q=$(execsvc queue-dir))."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -72,3 +73,27 @@ def test_run_demo_puts_one_job_through(queue_root: Path, start_worker: Callable[
     assert info.state is JobState.COMPLETED and info.result is not None
     assert info.result.stdout == "Hello, World!\n"
     assert JobQueue(queue_root).list("completed")[0].job_id == job_id
+
+
+def test_the_mcp_client_configuration_works_verbatim(
+    queue_root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """The README's JSON block, with only its two placeholder paths filled in, starts a server
+    that an MCP client (the SDK's stdio client) can use."""
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    block = re.findall(r"<!-- readme-test: mcp-config -->\n```json\n(.*?)```", README, flags=re.DOTALL)
+    assert len(block) == 1
+    text = block[0].replace("/path/to/execsvc/.venv/bin/execsvc", str(BIN / "execsvc"))
+    server = json.loads(text.replace("/path/to/queue", str(queue_root)))["mcpServers"]["execsvc"]
+    start_worker()
+
+    async def session() -> None:
+        params = StdioServerParameters(command=server["command"], args=server["args"], env=server["env"])
+        async with Client(params) as client:
+            result = await client.call_tool("enqueue_job", {"command": 'python3 -c "print(6*7)"', "wait_s": 10})
+            assert result.structured_content is not None
+            assert result.structured_content["result"]["stdout"] == "42\n"
+
+    anyio.run(session)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # status.sh: is an execsvc worker serving the queue? Prints what it finds and exits
 # 0 only when a worker is serving, 1 when none is, 2 when the queue cannot be found.
+# Also says whether the launchd agent / systemd user unit is loaded (execsvc service install).
 #
 # Usage: ./status.sh [QUEUE_DIR]
 #   QUEUE_DIR defaults to $EXECSVC_QUEUE_DIR, else what `execsvc queue-dir` prints
@@ -21,6 +22,24 @@ if [ -z "$queue" ]; then
 fi
 
 echo "queue:   $queue"
+
+# Is the service manager's agent loaded? (launchd on macOS, a systemd user unit elsewhere)
+if command -v launchctl >/dev/null 2>&1; then
+    if launchctl print "gui/$(id -u)/com.brain.execution-server" >/dev/null 2>&1; then
+        echo "service: launchd agent com.brain.execution-server loaded"
+    else
+        echo "service: launchd agent com.brain.execution-server not loaded (execsvc service install)"
+    fi
+elif command -v systemctl >/dev/null 2>&1; then
+    state=$(systemctl --user is-active execsvc.service 2>/dev/null) || true
+    case $state in
+        active|activating|reloading) echo "service: systemd user unit execsvc.service $state" ;;
+        "") echo "service: systemd user manager not reachable (no user session here)" ;;
+        *) echo "service: systemd user unit execsvc.service $state (execsvc service install)" ;;
+    esac
+else
+    echo "service: no launchctl or systemctl here"
+fi
 if [ ! -d "$queue/pending" ]; then
     echo "worker:  none (no queue here yet: a worker creates it when it starts)"
     exit 1

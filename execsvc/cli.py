@@ -1,4 +1,4 @@
-"""The ``execsvc`` command: ``execsvc run`` (the worker) and ``execsvc submit`` (enqueue a job).
+"""The ``execsvc`` command: ``run`` (the worker), ``submit``, ``mcp``; job and service commands in :mod:`.cli_manage`.
 
 The queue root comes from ``--queue-dir``, else ``$EXECSVC_QUEUE_DIR``, else
 the platform's user data dir (see :func:`execsvc.config.default_queue_dir`).
@@ -17,11 +17,11 @@ from pydantic import ValidationError
 from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, submit_file
 
 from . import __version__
+from .cli_manage import QueueDirOption, fail, open_queue, register
 from .config import DEFAULT_TIMEOUT_S, WorkerConfig, default_queue_dir
 from .errors import ExecsvcError
 from .layout import QueueLayout
 from .models import JobSpec
-from .protocol import JobQueue
 from .worker import Worker
 
 app = typer.Typer(
@@ -32,21 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-QueueDirOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--queue-dir", help="Queue root (default: $EXECSVC_QUEUE_DIR, else the user data dir).", show_default=False
-    ),
-]
-
-
 def _queue_dir(option: Path | None) -> Path:
     return option if option is not None else default_queue_dir()
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"execsvc: {message}", err=True)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -61,6 +48,10 @@ def run(
     drain_timeout_s: Annotated[
         float, typer.Option(min=0, help="On SIGTERM/SIGINT, seconds running jobs may go on before they are stopped.")
     ] = 15.0,
+    retention_days: Annotated[
+        Optional[float],
+        typer.Option(min=0.001, help="Remove finished jobs older than this many days, at start and daily."),
+    ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Drop an example job into pending/ at start, to watch one go through.")
     ] = False,
@@ -73,16 +64,17 @@ def run(
             max_timeout_s=max_timeout_s,
             kill_grace_s=kill_grace_s,
             drain_timeout_s=drain_timeout_s,
+            retention_days=retention_days,
         )
     except ValueError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     worker = Worker(_queue_dir(queue_dir), config)
     try:
         worker.initialize()
     except ExecsvcError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt:
-        raise _fail("interrupted while starting", 130) from None
+        raise fail("interrupted while starting", 130) from None
     try:
         if demo:
             worker.queue.submit(
@@ -121,11 +113,11 @@ def submit(
     With --wait: print the job's stdout and stderr when it ends and exit with its exit code
     (124 on timeout, 128+N when killed by signal N).
     """
-    queue = _open_queue(queue_dir)
+    queue = open_queue(queue_dir)
     try:
         if file is not None:
             if command or shell:
-                raise _fail("give --file alone, without a command or --shell", 2)
+                raise fail("give --file alone, without a command or --shell", 2)
             job = submit_file(queue, file, job_id=job_id)
         elif command or shell:
             spec = command_spec(
@@ -140,9 +132,9 @@ def submit(
         elif not sys.stdin.isatty():
             job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id)
         else:
-            raise _fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
+            raise fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
     except (ExecsvcError, ValueError, ValidationError) as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     if queue.worker_info() is None:
         typer.echo(
             f"execsvc: note: no worker is serving {queue.root}; the job waits in pending/ until one "
@@ -156,7 +148,7 @@ def submit(
     try:
         info = queue.wait(job)
     except KeyboardInterrupt:
-        raise _fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
+        raise fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
     copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer)
     note = describe_end(info)
     if note:
@@ -179,7 +171,7 @@ def mcp(
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise _fail(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
+        raise fail(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
     serve(queue_dir, log_level=level)  # type: ignore[arg-type]
 
 
@@ -195,13 +187,6 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _open_queue(queue_dir: Path | None) -> JobQueue:
-    try:
-        return JobQueue(_queue_dir(queue_dir))
-    except (ExecsvcError, OSError) as exc:
-        raise _fail(str(exc)) from exc
-
-
 def _parse_env(pairs: list[str] | None) -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs or []:
@@ -210,6 +195,9 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
             raise ValueError(f"--env takes KEY=VALUE, not {pair!r}")
         env[key] = value
     return env
+
+
+register(app)  # cancel, retry, clean, service: after the commands above in --help
 
 
 def main() -> None:

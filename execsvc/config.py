@@ -45,6 +45,8 @@ class WorkerConfig:
       writing, a text job must be this long unchanged before it runs.
     - ``rescan_interval_s``: safety rescan of ``pending/`` in case a file event was lost.
     - ``log_max_bytes`` / ``log_backups``: rotation of ``daemon.log``.
+    - ``retention_days``: when set, finished jobs older than this are removed at start
+      and once a day (records, job files and logs; as ``execsvc clean``).
     """
 
     slots: int = 1
@@ -58,11 +60,14 @@ class WorkerConfig:
     rescan_interval_s: float = 60.0
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
+    retention_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ValueError("default_timeout_s must be > 0 and <= max_timeout_s")
+        if self.retention_days is not None and self.retention_days <= 0:
+            raise ValueError("retention_days must be > 0 (leave it unset to keep every job)")
         if self.kill_grace_s < 0 or self.drain_timeout_s < 0:
             raise ValueError("kill_grace_s and drain_timeout_s cannot be negative")

@@ -55,10 +55,12 @@ from .models import JobResult, JobStatus, WorkerInfo
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
+from .retention import clean
 from .runner import ExitInfo, JobProcess, SpawnError
 
 _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
+_RETENTION_EVERY_S = 86_400.0
 
 
 @dataclass
@@ -211,6 +213,8 @@ class Worker:
             ) from exc
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
+        if self.config.retention_days is not None:
+            self._schedule(0, "retention", "")
         self.log.info("watching", folder=str(self.layout.pending), ready=len(self._ready))
 
     def loop(self) -> bool:
@@ -557,12 +561,27 @@ class Worker:
                 for job_id in self.queue.cancel_requests():  # in case a file event was lost
                     self._on_cancel_request(job_id)
                 self._schedule(self.config.rescan_interval_s, "rescan", "")
+            elif action == "retention":
+                self._schedule(_RETENTION_EVERY_S, "retention", "")
+                self._apply_retention()
             elif action == "drain" and self._active:
                 self._interrupt_all(
                     f"the worker was stopping and the job did not finish within the "
                     f"{self.config.drain_timeout_s:g} s drain period",
                     signal.SIGTERM,
                 )
+
+    def _apply_retention(self) -> None:
+        """Remove finished jobs older than ``retention_days`` (once a day, in the loop thread)."""
+        assert self.config.retention_days is not None
+        report = clean(self.queue, older_than_s=self.config.retention_days * 86_400)
+        if report.count:
+            self.log.info(
+                "retention",
+                removed=report.count,
+                bytes_freed=report.bytes_freed,
+                older_than_days=self.config.retention_days,
+            )
 
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
         job.process.signal_group(sig)

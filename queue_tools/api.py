@@ -14,6 +14,7 @@ the queue cannot be read or written.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from execsvc import JobInfo, JobQueue, JobResult, JobState, JobStatus
+from execsvc import JobIdTaken, JobInfo, JobQueue, JobResult, JobState, JobStatus
 from execsvc.protocol import FINISHED_STATES, JobEntry
 
 Stream = Literal["stdout", "stderr"]
@@ -125,6 +126,18 @@ class OutputChunk(BaseModel):
     text: str
     job_finished: bool
     complete: bool
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or plain seconds; raises :class:`ValueError`."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 45s")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
 
 
 def counts(queue: JobQueue) -> StateCounts:
@@ -300,6 +313,39 @@ def wait_for_job(
             return get_job(queue, job_id)
         if on_tick is not None:
             on_tick(time.monotonic() - start)
+
+
+def retry_job(queue: JobQueue, job_id: str) -> str:
+    """Enqueue a finished job again under a new id, ``<id>-r1`` (``-r2`` ... if taken); return it.
+
+    A JSON job is resubmitted with its own fields and ``retry_of: <id>`` (kept in
+    its record); a text job with its script. Raises :class:`ValueError` for a
+    job that has not finished or that was invalid (there is nothing to run).
+    """
+    info = queue.get(job_id)
+    if info.state not in FINISHED_STATES:
+        raise ValueError(f"job {job_id!r} is still {info.state.value}; only a finished job can be retried")
+    if info.status is JobStatus.INVALID or (info.kind == "json" and info.spec is None) or info.kind == "other":
+        raise ValueError(
+            f"job {job_id!r} was not a valid job, so there is nothing to run again; fix it and submit anew"
+        )
+    base = info.job_id
+    for attempt in range(1, 1000):
+        new_id = f"{base}-r{attempt}"
+        if queue.layout.id_in_use(new_id):
+            continue
+        try:
+            if info.kind == "json":
+                assert info.spec is not None
+                return queue.submit({**info.spec, "retry_of": info.job_id}, job_id=new_id)
+            folder = Path(info.path).parent  # a text job's script sits beside its record as <id>.sh or <id>.txt
+            script = next((folder / f"{base}{x}" for x in (".sh", ".txt") if (folder / f"{base}{x}").exists()), None)
+            if script is None:
+                raise ValueError(f"the script of job {job_id!r} is no longer beside its record")
+            return queue.submit_script(script.read_bytes(), job_id=new_id, suffix=script.suffix)
+        except JobIdTaken:
+            continue
+    raise ValueError(f"job {job_id!r} has been retried too many times")
 
 
 # ----- helpers ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ def test_exit_0_only_while_a_worker_serves(queue_root: Path, start_worker: Calla
     assert f"serving (pid {worker.proc.pid}, 2 slots)" in serving.stdout
     assert "pending 0, running 0, completed 1, failed 2" in serving.stdout
     assert "finished job=script" in serving.stdout
+    assert "\nservice: " in serving.stdout  # the launchd agent / systemd unit, as the service manager sees it
     assert worker.stop() == 0
     stopped = status(queue_root)
     assert stopped.returncode == 1 and "not running" in stopped.stdout

@@ -1,0 +1,159 @@
+"""``execsvc cancel | retry | clean`` and ``execsvc service install | uninstall | status``.
+
+Thin commands over :mod:`queue_tools.api`, :mod:`execsvc.retention` and
+:mod:`queue_tools.service`. Exit codes: 0 done, 1 the job or service could not
+be found or acted on, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from queue_tools import api, service
+
+from .config import default_queue_dir
+from .errors import ExecsvcError, JobNotFound
+from .models import JobState
+from .protocol import FINISHED_STATES, JobQueue
+from .retention import clean as clean_jobs
+
+QueueDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--queue-dir", help="Queue root (default: $EXECSVC_QUEUE_DIR, else the user data dir).", show_default=False
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"execsvc: {message}", err=True)
+    return typer.Exit(code)
+
+
+def open_queue(queue_dir: Path | None) -> JobQueue:
+    try:
+        return JobQueue(queue_dir if queue_dir is not None else default_queue_dir())
+    except (ExecsvcError, OSError) as exc:
+        raise fail(str(exc)) from exc
+
+
+def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")], queue_dir: QueueDirOption = None) -> None:
+    """Cancel a job: a pending one never runs; a running one has its process group stopped."""
+    queue = open_queue(queue_dir)
+    try:
+        done = queue.cancel(job_id, requested_by="execsvc cancel")
+    except (JobNotFound, ExecsvcError) as exc:
+        raise fail(str(exc)) from exc
+    if done.outcome == "cancelled":
+        typer.echo(f"{done.info.job_id}: cancelled (it was pending and will never run)")
+    elif done.outcome == "requested":
+        serving = queue.worker_info() is not None
+        typer.echo(
+            f"{job_id}: cancel requested; the worker stops its process group"
+            if serving
+            else f"{job_id}: cancel requested, but no worker is serving; it is recorded when one starts"
+        )
+    else:
+        typer.echo(f"{job_id}: already finished ({done.info.status.value}); nothing to cancel")
+
+
+def retry(job_id: Annotated[str, typer.Argument(help="A finished job.")], queue_dir: QueueDirOption = None) -> None:
+    """Enqueue a finished job again under a new id (printed), linked to the old one by retry_of."""
+    queue = open_queue(queue_dir)
+    try:
+        typer.echo(api.retry_job(queue, job_id))
+    except (ExecsvcError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+
+
+def clean(
+    older_than: Annotated[str, typer.Option(help="Age of the jobs to remove: 30d, 12h, 90m...")] = "30d",
+    state: Annotated[str, typer.Option(help="completed, failed or all.")] = "all",
+    archive: Annotated[
+        Optional[Path], typer.Option(help="Move the files under this folder instead of deleting them.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    queue_dir: QueueDirOption = None,
+) -> None:
+    """Remove (or archive) finished jobs' records, job files and logs older than --older-than."""
+    try:
+        age = api.parse_duration(older_than)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    if state not in ("completed", "failed", "all"):
+        raise fail(f"--state must be completed, failed or all, not {state!r}", 2)
+    states = FINISHED_STATES if state == "all" else (JobState(state),)
+    queue = open_queue(queue_dir)
+    try:
+        report = clean_jobs(queue, older_than_s=age.total_seconds(), states=states, archive=archive, dry_run=dry_run)
+    except OSError as exc:
+        raise fail(f"cleaning stopped: {exc}") from exc
+    if as_json:
+        typer.echo(json.dumps({"removed": report.removed, "bytes_freed": report.bytes_freed, "dry_run": dry_run}))
+        return
+    verb = "would remove" if dry_run else ("archived" if archive else "removed")
+    typer.echo(f"{verb} {report.count} job(s), {report.bytes_freed} bytes, older than {older_than}")
+
+
+service_app = typer.Typer(help="Keep the worker running: launchd agent (macOS) or systemd user unit (Linux).")
+
+
+@service_app.command("install")
+def service_install(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the file and the commands; change nothing.")
+    ] = False,
+    queue_dir: QueueDirOption = None,
+) -> None:
+    """Write the agent or unit with this installation's paths, and load it."""
+    unit = _service_file(queue_dir)
+    if dry_run:
+        typer.echo(f"# {unit.path}")
+        typer.echo(unit.content.decode(), nl=False)
+        for argv in unit.load:
+            typer.echo(f"# then: {' '.join(argv)}")
+        return
+    try:
+        for line in service.install(unit):
+            typer.echo(line)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        said = getattr(exc, "stderr", "") or str(exc)
+        raise fail(f"the service could not be loaded: {said.strip()}") from exc
+
+
+@service_app.command("uninstall")
+def service_uninstall(queue_dir: QueueDirOption = None) -> None:
+    """Stop the service and remove its file."""
+    for line in service.uninstall(_service_file(queue_dir)):
+        typer.echo(line)
+
+
+@service_app.command("status")
+def service_status(queue_dir: QueueDirOption = None) -> None:
+    """Is the service installed and running? Exit 0 only when it runs."""
+    unit = _service_file(queue_dir)
+    installed, running, said = service.status(unit)
+    typer.echo(f"file:    {unit.path} ({'installed' if installed else 'not installed'})")
+    typer.echo(f"service: {'running' if running else 'not running'}{f' ({said})' if said else ''}")
+    raise typer.Exit(0 if running else 1)
+
+
+def _service_file(queue_dir: Path | None) -> service.ServiceFile:
+    try:
+        return service.service_files(queue_dir if queue_dir is not None else default_queue_dir())
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the ``execsvc`` app."""
+    app.command()(cancel)
+    app.command()(retry)
+    app.command()(clean)
+    app.add_typer(service_app, name="service")

@@ -1,0 +1,96 @@
+"""Removing or archiving old finished jobs: ``execsvc clean`` and the worker's daily retention.
+
+A finished job is its record, the job file beside a sidecar record, and its
+two logs. They go (or move to an archive folder) logs first and record last,
+so a clean cut short leaves a job that can still be listed and cleaned again,
+never a log without its record.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .layout import SIDECAR_SUFFIX
+from .models import JobState, SidecarRecord
+from .protocol import FINISHED_STATES, JobQueue
+
+
+@dataclass
+class CleanReport:
+    """What :func:`clean` did (or, with ``dry_run``, would do): job ids per state, bytes freed."""
+
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    bytes_freed: int = 0
+    archive: str | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.removed.values())
+
+
+def clean(
+    queue: JobQueue,
+    *,
+    older_than_s: float,
+    states: tuple[JobState, ...] = FINISHED_STATES,
+    archive: Path | None = None,
+    dry_run: bool = False,
+) -> CleanReport:
+    """Remove (or move under ``archive/<state>/``) finished jobs that ended over ``older_than_s`` ago.
+
+    Only ``completed`` and ``failed`` jobs are touched; others in ``states``
+    raise :class:`ValueError`. Raises :class:`OSError` when a file cannot be
+    removed or moved (what was done before stays done).
+    """
+    if any(state not in FINISHED_STATES for state in states):
+        raise ValueError("only finished jobs (completed, failed) can be cleaned")
+    cutoff_ns = time.time_ns() - int(older_than_s * 1e9)
+    report = CleanReport(archive=str(archive) if archive else None)
+    for state in states:
+        ids = report.removed.setdefault(state.value, [])
+        for entry in queue.entries(state):
+            if entry.mtime_ns >= cutoff_ns:
+                continue
+            files = _files_of(queue, entry.job_id, entry.path)
+            report.bytes_freed += sum(_size(path) for path in files)
+            ids.append(entry.job_id)
+            if dry_run:
+                continue
+            target = archive / state.value if archive else None
+            if target is not None:
+                target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for path in files:  # the record is last
+                if target is None:
+                    path.unlink(missing_ok=True)
+                elif path.exists() or path.is_symlink():
+                    shutil.move(path, target / path.name)
+    return report
+
+
+def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:
+    files = [queue.layout.stdout_log(job_id), queue.layout.stderr_log(job_id)]
+    if record.name.endswith(SIDECAR_SUFFIX):
+        try:
+            job_file = _job_file_beside(record)
+        except (OSError, ValueError):
+            job_file = None
+        if job_file is not None:
+            files.append(record.parent / job_file)
+    files.append(record)
+    return [path for path in files if os.path.lexists(path)]
+
+
+def _job_file_beside(record: Path) -> str | None:
+    name = SidecarRecord.model_validate_json(record.read_bytes()).job_file
+    return name if name and "/" not in name and name not in (".", "..") else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,363 @@
+"""``queue-view``: the queue from a terminal (typer + rich), in the spirit of ``pueue status`` and ``tsp -l``.
+
+A thin front over :mod:`queue_tools.api`. Every listing takes ``--json`` for
+scripts; colours and live views appear only on a terminal. Exit codes: 0, 1 for
+an unknown job id (or an unreadable queue), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from execsvc import ExecsvcError, JobNotFound, JobQueue, JobState, JobStatus, default_queue_dir
+
+from . import api
+
+app = typer.Typer(
+    name="queue-view",
+    help="See the execsvc queue: counts, the worker, recent jobs, a job's record and output, daemon.log.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+STATUS_STYLE = {
+    JobStatus.PENDING: "cyan",
+    JobStatus.RUNNING: "bold yellow",
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.TIMEOUT: "magenta",
+    JobStatus.CANCELLED: "dim",
+    JobStatus.INVALID: "bold red",
+    JobStatus.INTERRUPTED: "red",
+}
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
+
+
+class _State:
+    queue_dir: Path | None = None
+
+
+def _queue() -> JobQueue:
+    root = _State.queue_dir or default_queue_dir()
+    if not (root / "pending").is_dir():
+        _fail(f"no queue at {root} (a worker creates it when it starts: execsvc run)", 1)
+    try:
+        return JobQueue(root, create=False)
+    except (ExecsvcError, OSError) as exc:
+        _fail(str(exc), 1)
+        raise
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"queue-view: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def overview(
+    ctx: typer.Context,
+    queue_dir: Annotated[
+        Optional[Path],
+        typer.Option("--queue-dir", help="Queue root (default: $EXECSVC_QUEUE_DIR, else the user data dir)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Recent jobs to show.")] = 15,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts per state, whether a worker is serving, and the most recent jobs."""
+    _State.queue_dir = queue_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    queue = _queue()
+    page = api.list_jobs(queue, limit=limit)
+    worker = api.worker_status(queue)
+    if as_json:
+        status = api.QueueStatus(queue_dir=str(queue.root), counts=page.counts, worker=worker)
+        typer.echo(json.dumps({"status": status.model_dump(mode="json"), "jobs": _jobs_json(page)}))
+        return
+    _console().print(_overview(queue, page, worker))
+
+
+@app.command("list")
+def list_command(
+    state: Annotated[
+        Optional[str], typer.Option("--state", "-s", help="pending, running, completed or failed.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most jobs to show.")] = 50,
+    since: Annotated[Optional[str], typer.Option(help="Only jobs changed within this time: 30m, 12h, 7d.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Jobs, newest first (only the rows shown are read: fast over a large history)."""
+    states = tuple(JobState)
+    if state is not None:
+        try:
+            states = (JobState(state),)
+        except ValueError:
+            _fail(f"--state must be pending, running, completed or failed, not {state!r}", 2)
+    window = _duration(since) if since else None
+    page = api.list_jobs(_queue(), states=states, limit=limit, since=window)
+    if as_json:
+        typer.echo(
+            json.dumps({"jobs": _jobs_json(page), "counts": page.counts.model_dump(), "more": bool(page.next_cursor)})
+        )
+        return
+    console = _console()
+    console.print(_jobs_table(page.jobs))
+    if page.next_cursor:
+        console.print(Text(f"(more: --limit {limit * 2})", style="dim"))
+
+
+@app.command()
+def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.Option("-n", min=1)] = 20) -> None:
+    """A job's record, then the last lines of its stdout and stderr."""
+    queue = _queue()
+    detail = _detail(queue, job_id)
+    out = api.read_output(queue, detail.job_id, "stdout", tail_lines=lines)
+    err = api.read_output(queue, detail.job_id, "stderr", tail_lines=lines)
+    if as_json:
+        payload = detail.model_dump(mode="json")
+        payload["stdout_tail"], payload["stderr_tail"] = out.text, err.text
+        typer.echo(json.dumps(payload))
+        return
+    console = _console()
+    table = Table.grid(padding=(0, 2))
+    table.add_row("job", Text(detail.job_id, style="bold"))
+    table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
+    table.add_row("command", detail.command or "")
+    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by"):
+        if detail.spec and key in detail.spec:
+            table.add_row(key, str(detail.spec[key]))
+    if detail.position is not None:
+        table.add_row("in line", f"{detail.position} ({detail.note})")
+    if detail.elapsed_s is not None:
+        table.add_row("running for", _seconds(detail.elapsed_s))
+    result = detail.result
+    if result is not None:
+        table.add_row("exit code", "" if result.returncode is None else str(result.returncode))
+        table.add_row("started", _time(result.started_at))
+        table.add_row("ended", _time(result.completed_at))
+        table.add_row("duration", _seconds(result.duration_s))
+        if result.error:
+            table.add_row("error", Text(result.error, style="red"))
+    table.add_row("path", detail.path)
+    console.print(table)
+    for name, chunk in (("stdout", out), ("stderr", err)):
+        console.rule(f"{name} ({chunk.size_bytes} bytes, last {lines} lines)", style="dim")
+        console.out(chunk.text, end="" if chunk.text.endswith("\n") or not chunk.text else "\n")
+
+
+@app.command()
+def logs(
+    job_id: str,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as the job writes; end when it ends.")
+    ] = False,
+) -> None:
+    """A job's whole output (stdout, or stderr), and with --follow what it prints until it ends."""
+    queue = _queue()
+    detail = _detail(queue, job_id)
+    stream: api.Stream = "stderr" if stderr else "stdout"
+    offset = 0
+    with _changes(queue, [queue.layout.logs, queue.layout.completed, queue.layout.failed]) as changed:
+        while True:
+            chunk = api.read_output(queue, detail.job_id, stream, offset=offset, max_bytes=1024 * 1024)
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            offset = chunk.next_offset
+            if chunk.complete or not follow:
+                if offset < chunk.size_bytes and not follow:
+                    continue  # more than one page to print
+                return
+            if offset >= chunk.size_bytes:
+                changed(1.0)
+
+
+@app.command()
+def watch(limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 15) -> None:
+    """The overview, redrawn whenever a queue folder changes (file events). Ctrl-C to leave."""
+    queue = _queue()
+    if not sys.stdout.isatty():
+        _fail("watch needs a terminal; use `queue-view --json` or `queue-view list --json` in scripts", 2)
+    folders = [queue.layout.folder(state) for state in JobState]
+    try:
+        with _changes(queue, folders) as changed, Live(console=_console(), auto_refresh=False) as live:
+            while True:
+                page = api.list_jobs(queue, limit=limit)
+                live.update(_overview(queue, page, api.worker_status(queue)), refresh=True)
+                changed(1.0)  # also once a second, so running times move on
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("daemon-log")
+def daemon_log(
+    lines: Annotated[int, typer.Option("-n", min=1, help="Lines to show.")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
+) -> None:
+    """The last lines of daemon.log, and with --follow the new ones as the worker writes them."""
+    queue = _queue()
+    for line in api.daemon_log_tail(queue, lines):
+        typer.echo(line)
+    if not follow:
+        return
+    path = queue.layout.daemon_log
+    try:
+        with _changes(queue, [queue.root]) as changed:
+            handle = open(path, "rb")  # noqa: SIM115 - reopened on rotation below
+            handle.seek(0, os.SEEK_END)
+            while True:
+                data = handle.read()
+                if data:
+                    sys.stdout.write(data.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+                elif _rotated(handle, path):
+                    handle.close()
+                    handle = open(path, "rb")  # noqa: SIM115
+                    continue
+                changed(5.0)
+    except KeyboardInterrupt:
+        pass
+
+
+# ----- rendering ------------------------------------------------------------------------
+
+
+def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> Group:
+    counts = page.counts
+    head = Text()
+    head.append("queue   ", style="dim").append(str(queue.root) + "\n")
+    head.append("worker  ", style="dim")
+    if worker.serving:
+        head.append("serving", style="bold green")
+        head.append(f"  pid {worker.pid}, {worker.slots} slot(s), up {_seconds(worker.uptime_s)}\n")
+    else:
+        head.append("not running", style="bold red").append("  (start one: execsvc run)\n")
+    head.append("jobs    ", style="dim")
+    for state, style in (("pending", "cyan"), ("running", "yellow"), ("completed", "green"), ("failed", "red")):
+        head.append(f"{getattr(counts, state)} {state}", style=style).append("  ")
+    return Group(head, _jobs_table(page.jobs))
+
+
+def _jobs_table(jobs: list[api.JobSummary]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("command", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("exit", justify="right")
+    table.add_column("started", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for job in jobs:
+        duration = _seconds(job.elapsed_s) + " …" if job.elapsed_s is not None else _seconds(job.duration_s)
+        table.add_row(
+            job.job_id,
+            Text(job.status.value, style=STATUS_STYLE[job.status]),
+            job.command or "",
+            "" if job.exit_code is None else str(job.exit_code),
+            _time(job.started_at),
+            duration,
+        )
+    return table
+
+
+def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:
+    return [job.model_dump(mode="json") for job in page.jobs]
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    local = value.astimezone()
+    today = datetime.now().astimezone().date()
+    return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
+def _detail(queue: JobQueue, job_id: str) -> api.JobDetail:
+    try:
+        return api.get_job(queue, job_id)
+    except JobNotFound as exc:
+        _fail(str(exc), 1)
+    except ExecsvcError as exc:  # InvalidJobId
+        _fail(str(exc), 1)
+    raise AssertionError("unreachable")
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return api.parse_duration(text)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+        raise
+
+
+def _rotated(handle: object, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino  # type: ignore[attr-defined]
+    except FileNotFoundError:
+        return False
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._event.set()
+
+
+@contextmanager
+def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float], None]]:
+    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes."""
+    event = threading.Event()
+    observer = Observer()
+    handler = _Wake(event)
+    for folder in folders:
+        observer.schedule(handler, str(folder))
+    observer.start()
+
+    def changed(timeout_s: float) -> None:
+        event.wait(timeout_s)
+        event.clear()
+
+    try:
+        yield changed
+    finally:
+        observer.stop()
+        observer.join()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,161 @@
+"""execsvc cancel / retry / clean, the worker's retention, and the launchd / systemd service files."""
+
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import EXECSVC, WorkerProcess, drop, wait_finished
+
+from execsvc import JobQueue, JobStatus
+from queue_tools import service
+
+Start = Callable[..., WorkerProcess]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def execsvc(queue_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(EXECSVC), *args, "--queue-dir", str(queue_root)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def age(path: Path, days: float) -> None:
+    stamp = time.time() - days * 86_400
+    os.utime(path, (stamp, stamp), follow_symlinks=False)
+
+
+def test_cancel_command(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker("--kill-grace-s", "0.5")
+    drop(queue_root, "long.json", {"command": "sleep 600"})
+    worker.wait_for_line("started job=long")
+    drop(queue_root, "next.json", {"command": "echo next"})
+    pending = execsvc(queue_root, "cancel", "next")
+    assert pending.returncode == 0 and "cancelled (it was pending" in pending.stdout
+    running = execsvc(queue_root, "cancel", "long")
+    assert running.returncode == 0 and "cancel requested" in running.stdout
+    assert wait_finished(queue_root, "long").status is JobStatus.CANCELLED
+    assert "already finished (cancelled)" in execsvc(queue_root, "cancel", "long").stdout
+    unknown = execsvc(queue_root, "cancel", "nope")
+    assert unknown.returncode == 1 and "no job with id 'nope'" in unknown.stderr
+
+
+def test_retry_links_the_new_job_to_the_old(queue_root: Path, start_worker: Start) -> None:
+    start_worker()
+    drop(queue_root, "flaky.json", {"command": "exit 1", "description": "try again"})
+    drop(queue_root, "script.sh", "echo from a script\n")
+    wait_finished(queue_root, "flaky")
+    wait_finished(queue_root, "script")
+    first = execsvc(queue_root, "retry", "flaky")
+    assert first.returncode == 0 and first.stdout.strip() == "flaky-r1"
+    record = wait_finished(queue_root, "flaky-r1")
+    assert record.spec is not None and record.spec["retry_of"] == "flaky" and record.spec["description"] == "try again"
+    assert execsvc(queue_root, "retry", "flaky").stdout.strip() == "flaky-r2"
+    assert execsvc(queue_root, "retry", "script").stdout.strip() == "script-r1"
+    assert wait_finished(queue_root, "script-r1").result.stdout == "from a script\n"  # type: ignore[union-attr]
+    drop(queue_root, "broken.json", "{")
+    wait_finished(queue_root, "broken")
+    refused = execsvc(queue_root, "retry", "broken")
+    assert refused.returncode == 1 and "not a valid job" in refused.stderr
+
+
+def test_clean_removes_or_archives_old_jobs_with_their_logs(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    worker = start_worker()
+    for name in ("old-ok", "old-bad", "new-ok"):
+        drop(queue_root, f"{name}.json", {"command": "echo out; exit 1" if "bad" in name else "echo out"})
+        wait_finished(queue_root, name)
+    drop(queue_root, "old-script.sh", "echo script\n")
+    wait_finished(queue_root, "old-script")
+    worker.stop()
+    for path in [*(queue_root / "completed").iterdir(), *(queue_root / "failed").iterdir()]:
+        if path.name.startswith("old"):
+            age(path, 40)
+    dry = json.loads(execsvc(queue_root, "clean", "--older-than", "30d", "--dry-run", "--json").stdout)
+    assert sorted(dry["removed"]["completed"]) == ["old-ok", "old-script"] and dry["removed"]["failed"] == ["old-bad"]
+    assert (queue_root / "completed" / "old-ok.json").exists()  # a dry run changes nothing
+    archive = tmp_path / "archive"
+    done = execsvc(queue_root, "clean", "--older-than", "30d", "--state", "completed", "--archive", str(archive))
+    assert done.returncode == 0 and "archived 2 job(s)" in done.stdout
+    assert sorted(p.name for p in (archive / "completed").iterdir()) == [
+        "old-ok.json", "old-ok.stderr", "old-ok.stdout", "old-script.result.json", "old-script.sh",
+        "old-script.stderr", "old-script.stdout",
+    ]  # fmt: skip
+    assert execsvc(queue_root, "clean", "--older-than", "30d").stdout.startswith("removed 1 job(s)")
+    left = {p.name for p in (queue_root / "completed").iterdir()} | {p.name for p in (queue_root / "failed").iterdir()}
+    assert left == {"new-ok.json"}
+    assert sorted(p.name for p in (queue_root / "logs").iterdir()) == ["new-ok.stderr", "new-ok.stdout"]
+    assert execsvc(queue_root, "clean", "--older-than", "soon").returncode == 2
+
+
+def test_the_worker_applies_its_retention_at_start(queue_root: Path, start_worker: Start) -> None:
+    queue = JobQueue(queue_root)
+    worker = start_worker()
+    drop(queue_root, "ancient.json", {"command": "true"})
+    wait_finished(queue_root, "ancient")
+    worker.stop()
+    age(queue_root / "completed" / "ancient.json", 10)
+    worker = start_worker("--retention-days", "7")
+    worker.wait_for_line("retention removed=1")
+    assert queue.list("completed") == []
+
+
+def test_dry_run_prints_a_valid_unit_for_this_platform(queue_root: Path, tmp_path: Path) -> None:
+    result = execsvc(queue_root, "service", "install", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    first, _, body = result.stdout.partition("\n")
+    unit = body.split("# then:")[0]
+    assert first.endswith("execsvc.service") and "Restart=always" in unit
+    assert f"ExecStart={EXECSVC} run --queue-dir {queue_root}" in unit
+    path = tmp_path / "execsvc.service"
+    path.write_text(unit)
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd); the unit was checked by parsing")
+    verify = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and "execsvc.service" not in verify.stderr, verify.stderr
+
+
+def test_the_unit_parses_and_quotes_awkward_paths() -> None:
+    text = service.systemd_unit(Path("/opt/my tools/execsvc"), Path("/data/50% full/queue")).decode()
+    sections: dict[str, dict[str, str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = {}
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            sections[current][key] = value
+    assert set(sections) == {"Unit", "Service", "Install"}
+    assert sections["Service"]["ExecStart"] == '"/opt/my tools/execsvc" run --queue-dir "/data/50%% full/queue"'
+    assert sections["Service"]["Restart"] == "always" and sections["Service"]["KillMode"] == "mixed"
+    assert sections["Install"]["WantedBy"] == "default.target"
+
+
+def test_the_launchd_agent_has_the_keys_launchd_needs(queue_root: Path) -> None:
+    agent = plistlib.loads(service.launchd_plist(Path("/Users/you/execsvc/.venv/bin/execsvc"), queue_root))
+    assert agent["Label"] == "com.brain.execution-server"
+    assert agent["KeepAlive"] is True and agent["RunAtLoad"] is True and agent["ThrottleInterval"] == 10
+    assert agent["ProgramArguments"] == ["/Users/you/execsvc/.venv/bin/execsvc", "run", "--queue-dir", str(queue_root)]
+    assert agent["StandardOutPath"] == str(queue_root / "server.log")
+    assert agent["StandardErrorPath"] == str(queue_root / "server.error.log")
+    assert agent["EnvironmentVariables"]["EXECSVC_QUEUE_DIR"] == str(queue_root)
+    launchd = service.service_files(queue_root, "launchd", program=Path("/bin/true"))
+    assert launchd.path.name == "com.brain.execution-server.plist" and "LaunchAgents" in str(launchd.path)
+
+
+def test_the_shipped_files_are_what_install_writes() -> None:
+    """launchagents/ holds the agent and unit for an example installation, generated by the code."""
+    program, queue = Path(service.EXAMPLE_PROGRAM), Path(service.EXAMPLE_QUEUE)
+    shipped_plist = (ROOT / "launchagents" / "com.brain.execution-server.plist").read_bytes()
+    assert shipped_plist == service.launchd_plist(program, queue, home=Path(service.EXAMPLE_HOME))
+    unit = service.systemd_unit(Path(service.EXAMPLE_LINUX_PROGRAM), Path(service.EXAMPLE_LINUX_QUEUE))
+    assert (ROOT / "launchagents" / "execsvc.service").read_bytes() == unit

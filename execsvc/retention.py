@@ -55,7 +55,7 @@ def clean(
         for entry in queue.entries(state):
             if entry.mtime_ns >= cutoff_ns:
                 continue
-            files = _files_of(queue, entry.job_id, entry.path)
+            files = _files_of(queue, entry.job_id, Path(entry.path))
             report.bytes_freed += sum(_size(path) for path in files)
             ids.append(entry.job_id)
             if dry_run:

@@ -223,7 +223,7 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         result=info.result,
     )
     if info.state is JobState.PENDING:
-        order = sorted(queue.entries(JobState.PENDING), key=lambda e: (e.mtime_ns, e.path.name))
+        order = sorted(queue.entries(JobState.PENDING), key=lambda e: (e.mtime_ns, os.path.basename(e.path)))
         ahead = next((n for n, entry in enumerate(order) if entry.job_id == info.job_id), None)
         if ahead is not None:
             detail.position, detail.jobs_ahead = ahead + 1, ahead

@@ -305,6 +305,7 @@ class Worker:
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
+        self.queue.drop_cancel_request(job_id)  # consumed: acted on below, or stale
         job = self._active.get(job_id)
         if job is None:
             self.log.info("cancel_ignored", job_id, reason="the job is not running (it ended, or never started here)")
@@ -316,7 +317,6 @@ class Worker:
             )
             self.log.warning("cancelling", job_id, signal="SIGTERM", kill_grace_s=self.config.kill_grace_s)
             self._stop_job(job, signal.SIGTERM)
-        self.queue.drop_cancel_request(job_id)
 
     def _on_stop_request(self, signum: int) -> None:
         name = signal.Signals(signum).name

@@ -155,6 +155,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
         delay = min(delay * 2, 0.1)
 
 
+def start_job_with_child(queue_root: Path, worker: WorkerProcess, job_id: str) -> int:
+    """Drop a job that starts a background ``sleep 600`` and waits; return that child's pid once it runs."""
+    pidfile = queue_root.parent / f"{job_id}.child.pid"
+    drop(queue_root, f"{job_id}.json", {"command": f"sleep 600 & echo $! > {pidfile}; wait"})
+    worker.wait_for_line(f"started job={job_id}")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the child's pid")
+    return int(pidfile.read_text())
+
+
 def daemon_log(queue_root: Path) -> str:
     return (queue_root / "daemon.log").read_text()
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
+from conftest import WorkerProcess, daemon_log, process_gone, start_job_with_child, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
 from execsvc.errors import JobNotFound
@@ -48,11 +48,7 @@ def test_cancel_of_an_unknown_job_raises(queue_root: Path) -> None:
 
 def test_a_running_job_is_stopped_with_its_whole_process_group(queue_root: Path, start_worker: Start) -> None:
     worker = start_worker("--kill-grace-s", "0.5")
-    pidfile = queue_root.parent / "child.pid"
-    drop(queue_root, "long.json", {"command": f"sleep 600 & echo $! > {pidfile}; wait"})
-    worker.wait_for_line("started job=long")
-    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the child's pid")
-    child = int(pidfile.read_text())
+    child = start_job_with_child(queue_root, worker, "long")
     queue = JobQueue(queue_root)
     asked = queue.cancel("long")
     assert asked.outcome == "requested" and asked.info.state is JobState.RUNNING

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from conftest import WorkerProcess, console_script, drop, process_gone, wait_finished, wait_until
+from conftest import WorkerProcess, console_script, drop, process_gone, start_job_with_child, wait_finished, wait_until
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
@@ -89,10 +89,7 @@ def test_output_pages_through_five_megabytes(queue_root: Path, start_worker: Sta
 
 def test_cancel_a_pending_and_a_running_job(queue_root: Path, start_worker: Start) -> None:
     worker = start_worker("--kill-grace-s", "0.5")
-    pidfile = queue_root.parent / "child.pid"
-    drop(queue_root, "long.json", {"command": f"sleep 600 & echo $! > {pidfile}; wait"})
-    worker.wait_for_line("started job=long")
-    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the child's pid")
+    child = start_job_with_child(queue_root, worker, "long")
 
     async def session(client: Client) -> None:
         queued = structured(await client.call_tool("enqueue_job", {"command": "echo", "args": ["never"]}))
@@ -105,7 +102,7 @@ def test_cancel_a_pending_and_a_running_job(queue_root: Path, start_worker: Star
         assert again["outcome"] == "already_finished"
 
     run(session, queue_root)
-    wait_until(lambda: process_gone(int(pidfile.read_text())), what="the job's process group to be gone")
+    wait_until(lambda: process_gone(child), what="the job's process group to be gone")
 
 
 def test_wait_for_job_returns_when_it_ends_and_reports_progress(queue_root: Path, start_worker: Start) -> None:

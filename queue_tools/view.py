@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console, Group
@@ -25,7 +25,7 @@ from rich.text import Text
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from execsvc import ExecsvcError, JobNotFound, JobQueue, JobState, JobStatus, default_queue_dir
+from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
 
 from . import api
 
@@ -62,14 +62,13 @@ def _queue() -> JobQueue:
         return JobQueue(root, create=False)
     except (ExecsvcError, OSError) as exc:
         _fail(str(exc), 1)
-        raise
 
 
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"queue-view: {message}", err=True)
     raise typer.Exit(code)
 
@@ -185,12 +184,13 @@ def logs(
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
             offset = chunk.next_offset
-            if chunk.complete or not follow:
-                if offset < chunk.size_bytes and not follow:
-                    continue  # more than one page to print
+            if chunk.complete:
                 return
-            if offset >= chunk.size_bytes:
-                changed(1.0)
+            if offset < chunk.size_bytes:
+                continue  # more than one page to print
+            if not follow:
+                return
+            changed(1.0)
 
 
 @app.command()
@@ -307,11 +307,8 @@ def _time(value: datetime | None) -> str:
 def _detail(queue: JobQueue, job_id: str) -> api.JobDetail:
     try:
         return api.get_job(queue, job_id)
-    except JobNotFound as exc:
+    except ExecsvcError as exc:  # JobNotFound, InvalidJobId
         _fail(str(exc), 1)
-    except ExecsvcError as exc:  # InvalidJobId
-        _fail(str(exc), 1)
-    raise AssertionError("unreachable")
 
 
 def _duration(text: str) -> timedelta:
@@ -319,7 +316,6 @@ def _duration(text: str) -> timedelta:
         return api.parse_duration(text)
     except ValueError as exc:
         _fail(str(exc), 2)
-        raise
 
 
 def _rotated(handle: object, path: Path) -> bool:

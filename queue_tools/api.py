@@ -229,10 +229,15 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
             detail.position, detail.jobs_ahead = ahead + 1, ahead
             running = len(queue.entries(JobState.RUNNING))
             detail.note = f"waiting: {ahead} job(s) ahead in line, {running} running"
-        if queue.worker_info() is None:
-            detail.note = (detail.note + "; " if detail.note else "") + "no worker is serving this queue"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
+    if not detail.finished and queue.worker_info() is None:
+        missing = (
+            "no worker is serving this queue, so the job waits in pending/: start one with `execsvc run`"
+            if info.state is JobState.PENDING
+            else "no worker is serving this queue: the next one to start records this job interrupted"
+        )
+        detail.note = f"{detail.note}; {missing}" if detail.note else missing
     return detail
 
 

@@ -139,9 +139,7 @@ class QueueTools:
         else:
             with _user_errors(self.root):
                 detail = api.get_job(q, job_id)
-        if not detail.finished and api.worker_status(q).serving is False:
-            detail.note = "no worker is serving this queue, so the job waits in pending/: start one with `execsvc run`"
-        return detail
+        return detail  # its note says so when no worker serves the queue
 
     def get_job(self, job_id: JobId) -> api.JobDetail:
         """Where a job stands: pending (with its place in line), running (with elapsed time), or finished

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +45,21 @@ class RunRequest:
     spec: JobSpec | None = field(default=None, compare=False)
 
 
-def read_job(path: Path, kind: JobKind, *, job_id: str, queue_root: Path, config: WorkerConfig) -> RunRequest:
+def read_job(
+    path: Path,
+    kind: JobKind,
+    *,
+    job_id: str,
+    queue_root: Path,
+    config: WorkerConfig,
+    environ: Mapping[str, str] | None = None,
+    home: Path | None = None,
+) -> RunRequest:
     """Read the job file at ``path`` (a claimed job in ``running/``).
 
+    The job's environment is ``environ`` (default: this process's), with the
+    job's own ``env`` over it; its working directory defaults to ``home``
+    (default: the user's home). A worker passes both once, from its start.
     Raises :class:`InvalidJob` for anything that is not a runnable job: not a
     regular file, an unknown ending, too big, empty, not UTF-8 or not valid
     JSON, or fields of the wrong type. Raises :class:`OSError` only for
@@ -68,16 +81,17 @@ def read_job(path: Path, kind: JobKind, *, job_id: str, queue_root: Path, config
         data = handle.read(config.max_job_file_bytes + 1)
     # The markers go last: a job's own env must not hide it from crash recovery.
     markers = {QUEUE_DIR_ENV: str(queue_root), JOB_ID_ENV: job_id}
+    base = _Defaults(dict(os.environ) if environ is None else environ, Path.home() if home is None else home)
     if kind == "text":
         _check_script(data)
         return RunRequest(
             argv=[*_interpreter(data), str(path)],
-            cwd=Path.home(),
-            env=dict(os.environ) | markers,
+            cwd=base.home,
+            env={**base.environ, **markers},
             timeout_s=config.default_timeout_s,
         )
     spec = parse_json_job(data)
-    return _json_request(spec, queue_root=queue_root, markers=markers, config=config)
+    return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base)
 
 
 def spec_if_valid(path: Path) -> JobSpec | None:
@@ -116,7 +130,15 @@ def parse_json_job(data: bytes) -> JobSpec:
         raise InvalidJob(_describe_validation(exc)) from exc
 
 
-def _json_request(spec: JobSpec, *, queue_root: Path, markers: dict[str, str], config: WorkerConfig) -> RunRequest:
+@dataclass(frozen=True)
+class _Defaults:
+    environ: Mapping[str, str]
+    home: Path
+
+
+def _json_request(
+    spec: JobSpec, *, queue_root: Path, markers: dict[str, str], config: WorkerConfig, base: _Defaults
+) -> RunRequest:
     if spec.runs_in_shell():
         line = spec.command if not spec.args else f"{spec.command} {shlex.join(spec.args)}"
         argv = [SHELL, "-c", line]
@@ -135,8 +157,8 @@ def _json_request(spec: JobSpec, *, queue_root: Path, markers: dict[str, str], c
     timeout_s = min(spec.timeout_s if spec.timeout_s is not None else config.default_timeout_s, config.max_timeout_s)
     return RunRequest(
         argv=argv,
-        cwd=_resolve(spec.cwd, queue_root) if spec.cwd else Path.home(),
-        env=dict(os.environ) | (spec.env or {}) | markers,
+        cwd=_resolve(spec.cwd, queue_root) if spec.cwd else base.home,
+        env={**base.environ, **(spec.env or {}), **markers},
         timeout_s=timeout_s,
         stdin=spec.stdin.encode("utf-8") if spec.stdin is not None else None,
         result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,

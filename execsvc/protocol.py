@@ -356,13 +356,17 @@ class JobQueue:
 
     # ----- the worker's side --------------------------------------------------------
 
-    def claim(self, name: str) -> ClaimedJob:
+    def claim(self, name: str, *, flush: bool = True) -> ClaimedJob:
         """Move ``pending/<name>`` into ``running/``: the claim. Only the claimer runs the job.
 
         The job keeps its id unless that id is already used in the queue (or
         is not a valid id): then it gets a new unique one, reported in
         ``renamed_from``. The claim takes effect when the job leaves
-        ``pending/``; both folders are fsync'd before this returns. Raises
+        ``pending/`` (at once for every process: a crash of the claimer
+        cannot undo it). With ``flush`` (the default) both folders are
+        fsync'd before this returns, so the claim also survives a power cut;
+        with ``flush=False`` the caller calls :meth:`flush_claims` itself, and
+        must before it writes the job's record. Raises
         :class:`FileNotFoundError` if the file is gone (removed or cancelled
         since it was seen).
         """
@@ -370,9 +374,18 @@ class JobQueue:
         job_id = self._unique_id(stem)
         target = self.layout.running / f"{job_id}{suffix}"
         move_no_replace(self.layout.pending / name, target)
+        if flush:
+            self.flush_claims()
+        return ClaimedJob(job_id, kind, target, name, None if job_id == stem else stem)
+
+    def flush_claims(self) -> None:
+        """Make every claim made so far durable: fsync ``running/``, then ``pending/``.
+
+        In this order a power cut can leave a claimed job under both names
+        (settled at the next start), never under neither.
+        """
         fsync_dir(self.layout.running)
         fsync_dir(self.layout.pending)
-        return ClaimedJob(job_id, kind, target, name, None if job_id == stem else stem)
 
     def finish(self, job: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
         """Record a claimed job's result and move it out of ``running/``; return the record's path.

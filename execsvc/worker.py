@@ -5,7 +5,7 @@ Shaped like huey's consumer: :meth:`Worker.initialize`, then :meth:`Worker.loop`
 until it returns False, then :meth:`Worker.shutdown`. :meth:`Worker.run` does
 all three.
 
-Threads: the watchdog observer turns file events into messages; each running
+Threads: watchdog's inotify reader (see :mod:`.watch`) turns file events into messages; each running
 job has one thread that blocks until the job's process exits, then writes its
 record; signal handlers only post a message. Everything else happens in the
 thread that calls :meth:`loop`, so the queue state needs no locks. File events
@@ -33,16 +33,6 @@ from types import FrameType
 
 import psutil
 from filelock import FileLock, Timeout
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
 
 from . import __version__
 from .config import WorkerConfig
@@ -50,13 +40,14 @@ from .daemonlog import EventLog, configure
 from .durable import install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
-from .layout import CANCEL_PREFIX, is_ignored_name, split_job_name
+from .layout import is_ignored_name, split_job_name
 from .models import JobResult, JobStatus, WorkerInfo
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .runner import ExitInfo, JobProcess, SpawnError
+from .watch import QueueWatch, open_watch
 
 _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
@@ -88,31 +79,6 @@ class _Deadline:
     key: str = field(compare=False)
 
 
-class _PendingEvents(FileSystemEventHandler):
-    """Posts the name of every file created, moved in, or closed after writing in ``pending/``."""
-
-    def __init__(self, inbox: SimpleQueue[tuple[str, str]]) -> None:
-        self._inbox = inbox
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) else event.src_path
-        if path:
-            self._inbox.put(("event", os.path.basename(os.fsdecode(path))))
-
-
-class _CancelEvents(FileSystemEventHandler):
-    """Posts the job id of every cancel request (``running/.cancel.<id>``) that appears."""
-
-    def __init__(self, inbox: SimpleQueue[tuple[str, str]]) -> None:
-        self._inbox = inbox
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        path = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
-        name = os.path.basename(os.fsdecode(path)) if path else ""
-        if name.startswith(CANCEL_PREFIX):
-            self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
-
-
 class Worker:
     """Serves one queue root until told to stop. See the module docstring for the shape."""
 
@@ -131,10 +97,12 @@ class Worker:
         self._stopping = False
         self._forced = False
         self._lock: FileLock | None = None
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._queue_watch: QueueWatch | None = None
         self._log: EventLog | None = None
         # One thread per job being waited for or recorded, reused: at most `slots` running plus
         # `2 * slots` recording (see _dispatch), and no thread start on the hot path.
+        self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
+        self._home = Path.home()
         self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.slots, thread_name_prefix="execsvc-job")
 
     # ----- life cycle -------------------------------------------------------------
@@ -194,18 +162,11 @@ class Worker:
             install_lease_guard()
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        self._observer = Observer()
         try:
-            self._observer.schedule(
-                _PendingEvents(self._inbox),
-                str(self.layout.pending),
-                event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
-            )
-            self._observer.schedule(
-                _CancelEvents(self._inbox), str(self.layout.running), event_filter=[FileCreatedEvent, FileMovedEvent]
-            )
-            self._observer.start()
+            self._queue_watch = open_watch(str(self.layout.pending), str(self.layout.running), self._inbox)
+            self._queue_watch.start()
         except OSError as exc:
+            self._queue_watch = None
             self.log.error("cannot_watch", folder=str(self.layout.root), error=str(exc))
             raise WatchFailed(
                 f"cannot watch {self.layout.pending} and {self.layout.running}: {exc}. On Linux, raise the inotify "
@@ -245,9 +206,8 @@ class Worker:
         Jobs still running here (the loop ended on an unexpected error) are killed
         and recorded as ``interrupted``, so that this never waits forever.
         """
-        if self._observer is not None and self._observer.is_alive():
-            self._observer.stop()
-            self._observer.join()
+        if self._queue_watch is not None:
+            self._queue_watch.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
         self._waiters.shutdown(wait=True)
@@ -302,6 +262,15 @@ class Worker:
             self._on_stop_request(int(value))
         elif kind == "cancel":
             self._on_cancel_request(value)
+        elif kind == "rescan":
+            self.log.warning("events_lost", reason="the kernel's event queue overflowed; reading the folders")
+            self._rescan_all()
+        elif kind == "watch_lost":
+            self.log.error(
+                "watch_lost",
+                folder=value,
+                reason=f"{value}/ was removed or replaced; restart the worker to watch the new folder",
+            )
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
@@ -385,6 +354,12 @@ class Worker:
         if len(self._candidates) <= _CATCH_UP_MAX_FILES:
             self._rescan()
 
+    def _rescan_all(self) -> None:
+        """Read pending/ and the cancel requests, in case a file event was lost."""
+        self._rescan()
+        for job_id in self.queue.cancel_requests():
+            self._on_cancel_request(job_id)
+
     def _rescan(self) -> None:
         with os.scandir(self.layout.pending) as entries:
             names = [entry.name for entry in entries]
@@ -412,23 +387,27 @@ class Worker:
             self._guarded(self._start, name, file=name)  # the worker never dies of a job
 
     def _start(self, name: str) -> None:
+        """Claim ``pending/<name>``, read it and start its process; on the latency path.
+
+        The claim is made durable in the job's own thread while the job starts
+        (see :meth:`_watch`), and the ``claimed``/``started`` lines are written
+        after the spawn, so neither an fsync nor a log write delays the job.
+        """
         try:
-            claimed = self.queue.claim(name)
+            claimed = self.queue.claim(name, flush=False)
         except FileNotFoundError:
             self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
             return
         job_id = claimed.job_id
-        if claimed.renamed_from is not None:
-            self.log.warning(
-                "renamed",
-                job_id,
-                file=name,
-                reason=f"the id {claimed.renamed_from!r} is already used in this queue or is not a valid id",
-            )
-        self.log.info("claimed", job_id, file=name)
         try:
             request = read_job(
-                claimed.path, claimed.kind, job_id=job_id, queue_root=self.layout.root, config=self.config
+                claimed.path,
+                claimed.kind,
+                job_id=job_id,
+                queue_root=self.layout.root,
+                config=self.config,
+                environ=self._environ,
+                home=self._home,
             )
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
@@ -454,6 +433,9 @@ class Worker:
             return
         job = _ActiveJob(claimed, request, process)
         self._active[job_id] = job
+        self._waiters.submit(self._watch, job)
+        self._schedule(request.timeout_s, "timeout", job_id)
+        self._log_claimed(claimed)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
             "started",
@@ -463,10 +445,20 @@ class Worker:
             timeout_capped="yes" if capped else None,
             argv=" ".join(request.argv)[:300],
         )
-        self._schedule(request.timeout_s, "timeout", job_id)
-        self._waiters.submit(self._watch, job)
+
+    def _log_claimed(self, claimed: ClaimedJob) -> None:
+        if claimed.renamed_from is not None:
+            self.log.warning(
+                "renamed",
+                claimed.job_id,
+                file=claimed.job_file,
+                reason=f"the id {claimed.renamed_from!r} is already used in this queue or is not a valid id",
+            )
+        self.log.info("claimed", claimed.job_id, file=claimed.job_file)
 
     def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
+        self._log_claimed(claimed)
+        self.queue.flush_claims()  # before the record, so that a power cut cannot leave both
         result = unstarted_result(claimed, status, error, request)
         self.queue.finish(claimed, result, request.spec if request else None)
         event = "invalid" if status is JobStatus.INVALID else "finished"
@@ -478,9 +470,12 @@ class Worker:
         """Runs in the job's own thread: wait for the exit, free the slot, write the record."""
         job_id = job.claimed.job_id
         try:
+            claim_error = self._flush_claim()  # while the job starts; before its record, always
             exit_info = job.process.wait()
         finally:
             self._inbox.put(("exited", job_id))
+        if claim_error is not None:
+            self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
             result = self._result(job, exit_info)
             self.queue.finish(job.claimed, result, job.request.spec)
@@ -502,6 +497,14 @@ class Worker:
             )
         finally:
             self._inbox.put(("recorded", job_id))
+
+    def _flush_claim(self) -> str | None:
+        """fsync the claim folders; say what went wrong instead of raising (the job is running)."""
+        try:
+            self.queue.flush_claims()
+        except OSError as exc:
+            return repr(exc)
+        return None
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error
@@ -557,9 +560,7 @@ class Worker:
             elif action == "recheck":
                 self._consider(key)
             elif action == "rescan":
-                self._rescan()
-                for job_id in self.queue.cancel_requests():  # in case a file event was lost
-                    self._on_cancel_request(job_id)
+                self._rescan_all()
                 self._schedule(self.config.rescan_interval_s, "rescan", "")
             elif action == "retention":
                 self._schedule(_RETENTION_EVERY_S, "retention", "")

@@ -148,10 +148,9 @@ def test_a_freed_slot_looks_at_pending_itself(tmp_path: Path, make_worker: Calla
     gate, order = tmp_path / "gate", tmp_path / "order"
     blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
     run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
-    observer = worker._observer  # white-box: silence the file events
-    assert observer is not None
-    observer.stop()
-    observer.join()
+    watch = worker._queue_watch  # white-box: silence the file events
+    assert watch is not None
+    watch.stop()
     base = time.time() - 100
     for i, age in enumerate([3, 1, 2]):
         drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)

@@ -1,0 +1,91 @@
+"""The worker's file events, both ways (watchdog's inotify wrapper directly, and a watchdog Observer)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, SimpleQueue
+
+import pytest
+
+from execsvc.watch import InotifyFD, QueueWatch, open_watch
+
+Watched = tuple[Path, Path, SimpleQueue[tuple[str, str]]]
+WAYS = [
+    pytest.param(True, id="direct-inotify", marks=pytest.mark.skipif(InotifyFD is None, reason="needs Linux inotify")),
+    pytest.param(False, id="observer"),
+]
+
+
+@pytest.fixture(params=WAYS)
+def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]:
+    pending, running = tmp_path / "pending", tmp_path / "running"
+    pending.mkdir()
+    running.mkdir()
+    inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
+    watch: QueueWatch = open_watch(str(pending), str(running), inbox, direct=request.param)
+    watch.start()
+    try:
+        yield pending, running, inbox
+    finally:
+        watch.stop()
+
+
+def messages_until(inbox: SimpleQueue[tuple[str, str]], wanted: tuple[str, str]) -> list[tuple[str, str]]:
+    seen = []
+    while wanted not in seen:
+        try:
+            seen.append(inbox.get(timeout=5))
+        except Empty:
+            pytest.fail(f"no {wanted} within 5 s; saw {seen}")
+    return seen
+
+
+def test_a_job_renamed_into_pending_is_reported_by_its_new_name(watched: Watched) -> None:
+    pending, _running, inbox = watched
+    (pending / ".job.tmp").write_text("{}")
+    os.rename(pending / ".job.tmp", pending / "job.json")
+    seen = messages_until(inbox, ("event", "job.json"))
+    assert all(kind == "event" for kind, _name in seen)
+
+
+def test_a_file_written_in_place_is_reported_when_closed(watched: Watched) -> None:
+    pending, _running, inbox = watched
+    with open(pending / "inplace.sh", "w") as handle:
+        handle.write("echo hi\n")
+    messages_until(inbox, ("event", "inplace.sh"))
+
+
+def test_a_cancel_request_in_running_is_reported_and_other_files_there_are_not(
+    watched: Watched,
+) -> None:
+    _pending, running, inbox = watched
+    (running / "job.json").write_text("{}")
+    (running / ".cancel.job").write_text("")
+    seen = messages_until(inbox, ("cancel", "job"))
+    assert seen == [("cancel", "job")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify reports a removed watched folder")
+def test_a_removed_pending_folder_is_reported(tmp_path: Path) -> None:
+    pending, running = tmp_path / "pending", tmp_path / "running"
+    pending.mkdir()
+    running.mkdir()
+    inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
+    watch = open_watch(str(pending), str(running), inbox, direct=True)
+    watch.start()
+    try:
+        pending.rmdir()
+        messages_until(inbox, ("watch_lost", "pending"))
+    finally:
+        watch.stop()
+
+
+def test_an_unwatchable_folder_raises_oserror(tmp_path: Path) -> None:
+    inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
+    watch = open_watch(str(tmp_path / "missing"), str(tmp_path / "missing2"), inbox)
+    with pytest.raises(OSError):
+        watch.start()
+    watch.stop()

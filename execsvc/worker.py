@@ -37,7 +37,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, configure
-from .durable import install_lease_guard, write_durable, writers_open
+from .durable import GroupFlusher, install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
 from .layout import is_ignored_name, split_job_name
@@ -67,6 +67,7 @@ class _ActiveJob:
     claimed: ClaimedJob
     request: RunRequest
     process: JobProcess
+    claim_flush: int
     stop_status: JobStatus | None = None
     stop_error: str | None = None
 
@@ -97,6 +98,7 @@ class Worker:
         self._stopping = False
         self._forced = False
         self._lock: FileLock | None = None
+        self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
         self._log: EventLog | None = None
         # One thread per job being waited for or recorded, reused: at most `slots` running plus
@@ -126,6 +128,9 @@ class Worker:
         :class:`~execsvc.errors.WatchFailed` when ``pending/`` cannot be watched.
         """
         self.layout.ensure()
+        # running/ then pending/, as JobQueue.flush_claims: a power cut can leave a claimed job
+        # under both names (settled at start), never under neither.
+        self._claim_flusher = GroupFlusher([self.layout.running, self.layout.pending])
         self._log = EventLog(
             configure(
                 self.layout.daemon_log,
@@ -211,6 +216,8 @@ class Worker:
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
         self._waiters.shutdown(wait=True)
+        if self._claim_flusher is not None:
+            self._claim_flusher.close()
         if self._lock is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.layout.worker_file.unlink()
@@ -230,6 +237,11 @@ class Worker:
         Read it from the thread that calls :meth:`loop`; it changes there.
         """
         return bool(self._active) or self._recording > 0
+
+    @property
+    def _flusher(self) -> GroupFlusher:
+        assert self._claim_flusher is not None, "initialize() first"
+        return self._claim_flusher
 
     @property
     def log(self) -> EventLog:
@@ -431,7 +443,7 @@ class Worker:
         except SpawnError as exc:
             self._finish_unstarted(claimed, JobStatus.FAILED, str(exc), request)
             return
-        job = _ActiveJob(claimed, request, process)
+        job = _ActiveJob(claimed, request, process, self._flusher.request())
         self._active[job_id] = job
         self._waiters.submit(self._watch, job)
         self._schedule(request.timeout_s, "timeout", job_id)
@@ -458,7 +470,7 @@ class Worker:
 
     def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
         self._log_claimed(claimed)
-        self.queue.flush_claims()  # before the record, so that a power cut cannot leave both
+        self._flusher.wait(self._flusher.request())  # the claim on disk before the record
         result = unstarted_result(claimed, status, error, request)
         self.queue.finish(claimed, result, request.spec if request else None)
         event = "invalid" if status is JobStatus.INVALID else "finished"
@@ -470,10 +482,10 @@ class Worker:
         """Runs in the job's own thread: wait for the exit, free the slot, write the record."""
         job_id = job.claimed.job_id
         try:
-            claim_error = self._flush_claim()  # while the job starts; before its record, always
             exit_info = job.process.wait()
         finally:
             self._inbox.put(("exited", job_id))
+        claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
@@ -497,14 +509,6 @@ class Worker:
             )
         finally:
             self._inbox.put(("recorded", job_id))
-
-    def _flush_claim(self) -> str | None:
-        """fsync the claim folders; say what went wrong instead of raising (the job is running)."""
-        try:
-            self.queue.flush_claims()
-        except OSError as exc:
-            return repr(exc)
-        return None
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error

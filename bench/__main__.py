@@ -39,6 +39,18 @@ def _peers(missing: list[str], slots: int) -> list[System]:
     return found
 
 
+def _settle() -> None:
+    """Let the disk finish the previous run's work (deleted trees, online discard) before the next."""
+    os.sync()
+    time.sleep(0.5)
+
+
+def _rotated(systems: list[System], rep: int) -> list[System]:
+    """Each repetition starts with a different system, so no one always runs first or last."""
+    shift = rep % len(systems)
+    return systems[shift:] + systems[:shift]
+
+
 def _progress(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -49,7 +61,8 @@ def run_repetition(args: argparse.Namespace, missing: list[str], scale: dict[str
         key = f"throughput {label}, jobs/s"
         _progress(f"rep {rep + 1}: {key}")
         for slots in (1, 2):
-            for system in [Execsvc(slots), *_peers(missing, slots)]:
+            for system in _rotated([Execsvc(slots), *_peers(missing, slots)], rep):
+                _settle()
                 f[(key, system.name)].append(m.throughput(system, args.jobs, argv))
         f[(key, "floor: subprocess.run loop")].append(m.floor_throughput(args.jobs, argv))
 
@@ -57,13 +70,17 @@ def run_repetition(args: argparse.Namespace, missing: list[str], scale: dict[str
     latency_systems: list[System] = [Execsvc(1), *_peers(missing, 1)]
     if "inotifywait" not in missing:
         latency_systems.append(InotifyLoop())
-    for system in latency_systems:
-        delays = m.drop_to_start(system, args.samples)
-        f[("drop-to-start p50, ms", system.name)].append(m.summary(delays)[0])
-        f[("drop-to-start p90, ms", system.name)].append(m.p90(delays))
-    floor = m.exec_floor(args.samples)
-    f[("drop-to-start p50, ms", "floor: the job's own exec")].append(m.summary(floor)[0])
-    f[("drop-to-start p90, ms", "floor: the job's own exec")].append(m.p90(floor))
+    delays: dict[str, list[float]] = {}
+    for system in _rotated(latency_systems, rep):
+        _settle()
+        delays[system.name] = m.drop_to_start(system, args.samples)
+    _settle()
+    delays["floor: the job's own exec"] = m.exec_floor(args.samples)
+    names = [system.name for system in latency_systems] + ["floor: the job's own exec"]
+    for name in names:  # p50 rows together, then p90 rows, in a fixed order
+        f[("drop-to-start p50, ms", name)].append(m.summary(delays[name])[0])
+    for name in names:
+        f[("drop-to-start p90, ms", name)].append(m.p90(delays[name]))
 
     _progress(f"rep {rep + 1}: enqueue cost and memory")
     f[("enqueue, µs per job", "execsvc JobQueue.submit (durable)")].append(m.summary(m.enqueue_in_process_us())[0])

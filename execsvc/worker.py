@@ -5,9 +5,11 @@ Shaped like huey's consumer: :meth:`Worker.initialize`, then :meth:`Worker.loop`
 until it returns False, then :meth:`Worker.shutdown`. :meth:`Worker.run` does
 all three.
 
-Threads: watchdog's inotify reader (see :mod:`.watch`) turns file events into messages; each running
-job has one thread that blocks until the job's process exits, then writes its
-record; signal handlers only post a message. Everything else happens in the
+Threads: watchdog's inotify reader (see :mod:`.watch`) turns file events into
+messages; each running job has one thread that blocks until the job's process
+exits, waits until its claim is on disk, then writes its record; one flusher
+thread makes claims durable, many per fsync (:class:`~.durable.GroupFlusher`);
+signal handlers only post a message. Everything else happens in the
 thread that calls :meth:`loop`, so the queue state needs no locks. File events
 are a wake-up call, not the truth: on each one the worker looks at the file,
 and a slow rescan catches anything an event missed.

@@ -130,9 +130,6 @@ class Worker:
         :class:`~execsvc.errors.WatchFailed` when ``pending/`` cannot be watched.
         """
         self.layout.ensure()
-        # running/ then pending/, as JobQueue.flush_claims: a power cut can leave a claimed job
-        # under both names (settled at start), never under neither.
-        self._claim_flusher = GroupFlusher([self.layout.running, self.layout.pending])
         self._log = EventLog(
             configure(
                 self.layout.daemon_log,
@@ -143,6 +140,9 @@ class Worker:
         )
         previous = self.queue.worker_info()
         self._acquire_lock()
+        # running/ then pending/, as JobQueue.flush_claims: a power cut can leave a claimed job
+        # under both names (settled at start), never under neither.
+        self._claim_flusher = GroupFlusher([self.layout.running, self.layout.pending])
         started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
         info = WorkerInfo(
             pid=os.getpid(),

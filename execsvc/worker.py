@@ -140,9 +140,7 @@ class Worker:
         )
         previous = self.queue.worker_info()
         self._acquire_lock()
-        # running/ then pending/, as JobQueue.flush_claims: a power cut can leave a claimed job
-        # under both names (settled at start), never under neither.
-        self._claim_flusher = GroupFlusher([self.layout.running, self.layout.pending])
+        self._claim_flusher = GroupFlusher(self.queue.claim_folders())
         started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
         info = WorkerInfo(
             pid=os.getpid(),

@@ -32,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _queue_dir(option: Path | None) -> Path:
     return option if option is not None else default_queue_dir()
 

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .layout import readable_name
+
 LOGGER_NAME = "execsvc.worker"
 _PLAIN = re.compile(r"[^\s\"'=\\]+")  # a value needs no quotes: no white space, quote, '=' or backslash
 
@@ -52,8 +54,7 @@ def iso_stamp(seconds: float) -> str:
     sign = "+" if offset >= 0 else "-"
     millis = int(seconds % 1 * 1000)
     return (
-        f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}"
-        f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
     )
 
 
@@ -106,7 +107,7 @@ def _quote(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     if _PLAIN.fullmatch(text) and text.isprintable():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(readable_name(text), ensure_ascii=False)
 
 
 class EventLog:

@@ -212,6 +212,27 @@ def writers_open(path: Path) -> bool | None:
         os.close(fd)
 
 
+def read_regular_file(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``, else ``None``.
+
+    Never blocks and never follows a link: a FIFO, socket, device or symlink
+    left in a queue folder by a foreign tool reads as ``None`` (a plain
+    ``open`` of a FIFO would wait forever for a writer). Raises
+    :class:`OSError` (``FileNotFoundError`` ...) when the file cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return None
+        chunks = []
+        while chunk := os.read(fd, max_bytes + 1):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def unlink_if_exists(path: Path) -> None:
     """Remove ``path``; a file that is already gone is fine."""
     with contextlib.suppress(FileNotFoundError):

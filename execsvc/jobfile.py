@@ -23,6 +23,10 @@ from .models import JobKind, JobSpec
 
 SHELL = "/bin/sh"
 _SHEBANG_MAX_BYTES = 4096
+_CRLF_HINT = (
+    "the script has Windows line endings (CRLF), and the shell reads each line's \\r as part of the "
+    "command; convert it (dos2unix, or sed -i 's/\\r$//') and submit it again"
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class RunRequest:
     result_file: Path | None = None
     requested_timeout_s: float | None = None
     spec: JobSpec | None = field(default=None, compare=False)
+    failure_hint: str | None = None  # added to the record's error if the job fails
 
 
 def read_job(
@@ -89,6 +94,7 @@ def read_job(
             cwd=base.home,
             env={**base.environ, **markers},
             timeout_s=config.default_timeout_s,
+            failure_hint=_CRLF_HINT if b"\r\n" in data else None,
         )
     spec = parse_json_job(data)
     return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base)

@@ -51,6 +51,20 @@ def split_job_name(name: str) -> tuple[str, str, JobKind]:
     return name, "", "other"
 
 
+def readable_name(name: str) -> str:
+    """A file name as UTF-8 text for records and logs.
+
+    Names from the file system that are not valid UTF-8 come to Python with
+    their stray bytes as surrogates, which no UTF-8 file can hold; those
+    bytes are shown as ``\\xff`` escapes instead. A valid name is returned as it is.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
 def job_id_problem(job_id: str) -> str | None:
     """Why ``job_id`` is not a valid id, or ``None`` when it is.
 

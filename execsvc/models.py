@@ -60,7 +60,7 @@ class JobSpec(BaseModel):
     purpose: StrictStr | None = None
     task_id: StrictStr | None = None
     result_file: StrictStr | None = Field(default=None, min_length=1)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     cwd: StrictStr | None = Field(default=None, min_length=1)
     env: dict[StrictStr, StrictStr] | None = None
     stdin: StrictStr | None = None

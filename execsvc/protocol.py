@@ -43,7 +43,15 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .daemonlog import append_event
-from .durable import TEMP_PREFIX, fsync_dir, move_no_replace, temp_file_writer, unlink_if_exists, write_durable
+from .durable import (
+    TEMP_PREFIX,
+    fsync_dir,
+    move_no_replace,
+    read_regular_file,
+    temp_file_writer,
+    unlink_if_exists,
+    write_durable,
+)
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
 from .jobfile import spec_if_valid
 from .layout import (
@@ -53,6 +61,7 @@ from .layout import (
     QueueLayout,
     check_job_id,
     is_ignored_name,
+    readable_name,
     sanitize_job_id,
     split_job_name,
 )
@@ -366,7 +375,8 @@ class JobQueue:
         move_no_replace(self.layout.pending / name, target)
         if flush:
             self.flush_claims()
-        return ClaimedJob(job_id, kind, target, name, None if job_id == stem else stem)
+        renamed_from = None if job_id == stem else readable_name(stem)
+        return ClaimedJob(job_id, kind, target, readable_name(name), renamed_from)
 
     def flush_claims(self) -> None:
         """Make every claim made so far durable: fsync ``running/``, then ``pending/``.
@@ -531,7 +541,7 @@ class JobQueue:
         sidecar = folder / (job_id + SIDECAR_SUFFIX)
         try:
             if os.path.lexists(sidecar):
-                side = SidecarRecord.model_validate_json(sidecar.read_bytes())
+                side = SidecarRecord.model_validate_json(_read_record(sidecar))
                 spec = _read_json_object(folder / side.job_file) if side.kind == "json" else None
                 return JobInfo(
                     job_id=job_id,
@@ -544,11 +554,11 @@ class JobQueue:
                     result=side.result,
                 )
             record_path = folder / f"{job_id}.json"
-            raw = json.loads(record_path.read_bytes())
+            raw = json.loads(_read_record(record_path))
             if not isinstance(raw, dict) or "result" not in raw:
                 return None
             result = JobResult.model_validate(raw.pop("result"))
-        except (OSError, ValueError):  # missing, unreadable, not JSON, or a damaged result (ValidationError)
+        except (OSError, ValueError, RecursionError):  # missing, unreadable, not JSON, too deep, damaged result
             return None
         return JobInfo(
             job_id=job_id,
@@ -604,6 +614,18 @@ class _NameWatcher(FileSystemEventHandler):
                 self._changed.set()
 
 
+_SPEC_MAX_BYTES = 1024 * 1024
+_RECORD_MAX_BYTES = 64 * 1024 * 1024  # a record holds its job (at most 16 MB by default) and two output tails
+
+
+def _read_record(path: Path) -> bytes:
+    """A record's bytes; raises ``ValueError`` for anything but a regular file of sane size."""
+    data = read_regular_file(path, _RECORD_MAX_BYTES)
+    if data is None:
+        raise ValueError(f"{path} is not a record file")
+    return data
+
+
 def _visible_entries(folder: Path) -> Iterator[os.DirEntry[str]]:
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -612,9 +634,14 @@ def _visible_entries(folder: Path) -> Iterator[os.DirEntry[str]]:
 
 
 def _read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object shown as a job's spec; ``None`` for anything else, or a file above
+    ``_SPEC_MAX_BYTES`` (an invalid job of 100 MB is not read each time a queue is listed)."""
     try:
-        raw = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        data = read_regular_file(path, _SPEC_MAX_BYTES)
+        if data is None:
+            return None
+        raw = json.loads(data)
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return None
     return raw if isinstance(raw, dict) else None
 

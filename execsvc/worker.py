@@ -514,6 +514,8 @@ class Worker:
         status, error = job.stop_status, job.stop_error
         if status is None:
             status, error = status_of_exit(exit_info.returncode)
+            if error is not None and job.request.failure_hint is not None:
+                error = f"{error}; {job.request.failure_hint}"
         status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
         return build_result(
             self.layout,

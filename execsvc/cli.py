@@ -18,7 +18,7 @@ from queue_tools.submit import command_spec, copy_output, describe_end, exit_cod
 
 from . import __version__
 from .cli_manage import QueueDirOption, fail, open_queue, register
-from .config import DEFAULT_TIMEOUT_S, WorkerConfig, default_queue_dir
+from .config import DEFAULT_TIMEOUT_S, default_queue_dir, load_config
 from .errors import ExecsvcError
 from .layout import QueueLayout
 from .models import JobSpec
@@ -40,15 +40,33 @@ def _queue_dir(option: Path | None) -> Path:
 @app.command()
 def run(
     queue_dir: QueueDirOption = None,
-    slots: Annotated[int, typer.Option(min=1, help="Jobs run at once (start order stays FIFO).")] = 1,
+    config_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            help="The worker's TOML config file ([worker] settings, [policy] allowed_commands and allow_shell). "
+            "Default: $EXECSVC_CONFIG, else ~/.config/execsvc/config.toml if it exists. Options given here win.",
+        ),
+    ] = None,
+    slots: Annotated[
+        Optional[int], typer.Option(min=1, help="Jobs run at once (start order stays FIFO). [default: 1]")
+    ] = None,
     timeout_s: Annotated[
-        float, typer.Option(min=0.001, help="Timeout of a job that names none, in seconds.")
-    ] = DEFAULT_TIMEOUT_S,
-    max_timeout_s: Annotated[float, typer.Option(min=0.001, help="Cap on any job's timeout_s, in seconds.")] = 86_400.0,
-    kill_grace_s: Annotated[float, typer.Option(min=0, help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+        Optional[float],
+        typer.Option(min=0.001, help=f"Timeout of a job that names none, in seconds. [default: {DEFAULT_TIMEOUT_S:g}]"),
+    ] = None,
+    max_timeout_s: Annotated[
+        Optional[float], typer.Option(min=0.001, help="Cap on any job's timeout_s, in seconds. [default: 86400]")
+    ] = None,
+    kill_grace_s: Annotated[
+        Optional[float], typer.Option(min=0, help="Seconds between SIGTERM and SIGKILL. [default: 5]")
+    ] = None,
     drain_timeout_s: Annotated[
-        float, typer.Option(min=0, help="On SIGTERM/SIGINT, seconds running jobs may go on before they are stopped.")
-    ] = 15.0,
+        Optional[float],
+        typer.Option(
+            min=0, help="On SIGTERM/SIGINT, seconds running jobs may go on before they are stopped. [default: 15]"
+        ),
+    ] = None,
     retention_days: Annotated[
         Optional[float],
         typer.Option(min=0.001, help="Remove finished jobs older than this many days, at start and daily."),
@@ -59,9 +77,10 @@ def run(
 ) -> None:
     """Run the worker in the foreground until SIGTERM or Ctrl-C (logs to stderr and daemon.log)."""
     try:
-        config = WorkerConfig(
+        config = load_config(
+            config_file,
             slots=slots,
-            default_timeout_s=min(timeout_s, max_timeout_s),
+            default_timeout_s=timeout_s,
             max_timeout_s=max_timeout_s,
             kill_grace_s=kill_grace_s,
             drain_timeout_s=drain_timeout_s,

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import platformdirs
+import pydantic
+
+CONFIG_ENV = "EXECSVC_CONFIG"
+"""Environment variable naming the worker's config file."""
 
 QUEUE_DIR_ENV = "EXECSVC_QUEUE_DIR"
 """Environment variable naming the queue root."""
@@ -36,7 +42,7 @@ class WorkerConfig:
 
     - ``slots``: jobs run at once (start order stays FIFO).
     - ``default_timeout_s``: timeout of a job that names none.
-    - ``max_timeout_s``: cap on any job's ``timeout_s``.
+    - ``max_timeout_s``: cap on any job's ``timeout_s`` (and on ``default_timeout_s``).
     - ``kill_grace_s``: time between SIGTERM and SIGKILL when a job's process group is stopped.
     - ``drain_timeout_s``: on SIGTERM/SIGINT, how long running jobs may go on before they are stopped.
     - ``output_tail_bytes``: most bytes of each stream kept in the result record.
@@ -47,6 +53,9 @@ class WorkerConfig:
     - ``log_max_bytes`` / ``log_backups``: rotation of ``daemon.log``.
     - ``retention_days``: when set, finished jobs older than this are removed at start
       and once a day (records, job files and logs; as ``execsvc clean``).
+    - ``allowed_commands`` / ``allow_shell``: the command policy (see :mod:`execsvc.policy`);
+      ``None`` / ``True`` allow every command.
+    - ``config_file``: where these came from, if a file (shown in refusals and ``worker.json``).
     """
 
     slots: int = 1
@@ -61,13 +70,78 @@ class WorkerConfig:
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
     retention_days: float | None = None
+    allowed_commands: tuple[str, ...] | None = None
+    allow_shell: bool = True
+    config_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
-        if not 0 < self.default_timeout_s <= self.max_timeout_s:
-            raise ValueError("default_timeout_s must be > 0 and <= max_timeout_s")
+        if self.default_timeout_s <= 0 or self.max_timeout_s <= 0:
+            raise ValueError("default_timeout_s and max_timeout_s must be > 0")
+        if self.default_timeout_s > self.max_timeout_s:  # the cap wins, as it does for a job's own timeout_s
+            object.__setattr__(self, "default_timeout_s", self.max_timeout_s)
         if self.retention_days is not None and self.retention_days <= 0:
             raise ValueError("retention_days must be > 0 (leave it unset to keep every job)")
         if self.kill_grace_s < 0 or self.drain_timeout_s < 0:
             raise ValueError("kill_grace_s and drain_timeout_s cannot be negative")
+
+
+class ConfigError(ValueError):
+    """The worker's config file cannot be read or holds a wrong key or value; the message says which."""
+
+
+def default_config_file() -> Path:
+    """``$EXECSVC_CONFIG`` if set, else ``config.toml`` in the platform's user config dir
+    (``~/.config/execsvc/config.toml`` on Linux)."""
+    configured = os.environ.get(CONFIG_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path(platformdirs.user_config_dir("execsvc", appauthor=False)) / "config.toml"
+
+
+def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
+    """A :class:`WorkerConfig` from a TOML file, with ``overrides`` (not ``None``) on top.
+
+    The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
+    except the policy) and a ``[policy]`` table (``allowed_commands``,
+    ``allow_shell``). ``path=None`` reads :func:`default_config_file` if it
+    exists, else uses the defaults; an explicit ``path`` must exist. Raises
+    :class:`ConfigError` naming the file and the key for anything wrong.
+    """
+    explicit = path is not None
+    path = path if path is not None else default_config_file()
+    values: dict[str, Any] = {}
+    if explicit or path.exists():
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
+        values = _flatten(document, path)
+        values["config_file"] = str(path)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return pydantic.TypeAdapter(WorkerConfig).validate_python(values, strict=False)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"the worker's settings are not valid ({path}): {problems}") from None
+
+
+_POLICY_KEYS = {"allowed_commands", "allow_shell"}
+
+
+def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    known = {field.name for field in fields(WorkerConfig)} - _POLICY_KEYS - {"config_file"}
+    unknown_tables = set(document) - {"worker", "policy"}
+    if unknown_tables:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; use [worker] and [policy]")
+    worker, policy = document.get("worker", {}), document.get("policy", {})
+    for table, allowed, name in ((worker, known, "worker"), (policy, _POLICY_KEYS, "policy")):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        unknown = set(table) - allowed
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} in [{name}]; known: {sorted(allowed)}")
+    return {**worker, **policy}

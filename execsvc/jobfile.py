@@ -48,6 +48,7 @@ class RunRequest:
     requested_timeout_s: float | None = None
     spec: JobSpec | None = field(default=None, compare=False)
     failure_hint: str | None = None  # added to the record's error if the job fails
+    executable: str | None = None  # the program to start, when the policy resolved it (argv[0] stays as given)
 
 
 def read_job(

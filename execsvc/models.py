@@ -160,3 +160,6 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     queue_dir: str
     version: str
+    allowed_commands: list[str] | None = None  # the command policy (execsvc.policy); None: any command
+    allow_shell: bool = True
+    config_file: str | None = None

@@ -111,6 +111,7 @@ class JobProcess:
                 try:
                     self._popen = subprocess.Popen(
                         request.argv,
+                        executable=request.executable,
                         cwd=request.cwd,
                         env=request.env,
                         stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,

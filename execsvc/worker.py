@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -44,6 +44,7 @@ from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
 from .layout import is_ignored_name, split_job_name
 from .models import JobResult, JobStatus, WorkerInfo
+from .policy import judge
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
@@ -148,6 +149,9 @@ class Worker:
             started_at=started,
             queue_dir=str(self.layout.root),
             version=__version__,
+            allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
+            allow_shell=self.config.allow_shell,
+            config_file=self.config.config_file,
         )
         write_durable(self.layout.worker_file, info.model_dump_json().encode(), replace=True, sync=False)
         self.log.info(
@@ -432,6 +436,15 @@ class Worker:
                 request,
             )
             return
+        verdict = judge(
+            request, claimed.kind, allowed_commands=self.config.allowed_commands, allow_shell=self.config.allow_shell
+        )
+        if verdict.problem is not None:
+            where = f" (set in {self.config.config_file})" if self.config.config_file else ""
+            self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request)
+            return
+        if verdict.executable is not None:
+            request = replace(request, executable=verdict.executable)
         process = JobProcess(
             request,
             self.layout.stdout_log(job_id),

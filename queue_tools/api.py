@@ -51,6 +51,9 @@ class WorkerStatus(BaseModel):
     started_at: datetime | None = None
     uptime_s: float | None = None
     version: str | None = None
+    allowed_commands: list[str] | None = None  # the worker's command policy; null: any command
+    allow_shell: bool | None = None
+    config_file: str | None = None
 
 
 class QueueStatus(BaseModel):
@@ -158,6 +161,9 @@ def worker_status(queue: JobQueue) -> WorkerStatus:
         started_at=info.started_at,
         uptime_s=round(time.time() - info.started_at.timestamp(), 3),
         version=info.version,
+        allowed_commands=info.allowed_commands,
+        allow_shell=info.allow_shell,
+        config_file=info.config_file,
     )
 
 

@@ -251,6 +251,10 @@ def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> G
     if worker.serving:
         head.append("serving", style="bold green")
         head.append(f"  pid {worker.pid}, {worker.slots} slot(s), up {_seconds(worker.uptime_s)}\n")
+        if worker.allowed_commands is not None or worker.allow_shell is False:
+            shell = "shell jobs allowed" if worker.allow_shell else "no shell jobs"
+            programs = "any program" if worker.allowed_commands is None else ", ".join(worker.allowed_commands)
+            head.append("policy  ", style="dim").append(f"{shell}; programs under: {programs}\n")
     else:
         head.append("not running", style="bold red").append("  (start one: execsvc run)\n")
     head.append("jobs    ", style="dim")

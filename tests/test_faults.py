@@ -1,0 +1,82 @@
+"""Faults, CI-sized: a crash loop with producers, and concurrent producers with slots 1 and 4.
+
+The long forms run by hand (``python -m tests.chaos --cycles 200``); the
+README's reliability section holds their figures.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import WorkerProcess
+
+from execsvc import JobQueue, JobState, JobStatus
+
+Start = Callable[..., WorkerProcess]
+
+
+def test_crash_loop_loses_nothing_and_runs_nothing_twice() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.chaos", "--cycles", "12", "--producers", "3", "--seed", "3"],
+        check=False,
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = dict(part.split("=") for part in done.stdout.split() if "=" in part)
+    assert int(figures["jobs"]) > 100
+    assert figures["lost"] == "0" and figures["duplicated"] == "0" and figures["unsettled"] == "0"
+
+
+def _producer(root: Path, producer: int, count: int, log: Path) -> None:
+    """Drop ``count`` jobs, one way per producer: submit helper, in-place write, or ``mv`` of a temp file."""
+    queue = JobQueue(root)
+    pending = queue.layout.pending
+    for n in range(count):
+        job_id = f"p{producer}-{n:04d}"
+        command = f"echo {job_id} >> {log}"
+        if producer % 3 == 0:
+            queue.submit({"command": command}, job_id=job_id)
+        elif producer % 3 == 1:
+            (pending / f"{job_id}.json").write_text(json.dumps({"command": command}))
+        else:
+            tmp = pending / f".{job_id}.tmp"
+            tmp.write_text(command + "\n")
+            subprocess.run(["mv", str(tmp), str(pending / f"{job_id}.sh")], check=True)
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+def test_concurrent_producers_every_job_once_and_fifo_per_producer(
+    slots: int, queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    producers, each = 8, 60
+    log = tmp_path / "runs.log"
+    start_worker("--slots", str(slots))
+    procs = [multiprocessing.Process(target=_producer, args=(queue_root, p, each, log)) for p in range(producers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    queue = JobQueue(queue_root)
+    for p in range(producers):
+        for n in range(each):
+            assert queue.wait(f"p{p}-{n:04d}", 60).status is JobStatus.COMPLETED
+    runs = log.read_text().split()
+    assert len(runs) == len(set(runs)) == producers * each
+    assert not os.listdir(queue_root / "pending") and not os.listdir(queue_root / "running")
+    assert len(queue.list(JobState.COMPLETED)) == producers * each
+    if slots == 1:  # one at a time: the start order is the order each producer dropped its jobs
+        for p in range(producers):
+            mine = [job for job in runs if job.startswith(f"p{p}-")]
+            assert mine == sorted(mine), f"producer {p}'s jobs ran out of order"

@@ -43,7 +43,7 @@ from .durable import GroupFlusher, install_lease_guard, write_durable, writers_o
 from .errors import InvalidJob, QueueLocked, WatchFailed
 from .jobfile import RunRequest, parse_json_job, read_job
 from .layout import is_ignored_name, split_job_name
-from .models import JobResult, JobStatus, WorkerInfo
+from .models import JobResult, JobSpec, JobStatus, WorkerInfo
 from .policy import judge
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
@@ -55,6 +55,7 @@ from .watch import QueueWatch, open_watch
 _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
+_LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
 
 
 @dataclass
@@ -100,6 +101,8 @@ class Worker:
         self._seq = itertools.count()
         self._stopping = False
         self._forced = False
+        self._paused: str | None = None  # why claiming is paused: a record could not be written
+        self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
         self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
@@ -219,6 +222,7 @@ class Worker:
             self._queue_watch.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
+        self._give_up.set()
         self._waiters.shutdown(wait=True)
         if self._claim_flusher is not None:
             self._claim_flusher.close()
@@ -274,6 +278,18 @@ class Worker:
             self._catch_up()
         elif kind == "recorded":
             self._recording -= 1
+        elif kind == "record_failing":
+            if self._paused is None:
+                self.log.error(
+                    "claims_paused",
+                    reason=value,
+                    note="no job is claimed until records can be written again (free disk space, or fix the "
+                    "permissions of completed/ and failed/); the worker retries by itself",
+                )
+            self._paused = value
+        elif kind == "record_written" and self._paused is not None:
+            self._paused = None
+            self.log.info("claims_resumed", reason="records can be written again")
         elif kind == "signal":
             self._on_stop_request(int(value))
         elif kind == "cancel":
@@ -313,6 +329,7 @@ class Worker:
             self._schedule(self.config.drain_timeout_s, "drain", "")
         elif not self._forced:
             self._forced = True
+            self._give_up.set()
             self.log.warning("worker_stopping_now", signal=name, running=len(self._active))
             self._interrupt_all(
                 f"the worker got a second stop signal ({name}) and stopped the job at once", signal.SIGKILL
@@ -392,6 +409,7 @@ class Worker:
     def _dispatch(self) -> None:
         while (
             not self._stopping
+            and self._paused is None
             and self._ready
             and len(self._active) < self.config.slots
             and self._recording < 2 * self.config.slots
@@ -485,9 +503,52 @@ class Worker:
         self._log_claimed(claimed)
         self._flusher.wait(self._flusher.request())  # the claim on disk before the record
         result = unstarted_result(claimed, status, error, request)
-        self.queue.finish(claimed, result, request.spec if request else None)
+        spec = request.spec if request else None
         event = "invalid" if status is JobStatus.INVALID else "finished"
+        try:
+            self.queue.finish(claimed, result, spec)
+        except OSError:  # the disk is full or the folder unwritable: a job thread retries it
+            self._recording += 1
+            self._waiters.submit(self._record_later, claimed, result, spec, event, error)
+            return
         self.log.warning(event, claimed.job_id, status=status.value, reason=error)
+
+    def _record_later(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, event: str, why: str) -> None:
+        """In a job thread: the record of a job that never started, once it can be written."""
+        try:
+            self._write_record(claimed, result, spec)
+            self.log.warning(event, claimed.job_id, status=result.status.value, reason=why)
+        except Exception as exc:
+            self.log.error("record_failed", claimed.job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
+        finally:
+            self._inbox.put(("recorded", claimed.job_id))
+
+    def _write_record(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None) -> None:
+        """``queue.finish``, retried while the file system refuses it (full disk, unwritable folder).
+
+        Each failure posts ``record_failing``, which pauses claiming; success
+        after a failure posts ``record_written``, which resumes it. Retries
+        back off from 0.5 s to 30 s and end when the worker gives up (a
+        forced stop), raising the last error: the job then stays in
+        ``running/`` and is settled at the next start.
+        """
+        delay_s = 0.5
+        failed = False
+        while True:
+            try:
+                self.queue.finish(claimed, result, spec)
+            except FileExistsError:  # not the disk: a record is already there (settled at the next start)
+                raise
+            except OSError as exc:
+                failed = True
+                self._inbox.put(("record_failing", f"the record of job {claimed.job_id} cannot be written: {exc}"))
+                if self._give_up.wait(delay_s):
+                    raise
+                delay_s = min(delay_s * 2, 30.0)
+                continue
+            if failed:
+                self._inbox.put(("record_written", claimed.job_id))
+            return
 
     # ----- a running job's thread ---------------------------------------------------
 
@@ -503,7 +564,7 @@ class Worker:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
             result = self._result(job, exit_info)
-            self.queue.finish(job.claimed, result, job.request.spec)
+            self._write_record(job.claimed, result, job.request.spec)
             self.log.info(
                 "finished",
                 job_id,
@@ -514,12 +575,7 @@ class Worker:
                 leftovers_stopped="yes" if exit_info.leftovers_stopped else None,
             )
         except Exception as exc:
-            self.log.error(
-                "record_failed",
-                job_id,
-                error=repr(exc),
-                note="the job stays in running/ and is settled at the next start",
-            )
+            self.log.error("record_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
         finally:
             self._inbox.put(("recorded", job_id))
 

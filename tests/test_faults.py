@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess
+from conftest import WorkerProcess, daemon_log, drop, wait_finished
 
 from execsvc import JobQueue, JobState, JobStatus
 
@@ -80,3 +80,26 @@ def test_concurrent_producers_every_job_once_and_fifo_per_producer(
         for p in range(producers):
             mine = [job for job in runs if job.startswith(f"p{p}-")]
             assert mine == sorted(mine), f"producer {p}'s jobs ran out of order"
+
+
+def test_an_unwritable_completed_folder_pauses_claims_until_it_is_fixed(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    worker = start_worker()
+    completed = queue_root / "completed"
+    aside = tmp_path / "completed-aside"
+    os.rename(completed, aside)
+    completed.write_text("not a folder")  # records cannot be written there (root ignores chmod, so not chmod)
+    drop(queue_root, "first.json", {"command": "echo first"})
+    line = worker.wait_for_line("claims_paused")
+    assert "the record of job first cannot be written" in line
+    drop(queue_root, "second.json", {"command": "echo second"})
+    worker.wait_for_line("claimed job=first")
+    assert (queue_root / "running" / "first.json").exists()  # kept, not lost
+    assert (queue_root / "pending" / "second.json").exists()  # not claimed while records fail
+    completed.unlink()
+    os.rename(aside, completed)
+    worker.wait_for_line("claims_resumed", timeout_s=60)
+    assert wait_finished(queue_root, "first").result.stdout == "first\n"  # type: ignore[union-attr]
+    assert wait_finished(queue_root, "second").result.stdout == "second\n"  # type: ignore[union-attr]
+    assert "ERROR claims_paused" in daemon_log(queue_root)

@@ -49,7 +49,7 @@ from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
-from .runner import ExitInfo, JobProcess, SpawnError
+from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes
 from .watch import QueueWatch, open_watch
 
 _TEMP_MAX_AGE_S = 60.0
@@ -585,6 +585,8 @@ class Worker:
             status, error = status_of_exit(exit_info.returncode)
             if error is not None and job.request.failure_hint is not None:
                 error = f"{error}; {job.request.failure_hint}"
+        else:
+            error = self._report_escaped(job, error)
         status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
         return build_result(
             self.layout,
@@ -596,6 +598,28 @@ class Worker:
             exit_info=exit_info,
             pid=job.process.pid,
         )
+
+    def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
+        """After a timeout, cancel or interrupt: name the job's processes that left its process group.
+
+        A process that started a session of its own (``setsid``, a double
+        fork) is out of reach of the group's signals. It is found by the
+        job id in its environment, reported in the record and the log, and
+        left running, since leaving the group is how a job keeps a process
+        on purpose (see :mod:`.runner`). Only here, not after every job: the
+        search reads every process's environment.
+        """
+        job_id = job.claimed.job_id
+        escaped = find_job_processes(self.layout.root, {job_id}).get(job_id, [])
+        if not escaped:
+            return error
+        pids = ",".join(str(proc.pid) for proc in escaped)
+        self.log.warning("escaped", job_id, pids=pids, reason="processes of the job left its process group (setsid)")
+        note = (
+            f"{len(escaped)} process(es) of the job left its process group (setsid or a double fork) and "
+            f"still run, unstopped: PID {pids}"
+        )
+        return f"{error}; {note}" if error else note
 
     # ----- deadlines ------------------------------------------------------------------
 

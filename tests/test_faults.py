@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, daemon_log, drop, wait_finished
+from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
 
@@ -103,3 +104,53 @@ def test_an_unwritable_completed_folder_pauses_claims_until_it_is_fixed(
     assert wait_finished(queue_root, "first").result.stdout == "first\n"  # type: ignore[union-attr]
     assert wait_finished(queue_root, "second").result.stdout == "second\n"  # type: ignore[union-attr]
     assert "ERROR claims_paused" in daemon_log(queue_root)
+
+
+def _tree_pids(pidfile: Path) -> list[int]:
+    wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) >= 3, what="the job's tree to start")
+    return [int(pid) for pid in pidfile.read_text().split()]
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_timeouts_and_cancels_leave_no_process_of_the_group(
+    how: str, queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    start_worker("--kill-grace-s", "0.5")
+    pidfile = tmp_path / "pids"
+    # a child, a grandchild, and a child that ignores SIGTERM, all in the job's process group
+    script = (
+        f"sleep 600 & echo $! >> {pidfile}; "
+        f"sh -c 'sleep 600 & echo $! >> {pidfile}; wait' & "
+        f"sh -c 'trap \"\" TERM; echo $$ >> {pidfile}; while :; do sleep 0.1; done' & "
+        "wait"
+    )
+    timeout_s = 1 if how == "timeout" else 600
+    drop(queue_root, "tree.json", {"command": script, "timeout_s": timeout_s})
+    pids = _tree_pids(pidfile)
+    if how == "cancel":
+        JobQueue(queue_root).cancel("tree")
+    result = wait_finished(queue_root, "tree").result
+    assert result is not None and result.status.value == ("timeout" if how == "timeout" else "cancelled")
+    for pid in pids:
+        wait_until(lambda pid=pid: process_gone(pid), what=f"process {pid} of the job to be gone")  # type: ignore[misc]
+
+
+def test_a_process_that_left_the_group_is_reported(queue_root: Path, start_worker: Start, tmp_path: Path) -> None:
+    start_worker("--kill-grace-s", "0.5")
+    pidfile = tmp_path / "escaped.pid"
+    drop(
+        queue_root,
+        "escape.json",
+        {"command": f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 600' & sleep 600", "timeout_s": 1},
+    )
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the escaped process")
+    escaped = int(pidfile.read_text())
+    try:
+        result = wait_finished(queue_root, "escape").result
+        assert result is not None and result.status.value == "timeout"
+        assert f"left its process group (setsid or a double fork) and still run, unstopped: PID {escaped}" in (
+            result.error or ""
+        )
+        assert f"escaped job=escape pids={escaped}" in daemon_log(queue_root)
+    finally:
+        os.kill(escaped, signal.SIGKILL)

@@ -98,7 +98,8 @@ def run(
     try:
         if demo:
             worker.queue.submit(
-                JobSpec(command="echo", args=["Hello, World!"], description="example job from execsvc run --demo")
+                JobSpec(command="echo", args=["Hello, World!"], description="example job from execsvc run --demo"),
+                submitted_by="execsvc run --demo",
             )
         while worker.loop():
             pass
@@ -148,7 +149,7 @@ def submit(
                 timeout_s=timeout_s,
                 description=description,
             )
-            job = queue.submit(spec, job_id=job_id)
+            job = queue.submit(spec, job_id=job_id, submitted_by="execsvc submit")
         elif not sys.stdin.isatty():
             job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id)
         else:

@@ -23,6 +23,8 @@ from .models import JobKind, JobSpec
 
 SHELL = "/bin/sh"
 _SHEBANG_MAX_BYTES = 4096
+SUBMITTED_BY_FILE = "file"
+"""``submitted_by`` of a job that does not say: a file some program put in ``pending/``."""
 _CRLF_HINT = (
     "the script has Windows line endings (CRLF), and the shell reads each line's \\r as part of the "
     "command; convert it (dos2unix, or sed -i 's/\\r$//') and submit it again"
@@ -49,6 +51,7 @@ class RunRequest:
     spec: JobSpec | None = field(default=None, compare=False)
     failure_hint: str | None = None  # added to the record's error if the job fails
     executable: str | None = None  # the program to start, when the policy resolved it (argv[0] stays as given)
+    submitted_by: str = SUBMITTED_BY_FILE  # the job's own submitted_by field, if it is a string
 
 
 def read_job(
@@ -171,7 +174,13 @@ def _json_request(
         result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,
         requested_timeout_s=spec.timeout_s,
         spec=spec,
+        submitted_by=_submitted_by(spec),
     )
+
+
+def _submitted_by(spec: JobSpec) -> str:
+    value = (spec.model_extra or {}).get("submitted_by")
+    return value[:200] if isinstance(value, str) and value.strip() else SUBMITTED_BY_FILE
 
 
 def _resolve(path: str, queue_root: Path) -> Path:

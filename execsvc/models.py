@@ -111,6 +111,7 @@ class JobResult(BaseModel):
     duration_s: float | None = None
     job_file: str
     worker_pid: int | None = None
+    submitted_by: str | None = None  # the job's own submitted_by field ("mcp", "execsvc submit", "api"), else "file"
 
 
 class JobRecord(JobSpec):

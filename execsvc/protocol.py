@@ -156,14 +156,18 @@ class JobQueue:
 
     # ----- submitting -------------------------------------------------------------
 
-    def submit(self, spec: JobSpec | dict[str, Any], *, job_id: str | None = None) -> str:
+    def submit(self, spec: JobSpec | dict[str, Any], *, job_id: str | None = None, submitted_by: str = "api") -> str:
         """Enqueue a JSON job; return its job id.
 
         ``spec`` is validated as a :class:`JobSpec` (``pydantic.ValidationError``
         if it is not one). With ``job_id=None`` a fresh id is made; a given
         ``job_id`` that the queue already holds raises :class:`JobIdTaken`.
+        ``submitted_by`` is written into the job as its ``submitted_by`` field
+        unless the spec has one (the worker copies it into the record).
         """
         model = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
+        if "submitted_by" not in (model.model_extra or {}):
+            model = JobSpec.model_validate({**model.model_dump(exclude_unset=True), "submitted_by": submitted_by})
         data = model.model_dump_json(exclude_unset=True).encode("utf-8")
         return self._submit_bytes(data, ".json", job_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from .jobfile import RunRequest
+from .jobfile import SUBMITTED_BY_FILE, RunRequest
 from .layout import QueueLayout
 from .models import JobResult, JobStatus
 from .protocol import ClaimedJob
@@ -75,6 +75,7 @@ def build_result(
         duration_s=exit_info.duration_s if exit_info else None,
         job_file=claimed.job_file,
         worker_pid=os.getpid(),
+        submitted_by=request.submitted_by if request else SUBMITTED_BY_FILE,
     )
 
 
@@ -89,4 +90,5 @@ def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request
         worker_pid=os.getpid(),
         argv=request.argv if request else None,
         timeout_s=request.timeout_s if request else None,
+        submitted_by=request.submitted_by if request else SUBMITTED_BY_FILE,
     )

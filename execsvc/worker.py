@@ -41,7 +41,7 @@ from .config import WorkerConfig
 from .daemonlog import EventLog, configure
 from .durable import GroupFlusher, install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, QueueLocked, WatchFailed
-from .jobfile import RunRequest, parse_json_job, read_job
+from .jobfile import SUBMITTED_BY_FILE, RunRequest, parse_json_job, read_job
 from .layout import is_ignored_name, split_job_name
 from .models import JobResult, JobSpec, JobStatus, WorkerInfo
 from .policy import judge
@@ -478,7 +478,7 @@ class Worker:
         self._active[job_id] = job
         self._waiters.submit(self._watch, job)
         self._schedule(request.timeout_s, "timeout", job_id)
-        self._log_claimed(claimed)
+        self._log_claimed(claimed, request.submitted_by)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
             "started",
@@ -489,7 +489,7 @@ class Worker:
             argv=" ".join(request.argv)[:300],
         )
 
-    def _log_claimed(self, claimed: ClaimedJob) -> None:
+    def _log_claimed(self, claimed: ClaimedJob, submitted_by: str = SUBMITTED_BY_FILE) -> None:
         if claimed.renamed_from is not None:
             self.log.warning(
                 "renamed",
@@ -497,10 +497,10 @@ class Worker:
                 file=claimed.job_file,
                 reason=f"the id {claimed.renamed_from!r} is already used in this queue or is not a valid id",
             )
-        self.log.info("claimed", claimed.job_id, file=claimed.job_file)
+        self.log.info("claimed", claimed.job_id, file=claimed.job_file, submitted_by=submitted_by)
 
     def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
-        self._log_claimed(claimed)
+        self._log_claimed(claimed, request.submitted_by if request else SUBMITTED_BY_FILE)
         self._flusher.wait(self._flusher.request())  # the claim on disk before the record
         result = unstarted_result(claimed, status, error, request)
         spec = request.spec if request else None

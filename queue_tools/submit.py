@@ -51,7 +51,7 @@ def submit_file(queue: JobQueue, path: Path, *, job_id: str | None) -> str:
     data = path.read_bytes()
     kind = JOB_SUFFIXES.get(path.suffix)
     if kind == "json":
-        return queue.submit(parse_json_job(data), job_id=job_id)
+        return queue.submit(parse_json_job(data), job_id=job_id, submitted_by="execsvc submit")
     if kind == "text":
         return queue.submit_script(data, job_id=job_id, suffix=path.suffix)
     raise InvalidJob(f"{path.name}: a job file ends in .json, .sh or .txt")

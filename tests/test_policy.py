@@ -134,3 +134,35 @@ def test_config_file_settings_and_options_that_win(queue_root: Path, start_worke
     drop(queue_root, "t.json", {"command": "true"})
     result = wait_finished(queue_root, "t").result
     assert result is not None and result.timeout_s == 7
+
+
+def test_records_and_the_log_say_who_submitted_each_job(queue_root: Path, start_worker: Start) -> None:
+    start_worker()
+    queue = JobQueue(queue_root)
+    queue.submit({"command": "true"}, job_id="by-api")
+    subprocess.run(
+        [console_script("execsvc"), "submit", "--queue-dir", str(queue_root), "--id", "by-cli", "--", "true"],
+        check=True,
+        capture_output=True,
+    )
+    drop(queue_root, "by-file.json", {"command": "true"})
+    drop(queue_root, "by-script.sh", "true\n")
+    drop(queue_root, "says-so.json", {"command": "true", "submitted_by": "nightly-cron"})
+
+    async def session(client: Client) -> None:
+        enqueued = structured(await client.call_tool("enqueue_job", {"command": "true", "wait_s": 10}))
+        assert enqueued["result"]["submitted_by"] == "mcp"
+
+    run(session, queue_root)
+    expected = {
+        "by-api": "api",
+        "by-cli": "execsvc submit",
+        "by-file": "file",
+        "by-script": "file",
+        "says-so": "nightly-cron",
+    }
+    for job_id, who in expected.items():
+        result = wait_finished(queue_root, job_id).result
+        assert result is not None and result.submitted_by == who
+        assert f"claimed job={job_id} file=" in daemon_log(queue_root)
+        assert f"submitted_by={json.dumps(who) if ' ' in who else who}" in daemon_log(queue_root)

@@ -55,6 +55,7 @@ def test_submit_without_a_worker_enqueues_and_says_so(queue_root: Path, tmp_path
         "env": {"A": "1"},
         "timeout_s": 9.0,
         "description": "d",
+        "submitted_by": "execsvc submit",
     }
 
 
@@ -68,7 +69,11 @@ def test_submit_checks_a_job_file_before_enqueueing(queue_root: Path, tmp_path: 
     good.write_text(json.dumps({"command": "true", "ticket": None}))
     accepted = execsvc("submit", "--queue-dir", str(queue_root), "--file", str(good), "--id", "mine")
     assert (accepted.returncode, accepted.stdout.strip()) == (0, "mine")
-    assert JobQueue(queue_root).get("mine").spec == {"command": "true", "ticket": None}
+    assert JobQueue(queue_root).get("mine").spec == {
+        "command": "true",
+        "ticket": None,
+        "submitted_by": "execsvc submit",
+    }
     taken = execsvc("submit", "--queue-dir", str(queue_root), "--id", "mine", "--", "true")
     assert taken.returncode == 2 and "already in the queue" in taken.stderr
 

@@ -46,15 +46,18 @@ def test_submit_writes_one_whole_file_and_get_reads_it(queue: JobQueue) -> None:
         "command": "echo",
         "args": ["hi"],
         "description": "greeting",
+        "submitted_by": "api",
     }
     info = queue.get(job_id)
     assert (info.state, info.status, info.kind) == (JobState.PENDING, JobStatus.PENDING, "json")
-    assert info.spec == {"command": "echo", "args": ["hi"], "description": "greeting"}
+    assert info.spec == {"command": "echo", "args": ["hi"], "description": "greeting", "submitted_by": "api"}
 
 
 def test_submit_accepts_a_dict_and_keeps_unknown_fields(queue: JobQueue) -> None:
-    job_id = queue.submit({"command": "true", "ticket": 42})
-    assert queue.get(job_id).spec == {"command": "true", "ticket": 42}
+    job_id = queue.submit({"command": "true", "ticket": 42}, submitted_by="my-tool")
+    assert queue.get(job_id).spec == {"command": "true", "ticket": 42, "submitted_by": "my-tool"}
+    own = queue.submit({"command": "true", "submitted_by": "its own"})
+    assert queue.get(own).spec == {"command": "true", "submitted_by": "its own"}
 
 
 def test_submit_refuses_a_taken_or_invalid_id(queue: JobQueue) -> None:

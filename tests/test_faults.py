@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -154,3 +154,55 @@ def test_a_process_that_left_the_group_is_reported(queue_root: Path, start_worke
         assert f"escaped job=escape pids={escaped}" in daemon_log(queue_root)
     finally:
         os.kill(escaped, signal.SIGKILL)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs, so a job can fill the disk the queue is on (needs root: skipped otherwise)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)], check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_pauses_claims_and_loses_nothing(small_disk: Path, start_worker: Start) -> None:
+    root = small_disk / "queue"
+    filler = small_disk / "filler"
+    drop(root, "fills.json", {"command": f"head -c 8M /dev/zero > {filler}; echo filled"}, mtime=1_000_000)
+    drop(root, "next.json", {"command": "echo next"}, mtime=1_000_001)
+    drop(root, "late.json", {"command": "echo late"}, mtime=1_000_002)
+    worker = start_worker(root=root)
+    paused = worker.wait_for_line("claims_paused", timeout_s=60)
+    assert "the record of job fills cannot be written" in paused and "No space left on device" in paused
+
+    def started_pids() -> list[int]:
+        return [int(line.split(" pid=")[1].split()[0]) for line in list(worker.lines) if " started job=" in line]
+
+    # "next" may have been claimed as the slot freed, just before the first record failed; let it end too
+    wait_until(lambda: all(process_gone(pid) for pid in started_pids()), what="the started jobs to end")
+    assert (root / "running" / "fills.json").exists()  # kept, not lost
+    filler.unlink()
+    resumed = worker.wait_for_line("claims_resumed", timeout_s=60)
+    filled = wait_finished(root, "fills").result  # its own writes failed on the full disk: it failed
+    assert filled is not None and filled.returncode != 0
+    assert wait_finished(root, "next").result is not None  # ran on the full disk or after: recorded either way
+    late = wait_finished(root, "late").result
+    assert late is not None and late.stdout == "late\n"
+    between = worker.lines[worker.lines.index(paused) : worker.lines.index(resumed)]
+    assert not [line for line in between if " claimed job=" in line], "a job was claimed while records failed"
+    assert worker.stop() == 0
+
+
+def test_a_backlog_at_start_runs_in_fifo_order(queue_root: Path, start_worker: Start, tmp_path: Path) -> None:
+    log = tmp_path / "order.log"
+    count = 1000
+    for n in range(count):  # names run backwards, so only the modification times give the order
+        drop(queue_root, f"b{count - n:05d}.json", {"command": f"echo {n} >> {log}"}, mtime=1_000_000 + n)
+    start_worker()
+    JobQueue(queue_root).wait(f"b{1:05d}", 120)
+    assert [int(n) for n in log.read_text().split()] == list(range(count))

@@ -1,6 +1,7 @@
 """Faults, CI-sized: a crash loop with producers, and concurrent producers with slots 1 and 4.
 
-The long forms run by hand (``python -m tests.chaos --cycles 200``); the
+The long forms run by hand (``python -m tests.chaos --cycles 300``, and
+``EXECSVC_PRODUCER_JOBS=500 pytest tests/test_faults.py -k producers``); the
 README's reliability section holds their figures.
 """
 
@@ -60,7 +61,7 @@ def _producer(root: Path, producer: int, count: int, log: Path) -> None:
 def test_concurrent_producers_every_job_once_and_fifo_per_producer(
     slots: int, queue_root: Path, start_worker: Start, tmp_path: Path
 ) -> None:
-    producers, each = 8, 60
+    producers, each = 8, int(os.environ.get("EXECSVC_PRODUCER_JOBS", "60"))  # the long form: 500
     log = tmp_path / "runs.log"
     start_worker("--slots", str(slots))
     procs = [multiprocessing.Process(target=_producer, args=(queue_root, p, each, log)) for p in range(producers)]

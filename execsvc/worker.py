@@ -529,7 +529,7 @@ class Worker:
         Each failure posts ``record_failing``, which pauses claiming; success
         after a failure posts ``record_written``, which resumes it. Retries
         back off from 0.5 s to 30 s and end when the worker gives up (a
-        forced stop), raising the last error: the job then stays in
+        second stop signal, the end of the drain period, or shutdown), raising the last error: the job then stays in
         ``running/`` and is settled at the next start.
         """
         delay_s = 0.5
@@ -664,7 +664,8 @@ class Worker:
             elif action == "retention":
                 self._schedule(_RETENTION_EVERY_S, "retention", "")
                 self._apply_retention()
-            elif action == "drain" and self._active:
+            elif action == "drain":
+                self._give_up.set()  # a record still being retried is left for the next start
                 self._interrupt_all(
                     f"the worker was stopping and the job did not finish within the "
                     f"{self.config.drain_timeout_s:g} s drain period",

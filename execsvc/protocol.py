@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import psutil
 from pydantic import ValidationError
@@ -114,8 +114,7 @@ class Cancellation:
     info: JobInfo
 
 
-@dataclass(frozen=True, slots=True)
-class JobEntry:
+class JobEntry(NamedTuple):
     """One job as its folder entry shows it, without reading the file (for fast listings).
 
     ``path`` (a string: a ``Path`` per entry costs more than the ``stat``) is
@@ -248,20 +247,24 @@ class JobQueue:
         :meth:`list`.
         """
         state = JobState(state)
-        folder = self.layout.folder(state)
-        found: builtins.list[JobEntry] = []
-        with os.scandir(folder) as scan:
+        with os.scandir(self.layout.folder(state)) as scan:
             dir_entries = [entry for entry in scan if not is_ignored_name(entry.name)]
-        names = {entry.name for entry in dir_entries} if state in FINISHED_STATES else set()
-        for entry in dir_entries:
-            job_id = _finished_id(entry.name, names) if names else _unfinished_id(entry.name, state)
+        if state in FINISHED_STATES:
+            names = {entry.name for entry in dir_entries}
+            ids = [_finished_id(entry.name, names) for entry in dir_entries]
+        else:
+            ids = [_unfinished_id(entry.name, state) for entry in dir_entries]
+        # One plain loop: at 100,000 records every call and attribute lookup per entry shows.
+        found: builtins.list[JobEntry] = []
+        append = found.append
+        for entry, job_id in zip(dir_entries, ids, strict=True):
             if job_id is None:
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # it moved on (or was cleaned) while being listed
-            found.append(JobEntry(job_id, state, entry.path, info.st_mtime_ns, info.st_ctime_ns))
+            append(JobEntry(job_id, state, entry.path, info.st_mtime_ns, info.st_ctime_ns))
         return found
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> JobInfo:

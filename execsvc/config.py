@@ -85,6 +85,9 @@ class WorkerConfig:
             raise ValueError("retention_days must be > 0 (leave it unset to keep every job)")
         if self.kill_grace_s < 0 or self.drain_timeout_s < 0:
             raise ValueError("kill_grace_s and drain_timeout_s cannot be negative")
+        relative = [root for root in self.allowed_commands or () if not os.path.isabs(root)]
+        if relative:
+            raise ValueError(f"allowed_commands must be absolute folders, not {relative}")
 
 
 class ConfigError(ValueError):
@@ -126,7 +129,8 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
-        raise ConfigError(f"the worker's settings are not valid ({path}): {problems}") from None
+        source = path if "config_file" in values else "the command line"
+        raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 
 
 _POLICY_KEYS = {"allowed_commands", "allow_shell"}

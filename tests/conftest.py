@@ -18,6 +18,9 @@ import pytest
 
 from execsvc import JobInfo, JobQueue, JobState
 
+# Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.
+os.environ["EXECSVC_CONFIG"] = "/nonexistent/execsvc-tests/config.toml"
+
 BIN = Path(sys.executable).parent
 EXECSVC = BIN / "execsvc"
 START_TIMEOUT_S = 20.0

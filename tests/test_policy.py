@@ -107,6 +107,7 @@ def test_the_policy_is_shown_by_worker_json_queue_view_and_mcp(
         ("[polcy]\n", "unknown table(s) ['polcy']"),
         ("[policy]\nallowed_commands = '/usr/bin'\n", "allowed_commands"),
         ("[worker\n", "cannot read the config file"),
+        ("[policy]\nallowed_commands = ['bin']\n", "allowed_commands must be absolute folders"),
     ],
 )
 def test_a_bad_config_file_stops_the_worker_saying_why(

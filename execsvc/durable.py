@@ -225,9 +225,13 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
             return None
-        chunks = []
-        while chunk := os.read(fd, max_bytes + 1):
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := os.read(fd, info.st_size + 1 if not chunks else 65536):  # it may grow meanwhile
             chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                return None
         return b"".join(chunks)
     finally:
         os.close(fd)

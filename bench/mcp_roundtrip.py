@@ -28,7 +28,9 @@ def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         queue = Path(scratch) / "queue"
         worker = subprocess.Popen(
-            [str(BIN / "execsvc"), "run", "--queue-dir", str(queue)], stderr=subprocess.PIPE, text=True
+            [str(BIN / "execsvc"), "run", "--queue-dir", str(queue), "--stderr-level", "info"],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert worker.stderr is not None
         for line in worker.stderr:

@@ -93,6 +93,9 @@ class Execsvc:
 
     def start(self) -> None:
         self._baseline = self.finished() if (self.root / "completed").is_dir() else 0
+        log = self.root / "daemon.log"
+        seen = log.stat().st_size if log.exists() else 0
+        # The default a service gets: stderr not a terminal, so only warnings there; events in daemon.log.
         self.proc = subprocess.Popen(
             [EXECSVC, "run", "--queue-dir", str(self.root), "--slots", str(self.slots)],
             stderr=subprocess.PIPE,
@@ -100,12 +103,11 @@ class Execsvc:
             text=True,
         )
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if " watching " in line:
-                break
-        else:
-            raise RuntimeError(f"the worker did not start: exit code {self.proc.wait()}")
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep the pipe drained
+        while not (log.exists() and b" watching " in log.read_bytes()[seen:]):  # start-up only
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the worker did not start: exit code {self.proc.returncode}")
+            time.sleep(0.005)
 
     def enqueue(self, index: int, argv: list[str]) -> float:
         body = '{"command": %s, "args": [%s]}' % (  # noqa: UP031 - cheaper than json.dumps per job

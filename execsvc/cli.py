@@ -6,8 +6,10 @@ the platform's user data dir (see :func:`execsvc.config.default_queue_dir`).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,6 +33,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class StderrLevel(str, Enum):
+    """Which worker events ``execsvc run`` also prints on stderr."""
+
+    AUTO = "auto"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    OFF = "off"
+
+    def logging_level(self, terminal: bool) -> int | None:
+        """The ``logging`` level to print from (``None``: nothing); ``auto`` is info on a terminal."""
+        if self is StderrLevel.AUTO:
+            return logging.INFO if terminal else logging.WARNING
+        return {
+            StderrLevel.INFO: logging.INFO,
+            StderrLevel.WARNING: logging.WARNING,
+            StderrLevel.ERROR: logging.ERROR,
+        }.get(self)
 
 
 def _queue_dir(option: Path | None) -> Path:
@@ -74,8 +96,15 @@ def run(
     demo: Annotated[
         bool, typer.Option("--demo", help="Drop an example job into pending/ at start, to watch one go through.")
     ] = False,
+    stderr_level: Annotated[
+        StderrLevel,
+        typer.Option(
+            help="Events also printed on stderr (daemon.log gets them all). auto: every event on a terminal, "
+            "else warnings and errors only (a service's stderr file would copy daemon.log line for line).",
+        ),
+    ] = StderrLevel.AUTO,
 ) -> None:
-    """Run the worker in the foreground until SIGTERM or Ctrl-C (logs to stderr and daemon.log)."""
+    """Run the worker in the foreground until SIGTERM or Ctrl-C (events to daemon.log, and to stderr)."""
     try:
         config = load_config(
             config_file,
@@ -88,7 +117,7 @@ def run(
         )
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
-    worker = Worker(_queue_dir(queue_dir), config)
+    worker = Worker(_queue_dir(queue_dir), config, stderr_level=stderr_level.logging_level(sys.stderr.isatty()))
     try:
         worker.initialize()
     except ExecsvcError as exc:

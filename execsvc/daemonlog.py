@@ -58,8 +58,11 @@ def iso_stamp(seconds: float) -> str:
     )
 
 
-def configure(daemon_log: Path, *, max_bytes: int, backups: int, to_stderr: bool = True) -> logging.Logger:
-    """Set up the worker's logger: ``daemon_log`` (rotating, mode 0600) and optionally stderr."""
+def configure(
+    daemon_log: Path, *, max_bytes: int, backups: int, stderr_level: int | None = logging.INFO
+) -> logging.Logger:
+    """Set up the worker's logger: every event to ``daemon_log`` (rotating, mode 0600), and
+    the events at ``stderr_level`` and above (a ``logging`` level; ``None``: none) to stderr."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -71,8 +74,10 @@ def configure(daemon_log: Path, *, max_bytes: int, backups: int, to_stderr: bool
     handlers: list[logging.Handler] = [
         _RotatingLog(daemon_log, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     ]
-    if to_stderr:
-        handlers.append(logging.StreamHandler(sys.stderr))
+    if stderr_level is not None:
+        to_stderr = logging.StreamHandler(sys.stderr)
+        to_stderr.setLevel(stderr_level)
+        handlers.append(to_stderr)
     for handler in handlers:
         handler.setFormatter(_IsoFormatter())
         logger.addHandler(handler)

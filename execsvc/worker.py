@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import signal
 import stat
@@ -87,11 +88,15 @@ class _Deadline:
 class Worker:
     """Serves one queue root until told to stop. See the module docstring for the shape."""
 
-    def __init__(self, queue_dir: Path, config: WorkerConfig | None = None, *, log_to_stderr: bool = True) -> None:
+    def __init__(
+        self, queue_dir: Path, config: WorkerConfig | None = None, *, stderr_level: int | None = logging.INFO
+    ) -> None:
+        """``stderr_level``: the least ``logging`` level also written to stderr (``None``: nothing);
+        ``daemon.log`` always gets every event."""
         self.config = config or WorkerConfig()
         self.queue = JobQueue(queue_dir, create=False)
         self.layout = self.queue.layout
-        self._log_to_stderr = log_to_stderr
+        self._stderr_level = stderr_level
         self._inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
         self._candidates: dict[str, _Candidate] = {}
         self._ready: list[tuple[int, str]] = []
@@ -139,7 +144,7 @@ class Worker:
                 self.layout.daemon_log,
                 max_bytes=self.config.log_max_bytes,
                 backups=self.config.log_backups,
-                to_stderr=self._log_to_stderr,
+                stderr_level=self._stderr_level,
             )
         )
         previous = self.queue.worker_info()

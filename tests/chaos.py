@@ -42,7 +42,7 @@ EXECSVC = str(Path(sys.executable).parent / "execsvc")
 def start_worker(root: Path) -> subprocess.Popen[bytes]:
     """``execsvc run`` (slots 2), returned once it serves (it has settled what the last one left)."""
     worker = subprocess.Popen(
-        [EXECSVC, "run", "--queue-dir", str(root), "--slots", "2", "--kill-grace-s", "0.2"],
+        [EXECSVC, "run", "--queue-dir", str(root), "--slots", "2", "--kill-grace-s", "0.2", "--stderr-level", "info"],
         stderr=subprocess.PIPE,
     )
     assert worker.stderr is not None

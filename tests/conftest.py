@@ -40,7 +40,7 @@ class WorkerProcess:
     def __init__(self, queue_root: Path, *args: str) -> None:
         self.queue_root = queue_root
         self.proc = subprocess.Popen(
-            [console_script("execsvc"), "run", "--queue-dir", str(queue_root), *args],
+            [console_script("execsvc"), "run", "--queue-dir", str(queue_root), "--stderr-level", "info", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

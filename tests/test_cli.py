@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
-from conftest import console_script
+from conftest import console_script, daemon_log, drop, wait_finished
 
 from execsvc import JobQueue, JobState
 
@@ -92,3 +93,21 @@ def test_queue_dir_follows_the_environment(tmp_path: Path) -> None:
     shown = execsvc("queue-dir", env=env)
     assert shown.stdout.strip() == str(tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists(), "printing the path creates nothing"
+
+
+def test_stderr_gets_only_warnings_when_it_is_not_a_terminal(queue_root: Path) -> None:
+    worker = subprocess.Popen(
+        [console_script("execsvc"), "run", "--queue-dir", str(queue_root)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        drop(queue_root, "fine.json", {"command": "true"})
+        drop(queue_root, "broken.json", "{")
+        wait_finished(queue_root, "fine")
+        wait_finished(queue_root, "broken")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=30)
+    assert "invalid job=broken" in err and "started job=fine" not in err
+    assert "started job=fine" in daemon_log(queue_root)

@@ -20,7 +20,7 @@ def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
     def make(**settings: object) -> Worker:
-        worker = Worker(tmp_path / "q", WorkerConfig(**settings), log_to_stderr=False)  # type: ignore[arg-type]
+        worker = Worker(tmp_path / "q", WorkerConfig(**settings), stderr_level=None)  # type: ignore[arg-type]
         worker.initialize()
         workers.append(worker)
         return worker

@@ -51,7 +51,6 @@ class RunRequest:
     spec: JobSpec | None = field(default=None, compare=False)
     failure_hint: str | None = None  # added to the record's error if the job fails
     executable: str | None = None  # the program to start, when the policy resolved it (argv[0] stays as given)
-    submitted_by: str = SUBMITTED_BY_FILE  # the job's own submitted_by field, if it is a string
 
 
 def read_job(
@@ -174,12 +173,13 @@ def _json_request(
         result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,
         requested_timeout_s=spec.timeout_s,
         spec=spec,
-        submitted_by=_submitted_by(spec),
     )
 
 
-def _submitted_by(spec: JobSpec) -> str:
-    value = (spec.model_extra or {}).get("submitted_by")
+def submitted_by(spec: JobSpec | None) -> str:
+    """Who the job says submitted it: its own ``submitted_by`` field (a non-blank string, cut to
+    200 characters), else :data:`SUBMITTED_BY_FILE` (text jobs, and JSON jobs that do not say)."""
+    value = (spec.model_extra or {}).get("submitted_by") if spec is not None else None
     return value[:200] if isinstance(value, str) and value.strip() else SUBMITTED_BY_FILE
 
 

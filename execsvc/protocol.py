@@ -53,7 +53,7 @@ from .durable import (
     write_durable,
 )
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
-from .jobfile import spec_if_valid
+from .jobfile import spec_if_valid, submitted_by
 from .layout import (
     CANCEL_PREFIX,
     JOB_SUFFIXES,
@@ -344,6 +344,7 @@ class JobQueue:
                 error=error,
                 completed_at=datetime.now(UTC).astimezone(),
                 job_file=claimed.job_file,
+                submitted_by=submitted_by(spec),
             )
             self.finish(claimed, result, spec)
             with contextlib.suppress(OSError):

@@ -62,6 +62,7 @@ def _settle(
     claimed = ClaimedJob(job_id, kind, path, path.name, None)
     who = f"worker PID {previous.pid}" if previous else "the previous worker"
     error = f"{who} stopped before this job finished (crash or kill); it was not run again"
-    result = build_result(queue.layout, claimed, JobStatus.INTERRUPTED, error, tail_bytes=tail_bytes)
-    queue.finish(claimed, result, spec_if_valid(path) if kind == "json" else None)
+    spec = spec_if_valid(path) if kind == "json" else None
+    result = build_result(queue.layout, claimed, JobStatus.INTERRUPTED, error, tail_bytes=tail_bytes, spec=spec)
+    queue.finish(claimed, result, spec)
     log.warning("interrupted", job_id, reason=error)

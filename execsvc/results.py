@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from .jobfile import SUBMITTED_BY_FILE, RunRequest
+from .jobfile import RunRequest, submitted_by
 from .layout import QueueLayout
-from .models import JobResult, JobStatus
+from .models import JobResult, JobSpec, JobStatus
 from .protocol import ClaimedJob
 from .runner import ExitInfo, now, read_tail, signal_name
 
@@ -47,9 +47,12 @@ def build_result(
     request: RunRequest | None = None,
     exit_info: ExitInfo | None = None,
     pid: int | None = None,
+    spec: JobSpec | None = None,
 ) -> JobResult:
     """The result record: status and error as given, output tails (at most ``tail_bytes`` per
-    stream) from ``logs/``, and the times and exit code from ``exit_info`` when the job ran."""
+    stream) from ``logs/``, and the times and exit code from ``exit_info`` when the job ran.
+    ``submitted_by`` comes from the request's spec, or from ``spec`` when there is no request
+    (a job settled after a crash)."""
     out = read_tail(layout.stdout_log(claimed.job_id), tail_bytes)
     err = read_tail(layout.stderr_log(claimed.job_id), tail_bytes)
     returncode = exit_info.returncode if exit_info else None
@@ -75,7 +78,7 @@ def build_result(
         duration_s=exit_info.duration_s if exit_info else None,
         job_file=claimed.job_file,
         worker_pid=os.getpid(),
-        submitted_by=request.submitted_by if request else SUBMITTED_BY_FILE,
+        submitted_by=submitted_by(request.spec if request else spec),
     )
 
 
@@ -90,5 +93,5 @@ def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request
         worker_pid=os.getpid(),
         argv=request.argv if request else None,
         timeout_s=request.timeout_s if request else None,
-        submitted_by=request.submitted_by if request else SUBMITTED_BY_FILE,
+        submitted_by=submitted_by(request.spec if request else None),
     )

@@ -42,7 +42,7 @@ from .config import WorkerConfig
 from .daemonlog import EventLog, configure
 from .durable import GroupFlusher, install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, QueueLocked, WatchFailed
-from .jobfile import SUBMITTED_BY_FILE, RunRequest, parse_json_job, read_job
+from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .models import JobResult, JobSpec, JobStatus, WorkerInfo
 from .policy import judge
@@ -428,9 +428,10 @@ class Worker:
     def _start(self, name: str) -> None:
         """Claim ``pending/<name>``, read it and start its process; on the latency path.
 
-        The claim is made durable in the job's own thread while the job starts
-        (see :meth:`_watch`), and the ``claimed``/``started`` lines are written
-        after the spawn, so neither an fsync nor a log write delays the job.
+        The claim is made durable by the flusher thread while the job starts
+        (the job's own thread waits for it before the record, see :meth:`_watch`),
+        and the ``claimed``/``started`` lines are written after the spawn, so
+        neither an fsync nor a log write delays the job.
         """
         try:
             claimed = self.queue.claim(name, flush=False)
@@ -483,7 +484,7 @@ class Worker:
         self._active[job_id] = job
         self._waiters.submit(self._watch, job)
         self._schedule(request.timeout_s, "timeout", job_id)
-        self._log_claimed(claimed, request.submitted_by)
+        self._log_claimed(claimed, request)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
             "started",
@@ -494,7 +495,7 @@ class Worker:
             argv=" ".join(request.argv)[:300],
         )
 
-    def _log_claimed(self, claimed: ClaimedJob, submitted_by: str = SUBMITTED_BY_FILE) -> None:
+    def _log_claimed(self, claimed: ClaimedJob, request: RunRequest | None) -> None:
         if claimed.renamed_from is not None:
             self.log.warning(
                 "renamed",
@@ -502,10 +503,11 @@ class Worker:
                 file=claimed.job_file,
                 reason=f"the id {claimed.renamed_from!r} is already used in this queue or is not a valid id",
             )
-        self.log.info("claimed", claimed.job_id, file=claimed.job_file, submitted_by=submitted_by)
+        who = submitted_by(request.spec if request else None)
+        self.log.info("claimed", claimed.job_id, file=claimed.job_file, submitted_by=who)
 
     def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
-        self._log_claimed(claimed, request.submitted_by if request else SUBMITTED_BY_FILE)
+        self._log_claimed(claimed, request)
         self._flusher.wait(self._flusher.request())  # the claim on disk before the record
         result = unstarted_result(claimed, status, error, request)
         spec = request.spec if request else None
@@ -534,8 +536,9 @@ class Worker:
         Each failure posts ``record_failing``, which pauses claiming; success
         after a failure posts ``record_written``, which resumes it. Retries
         back off from 0.5 s to 30 s and end when the worker gives up (a
-        second stop signal, the end of the drain period, or shutdown), raising the last error: the job then stays in
-        ``running/`` and is settled at the next start.
+        second stop signal, the end of the drain period, or shutdown),
+        raising the last error: the job then stays in ``running/`` and is
+        settled at the next start.
         """
         delay_s = 0.5
         failed = False

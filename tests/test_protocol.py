@@ -373,3 +373,23 @@ def test_get_finds_a_job_while_it_moves_through_every_folder(queue: JobQueue) ->
         thread.join()
     assert all(queue.get(job_id).state is JobState.COMPLETED for job_id in ids)
     assert len(set().union(*seen.values())) >= 2, "the reader must really have raced the moves"
+
+
+def test_records_made_without_the_worker_keep_submitted_by(queue: JobQueue) -> None:
+    """A cancelled pending job and a job settled after a crash say who submitted them, as worker records do."""
+    import logging
+
+    from execsvc.daemonlog import EventLog
+    from execsvc.recovery import settle_running
+
+    queue.submit({"command": "true"}, job_id="to-cancel", submitted_by="my-tool")
+    assert queue.cancel("to-cancel").info.result.submitted_by == "my-tool"  # type: ignore[union-attr]
+    queue.submit({"command": "true"}, job_id="crashed", submitted_by="mcp")
+    queue.claim("crashed.json")  # then the worker dies
+    logger = logging.getLogger("execsvc.test.protocol")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    settle_running(queue, EventLog(logger), previous=None, kill_grace_s=0.1, tail_bytes=100)
+    settled = queue.get("crashed")
+    assert settled.status is JobStatus.INTERRUPTED
+    assert settled.result is not None and settled.result.submitted_by == "mcp"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 from execsvc import JobInfo, JobQueue, JobState
+from execsvc.daemonlog import EventLog
 
 # Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.
 os.environ["EXECSVC_CONFIG"] = "/nonexistent/execsvc-tests/config.toml"
@@ -165,6 +167,14 @@ def start_job_with_child(queue_root: Path, worker: WorkerProcess, job_id: str) -
     worker.wait_for_line(f"started job={job_id}")
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the child's pid")
     return int(pidfile.read_text())
+
+
+def silent_event_log(name: str) -> EventLog:
+    """An :class:`EventLog` whose lines go nowhere, for protocol code run without a worker."""
+    logger = logging.getLogger(f"execsvc.test.{name}")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return EventLog(logger)
 
 
 def daemon_log(queue_root: Path) -> str:

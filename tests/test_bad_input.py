@@ -239,13 +239,11 @@ def test_bad_input_gets_a_reason_and_the_worker_keeps_serving(
 
 def test_symlinked_job_was_not_followed(corpus_worker: WorkerProcess, tmp_path: Path) -> None:
     root = corpus_worker.queue_root
-    marker = tmp_path / "ran"
-    target = tmp_path / "target.json"
-    target.write_text(json.dumps({"command": f"touch {marker}"}))
-    os.symlink(target, root / "pending" / "follow-me.json")
+    _symlink_to_valid_job(root / "pending" / "follow-me.json", tmp_path)
+    written = (tmp_path / "target.json").read_text()
     find_record(root, "follow-me.json")
-    assert not marker.exists()
-    assert json.loads(target.read_text()) == {"command": f"touch {marker}"}  # untouched
+    assert not (tmp_path / "symlink-target-ran").exists()
+    assert (tmp_path / "target.json").read_text() == written  # untouched
     assert (root / "failed" / "follow-me.json").is_symlink()
 
 

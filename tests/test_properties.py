@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from conftest import silent_event_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from execsvc import JobQueue, WorkerConfig
-from execsvc.daemonlog import EventLog
 from execsvc.errors import InvalidJob, JobIdTaken
 from execsvc.jobfile import parse_json_job, read_job, spec_if_valid
 from execsvc.layout import SIDECAR_SUFFIX, is_ignored_name, split_job_name
@@ -103,10 +102,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.tokens: list[str] = []
         self.finished: set[str] = set()
         self.running: list[ClaimedJob] = []
-        logger = logging.getLogger("execsvc.test.properties")
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
-        self.log = EventLog(logger)
+        self.log = silent_event_log("properties")
 
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import silent_event_log
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -17,6 +18,7 @@ from execsvc import InvalidJobId, JobIdTaken, JobNotFound, JobQueue, JobResult, 
 from execsvc.durable import move_no_replace, write_durable
 from execsvc.errors import UnsafeQueue
 from execsvc.layout import QueueLayout, check_job_id, job_id_problem, sanitize_job_id, split_job_name
+from execsvc.recovery import settle_running
 from execsvc.runner import now
 
 
@@ -377,19 +379,12 @@ def test_get_finds_a_job_while_it_moves_through_every_folder(queue: JobQueue) ->
 
 def test_records_made_without_the_worker_keep_submitted_by(queue: JobQueue) -> None:
     """A cancelled pending job and a job settled after a crash say who submitted them, as worker records do."""
-    import logging
-
-    from execsvc.daemonlog import EventLog
-    from execsvc.recovery import settle_running
 
     queue.submit({"command": "true"}, job_id="to-cancel", submitted_by="my-tool")
     assert queue.cancel("to-cancel").info.result.submitted_by == "my-tool"  # type: ignore[union-attr]
     queue.submit({"command": "true"}, job_id="crashed", submitted_by="mcp")
     queue.claim("crashed.json")  # then the worker dies
-    logger = logging.getLogger("execsvc.test.protocol")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    settle_running(queue, EventLog(logger), previous=None, kill_grace_s=0.1, tail_bytes=100)
+    settle_running(queue, silent_event_log("protocol"), previous=None, kill_grace_s=0.1, tail_bytes=100)
     settled = queue.get("crashed")
     assert settled.status is JobStatus.INTERRUPTED
     assert settled.result is not None and settled.result.submitted_by == "mcp"

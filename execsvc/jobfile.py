@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV, WorkerConfig
+from .durable import read_regular_file
 from .errors import InvalidJob
 from .models import JobKind, JobSpec
 
@@ -103,10 +104,16 @@ def read_job(
     return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base)
 
 
-def spec_if_valid(path: Path) -> JobSpec | None:
-    """The JSON job in ``path`` if it is a valid one, else ``None`` (for records of jobs that never ran)."""
+def spec_if_valid(path: Path, max_bytes: int = WorkerConfig.max_job_file_bytes) -> JobSpec | None:
+    """The JSON job in ``path`` if it is a valid one, else ``None`` (for records of jobs that never ran).
+
+    Read with :func:`~execsvc.durable.read_regular_file`: a FIFO, socket or
+    symlink named ``x.json`` is ``None`` at once (a plain read of a FIFO
+    would wait forever), as is a file above ``max_bytes``.
+    """
     try:
-        return parse_json_job(path.read_bytes())
+        data = read_regular_file(path, max_bytes)
+        return parse_json_job(data) if data is not None else None
     except (InvalidJob, OSError):
         return None
 

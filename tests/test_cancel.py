@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -102,3 +105,22 @@ def test_cancel_races_real_claims_and_every_job_ends_once(queue_root: Path, star
         p.name for p in (queue_root / "completed").iterdir()
     )
     assert len(names) == len(ids)
+
+
+def test_cancelling_a_pending_fifo_does_not_hang(queue_root: Path) -> None:
+    """A FIFO named like a JSON job is recorded without being read (a read would wait for a writer)."""
+    queue = JobQueue(queue_root)
+    os.mkfifo(queue.layout.pending / "fifo.json")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from execsvc import JobQueue; print(JobQueue({str(queue_root)!r}).cancel('fifo').outcome)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == "cancelled"
+    assert queue.get("fifo").status is JobStatus.CANCELLED

@@ -11,6 +11,8 @@ from typing import Any
 import platformdirs
 import pydantic
 
+from .models import JobLimits
+
 CONFIG_ENV = "EXECSVC_CONFIG"
 """Environment variable naming the worker's config file."""
 
@@ -55,6 +57,13 @@ class WorkerConfig:
       and once a day (records, job files and logs; as ``execsvc clean``).
     - ``allowed_commands`` / ``allow_shell``: the command policy (see :mod:`execsvc.policy`);
       ``None`` / ``True`` allow every command.
+    - ``default_retries`` / ``max_retries``: retries of a job that names none, and the cap on any job's.
+    - ``default_retry_delay_s`` / ``max_retry_delay_s``: the first retry's delay when a job names
+      none (doubled after each attempt), and the cap on any delay.
+    - ``default_limits`` / ``max_limits``: limits of a job that names none (per limit), and caps.
+    - ``hook_timeout_s``: how long an ``on_finish`` command may run.
+    - ``webhook_timeout_s`` / ``webhook_attempts``: each webhook POST's timeout, and how many tries.
+    - ``limit_check_interval_s``: how often a job with ``processes`` or ``output_bytes`` is checked.
     - ``config_file``: where these came from, if a file (shown in refusals and ``worker.json``).
     """
 
@@ -72,6 +81,16 @@ class WorkerConfig:
     retention_days: float | None = None
     allowed_commands: tuple[str, ...] | None = None
     allow_shell: bool = True
+    default_retries: int = 0
+    max_retries: int = 10
+    default_retry_delay_s: float = 1.0
+    max_retry_delay_s: float = 3600.0
+    default_limits: JobLimits | None = None
+    max_limits: JobLimits | None = None
+    hook_timeout_s: float = 60.0
+    webhook_timeout_s: float = 10.0
+    webhook_attempts: int = 3
+    limit_check_interval_s: float = 0.05
     config_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +104,12 @@ class WorkerConfig:
             raise ValueError("retention_days must be > 0 (leave it unset to keep every job)")
         if self.kill_grace_s < 0 or self.drain_timeout_s < 0:
             raise ValueError("kill_grace_s and drain_timeout_s cannot be negative")
+        if min(self.default_retries, self.max_retries) < 0 or self.webhook_attempts < 1:
+            raise ValueError("retries cannot be negative, and webhook_attempts must be at least 1")
+        if min(self.default_retry_delay_s, self.max_retry_delay_s) < 0 or min(
+            self.hook_timeout_s, self.webhook_timeout_s, self.limit_check_interval_s
+        ) <= 0:
+            raise ValueError("retry delays cannot be negative; hook and webhook timeouts and limit_check_interval_s > 0")
         relative = [root for root in self.allowed_commands or () if not os.path.isabs(root)]
         if relative:
             raise ValueError(f"allowed_commands must be absolute folders, not {relative}")

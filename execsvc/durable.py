@@ -212,8 +212,10 @@ def writers_open(path: Path) -> bool | None:
         os.close(fd)
 
 
-def read_regular_file(path: Path, max_bytes: int) -> bytes | None:
+def read_regular_file(path: Path, max_bytes: int, *, head: bool = False) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``, else ``None``.
+
+    With ``head``, a bigger file is not refused: its first ``max_bytes`` are returned.
 
     Never blocks and never follows a link: a FIFO, socket, device or symlink
     left in a queue folder by a foreign tool reads as ``None`` (a plain
@@ -223,8 +225,10 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes | None:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        if not stat.S_ISREG(info.st_mode) or (info.st_size > max_bytes and not head):
             return None
+        if head:
+            return os.read(fd, max_bytes)
         chunks: list[bytes] = []
         total = 0
         while chunk := os.read(fd, info.st_size + 1 if not chunks else 65536):  # it may grow meanwhile

@@ -14,13 +14,16 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV, WorkerConfig
 from .durable import read_regular_file
 from .errors import InvalidJob
-from .models import JobKind, JobSpec
+from .limits import effective
+from .models import JobKind, JobLimits, JobOptions, JobSpec
+from .schedule import text_options
 
 SHELL = "/bin/sh"
 _SHEBANG_MAX_BYTES = 4096
@@ -52,6 +55,14 @@ class RunRequest:
     spec: JobSpec | None = field(default=None, compare=False)
     failure_hint: str | None = None  # added to the record's error if the job fails
     executable: str | None = None  # the program to start, when the policy resolved it (argv[0] stays as given)
+    options: JobOptions = field(default_factory=JobOptions, compare=False)  # scheduling fields (spec or header)
+    limits: JobLimits = field(default_factory=JobLimits)  # in force: the job's, else the worker's defaults, capped
+    retries: int = 0  # the job's retries (else the worker's default), capped
+
+    @property
+    def watched(self) -> bool:
+        """Whether the worker must check the job while it runs (``processes`` or ``output_bytes``)."""
+        return self.limits.processes is not None or self.limits.output_bytes is not None
 
 
 def read_job(
@@ -93,15 +104,33 @@ def read_job(
     base = _Defaults(dict(os.environ) if environ is None else environ, Path.home() if home is None else home)
     if kind == "text":
         _check_script(data)
+        options = text_options(data)
         return RunRequest(
             argv=[*_interpreter(data), str(path)],
             cwd=base.home,
             env={**base.environ, **markers},
-            timeout_s=config.default_timeout_s,
+            timeout_s=_timeout_s(options, config),
+            requested_timeout_s=options.timeout_s,
             failure_hint=_CRLF_HINT if b"\r\n" in data else None,
+            **_run_options(options, config),
         )
     spec = parse_json_job(data)
     return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base)
+
+
+def _timeout_s(options: JobOptions, config: WorkerConfig) -> float:
+    asked = options.timeout_s if options.timeout_s is not None else config.default_timeout_s
+    return min(asked, config.max_timeout_s)
+
+
+def _run_options(options: JobOptions, config: WorkerConfig) -> dict[str, Any]:
+    """The RunRequest fields that come from a job's options and the worker's defaults and caps."""
+    retries = options.retries if options.retries is not None else config.default_retries
+    return {
+        "options": options,
+        "limits": effective(options.limits, config.default_limits, config.max_limits),
+        "retries": min(retries, config.max_retries),
+    }
 
 
 def spec_if_valid(path: Path, max_bytes: int = WorkerConfig.max_job_file_bytes) -> JobSpec | None:
@@ -170,16 +199,16 @@ def _json_request(
     for key, value in (spec.env or {}).items():
         if not key or "=" in key or "\x00" in key or "\x00" in value:
             raise InvalidJob(f"'env' has an unusable variable {key!r}: names must be non-empty, without '=' or NUL")
-    timeout_s = min(spec.timeout_s if spec.timeout_s is not None else config.default_timeout_s, config.max_timeout_s)
     return RunRequest(
         argv=argv,
         cwd=_resolve(spec.cwd, queue_root) if spec.cwd else base.home,
         env={**base.environ, **(spec.env or {}), **markers},
-        timeout_s=timeout_s,
+        timeout_s=_timeout_s(spec, config),
         stdin=spec.stdin.encode("utf-8") if spec.stdin is not None else None,
         result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,
         requested_timeout_s=spec.timeout_s,
         spec=spec,
+        **_run_options(spec, config),
     )
 
 

@@ -27,6 +27,8 @@ SIDECAR_SUFFIX = ".result.json"
 CANCEL_PREFIX = ".cancel."
 """``running/.cancel.<id>``: a client's request that the worker stop a running job (hidden: never a job)."""
 
+HELD_FOLDER = ".held"
+"""``pending/.held/``: where ``execsvc hold`` moves a pending job; ``release`` moves it back."""
 MAX_JOB_ID_BYTES = 200
 """Longest job id, in UTF-8 bytes (leaves room for ``.result.json`` in a 255-byte name)."""
 
@@ -135,6 +137,11 @@ class QueueLayout:
         return self.root / "pending"
 
     @property
+    def held(self) -> Path:
+        """``pending/.held``: pending jobs put on hold (hidden, so the worker never takes them)."""
+        return self.root / "pending" / HELD_FOLDER
+
+    @property
     def running(self) -> Path:
         return self.root / "running"
 
@@ -171,6 +178,14 @@ class QueueLayout:
 
     def stderr_log(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.stderr"
+
+    def attempt_record(self, job_id: str, attempt: int) -> Path:
+        """``logs/<id>.attempt-<n>.result.json``: the result of an attempt that was retried."""
+        return self.logs / f"{job_id}.attempt-{attempt}.result.json"
+
+    def attempt_log(self, job_id: str, attempt: int, stream: str) -> Path:
+        """``logs/<id>.attempt-<n>.<stream>``: an earlier attempt's output, moved aside for the next."""
+        return self.logs / f"{job_id}.attempt-{attempt}.{stream}"
 
     def cancel_request(self, job_id: str) -> Path:
         """Where a client drops the request to cancel a running job: ``running/.cancel.<id>``."""

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 
 class JobStatus(str, Enum):
@@ -40,7 +40,106 @@ class JobState(str, Enum):
 JobKind = Literal["json", "text", "other"]
 
 
-class JobSpec(BaseModel):
+AfterMode = Literal["success", "any"]
+
+
+class JobLimits(BaseModel):
+    """``limits``: what one job may use (README, "Scheduling fields"); each ``None`` is no limit.
+
+    ``cpu_s`` (CPU seconds, RLIMIT_CPU), ``memory_mb`` (address space in MiB,
+    RLIMIT_AS), ``open_files`` (RLIMIT_NOFILE) are set in the job's process by
+    ``prlimit(1)`` before it execs; ``processes`` (processes in the job's
+    process group at once) and ``output_bytes`` (bytes per stream) are checked
+    by the worker while the job runs.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    cpu_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    memory_mb: StrictInt | None = Field(default=None, gt=0)
+    open_files: StrictInt | None = Field(default=None, gt=0)
+    processes: StrictInt | None = Field(default=None, gt=0)
+    output_bytes: StrictInt | None = Field(default=None, gt=0)
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 time (``2026-11-21T10:00:00+01:00``; without a zone it is local time).
+
+    Raises :class:`ValueError` saying what is expected."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time like 2026-11-21T10:00:00+01:00") from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+class JobOptions(BaseModel):
+    """The fields that say when and how a job runs, shared by JSON jobs and text jobs' headers.
+
+    Scheduling (README, "Scheduling fields"): ``priority`` (higher first among
+    ready jobs, FIFO within one), ``after`` (job ids) with ``after_mode``
+    (``success``: all must complete, else this job is cancelled; ``any``: all
+    must have finished), ``not_before`` (ISO 8601) and ``delay_s`` (seconds after
+    the job file was written), ``retries`` with ``retry_delay_s`` (doubled after
+    each attempt), ``limits``, ``on_finish`` (a shell command line run after
+    the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
+    http(s) URL that gets the record by POST). ``attempt`` and ``retry_at`` are
+    written by the worker when it re-enqueues a failed job for another attempt.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    priority: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
+    after: list[StrictStr] | None = Field(default=None, max_length=1000)
+    after_mode: AfterMode = "success"
+    not_before: StrictStr | None = None
+    delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    retries: StrictInt | None = Field(default=None, ge=0, le=1000)
+    retry_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    limits: JobLimits | None = None
+    on_finish: StrictStr | None = Field(default=None, min_length=1)
+    webhook: StrictStr | None = None
+    attempt: StrictInt = Field(default=1, ge=1)
+    retry_at: StrictStr | None = None
+
+    @field_validator("not_before", "retry_at")
+    @classmethod
+    def _iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time(value)
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook is an http:// or https:// URL")
+        return value
+
+    @field_validator("after")
+    @classmethod
+    def _job_ids(cls, value: list[str] | None) -> list[str] | None:
+        for job_id in value or []:
+            if not job_id or "/" in job_id or job_id.startswith("."):
+                raise ValueError(f"{job_id!r} is not a job id")
+        return value
+
+    def due_at(self, written_at: float) -> float | None:
+        """When the job may start (seconds since the epoch), or ``None`` for at once.
+
+        ``retry_at`` when the worker set one; else the later of ``not_before``
+        and ``written_at + delay_s`` (``written_at``: the job file's mtime).
+        """
+        if self.retry_at is not None:
+            return parse_time(self.retry_at).timestamp()
+        due = [parse_time(self.not_before).timestamp()] if self.not_before is not None else []
+        if self.delay_s:
+            due.append(written_at + self.delay_s)
+        return max(due) if due else None
+
+
+class JobSpec(JobOptions):
     """A JSON job, in either shape of the protocol.
 
     ``{"command": "echo", "args": ["hi"], "description": ...}`` runs ``command``
@@ -60,7 +159,6 @@ class JobSpec(BaseModel):
     purpose: StrictStr | None = None
     task_id: StrictStr | None = None
     result_file: StrictStr | None = Field(default=None, min_length=1)
-    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     cwd: StrictStr | None = Field(default=None, min_length=1)
     env: dict[StrictStr, StrictStr] | None = None
     stdin: StrictStr | None = None
@@ -112,6 +210,10 @@ class JobResult(BaseModel):
     job_file: str
     worker_pid: int | None = None
     submitted_by: str | None = None  # the job's own submitted_by field ("mcp", "execsvc submit", "api"), else "file"
+    attempt: int | None = None  # which attempt this record is, for a job with retries
+    attempt_records: list[str] | None = None  # records of the earlier attempts (paths relative to the queue root)
+    limits: JobLimits | None = None  # the limits in force (the job's, the worker's defaults, capped)
+    limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
 
 
 class JobRecord(JobSpec):
@@ -151,6 +253,7 @@ class JobInfo(BaseModel):
     mtime: datetime
     spec: dict[str, Any] | None = None
     result: JobResult | None = None
+    held: bool = False
 
 
 class WorkerInfo(BaseModel):

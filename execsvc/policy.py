@@ -45,6 +45,10 @@ def judge(
             f"refused by the worker's policy (allow_shell = false): this job is {what}; "
             "give 'command' and 'args' to run a program directly"
         )
+    if not allow_shell and request.options.on_finish is not None:
+        return Verdict(
+            "refused by the worker's policy (allow_shell = false): the job's on_finish is a shell command line"
+        )
     if allowed_commands is None:
         return Verdict(None)
     program = request.argv[0]

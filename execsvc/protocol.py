@@ -54,6 +54,7 @@ from .durable import (
 )
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
 from .jobfile import spec_if_valid, submitted_by
+from .schedule import peek
 from .layout import (
     CANCEL_PREFIX,
     JOB_SUFFIXES,
@@ -249,6 +250,9 @@ class JobQueue:
         state = JobState(state)
         with os.scandir(self.layout.folder(state)) as scan:
             dir_entries = [entry for entry in scan if not is_ignored_name(entry.name)]
+        if state is JobState.PENDING and os.path.isdir(self.layout.held):
+            with os.scandir(self.layout.held) as scan:
+                dir_entries += [entry for entry in scan if not is_ignored_name(entry.name)]
         if state in FINISHED_STATES:
             names = {entry.name for entry in dir_entries}
             ids = [_finished_id(entry.name, names) for entry in dir_entries]
@@ -333,7 +337,7 @@ class JobQueue:
                     write_durable(self.layout.cancel_request(job_id), note.encode(), sync=False)
                 return Cancellation("requested", info)
             try:
-                claimed = self.claim(Path(info.path).name)
+                claimed = self.claim(Path(info.path).name, folder=Path(info.path).parent)
             except (FileNotFoundError, FileExistsError):
                 continue  # a worker claimed it meanwhile: look again
             spec = spec_if_valid(claimed.path) if claimed.kind == "json" else None
@@ -361,9 +365,49 @@ class JobQueue:
         """Remove the cancel request of ``job_id`` once acted on (or stale); a missing one is fine."""
         unlink_if_exists(self.layout.cancel_request(job_id))
 
+    # ----- holding -------------------------------------------------------------------
+
+    def hold(self, job_id: str) -> JobInfo:
+        """Put a pending job on hold: it stays pending (in ``pending/.held/``) but is not started.
+
+        An atomic rename, so it races safely with a worker's claim: exactly one
+        of the two wins. Holding a held job does nothing. Raises
+        :class:`JobNotFound` for an unknown id and :class:`ValueError` when the
+        job has already started or finished.
+        """
+        check_job_id(job_id)
+        info = self.get(job_id)
+        if info.held:
+            return info
+        if info.state is not JobState.PENDING:
+            raise ValueError(f"job {job_id!r} is {info.state.value}; only a pending job can be held")
+        _make_held_folder(self.layout.held)
+        try:
+            move_no_replace(Path(info.path), self.layout.held / Path(info.path).name)
+        except FileNotFoundError:
+            now = self.get(job_id)
+            raise ValueError(f"job {job_id!r} is {now.state.value}; it started before it could be held") from None
+        fsync_dir(self.layout.pending)
+        return self.get(job_id)
+
+    def release(self, job_id: str) -> JobInfo:
+        """Release a held job back to ``pending/``, keeping its place in line (its file time).
+
+        Releasing a job that is not held does nothing. Raises
+        :class:`JobNotFound` for an unknown id and :class:`FileExistsError`
+        when a new pending job has taken its file name meanwhile.
+        """
+        check_job_id(job_id)
+        info = self.get(job_id)
+        if not info.held:
+            return info
+        move_no_replace(Path(info.path), self.layout.pending / Path(info.path).name)
+        fsync_dir(self.layout.held)
+        return self.get(job_id)
+
     # ----- the worker's side --------------------------------------------------------
 
-    def claim(self, name: str, *, flush: bool = True) -> ClaimedJob:
+    def claim(self, name: str, *, flush: bool = True, folder: Path | None = None) -> ClaimedJob:
         """Move ``pending/<name>`` into ``running/``: the claim. Only the claimer runs the job.
 
         The job keeps its id unless that id is already used in the queue (or
@@ -373,14 +417,15 @@ class JobQueue:
         cannot undo it). With ``flush`` (the default) both folders are
         fsync'd before this returns, so the claim also survives a power cut;
         with ``flush=False`` the caller calls :meth:`flush_claims` itself, and
-        must before it writes the job's record. Raises
-        :class:`FileNotFoundError` if the file is gone (removed or cancelled
-        since it was seen).
+        must before it writes the job's record. ``folder`` is where the job
+        is, if not ``pending/`` (``pending/.held/`` for a held job being
+        cancelled). Raises :class:`FileNotFoundError` if the file is gone
+        (removed or cancelled since it was seen).
         """
         stem, suffix, kind = split_job_name(name)
         job_id = self._unique_id(stem)
         target = self.layout.running / f"{job_id}{suffix}"
-        move_no_replace(self.layout.pending / name, target)
+        move_no_replace((folder or self.layout.pending) / name, target)
         if flush:
             self.flush_claims()
         renamed_from = None if job_id == stem else readable_name(stem)
@@ -435,6 +480,20 @@ class JobQueue:
         os.unlink(job.path)
         return path
 
+    def requeue(self, job: ClaimedJob, data: bytes) -> Path:
+        """Put a claimed job back into ``pending/`` under its id, with new contents (its next attempt).
+
+        The new file is durable in ``pending/`` before the job leaves
+        ``running/``; a crash in between leaves both, and
+        :meth:`settle_running` then removes the ``running/`` copy (the
+        pending one says a later ``attempt``). Raises :class:`FileExistsError`
+        when a pending file already has the name (nothing is changed).
+        """
+        path = self.layout.pending / job.path.name
+        write_durable(path, data)
+        os.unlink(job.path)
+        return path
+
     def running_jobs(self) -> builtins.list[tuple[str, Path]]:
         """(job id, path) of every entry in ``running/``."""
         return [(split_job_name(entry.name)[0], Path(entry.path)) for entry in _visible_entries(self.layout.running)]
@@ -442,7 +501,9 @@ class JobQueue:
     def settle_running(self, job_id: str, path: Path) -> str | None:
         """Tidy a ``running/`` entry left by a worker that stopped; say what was done.
 
-        Returns ``"unclaimed"`` when the claim never completed (the same file
+        Returns ``"retried"`` when the job's next attempt is already pending
+        (a :meth:`requeue` cut short: the ``running/`` copy is removed),
+        ``"unclaimed"`` when the claim never completed (the same file
         is still in ``pending/``, so the job never started: the ``running/``
         name is removed and the job stays pending), ``"finished"`` when its
         record is already durable (the job file is moved beside the record, or
@@ -454,6 +515,9 @@ class JobQueue:
         name beside the record.
         """
         info = path.lstat()
+        if self._retried(job_id, path):
+            os.unlink(path)  # requeue() was cut short: the next attempt is pending already
+            return "retried"
         if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
             for entry in _visible_entries(self.layout.pending):
                 if entry.inode() == info.st_ino and _same_file(entry.path, info):  # inode(): no syscall
@@ -475,6 +539,17 @@ class JobQueue:
         else:
             unlink_if_exists(path)  # a JSON job's record replaced its file
         return "finished"
+
+    def _retried(self, job_id: str, path: Path) -> bool:
+        """Whether ``pending/`` holds a later attempt of the job whose ``running/`` entry is ``path``."""
+        pending = self._pending_path(job_id)
+        if pending is None or pending.name != path.name or _same_file(pending, path.lstat()):
+            return False
+        kind = split_job_name(path.name)[2]
+        try:
+            return peek(pending, kind, 0).attempt > peek(path, kind, 0).attempt
+        except OSError:
+            return False
 
     def record_path(self, job_id: str) -> Path | None:
         """The finished record of ``job_id`` in ``completed/`` or ``failed/``, if there is one."""
@@ -527,7 +602,8 @@ class JobQueue:
         return candidate
 
     def _pending_path(self, job_id: str) -> Path | None:
-        return self._find_entry(self.layout.pending, job_id)
+        """The job's file in ``pending/``, or in ``pending/.held/`` when it is held."""
+        return self._find_entry(self.layout.pending, job_id) or self._find_entry(self.layout.held, job_id)
 
     def _find_entry(self, folder: Path, job_id: str) -> Path | None:
         for name in self.layout.record_names(job_id)[1:]:
@@ -540,8 +616,16 @@ class JobQueue:
         stem, _suffix, kind = split_job_name(path.name)
         spec = _read_json_object(path) if kind == "json" else None
         status = JobStatus.PENDING if state is JobState.PENDING else JobStatus.RUNNING
+        held = state is JobState.PENDING and path.parent == self.layout.held
         return JobInfo(
-            job_id=stem, state=state, status=status, kind=kind, path=str(path), mtime=_mtime(path), spec=spec
+            job_id=stem,
+            state=state,
+            status=status,
+            kind=kind,
+            path=str(path),
+            mtime=_mtime(path),
+            spec=spec,
+            held=held,
         )
 
     def _finished_info(self, state: JobState, job_id: str) -> JobInfo | None:
@@ -578,6 +662,11 @@ class JobQueue:
             spec=raw,
             result=result,
         )
+
+
+def _make_held_folder(path: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
 
 
 def _finished_id(name: str, names: set[str]) -> str | None:

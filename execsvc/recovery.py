@@ -52,6 +52,9 @@ def _settle(
         log.warning("stopping_leftovers", job_id, processes=len(procs), pids=",".join(str(p.pid) for p in procs))
         stop_processes(procs, kill_grace_s)
     outcome = queue.settle_running(job_id, path)
+    if outcome == "retried":
+        log.info("retry_recovered", job_id, reason="its next attempt was already pending; the old copy was removed")
+        return
     if outcome == "unclaimed":
         log.info("claim_undone", job_id, reason="the claim never completed; the job stays pending")
         return

@@ -31,6 +31,7 @@ import psutil
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV
 from .jobfile import RunRequest
+from .limits import prlimit_prefix
 
 
 class SpawnError(Exception):
@@ -103,6 +104,13 @@ class JobProcess:
         if not request.cwd.is_dir():
             what = "does not exist" if not request.cwd.exists() else "is not a directory"
             raise SpawnError(f"the working directory {request.cwd} {what}")
+        try:
+            prefix = prlimit_prefix(request.limits)
+        except RuntimeError as exc:
+            raise SpawnError(str(exc)) from None
+        argv, executable = request.argv, request.executable
+        if prefix:  # prlimit sets the rlimits on itself, then execs the job (see execsvc.limits)
+            argv, executable = [*prefix, executable or argv[0], *argv[1:]], None
         out_fd = _open_log(self.stdout_path)
         try:
             err_fd = _open_log(self.stderr_path)
@@ -110,8 +118,8 @@ class JobProcess:
                 stdin_file = _stdin_file(request.stdin)
                 try:
                     self._popen = subprocess.Popen(
-                        request.argv,
-                        executable=request.executable,
+                        argv,
+                        executable=executable,
                         cwd=request.cwd,
                         env=request.env,
                         stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
@@ -132,6 +140,27 @@ class JobProcess:
         self.pid = self._popen.pid
         self.started_at = now()
         self._started_mono = time.monotonic()
+
+    def group_size(self) -> int:
+        """How many processes are in the job's process group now (0 once it has exited)."""
+        if self.pid is None or self._exited:
+            return 0
+        count = 0
+        for pid in psutil.pids():
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) == self.pid:
+                    count += 1
+        return count
+
+    def output_sizes(self) -> tuple[int, int]:
+        """The sizes of the job's stdout and stderr logs so far, in bytes."""
+        sizes = []
+        for path in (self.stdout_path, self.stderr_path):
+            try:
+                sizes.append(os.stat(path).st_size)
+            except FileNotFoundError:
+                sizes.append(0)
+        return sizes[0], sizes[1]
 
     def signal_group(self, sig: int) -> bool:
         """Send ``sig`` to the job's whole process group; False if it had already exited."""

@@ -3,6 +3,7 @@
 Events are a wake-up call, posted to the worker's inbox as messages:
 ``("event", name)`` for a file created, moved in, or closed after writing in
 ``pending/``; ``("cancel", job_id)`` for a ``running/.cancel.<id>`` request;
+``("left_running", job_id)`` when a job that others wait for leaves ``running/``;
 ``("rescan", "")`` when events may have been lost (the kernel's queue
 overflowed). The worker looks at the files themselves; a slow rescan covers
 anything an event missed.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import os
 from queue import SimpleQueue
+from collections.abc import Container
 from typing import Any, Protocol
 
 from watchdog.events import (
@@ -30,13 +32,14 @@ from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
 
-from .layout import CANCEL_PREFIX
+from .layout import CANCEL_PREFIX, split_job_name
 
 Inbox = SimpleQueue[tuple[str, str]]
 
@@ -56,13 +59,25 @@ class QueueWatch(Protocol):
         """Stop watching and join the watching thread(s)."""
 
 
-def open_watch(pending: str, running: str, inbox: Inbox, *, direct: bool | None = None) -> QueueWatch:
-    """The best watch this platform has; ``direct=False`` forces the portable observer."""
+def open_watch(
+    pending: str, running: str, inbox: Inbox, awaited: Container[str] = (), *, direct: bool | None = None
+) -> QueueWatch:
+    """The best watch this platform has; ``direct=False`` forces the portable observer.
+
+    ``awaited`` holds the ids of jobs that others wait for (read at each event:
+    pass a live view); their leaving ``running/`` is posted as ``left_running``.
+    """
     if direct is None:
         direct = InotifyFD is not None
     if direct:
-        return DirectInotifyWatch(pending, running, inbox)
-    return ObserverWatch(pending, running, inbox)
+        return DirectInotifyWatch(pending, running, inbox, awaited)
+    return ObserverWatch(pending, running, inbox, awaited)
+
+
+def _left_running(name: str, awaited: Container[str], inbox: Inbox) -> None:
+    job_id = split_job_name(name)[0]
+    if job_id in awaited:
+        inbox.put(("left_running", job_id))
 
 
 class _PendingCallback:
@@ -83,12 +98,18 @@ class _PendingCallback:
 
 
 class _RunningCallback(_PendingCallback):
-    """watchdog's ``WatchCallback`` for ``running/``: posts cancel requests only."""
+    """watchdog's ``WatchCallback`` for ``running/``: cancel requests, and awaited jobs leaving."""
+
+    def __init__(self, inbox: Inbox, awaited: Container[str]) -> None:
+        super().__init__(inbox)
+        self._awaited = awaited
 
     def on_event(self, event: InotifyEvent) -> None:
         name = os.fsdecode(event.name)
         if name.startswith(CANCEL_PREFIX):
             self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
+        elif event.is_delete:
+            _left_running(name, self._awaited, self._inbox)
 
     def on_watch_deleted(self, wd: int) -> None:
         self._inbox.put(("watch_lost", "running"))
@@ -97,9 +118,10 @@ class _RunningCallback(_PendingCallback):
 class DirectInotifyWatch:
     """Callbacks on a private watchdog ``InotifyFD`` (Linux): one reader thread, no emitter or dispatcher."""
 
-    def __init__(self, pending: str, running: str, inbox: Inbox) -> None:
+    def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
         self._folders = (pending, running)
         self._inbox = inbox
+        self._awaited = awaited
         self._fd: Any = None
 
     def start(self) -> None:
@@ -114,7 +136,12 @@ class DirectInotifyWatch:
                 _PendingCallback(self._inbox),
                 CallbackId(1),
             )
-            fd.add_callback(os.fsencode(self._folders[1]), Mask(arrivals), _RunningCallback(self._inbox), CallbackId(2))
+            fd.add_callback(
+                os.fsencode(self._folders[1]),
+                Mask(arrivals | constants.IN_DELETE),
+                _RunningCallback(self._inbox, self._awaited),
+                CallbackId(2),
+            )
         except OSError:
             fd.close()
             raise
@@ -138,27 +165,32 @@ class _PendingEvents(FileSystemEventHandler):
 
 
 class _CancelEvents(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Inbox, awaited: Container[str]) -> None:
         self._inbox = inbox
+        self._awaited = awaited
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
         name = os.path.basename(os.fsdecode(path)) if path else ""
         if name.startswith(CANCEL_PREFIX):
             self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
+        elif isinstance(event, FileDeletedEvent):
+            _left_running(name, self._awaited, self._inbox)
 
 
 class ObserverWatch:
     """A watchdog ``Observer`` (FSEvents, kqueue or inotify) with one handler per folder."""
 
-    def __init__(self, pending: str, running: str, inbox: Inbox) -> None:
+    def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
         self._observer = Observer()
         self._observer.schedule(
             _PendingEvents(inbox),
             pending,
             event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
         )
-        self._observer.schedule(_CancelEvents(inbox), running, event_filter=[FileCreatedEvent, FileMovedEvent])
+        self._observer.schedule(
+            _CancelEvents(inbox, awaited), running, event_filter=[FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
+        )
 
     def start(self) -> None:
         self._observer.start()

@@ -41,16 +41,21 @@ from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, configure
 from .durable import GroupFlusher, install_lease_guard, write_durable, writers_open
-from .errors import InvalidJob, QueueLocked, WatchFailed
+from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
+from .hooks import post_webhook, run_on_finish
 from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
-from .models import JobResult, JobSpec, JobStatus, WorkerInfo
+from .limits import describe, diagnose, is_empty
+from .models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
 from .policy import judge
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
-from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes
+from .retry import delay_s, next_attempt, retry_time, should_retry
+from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, now
+from .schedule import peek
+from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
 
 _TEMP_MAX_AGE_S = 60.0
@@ -75,6 +80,7 @@ class _ActiveJob:
     claim_flush: int
     stop_status: JobStatus | None = None
     stop_error: str | None = None
+    limit_exceeded: str | None = None
 
 
 @dataclass(order=True)
@@ -99,7 +105,7 @@ class Worker:
         self._stderr_level = stderr_level
         self._inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
         self._candidates: dict[str, _Candidate] = {}
-        self._ready: list[tuple[int, str]] = []
+        self._scheduler = Scheduler(self._lookup)
         self._active: dict[str, _ActiveJob] = {}
         self._recording = 0
         self._deadlines: list[_Deadline] = []
@@ -117,6 +123,7 @@ class Worker:
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
         self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.slots, thread_name_prefix="execsvc-job")
+        self._hooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="execsvc-hook")  # on_finish, webhook
 
     # ----- life cycle -------------------------------------------------------------
 
@@ -180,7 +187,9 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         try:
-            self._queue_watch = open_watch(str(self.layout.pending), str(self.layout.running), self._inbox)
+            self._queue_watch = open_watch(
+                str(self.layout.pending), str(self.layout.running), self._inbox, self._scheduler.watched_ids
+            )
             self._queue_watch.start()
         except OSError as exc:
             self._queue_watch = None
@@ -193,7 +202,7 @@ class Worker:
         self._schedule(self.config.rescan_interval_s, "rescan", "")
         if self.config.retention_days is not None:
             self._schedule(0, "retention", "")
-        self.log.info("watching", folder=str(self.layout.pending), ready=len(self._ready))
+        self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
 
     def loop(self) -> bool:
         """One step: wait for a message or the next deadline, act on it, start ready jobs.
@@ -214,6 +223,7 @@ class Worker:
             except Empty:
                 message = None
         self._guarded(self._run_due_deadlines)
+        self._scheduler.wake(time.time())
         self._dispatch()
         return not (self._stopping and not self._active and self._recording == 0)
 
@@ -229,6 +239,7 @@ class Worker:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
+        self._hooks.shutdown(wait=True)
         if self._claim_flusher is not None:
             self._claim_flusher.close()
         if self._lock is not None:
@@ -283,6 +294,9 @@ class Worker:
             self._catch_up()
         elif kind == "recorded":
             self._recording -= 1
+            self._scheduler.settled(value, time.time())
+        elif kind == "left_running":  # a job another program recorded (execsvc cancel): its dependents may go on
+            self._scheduler.settled(value, time.time())
         elif kind == "record_failing":
             if self._paused is None:
                 self.log.error(
@@ -355,12 +369,19 @@ class Worker:
                 return
         except FileNotFoundError:
             self._candidates.pop(name, None)
+            self._scheduler.forget(name)
             return
         known = self._candidates.get(name)
         if known is not None and known.ready:
             return
         self._candidates[name] = _Candidate(True, info.st_mtime_ns)
-        heapq.heappush(self._ready, (info.st_mtime_ns, name))
+        stem, _suffix, kind = split_job_name(name)
+        try:
+            schedule = peek(path, kind, info.st_mtime)
+        except FileNotFoundError:  # it left pending/ meanwhile (claimed by a cancel, or held)
+            self._candidates.pop(name, None)
+            return
+        self._scheduler.offer(name, stem, schedule, info.st_mtime_ns, time.time())
 
     def _complete(self, path: Path, kind: str, info: os.stat_result) -> bool:
         """Whether a job file is whole: nobody has it open for writing (or, where that cannot be
@@ -393,8 +414,9 @@ class Worker:
             self._rescan()
 
     def _rescan_all(self) -> None:
-        """Read pending/ and the cancel requests, in case a file event was lost."""
+        """Read pending/, the cancel requests and the dependencies, in case a file event was lost."""
         self._rescan()
+        self._scheduler.recheck(time.time())
         for job_id in self.queue.cancel_requests():
             self._on_cancel_request(job_id)
 
@@ -404,6 +426,7 @@ class Worker:
         present = set(names)
         for gone in [name for name in self._candidates if name not in present]:
             del self._candidates[gone]
+            self._scheduler.forget(gone)
         for name in names:
             candidate = self._candidates.get(name)
             if candidate is None or not candidate.ready:
@@ -412,21 +435,34 @@ class Worker:
     # ----- starting jobs ------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        while (
-            not self._stopping
-            and self._paused is None
-            and self._ready
-            and len(self._active) < self.config.slots
-            and self._recording < 2 * self.config.slots
-        ):
-            _mtime, name = heapq.heappop(self._ready)
+        if self._stopping or self._paused is not None or not self._scheduler.has_ready():
+            return
+        while (doomed := self._scheduler.take_doomed()) is not None:  # recorded at once: no slot needed
+            if self._candidates.pop(doomed.name, None) is not None:
+                self._guarded(self._start, doomed.name, doomed, file=doomed.name)
+        while len(self._active) < self.config.slots and self._recording < 2 * self.config.slots:
+            name = self._scheduler.take_ready()
+            if name is None:
+                return
             candidate = self._candidates.pop(name, None)
             if candidate is None or not candidate.ready:
                 continue
-            self._guarded(self._start, name, file=name)  # the worker never dies of a job
+            self._guarded(self._start, name, None, file=name)  # the worker never dies of a job
 
-    def _start(self, name: str) -> None:
+    def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
+        """Where a dependency is and its status, from the folders (for the scheduler)."""
+        try:
+            info = self.queue.get(job_id)
+        except (JobNotFound, InvalidJobId):
+            return None
+        return info.state, info.status
+
+    def _start(self, name: str, doomed: Doomed | None) -> None:
         """Claim ``pending/<name>``, read it and start its process; on the latency path.
+
+        A ``doomed`` job (see :mod:`.scheduler`) is claimed and recorded
+        with its status and reason instead (after its file is read, so a
+        job that is not valid is still recorded ``invalid`` for that).
 
         The claim is made durable by the flusher thread while the job starts
         (the job's own thread waits for it before the record, see :meth:`_watch`),
@@ -436,7 +472,10 @@ class Worker:
         try:
             claimed = self.queue.claim(name, flush=False)
         except FileNotFoundError:
-            self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
+            if os.path.lexists(self.layout.held / name):
+                self.log.info("held", file=name, reason="the job was put on hold; it stays pending until released")
+            else:
+                self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
             return
         job_id = claimed.job_id
         try:
@@ -459,6 +498,9 @@ class Worker:
                 f"the folder of result_file {request.result_file} does not exist; the job was not started",
                 request,
             )
+            return
+        if doomed is not None:
+            self._finish_unstarted(claimed, doomed.status, doomed.reason, request)
             return
         verdict = judge(
             request, claimed.kind, allowed_commands=self.config.allowed_commands, allow_shell=self.config.allow_shell
@@ -484,6 +526,8 @@ class Worker:
         self._active[job_id] = job
         self._waiters.submit(self._watch, job)
         self._schedule(request.timeout_s, "timeout", job_id)
+        if request.watched:
+            self._schedule(self.config.limit_check_interval_s, "limits", job_id)
         self._log_claimed(claimed, request)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
@@ -492,6 +536,7 @@ class Worker:
             pid=process.pid,
             timeout_s=request.timeout_s,
             timeout_capped="yes" if capped else None,
+            attempt=request.options.attempt if request.options.attempt > 1 else None,
             argv=" ".join(request.argv)[:300],
         )
 
@@ -513,12 +558,15 @@ class Worker:
         spec = request.spec if request else None
         event = "invalid" if status is JobStatus.INVALID else "finished"
         try:
-            self.queue.finish(claimed, result, spec)
+            record = self.queue.finish(claimed, result, spec)
         except OSError:  # the disk is full or the folder unwritable: a job thread retries it
             self._recording += 1
             self._waiters.submit(self._record_later, claimed, result, spec, event, error)
             return
         self.log.warning(event, claimed.job_id, status=status.value, reason=error)
+        self._scheduler.settled(claimed.job_id, time.time())
+        if request is not None:
+            self._after_record(claimed.job_id, request, record, status)
 
     def _record_later(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, event: str, why: str) -> None:
         """In a job thread: the record of a job that never started, once it can be written."""
@@ -530,7 +578,7 @@ class Worker:
         finally:
             self._inbox.put(("recorded", claimed.job_id))
 
-    def _write_record(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None) -> None:
+    def _write_record(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
         """``queue.finish``, retried while the file system refuses it (full disk, unwritable folder).
 
         Each failure posts ``record_failing``, which pauses claiming; success
@@ -544,7 +592,7 @@ class Worker:
         failed = False
         while True:
             try:
-                self.queue.finish(claimed, result, spec)
+                record = self.queue.finish(claimed, result, spec)
             except FileExistsError:  # not the disk: a record is already there (settled at the next start)
                 raise
             except OSError as exc:
@@ -556,7 +604,7 @@ class Worker:
                 continue
             if failed:
                 self._inbox.put(("record_written", claimed.job_id))
-            return
+            return record
 
     # ----- a running job's thread ---------------------------------------------------
 
@@ -572,7 +620,9 @@ class Worker:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
             result = self._result(job, exit_info)
-            self._write_record(job.claimed, result, job.request.spec)
+            if should_retry(job.request, result.status) and not self._give_up.is_set() and self._retry(job, result):
+                return
+            record = self._write_record(job.claimed, result, job.request.spec)
             self.log.info(
                 "finished",
                 job_id,
@@ -581,7 +631,10 @@ class Worker:
                 signal=result.signal,
                 duration_s=result.duration_s,
                 leftovers_stopped="yes" if exit_info.leftovers_stopped else None,
+                limit_exceeded=result.limit_exceeded,
+                attempt=result.attempt,
             )
+            self._after_record(job_id, job.request, record, result.status)
         except Exception as exc:
             self.log.error("record_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
         finally:
@@ -589,6 +642,9 @@ class Worker:
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error
+        limits = job.request.limits
+        if job.limit_exceeded == "output_bytes":
+            self._cut_output(job)
         if status is None:
             status, error = status_of_exit(exit_info.returncode)
             if error is not None and job.request.failure_hint is not None:
@@ -596,7 +652,7 @@ class Worker:
         else:
             error = self._report_escaped(job, error)
         status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
-        return build_result(
+        result = build_result(
             self.layout,
             job.claimed,
             status,
@@ -606,6 +662,97 @@ class Worker:
             exit_info=exit_info,
             pid=job.process.pid,
         )
+        exceeded = job.limit_exceeded
+        if exceeded is None and status is JobStatus.FAILED and job.stop_status is None:
+            exceeded = diagnose(limits, exit_info.returncode, result.stderr[-4096:])
+            if exceeded is not None:
+                result.error = f"{error}; the job went beyond {describe(exceeded, limits)}"
+        attempt = job.request.options.attempt
+        result.limit_exceeded = exceeded
+        result.limits = None if is_empty(limits) else limits
+        if attempt > 1 or job.request.retries:
+            result.attempt = attempt
+            result.attempt_records = [
+                str(self.layout.attempt_record(job.claimed.job_id, n).relative_to(self.layout.root))
+                for n in range(1, attempt)
+            ]
+        return result
+
+    def _cut_output(self, job: _ActiveJob) -> None:
+        """Cut each log of a job stopped for ``output_bytes`` at that many bytes."""
+        limit = job.request.limits.output_bytes
+        assert limit is not None
+        for path in (job.process.stdout_path, job.process.stderr_path):
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_size > limit:
+                    os.truncate(path, limit)
+
+    def _retry(self, job: _ActiveJob, result: JobResult) -> bool:
+        """In the job's thread: keep this attempt's result and output, and put the job back into
+        ``pending/`` for its next attempt (see :mod:`.retry`). False if it cannot be re-enqueued
+        (the caller then records the job as finished)."""
+        claimed, request = job.claimed, job.request
+        attempt = request.options.attempt
+        wait_s = delay_s(request, self.config)
+        due = retry_time(now(), wait_s)
+        try:
+            for stream in ("stdout", "stderr"):
+                aside = self.layout.attempt_log(claimed.job_id, attempt, stream)
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.layout.logs / f"{claimed.job_id}.{stream}", aside)
+                setattr(result, f"{stream}_log", str(aside.relative_to(self.layout.root)))
+            write_durable(
+                self.layout.attempt_record(claimed.job_id, attempt),
+                result.model_dump_json(indent=2).encode("utf-8"),
+                replace=True,
+            )
+            data = next_attempt(claimed.path.read_bytes(), claimed.kind, attempt + 1, due)
+            self.queue.requeue(claimed, data)
+        except OSError as exc:
+            result.error = f"{result.error}; it was not retried: {exc}"
+            self.log.error("retry_failed", claimed.job_id, error=str(exc))
+            return False
+        self.log.warning(
+            "retrying",
+            claimed.job_id,
+            status=result.status.value,
+            exit_code=result.returncode,
+            attempt=attempt + 1,
+            of=request.retries + 1,
+            delay_s=round(wait_s, 3),
+            retry_at=due.isoformat(timespec="milliseconds"),
+        )
+        self._inbox.put(("recorded", claimed.job_id))
+        return True
+
+    def _after_record(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
+        """Start the job's finish hooks, if it has any, in the hook threads (never waited for here)."""
+        if request.options.on_finish is not None or request.options.webhook is not None:
+            self._hooks.submit(self._run_hooks, job_id, request, record, status)
+
+    def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
+        try:
+            if request.options.on_finish is not None:
+                logs = (self.layout.logs / f"{job_id}.on_finish.stdout", self.layout.logs / f"{job_id}.on_finish.stderr")
+                outcome = run_on_finish(
+                    request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s
+                )
+                event = "on_finish_done" if outcome.ok else "on_finish_failed"
+                (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
+            if request.options.webhook is not None:
+                outcome = post_webhook(
+                    request.options.webhook,
+                    record.read_bytes(),
+                    timeout_s=self.config.webhook_timeout_s,
+                    attempts=self.config.webhook_attempts,
+                    stop=self._give_up,
+                )
+                event = "webhook_sent" if outcome.ok else "webhook_failed"
+                (self.log.info if outcome.ok else self.log.warning)(
+                    event, job_id, url=request.options.webhook, outcome=outcome.detail
+                )
+        except Exception as exc:
+            self.log.error("hook_error", job_id, error=repr(exc))
 
     def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
         """After a timeout, cancel or interrupt: name the job's processes that left its process group.
@@ -638,16 +785,37 @@ class Worker:
             heapq.heapify(self._deadlines)
 
     def _deadline_live(self, deadline: _Deadline) -> bool:
-        if deadline.action in ("timeout", "kill"):
+        if deadline.action in ("timeout", "kill", "limits"):
             return deadline.key in self._active
         return True
 
     def _time_to_next_deadline(self) -> float | None:
+        """Seconds until the next deadline or the next timed job is due (``None``: none)."""
         while self._deadlines and not self._deadline_live(self._deadlines[0]):
             heapq.heappop(self._deadlines)
-        if not self._deadlines:
-            return None
-        return max(0.0, self._deadlines[0].at - time.monotonic())
+        waits = [self._deadlines[0].at - time.monotonic()] if self._deadlines else []
+        due_at = self._scheduler.next_due_at()
+        if due_at is not None:
+            waits.append(due_at - time.time())
+        return max(0.0, min(waits)) if waits else None
+
+    def _check_limits(self, job: _ActiveJob) -> None:
+        """A job's ``processes`` and ``output_bytes``, every ``limit_check_interval_s`` (see :mod:`.limits`)."""
+        limits = job.request.limits
+        exceeded = None
+        if limits.processes is not None and job.process.group_size() > limits.processes:
+            exceeded = "processes"
+        elif limits.output_bytes is not None and max(job.process.output_sizes()) > limits.output_bytes:
+            exceeded = "output_bytes"
+        if exceeded is None:
+            self._schedule(self.config.limit_check_interval_s, "limits", job.claimed.job_id)
+            return
+        job.stop_status, job.limit_exceeded = JobStatus.FAILED, exceeded
+        job.stop_error = f"the job went beyond {describe(exceeded, limits)}; its process group got SIGKILL"
+        if exceeded == "output_bytes":
+            job.stop_error += f"; its output was cut at {limits.output_bytes:,} bytes per stream"
+        self.log.warning("limit_exceeded", job.claimed.job_id, limit=exceeded, signal="SIGKILL")
+        self._stop_job(job, signal.SIGKILL)
 
     def _run_due_deadlines(self) -> None:
         current = time.monotonic()
@@ -664,6 +832,8 @@ class Worker:
                 self._stop_job(job, signal.SIGTERM)
             elif action == "kill" and job is not None:
                 job.process.signal_group(signal.SIGKILL)
+            elif action == "limits" and job is not None and job.stop_status is None:
+                self._check_limits(job)
             elif action == "recheck":
                 self._consider(key)
             elif action == "rescan":

@@ -1,0 +1,154 @@
+"""What a pending job's scheduling fields say, read without claiming it (README, "Scheduling fields").
+
+A JSON job carries the fields (:class:`~execsvc.models.JobOptions`); a text
+job carries them in header comments at its top, one or more lines like::
+
+    #!/bin/sh
+    # execsvc: priority=5 after=build-1,build-2 retries=2 memory_mb=512
+    # execsvc: on_finish="notify-send done"
+
+Values are words as the shell splits them (``shlex``); ``after`` is a comma
+list; the limit names (``cpu_s``, ``memory_mb``, ``open_files``,
+``processes``, ``output_bytes``) are given directly. :func:`peek` is what the
+worker and the fronts use to order and explain pending jobs; the worker
+validates the whole job again when it claims it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .durable import read_regular_file
+from .errors import InvalidJob
+from .models import AfterMode, JobKind, JobLimits, JobOptions
+
+HEADER_PREFIX = "execsvc:"
+_HEADER_MAX_BYTES = 8192
+_LIMIT_NAMES = frozenset(JobLimits.model_fields)
+_PEEK_MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A pending job's place in the order: ``due_at`` in seconds since the epoch (``None``: now)."""
+
+    priority: int = 0
+    after: tuple[str, ...] = ()
+    after_mode: AfterMode = "success"
+    due_at: float | None = None
+    attempt: int = 1
+    retries: int | None = None
+
+
+PLAIN = Schedule()
+"""The schedule of a job that names no scheduling field (or cannot be read: its claim says why)."""
+
+
+def header_fields(data: bytes) -> dict[str, Any]:
+    """The fields of a text job's ``# execsvc:`` header lines, as a dict for :class:`JobOptions`.
+
+    Header lines are comment lines at the top of the script (after an
+    optional ``#!`` line); the first line that is not a comment ends the
+    header. Raises :class:`~execsvc.errors.InvalidJob` for a word that is not
+    ``key=value`` or a line the shell could not split.
+    """
+    fields: dict[str, Any] = {}
+    limits: dict[str, str] = {}
+    text = data[:_HEADER_MAX_BYTES].decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if number == 1 and stripped.startswith("#!"):
+            continue
+        if not stripped.startswith("#"):
+            break
+        body = stripped.lstrip("#").strip()
+        if not body.startswith(HEADER_PREFIX):
+            continue
+        try:
+            words = shlex.split(body[len(HEADER_PREFIX) :])
+        except ValueError as exc:
+            raise InvalidJob(f"line {number}: the '# execsvc:' header cannot be split into words ({exc})") from exc
+        for word in words:
+            key, sep, value = word.partition("=")
+            if not sep or not key:
+                raise InvalidJob(f"line {number}: '{word}' in the '# execsvc:' header is not key=value")
+            if key in _LIMIT_NAMES:
+                limits[key] = value
+            elif key == "after":
+                fields[key] = [part for part in value.split(",") if part]
+            else:
+                fields[key] = value
+    if limits:
+        fields["limits"] = limits
+    return fields
+
+
+def text_options(data: bytes) -> JobOptions:
+    """The :class:`JobOptions` of a text job (its header; numbers given as words are converted).
+
+    Raises :class:`~execsvc.errors.InvalidJob` saying which field is wrong.
+    """
+    fields = header_fields(data)
+    try:
+        return JobOptions.model_validate(fields, strict=False)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"'{'.'.join(str(part) for part in error['loc'])}': {str(error['msg']).removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise InvalidJob(f"the '# execsvc:' header is not valid: {problems}") from exc
+
+
+def schedule_of(options: JobOptions, written_at: float) -> Schedule:
+    """The :class:`Schedule` that ``options`` give a job whose file was written at ``written_at``."""
+    return Schedule(
+        priority=options.priority,
+        after=tuple(options.after or ()),
+        after_mode=options.after_mode,
+        due_at=options.due_at(written_at),
+        attempt=options.attempt,
+        retries=options.retries,
+    )
+
+
+def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
+    """The schedule of the pending job file at ``path`` (``written_at``: its mtime, in seconds).
+
+    Never raises for the job's content: a file that cannot be read or whose
+    fields are wrong gets :data:`PLAIN`, so it is claimed at its FIFO turn and
+    refused there with the reason. Raises :class:`FileNotFoundError` if the
+    file left ``pending/``.
+    """
+    if kind == "other":
+        return PLAIN
+    try:
+        data = read_regular_file(Path(path), _PEEK_MAX_BYTES if kind == "json" else _HEADER_MAX_BYTES, head=kind == "text")
+    except FileNotFoundError:
+        raise
+    except OSError:  # a symlink (never followed), or unreadable: refused when claimed
+        return PLAIN
+    if not data:
+        return PLAIN
+    try:
+        if kind == "text":
+            options = text_options(data) if HEADER_PREFIX.encode() in data else None
+        else:
+            raw = json.loads(data)
+            options = JobOptions.model_validate(raw) if isinstance(raw, dict) and _schedules(raw) else None
+    except (ValueError, InvalidJob, RecursionError):  # ValidationError is a ValueError
+        return PLAIN
+    return schedule_of(options, written_at) if options is not None else PLAIN
+
+
+_SCHEDULING_KEYS = ("priority", "after", "not_before", "delay_s", "retries", "attempt", "retry_at")
+
+
+def _schedules(raw: dict[str, Any]) -> bool:
+    """Whether a JSON job names any field that changes when it runs (most do not: skip validating them)."""
+    return any(key in raw for key in _SCHEDULING_KEYS)

@@ -1,0 +1,214 @@
+"""The worker's order of pending jobs: priority, FIFO, due times, dependencies (PROTOCOL.md, "Order").
+
+In memory only, rebuilt from the files at every start: everything it knows
+came from a job file (:class:`~execsvc.schedule.Schedule`) or from where a
+dependency's file is (the ``lookup`` the worker passes). A pending job is in
+one of four places here:
+
+- *ready*: due, dependencies settled; taken highest ``priority`` first, then
+  oldest file (mtime, then name);
+- *timed*: due later; the worker sleeps until :meth:`Scheduler.next_due_at`
+  (no polling);
+- *waiting*: for jobs named in ``after`` that have not finished; re-checked
+  when one of them is recorded (:meth:`Scheduler.settled`);
+- *doomed*: it can never run (a dependency is unknown or failed, or the
+  ``after`` lists form a cycle); the worker claims it and records it at once,
+  ``invalid`` or ``cancelled``, with the reason.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, KeysView
+from dataclasses import dataclass, field
+
+from .models import JobState, JobStatus
+from .schedule import Schedule
+
+Lookup = Callable[[str], "tuple[JobState, JobStatus] | None"]
+"""Where a job id is now and its status (``None``: in no folder of the queue)."""
+
+
+@dataclass
+class _Entry:
+    job_id: str
+    schedule: Schedule
+    mtime_ns: int
+    generation: int
+    waiting_for: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A pending job that must be recorded without running: ``status`` and the ``reason``."""
+
+    name: str
+    status: JobStatus
+    reason: str
+
+
+class Scheduler:
+    """Pending jobs by file name (``pending/<name>``), in the order they may start."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self._lookup = lookup
+        self._entries: dict[str, _Entry] = {}
+        self._names_by_id: dict[str, str] = {}
+        self._ready: list[tuple[int, int, str, int]] = []  # (-priority, mtime_ns, name, generation)
+        self._timed: list[tuple[float, str, int]] = []  # (due_at, name, generation)
+        self._dependents: dict[str, set[str]] = {}  # job id -> names waiting for it
+        self._doomed: deque[Doomed] = deque()
+        self._generations = itertools.count(1)
+
+    @property
+    def watched_ids(self) -> KeysView[str]:
+        """Ids that waiting jobs depend on (a live view; ``in`` is safe from the file-event thread)."""
+        return self._dependents.keys()
+
+    def offer(self, name: str, job_id: str, schedule: Schedule, mtime_ns: int, now: float) -> None:
+        """A complete job file in ``pending/``: place it (again, if it was known)."""
+        self.forget(name)
+        entry = _Entry(job_id, schedule, mtime_ns, next(self._generations))
+        self._entries[name] = entry
+        self._names_by_id[job_id] = name
+        if schedule.after:
+            cycle = self._cycle_through(job_id)
+            if cycle:
+                shown = " → ".join([*cycle, cycle[0]])
+                for member in cycle:
+                    member_name = self._names_by_id.get(member)
+                    if member_name is not None:
+                        self._doom(member_name, JobStatus.INVALID, f"its 'after' list closes a dependency cycle: {shown}")
+                return
+        self._place(name, now)
+
+    def forget(self, name: str) -> None:
+        """The file left ``pending/`` (claimed, held, removed): drop it."""
+        entry = self._entries.pop(name, None)
+        if entry is None:
+            return
+        if self._names_by_id.get(entry.job_id) == name:
+            del self._names_by_id[entry.job_id]
+        for dep in entry.waiting_for:
+            names = self._dependents.get(dep)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._dependents[dep]
+
+    def settled(self, job_id: str, now: float) -> None:
+        """A job left ``running/`` (recorded, or retried): look again at the jobs waiting for it."""
+        for name in sorted(self._dependents.pop(job_id, ())):
+            entry = self._entries.get(name)
+            if entry is not None:
+                entry.waiting_for.discard(job_id)
+                self._place(name, now)
+
+    def recheck(self, now: float) -> None:
+        """Look again at every waiting job (after a rescan: a dependency may have moved unseen)."""
+        for job_id in list(self._dependents):
+            self.settled(job_id, now)
+
+    def wake(self, now: float) -> None:
+        """Move the jobs due by ``now`` on (to ready, or to waiting for their dependencies)."""
+        while self._timed and self._timed[0][0] <= now:
+            _due, name, generation = heapq.heappop(self._timed)
+            entry = self._entries.get(name)
+            if entry is not None and entry.generation == generation:
+                self._place(name, now, due_checked=True)
+
+    def next_due_at(self) -> float | None:
+        """The earliest time (seconds since the epoch) a timed job becomes due, if any."""
+        while self._timed:
+            _due, name, generation = self._timed[0]
+            entry = self._entries.get(name)
+            if entry is not None and entry.generation == generation:
+                return self._timed[0][0]
+            heapq.heappop(self._timed)
+        return None
+
+    def take_doomed(self) -> Doomed | None:
+        """The next job to record without running, if any (it is forgotten here)."""
+        while self._doomed:
+            doomed = self._doomed.popleft()
+            if doomed.name in self._entries:
+                self.forget(doomed.name)
+                return doomed
+        return None
+
+    def take_ready(self) -> str | None:
+        """The name of the next job to start (highest priority, then oldest), if any is ready."""
+        while self._ready:
+            _priority, _mtime, name, generation = heapq.heappop(self._ready)
+            entry = self._entries.get(name)
+            if entry is not None and entry.generation == generation:
+                self.forget(name)
+                return name
+        return None
+
+    def has_ready(self) -> bool:
+        """Whether a job is ready or doomed (cheap; stale heap items may make it a false yes)."""
+        return bool(self._ready or self._doomed)
+
+    # ----- placing ---------------------------------------------------------------------
+
+    def _place(self, name: str, now: float, *, due_checked: bool = False) -> None:
+        entry = self._entries[name]
+        schedule = entry.schedule
+        unsettled: set[str] = set()
+        for dep in schedule.after:
+            where = self._lookup(dep)
+            if where is None:
+                self._doom(name, JobStatus.INVALID, f"it runs after job {dep!r}, which is not in this queue")
+                return
+            state, status = where
+            if state in (JobState.PENDING, JobState.RUNNING):
+                unsettled.add(dep)
+            elif schedule.after_mode == "success" and status is not JobStatus.COMPLETED:
+                self._doom(
+                    name,
+                    JobStatus.CANCELLED,
+                    f"job {dep!r}, which it runs after, ended {status.value}; with after_mode 'success' every "
+                    "job in 'after' must complete, so this one never ran",
+                )
+                return
+        if not due_checked and schedule.due_at is not None and schedule.due_at > now:
+            heapq.heappush(self._timed, (schedule.due_at, name, entry.generation))
+            return
+        if unsettled:
+            entry.waiting_for = unsettled
+            for dep in unsettled:
+                self._dependents.setdefault(dep, set()).add(name)
+            return
+        heapq.heappush(self._ready, (-schedule.priority, entry.mtime_ns, name, entry.generation))
+
+    def _doom(self, name: str, status: JobStatus, reason: str) -> None:
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        entry.generation = next(self._generations)  # out of every heap
+        self._doomed.append(Doomed(name, status, reason))
+
+    def _cycle_through(self, job_id: str) -> list[str]:
+        """The ids of a cycle of ``after`` lists among pending jobs that passes ``job_id``, or ``[]``."""
+        path: list[str] = []
+        seen: set[str] = set()
+
+        def visit(current: str) -> bool:
+            name = self._names_by_id.get(current)
+            if name is None:
+                return False
+            path.append(current)
+            for dep in self._entries[name].schedule.after:
+                if dep == job_id:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    if visit(dep):
+                        return True
+            path.pop()
+            return False
+
+        return path if visit(job_id) else []

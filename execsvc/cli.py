@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, submit_file
+from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, scheduling_fields, submit_file
 
 from . import __version__
 from .cli_manage import QueueDirOption, fail, open_queue, register
@@ -153,6 +153,30 @@ def submit(
         Optional[list[str]], typer.Option("--env", help="KEY=VALUE added to the job's environment (repeatable).")
     ] = None,
     description: Annotated[Optional[str], typer.Option(help="What the job is for.")] = None,
+    priority: Annotated[Optional[int], typer.Option(help="Higher starts first among ready jobs. [default: 0]")] = None,
+    after: Annotated[
+        Optional[list[str]], typer.Option("--after", help="Run after this job id (repeatable).", show_default=False)
+    ] = None,
+    after_mode: Annotated[
+        Optional[str], typer.Option(help="success: every --after job must complete (else cancelled); any: all ended.")
+    ] = None,
+    not_before: Annotated[Optional[str], typer.Option(help="Start no earlier than this ISO 8601 time.")] = None,
+    delay_s: Annotated[
+        Optional[float], typer.Option(min=0, help="Start no earlier than this many seconds from now.")
+    ] = None,
+    retries: Annotated[Optional[int], typer.Option(min=0, help="Attempts after a failure or timeout.")] = None,
+    retry_delay_s: Annotated[
+        Optional[float], typer.Option(min=0, help="Seconds before the first retry (doubled each time).")
+    ] = None,
+    cpu_s: Annotated[Optional[float], typer.Option(min=0.001, help="Limit: CPU seconds.")] = None,
+    memory_mb: Annotated[Optional[int], typer.Option(min=1, help="Limit: address space in MiB.")] = None,
+    open_files: Annotated[Optional[int], typer.Option(min=1, help="Limit: open files.")] = None,
+    processes: Annotated[Optional[int], typer.Option(min=1, help="Limit: processes at once.")] = None,
+    output_bytes: Annotated[Optional[int], typer.Option(min=1, help="Limit: bytes per output stream.")] = None,
+    on_finish: Annotated[
+        Optional[str], typer.Option(help="Shell line run after the job ($EXECSVC_RECORD: its record).")
+    ] = None,
+    webhook: Annotated[Optional[str], typer.Option(help="http(s) URL that gets the record by POST.")] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job, print its output, exit with its exit code.")
     ] = False,
@@ -170,6 +194,22 @@ def submit(
                 raise fail("give --file alone, without a command or --shell", 2)
             job = submit_file(queue, file, job_id=job_id)
         elif command or shell:
+            options = scheduling_fields(
+                priority=priority,
+                after=after,
+                after_mode=after_mode,
+                not_before=not_before,
+                delay_s=delay_s,
+                retries=retries,
+                retry_delay_s=retry_delay_s,
+                cpu_s=cpu_s,
+                memory_mb=memory_mb,
+                open_files=open_files,
+                processes=processes,
+                output_bytes=output_bytes,
+                on_finish=on_finish,
+                webhook=webhook,
+            )
             spec = command_spec(
                 command,
                 shell,
@@ -177,6 +217,7 @@ def submit(
                 env=_parse_env(env),
                 timeout_s=timeout_s,
                 description=description,
+                options=options,
             )
             job = queue.submit(spec, job_id=job_id, submitted_by="execsvc submit")
         elif not sys.stdin.isatty():

@@ -1,4 +1,4 @@
-"""``execsvc cancel | retry | clean`` and ``execsvc service install | uninstall | status``.
+"""``execsvc cancel | hold | release | retry | clean`` and ``execsvc service install | uninstall | status``.
 
 Thin commands over :mod:`queue_tools.api`, :mod:`execsvc.retention` and
 :mod:`queue_tools.service`. Exit codes: 0 done, 1 the job or service could not
@@ -60,6 +60,26 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")], qu
         )
     else:
         typer.echo(f"{job_id}: already finished ({done.info.status.value}); nothing to cancel")
+
+
+def hold(job_id: Annotated[str, typer.Argument(help="A pending job.")], queue_dir: QueueDirOption = None) -> None:
+    """Hold a pending job: it stays pending (pending/.held/) but does not start until released."""
+    queue = open_queue(queue_dir)
+    try:
+        info = queue.hold(job_id)
+    except (ExecsvcError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"{info.job_id}: held (execsvc release {info.job_id} lets it start)")
+
+
+def release(job_id: Annotated[str, typer.Argument(help="A held job.")], queue_dir: QueueDirOption = None) -> None:
+    """Release a held job: it goes back into pending/ at its old place in line."""
+    queue = open_queue(queue_dir)
+    try:
+        info = queue.release(job_id)
+    except (ExecsvcError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"{info.job_id}: {'released' if not info.held else 'still held'} ({info.state.value})")
 
 
 def retry(job_id: Annotated[str, typer.Argument(help="A finished job.")], queue_dir: QueueDirOption = None) -> None:
@@ -154,6 +174,8 @@ def _service_file(queue_dir: Path | None) -> service.ServiceFile:
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``execsvc`` app."""
     app.command()(cancel)
+    app.command()(hold)
+    app.command()(release)
     app.command()(retry)
     app.command()(clean)
     app.add_typer(service_app, name="service")

@@ -106,10 +106,13 @@ class WorkerConfig:
             raise ValueError("kill_grace_s and drain_timeout_s cannot be negative")
         if min(self.default_retries, self.max_retries) < 0 or self.webhook_attempts < 1:
             raise ValueError("retries cannot be negative, and webhook_attempts must be at least 1")
-        if min(self.default_retry_delay_s, self.max_retry_delay_s) < 0 or min(
-            self.hook_timeout_s, self.webhook_timeout_s, self.limit_check_interval_s
-        ) <= 0:
-            raise ValueError("retry delays cannot be negative; hook and webhook timeouts and limit_check_interval_s > 0")
+        if (
+            min(self.default_retry_delay_s, self.max_retry_delay_s) < 0
+            or min(self.hook_timeout_s, self.webhook_timeout_s, self.limit_check_interval_s) <= 0
+        ):
+            raise ValueError(
+                "retry delays cannot be negative; hook and webhook timeouts and limit_check_interval_s > 0"
+            )
         relative = [root for root in self.allowed_commands or () if not os.path.isabs(root)]
         if relative:
             raise ValueError(f"allowed_commands must be absolute folders, not {relative}")

@@ -88,7 +88,7 @@ def post_webhook(
             headers={"Content-Type": "application/json", "User-Agent": f"execsvc/{__version__}"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - http(s) only
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return HookOutcome(True, f"HTTP {response.status} after {attempt} tr{'y' if attempt == 1 else 'ies'}")
         except urllib.error.HTTPError as exc:
             detail = f"HTTP {exc.code}"

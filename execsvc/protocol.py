@@ -54,7 +54,6 @@ from .durable import (
 )
 from .errors import InvalidJobId, JobIdTaken, JobNotFound
 from .jobfile import spec_if_valid, submitted_by
-from .schedule import peek
 from .layout import (
     CANCEL_PREFIX,
     JOB_SUFFIXES,
@@ -67,6 +66,7 @@ from .layout import (
     split_job_name,
 )
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
+from .schedule import peek
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
 _GET_PASSES = 4

@@ -128,7 +128,9 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
     if kind == "other":
         return PLAIN
     try:
-        data = read_regular_file(Path(path), _PEEK_MAX_BYTES if kind == "json" else _HEADER_MAX_BYTES, head=kind == "text")
+        data = read_regular_file(
+            Path(path), _PEEK_MAX_BYTES if kind == "json" else _HEADER_MAX_BYTES, head=kind == "text"
+        )
     except FileNotFoundError:
         raise
     except OSError:  # a symlink (never followed), or unreadable: refused when claimed

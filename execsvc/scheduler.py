@@ -80,7 +80,9 @@ class Scheduler:
                 for member in cycle:
                     member_name = self._names_by_id.get(member)
                     if member_name is not None:
-                        self._doom(member_name, JobStatus.INVALID, f"its 'after' list closes a dependency cycle: {shown}")
+                        self._doom(
+                            member_name, JobStatus.INVALID, f"its 'after' list closes a dependency cycle: {shown}"
+                        )
                 return
         self._place(name, now)
 

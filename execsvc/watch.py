@@ -23,8 +23,8 @@ Two ways, both watchdog:
 from __future__ import annotations
 
 import os
-from queue import SimpleQueue
 from collections.abc import Container
+from queue import SimpleQueue
 from typing import Any, Protocol
 
 from watchdog.events import (

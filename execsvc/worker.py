@@ -733,7 +733,10 @@ class Worker:
     def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         try:
             if request.options.on_finish is not None:
-                logs = (self.layout.logs / f"{job_id}.on_finish.stdout", self.layout.logs / f"{job_id}.on_finish.stderr")
+                logs = (
+                    self.layout.logs / f"{job_id}.on_finish.stdout",
+                    self.layout.logs / f"{job_id}.on_finish.stderr",
+                )
                 outcome = run_on_finish(
                     request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s
                 )

@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from execsvc import JobIdTaken, JobInfo, JobQueue, JobResult, JobState, JobStatus
+from execsvc import InvalidJobId, JobIdTaken, JobInfo, JobNotFound, JobQueue, JobResult, JobState, JobStatus
+from execsvc.layout import split_job_name
 from execsvc.protocol import FINISHED_STATES, JobEntry
+from execsvc.schedule import PLAIN, Schedule, peek
 
 Stream = Literal["stdout", "stderr"]
 COMMAND_WIDTH = 120
@@ -64,6 +66,31 @@ class QueueStatus(BaseModel):
     worker: WorkerStatus
 
 
+class Waiting(BaseModel):
+    """Why a pending job has not started (README, "Scheduling fields").
+
+    ``held`` (``execsvc release`` lets it go), ``due_at`` (``not_before``,
+    ``delay_s`` or its next retry), ``waiting_for`` (ids in ``after`` that have
+    not finished), ``jobs_ahead`` (ready jobs that start before it: higher
+    ``priority``, or the same and older). ``reason`` says it in one sentence.
+    """
+
+    priority: int = 0
+    held: bool = False
+    due_at: datetime | None = None
+    waiting_for: list[str] = []
+    after_mode: str | None = None
+    attempt: int = 1
+    retries: int | None = None
+    jobs_ahead: int | None = None
+    reason: str = ""
+
+    @property
+    def blocked(self) -> bool:
+        """Whether something other than jobs ahead keeps it waiting (held, not due, dependencies)."""
+        return self.held or self.due_at is not None or bool(self.waiting_for)
+
+
 class JobSummary(BaseModel):
     """One line about a job. Times are ISO 8601; ``exit_code`` is null until it exits
     (and for jobs that never ran); ``elapsed_s`` is set while it runs."""
@@ -80,6 +107,9 @@ class JobSummary(BaseModel):
     duration_s: float | None = None
     elapsed_s: float | None = None
     error: str | None = None
+    priority: int | None = None
+    waiting: str | None = None  # why a pending job waits, when not just for its turn
+    attempt: int | None = None
 
 
 class JobPage(BaseModel):
@@ -106,6 +136,7 @@ class JobDetail(BaseModel):
     path: str
     position: int | None = None
     jobs_ahead: int | None = None
+    waiting: Waiting | None = None
     elapsed_s: float | None = None
     command: str | None = None
     spec: dict[str, Any] | None = None
@@ -179,12 +210,15 @@ def list_jobs(
     limit: int = 20,
     cursor: str | None = None,
     since: timedelta | None = None,
+    waiting_only: bool = False,
 ) -> JobPage:
     """Jobs in ``states``, newest first (by file time), ``limit`` per page.
 
     Only the jobs on the page are read; the rest are known from their names
     and ``stat`` (fast over 100,000 records). ``cursor`` is a page's
-    ``next_cursor``; ``since`` keeps jobs whose file changed within that time.
+    ``next_cursor``; ``since`` keeps jobs whose file changed within that time;
+    ``waiting_only`` keeps pending jobs that wait for more than their turn
+    (held, not yet due, or waiting for dependencies: each pending job is read).
     Raises :class:`ValueError` for a cursor this function did not make.
     """
     entries: list[JobEntry] = []
@@ -194,6 +228,8 @@ def list_jobs(
         setattr(per_state, state.value, len(found))
         if state in states:
             entries.extend(found)
+    if waiting_only:
+        entries = [entry for entry in entries if entry.state is JobState.PENDING and _blocked(queue, entry)]
     if since is not None:
         cutoff_ns = time.time_ns() - int(since.total_seconds() * 1e9)
         entries = [entry for entry in entries if entry.mtime_ns >= cutoff_ns]
@@ -227,12 +263,12 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         result=info.result,
     )
     if info.state is JobState.PENDING:
-        order = sorted(queue.entries(JobState.PENDING), key=lambda e: (e.mtime_ns, os.path.basename(e.path)))
-        ahead = next((n for n, entry in enumerate(order) if entry.job_id == info.job_id), None)
-        if ahead is not None:
-            detail.position, detail.jobs_ahead = ahead + 1, ahead
-            running = len(queue.entries(JobState.RUNNING))
-            detail.note = f"waiting: {ahead} job(s) ahead in line, {running} running"
+        waiting = waiting_of(queue, info, count_ahead=True)
+        detail.waiting = waiting
+        if waiting.jobs_ahead is not None:
+            detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
+        running = len(queue.entries(JobState.RUNNING))
+        detail.note = f"waiting: {waiting.reason}; {running} running"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
     if not detail.finished and queue.worker_info() is None:
@@ -243,6 +279,79 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         )
         detail.note = f"{detail.note}; {missing}" if detail.note else missing
     return detail
+
+
+def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> Waiting:
+    """Why the pending job ``info`` waits (see :class:`Waiting`), from the files alone.
+
+    ``count_ahead`` also counts the ready jobs that start before it (reads
+    every pending job's scheduling fields).
+    """
+    schedule = _schedule_of(info.path, info.mtime.timestamp())
+    waiting = Waiting(
+        priority=schedule.priority,
+        held=info.held,
+        attempt=schedule.attempt,
+        retries=schedule.retries,
+        after_mode=schedule.after_mode if schedule.after else None,
+    )
+    if schedule.due_at is not None and schedule.due_at > time.time():
+        waiting.due_at = datetime.fromtimestamp(schedule.due_at, UTC).astimezone()
+    waiting.waiting_for = [dep for dep in schedule.after if _unfinished(queue, dep)]
+    if count_ahead and not waiting.blocked:
+        mine = (-schedule.priority, info.mtime.timestamp(), os.path.basename(info.path))
+        ahead = 0
+        for entry in queue.entries(JobState.PENDING):
+            if entry.job_id == info.job_id or os.path.dirname(entry.path) == str(queue.layout.held):
+                continue
+            other = _schedule_of(entry.path, entry.mtime_ns / 1e9)
+            if (other.due_at is None or other.due_at <= time.time()) and not any(
+                _unfinished(queue, dep) for dep in other.after
+            ):
+                ahead += (-other.priority, entry.mtime_ns / 1e9, os.path.basename(entry.path)) < mine
+        waiting.jobs_ahead = ahead
+    waiting.reason = _waiting_reason(waiting)
+    return waiting
+
+
+def _blocked(queue: JobQueue, entry: JobEntry) -> bool:
+    if os.path.dirname(entry.path) == str(queue.layout.held):
+        return True
+    schedule = _schedule_of(entry.path, entry.mtime_ns / 1e9)
+    due = schedule.due_at is not None and schedule.due_at > time.time()
+    return due or any(_unfinished(queue, dep) for dep in schedule.after)
+
+
+def _waiting_reason(waiting: Waiting) -> str:
+    parts = []
+    if waiting.held:
+        parts.append("held: it does not start until released (execsvc release)")
+    if waiting.due_at is not None:
+        when = waiting.due_at.isoformat(timespec="seconds")
+        if waiting.attempt > 1 and waiting.retries is not None:
+            parts.append(f"retry {waiting.attempt - 1} of {waiting.retries} at {when}")
+        else:
+            parts.append(f"due at {when}")
+    if waiting.waiting_for:
+        parts.append(f"waiting for job(s) {', '.join(waiting.waiting_for)} to finish")
+    if not parts:
+        ahead = waiting.jobs_ahead
+        parts.append(f"behind {ahead} job(s)" if ahead is not None else "ready, waiting for its turn")
+    return "; ".join(parts)
+
+
+def _schedule_of(path: str, written_at: float) -> Schedule:
+    try:
+        return peek(path, split_job_name(os.path.basename(path))[2], written_at)
+    except OSError:
+        return PLAIN
+
+
+def _unfinished(queue: JobQueue, job_id: str) -> bool:
+    try:
+        return queue.get(job_id).state not in FINISHED_STATES
+    except (JobNotFound, InvalidJobId):
+        return False
 
 
 def read_output(
@@ -404,7 +513,13 @@ def _summary_of(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         description=_description_of(info),
         queued_at=info.mtime if info.state is JobState.PENDING else None,
     )
+    if info.state is JobState.PENDING:
+        waiting = waiting_of(queue, info)
+        summary.priority = waiting.priority or None
+        summary.waiting = waiting.reason if waiting.blocked else None
+        summary.attempt = waiting.attempt if waiting.attempt > 1 else None
     if result is not None:
+        summary.attempt = result.attempt
         summary.exit_code = result.returncode
         summary.started_at = result.started_at
         summary.completed_at = result.completed_at

@@ -38,8 +38,10 @@ from execsvc import (
     __version__,
     default_queue_dir,
 )
+from execsvc.models import JobLimits
 
 from . import api
+from .submit import scheduling_fields
 
 logger = logging.getLogger("execsvc.mcp")
 
@@ -109,6 +111,31 @@ class QueueTools:
         stdin: Annotated[str | None, Field(description="Text fed to the job's standard input")] = None,
         timeout_s: Annotated[float | None, Field(gt=0, description="Seconds before the job is stopped")] = None,
         description: Annotated[str | None, Field(description="What the job is for, shown in listings")] = None,
+        priority: Annotated[int | None, Field(description="Higher starts first among ready jobs (default 0)")] = None,
+        after: Annotated[list[str] | None, Field(description="Job ids that must finish before this one starts")] = None,
+        after_mode: Annotated[
+            Literal["success", "any"] | None,
+            Field(
+                description="success (default): all 'after' jobs must complete, else this one is cancelled; "
+                "any: they must only have finished"
+            ),
+        ] = None,
+        not_before: Annotated[
+            str | None, Field(description="ISO 8601 time before which the job does not start")
+        ] = None,
+        delay_s: Annotated[float | None, Field(ge=0, description="Seconds from now before the job may start")] = None,
+        retries: Annotated[int | None, Field(ge=0, description="Attempts after a failure or timeout")] = None,
+        retry_delay_s: Annotated[
+            float | None, Field(ge=0, description="Seconds before the first retry, doubled each time")
+        ] = None,
+        limits: Annotated[
+            JobLimits | None,
+            Field(description="cpu_s, memory_mb, open_files, processes, output_bytes; beyond one the job fails"),
+        ] = None,
+        on_finish: Annotated[
+            str | None, Field(description="Shell line run after the job; $EXECSVC_RECORD is its record's path")
+        ] = None,
+        webhook: Annotated[str | None, Field(description="http(s) URL that receives the record by POST")] = None,
         wait_s: Annotated[
             float, Field(ge=0, le=MAX_WAIT_S, description="Wait up to this long for the result (0: return at once)")
         ] = 0,
@@ -127,6 +154,18 @@ class QueueTools:
             "stdin": stdin,
             "timeout_s": timeout_s,
             "description": description,
+            **scheduling_fields(
+                priority=priority,
+                after=after,
+                after_mode=after_mode,
+                not_before=not_before,
+                delay_s=delay_s,
+                retries=retries,
+                retry_delay_s=retry_delay_s,
+                on_finish=on_finish,
+                webhook=webhook,
+            ),
+            "limits": limits.model_dump(exclude_none=True) if limits is not None else None,
         }
         spec = {key: value for key, value in fields.items() if value is not None}
         spec["submitted_by"] = "mcp"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from execsvc import JobInfo, JobQueue, JobSpec, JobStatus
 from execsvc.errors import InvalidJob
 from execsvc.jobfile import parse_json_job
 from execsvc.layout import JOB_SUFFIXES
+from execsvc.models import JobLimits
 
 EXIT_TIMEOUT = 124
 """Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
@@ -27,19 +28,36 @@ def command_spec(
     env: dict[str, str],
     timeout_s: float | None,
     description: str | None,
+    options: dict[str, Any] | None = None,
 ) -> JobSpec:
     """A JSON job from ``argv`` (run directly) or a shell line (run by ``/bin/sh -c``).
 
-    Raises :class:`ValueError` unless exactly one of the two is given.
+    ``options`` are scheduling fields (:func:`scheduling_fields`). Raises
+    :class:`ValueError` unless exactly one of the two is given, and
+    ``pydantic.ValidationError`` for a field of the wrong shape.
     """
     if bool(command) == bool(shell):
         raise ValueError("give either a command (after --) or --shell 'command line', not both")
-    given = {"cwd": cwd, "env": env or None, "timeout_s": timeout_s, "description": description}
+    given = {"cwd": cwd, "env": env or None, "timeout_s": timeout_s, "description": description, **(options or {})}
     fields = {key: value for key, value in given.items() if value is not None}
     if shell:
-        return JobSpec(command=shell, **fields)  # type: ignore[arg-type]
+        return JobSpec(command=shell, **fields)
     assert command
-    return JobSpec(command=command[0], args=command[1:], **fields)  # type: ignore[arg-type]
+    return JobSpec(command=command[0], args=command[1:], **fields)
+
+
+def scheduling_fields(**given: Any) -> dict[str, Any]:
+    """The scheduling fields of a job from keyword values, leaving out the ``None`` ones.
+
+    Takes the :class:`~execsvc.models.JobOptions` names, and the limit names
+    (``cpu_s``, ``memory_mb``, ``open_files``, ``processes``, ``output_bytes``),
+    which are gathered into ``limits``. An empty ``after`` is left out.
+    """
+    limits = {name: given.pop(name) for name in JobLimits.model_fields if given.get(name) is not None}
+    fields = {key: value for key, value in given.items() if value is not None and value != []}
+    if limits:
+        fields["limits"] = limits
+    return fields
 
 
 def submit_file(queue: JobQueue, path: Path, *, job_id: str | None) -> str:
@@ -102,4 +120,12 @@ def describe_end(info: JobInfo) -> str | None:
     return f"execsvc: job {info.job_id} {result.status.value}: {detail}"
 
 
-__all__ = ["EXIT_TIMEOUT", "command_spec", "copy_output", "describe_end", "exit_code", "submit_file"]
+__all__ = [
+    "EXIT_TIMEOUT",
+    "command_spec",
+    "copy_output",
+    "describe_end",
+    "exit_code",
+    "scheduling_fields",
+    "submit_file",
+]

@@ -100,7 +100,13 @@ def overview(
 @app.command("list")
 def list_command(
     state: Annotated[
-        Optional[str], typer.Option("--state", "-s", help="pending, running, completed or failed.")
+        Optional[str],
+        typer.Option(
+            "--state",
+            "-s",
+            help="pending, running, completed or failed; or waiting (pending jobs held, not yet due, or "
+            "waiting for the jobs in their 'after').",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most jobs to show.")] = 50,
     since: Annotated[Optional[str], typer.Option(help="Only jobs changed within this time: 30m, 12h, 7d.")] = None,
@@ -108,13 +114,14 @@ def list_command(
 ) -> None:
     """Jobs, newest first (only the rows shown are read: fast over a large history)."""
     states = tuple(JobState)
-    if state is not None:
+    waiting = state == "waiting"
+    if state is not None and not waiting:
         try:
             states = (JobState(state),)
         except ValueError:
-            _fail(f"--state must be pending, running, completed or failed, not {state!r}", 2)
+            _fail(f"--state must be pending, running, completed, failed or waiting, not {state!r}", 2)
     window = _duration(since) if since else None
-    page = api.list_jobs(_queue(), states=states, limit=limit, since=window)
+    page = api.list_jobs(_queue(), states=states, limit=limit, since=window, waiting_only=waiting)
     if as_json:
         typer.echo(
             json.dumps({"jobs": _jobs_json(page), "counts": page.counts.model_dump(), "more": bool(page.next_cursor)})
@@ -124,6 +131,9 @@ def list_command(
     console.print(_jobs_table(page.jobs))
     if page.next_cursor:
         console.print(Text(f"(more: --limit {limit * 2})", style="dim"))
+
+
+_SCHEDULING_KEYS = ("priority", "after", "after_mode", "not_before", "delay_s", "retries", "limits", "on_finish")
 
 
 @app.command()
@@ -143,9 +153,11 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
     table.add_row("job", Text(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
     table.add_row("command", detail.command or "")
-    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by"):
+    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *_SCHEDULING_KEYS):
         if detail.spec and key in detail.spec:
             table.add_row(key, str(detail.spec[key]))
+    if detail.waiting is not None:
+        table.add_row("waiting", detail.waiting.reason)
     if detail.position is not None:
         table.add_row("in line", f"{detail.position} ({detail.note})")
     if detail.elapsed_s is not None:
@@ -156,6 +168,8 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
         table.add_row("started", _time(result.started_at))
         table.add_row("ended", _time(result.completed_at))
         table.add_row("duration", _seconds(result.duration_s))
+        if result.attempt is not None:
+            table.add_row("attempt", str(result.attempt))
         if result.error:
             table.add_row("error", Text(result.error, style="red"))
     table.add_row("path", detail.path)
@@ -271,16 +285,24 @@ def _jobs_table(jobs: list[api.JobSummary]) -> Table:
     table.add_column("exit", justify="right")
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
+    scheduled = any(job.priority or job.waiting or job.attempt for job in jobs)
+    if scheduled:
+        table.add_column("prio", justify="right")
+        table.add_column("try", justify="right")
+        table.add_column("waiting", overflow="fold", max_width=50)
     for job in jobs:
         duration = _seconds(job.elapsed_s) + " …" if job.elapsed_s is not None else _seconds(job.duration_s)
-        table.add_row(
+        row: list[str | Text] = [
             job.job_id,
             Text(job.status.value, style=STATUS_STYLE[job.status]),
             job.command or "",
             "" if job.exit_code is None else str(job.exit_code),
             _time(job.started_at),
             duration,
-        )
+        ]
+        if scheduled:
+            row += [str(job.priority or ""), str(job.attempt or ""), job.waiting or ""]
+        table.add_row(*row)
     return table
 
 

@@ -177,6 +177,7 @@ def submit(
         Optional[str], typer.Option(help="Shell line run after the job ($EXECSVC_RECORD: its record).")
     ] = None,
     webhook: Annotated[Optional[str], typer.Option(help="http(s) URL that gets the record by POST.")] = None,
+    hold: Annotated[bool, typer.Option("--hold", help="Submit it held: it waits for execsvc release.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job, print its output, exit with its exit code.")
     ] = False,
@@ -192,7 +193,7 @@ def submit(
         if file is not None:
             if command or shell:
                 raise fail("give --file alone, without a command or --shell", 2)
-            job = submit_file(queue, file, job_id=job_id)
+            job = submit_file(queue, file, job_id=job_id, held=hold)
         elif command or shell:
             options = scheduling_fields(
                 priority=priority,
@@ -219,9 +220,9 @@ def submit(
                 description=description,
                 options=options,
             )
-            job = queue.submit(spec, job_id=job_id, submitted_by="execsvc submit")
+            job = queue.submit(spec, job_id=job_id, submitted_by="execsvc submit", held=hold)
         elif not sys.stdin.isatty():
-            job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id)
+            job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id, held=hold)
         else:
             raise fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
     except (ExecsvcError, ValueError, ValidationError) as exc:

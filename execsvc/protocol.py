@@ -156,7 +156,14 @@ class JobQueue:
 
     # ----- submitting -------------------------------------------------------------
 
-    def submit(self, spec: JobSpec | dict[str, Any], *, job_id: str | None = None, submitted_by: str = "api") -> str:
+    def submit(
+        self,
+        spec: JobSpec | dict[str, Any],
+        *,
+        job_id: str | None = None,
+        submitted_by: str = "api",
+        held: bool = False,
+    ) -> str:
         """Enqueue a JSON job; return its job id.
 
         ``spec`` is validated as a :class:`JobSpec` (``pydantic.ValidationError``
@@ -164,29 +171,35 @@ class JobQueue:
         ``job_id`` that the queue already holds raises :class:`JobIdTaken`.
         ``submitted_by`` is written into the job as its ``submitted_by`` field
         unless the spec has one (the worker copies it into the record).
+        ``held`` submits it on hold (see :meth:`hold`): it waits for :meth:`release`.
         """
         model = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
         if "submitted_by" not in (model.model_extra or {}):
             model = JobSpec.model_validate({**model.model_dump(exclude_unset=True), "submitted_by": submitted_by})
         data = model.model_dump_json(exclude_unset=True).encode("utf-8")
-        return self._submit_bytes(data, ".json", job_id)
+        return self._submit_bytes(data, ".json", job_id, held)
 
-    def submit_script(self, script: str | bytes, *, job_id: str | None = None, suffix: str = ".sh") -> str:
+    def submit_script(
+        self, script: str | bytes, *, job_id: str | None = None, suffix: str = ".sh", held: bool = False
+    ) -> str:
         """Enqueue a text job (a shell script, or any script with a ``#!`` line); return its id."""
         if JOB_SUFFIXES.get(suffix) != "text":
             raise ValueError("a text job's suffix is .sh or .txt")
         data = script.encode("utf-8") if isinstance(script, str) else script
-        return self._submit_bytes(data, suffix, job_id)
+        return self._submit_bytes(data, suffix, job_id, held)
 
-    def _submit_bytes(self, data: bytes, suffix: str, job_id: str | None) -> str:
+    def _submit_bytes(self, data: bytes, suffix: str, job_id: str | None, held: bool = False) -> str:
         if job_id is not None:
             check_job_id(job_id)
             if self.layout.id_in_use(job_id) or self._pending_path(job_id) is not None:
                 raise JobIdTaken(f"job id {job_id!r} is already in the queue")
+        folder = self.layout.held if held else self.layout.pending
+        if held:
+            _make_held_folder(folder)
         while True:
             chosen = job_id or new_job_id()
             try:
-                write_durable(self.layout.pending / f"{chosen}{suffix}", data)
+                write_durable(folder / f"{chosen}{suffix}", data)
                 return chosen
             except FileExistsError:
                 if job_id is not None:

@@ -60,7 +60,7 @@ def scheduling_fields(**given: Any) -> dict[str, Any]:
     return fields
 
 
-def submit_file(queue: JobQueue, path: Path, *, job_id: str | None) -> str:
+def submit_file(queue: JobQueue, path: Path, *, job_id: str | None, held: bool = False) -> str:
     """Enqueue a job file (``.json``, ``.sh`` or ``.txt``) safely; return its job id.
 
     A JSON file is checked first, so a bad one is refused here with the
@@ -69,9 +69,9 @@ def submit_file(queue: JobQueue, path: Path, *, job_id: str | None) -> str:
     data = path.read_bytes()
     kind = JOB_SUFFIXES.get(path.suffix)
     if kind == "json":
-        return queue.submit(parse_json_job(data), job_id=job_id, submitted_by="execsvc submit")
+        return queue.submit(parse_json_job(data), job_id=job_id, submitted_by="execsvc submit", held=held)
     if kind == "text":
-        return queue.submit_script(data, job_id=job_id, suffix=path.suffix)
+        return queue.submit_script(data, job_id=job_id, suffix=path.suffix, held=held)
     raise InvalidJob(f"{path.name}: a job file ends in .json, .sh or .txt")
 
 

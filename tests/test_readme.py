@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,31 @@ def test_the_mcp_client_configuration_works_verbatim(
             assert result.structured_content["result"]["stdout"] == "42\n"
 
     anyio.run(session)
+
+
+def test_the_scheduling_example_runs_as_written(
+    queue_root: Path, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    block = re.findall(r"<!-- readme-test: scheduling -->\n```sh\n(.*?)```", README, flags=re.DOTALL)
+    assert len(block) == 1
+    start_worker("--slots", "2")
+    done = run_block(block[0], queue_root, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "deployed" in done.stdout and "nightly" in done.stdout  # deploy's output; the waiting list
+    queue = JobQueue(queue_root)
+    deploy, test = wait_finished(queue_root, "deploy").result, wait_finished(queue_root, "test").result
+    build = wait_finished(queue_root, "build").result
+    assert deploy and test and build and deploy.started_at and test.started_at
+    assert deploy.started_at >= max(build.completed_at, test.completed_at) and test.started_at >= build.completed_at
+    flaky = wait_finished(queue_root, "flaky")
+    assert flaky.status is JobStatus.COMPLETED and flaky.result and flaky.result.attempt == 2
+    report = wait_finished(queue_root, "report")
+    assert report.status is JobStatus.COMPLETED and report.result and report.result.limits
+    assert wait_finished(queue_root, "nightly").status is JobStatus.COMPLETED  # released
+    record = tmp_path / "report-record.json"
+    for _ in range(200):
+        if record.exists() and record.stat().st_size:
+            break
+        time.sleep(0.05)
+    assert json.loads(record.read_text())["result"]["stdout"] == "report\n"
+    assert queue.get("nightly").result.returncode == 0  # type: ignore[union-attr]

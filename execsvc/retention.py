@@ -1,7 +1,8 @@
 """Removing or archiving old finished jobs: ``execsvc clean`` and the worker's daily retention.
 
-A finished job is its record, the job file beside a sidecar record, and its
-two logs. They go (or move to an archive folder) logs first and record last,
+A finished job is its record, the job file beside a sidecar record, its
+two logs, its ``on_finish`` logs and its earlier attempts' records and logs.
+They go (or move to an archive folder) logs first and record last,
 so a clean cut short leaves a job that can still be listed and cleaned again,
 never a log without its record.
 """
@@ -72,7 +73,14 @@ def clean(
 
 
 def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:
-    files = [queue.layout.stdout_log(job_id), queue.layout.stderr_log(job_id)]
+    layout = queue.layout
+    files = [layout.stdout_log(job_id), layout.stderr_log(job_id)]
+    files += [layout.logs / f"{job_id}.on_finish.{stream}" for stream in ("stdout", "stderr")]
+    attempt = 1
+    while os.path.lexists(layout.attempt_record(job_id, attempt)):  # the records and output of retried attempts
+        files += [layout.attempt_log(job_id, attempt, "stdout"), layout.attempt_log(job_id, attempt, "stderr")]
+        files.append(layout.attempt_record(job_id, attempt))
+        attempt += 1
     if record.name.endswith(SIDECAR_SUFFIX):
         try:
             job_file = _job_file_beside(record)

@@ -722,8 +722,7 @@ class Worker:
             delay_s=round(wait_s, 3),
             retry_at=due.isoformat(timespec="milliseconds"),
         )
-        self._inbox.put(("recorded", claimed.job_id))
-        return True
+        return True  # the caller's thread posts "recorded", as for a record
 
     def _after_record(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         """Start the job's finish hooks, if it has any, in the hook threads (never waited for here)."""

@@ -144,6 +144,8 @@ class QueueTools:
 
         Returns the job id and state, and for a job that finished within wait_s the result
         (status, exit code, stdout and stderr tails). Output beyond the tails: get_job_output.
+        Scheduling: priority, after (+ after_mode), not_before or delay_s, retries (+ retry_delay_s),
+        limits, on_finish, webhook; a job that waits says why in get_job's 'waiting'.
         """
         fields: dict[str, Any] = {
             "command": command,
@@ -181,8 +183,9 @@ class QueueTools:
         return detail  # its note says so when no worker serves the queue
 
     def get_job(self, job_id: JobId) -> api.JobDetail:
-        """Where a job stands: pending (with its place in line), running (with elapsed time), or finished
-        (with the result record: status, exit code, output tails, times, error)."""
+        """Where a job stands: pending (with why it waits: behind N jobs, waiting for job X, due at T,
+        retry 2 of 3 at T, held), running (with elapsed time), or finished (with the result record:
+        status, exit code, output tails, times, error, attempt)."""
         with _user_errors(self.root):
             return api.get_job(self.queue(), job_id)
 

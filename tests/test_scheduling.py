@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from conftest import EXECSVC, WorkerProcess, daemon_log, drop, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
 from execsvc.limits import PRLIMIT
 from queue_tools import api
-from tests.conftest import EXECSVC, WorkerProcess, daemon_log, drop, wait_finished, wait_until
 
 PY = sys.executable
 

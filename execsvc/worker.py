@@ -374,6 +374,10 @@ class Worker:
         known = self._candidates.get(name)
         if known is not None and known.ready:
             return
+        if os.path.lexists(f"{self.layout.running}/{name}"):  # a retry whose last attempt is still leaving
+            self._candidates[name] = _Candidate(False, info.st_mtime_ns)
+            self._schedule(0.005, "recheck", name)
+            return
         self._candidates[name] = _Candidate(True, info.st_mtime_ns)
         stem, _suffix, kind = split_job_name(name)
         try:

@@ -179,6 +179,11 @@ class QueueLayout:
     def stderr_log(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.stderr"
 
+    def ensure_held(self) -> Path:
+        """Create ``pending/.held`` (mode 0700, as :meth:`ensure` makes the others) if missing; return it."""
+        _make_private_dir(self.held)
+        return self.held
+
     def attempt_record(self, job_id: str, attempt: int) -> Path:
         """``logs/<id>.attempt-<n>.result.json``: the result of an attempt that was retried."""
         return self.logs / f"{job_id}.attempt-{attempt}.result.json"

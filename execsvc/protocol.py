@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -193,9 +194,7 @@ class JobQueue:
             check_job_id(job_id)
             if self.layout.id_in_use(job_id) or self._pending_path(job_id) is not None:
                 raise JobIdTaken(f"job id {job_id!r} is already in the queue")
-        folder = self.layout.held if held else self.layout.pending
-        if held:
-            _make_held_folder(folder)
+        folder = self.layout.ensure_held() if held else self.layout.pending
         while True:
             chosen = job_id or new_job_id()
             try:
@@ -383,10 +382,11 @@ class JobQueue:
     def hold(self, job_id: str) -> JobInfo:
         """Put a pending job on hold: it stays pending (in ``pending/.held/``) but is not started.
 
-        An atomic rename, so it races safely with a worker's claim: exactly one
-        of the two wins. Holding a held job does nothing. Raises
-        :class:`JobNotFound` for an unknown id and :class:`ValueError` when the
-        job has already started or finished.
+        One ``rename``, atomic even against a crash, so it races safely with a
+        worker's claim: exactly one of the two wins. Holding a held job does
+        nothing. Raises :class:`JobNotFound` for an unknown id,
+        :class:`ValueError` when the job has already started or finished, and
+        :class:`FileExistsError` when a held file already has its name.
         """
         check_job_id(job_id)
         info = self.get(job_id)
@@ -394,29 +394,51 @@ class JobQueue:
             return info
         if info.state is not JobState.PENDING:
             raise ValueError(f"job {job_id!r} is {info.state.value}; only a pending job can be held")
-        _make_held_folder(self.layout.held)
+        source = Path(info.path)
+        target = self.layout.ensure_held() / source.name
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "a held job already has this name", str(target))
         try:
-            move_no_replace(Path(info.path), self.layout.held / Path(info.path).name)
+            os.rename(source, target)
         except FileNotFoundError:
             now = self.get(job_id)
             raise ValueError(f"job {job_id!r} is {now.state.value}; it started before it could be held") from None
-        fsync_dir(self.layout.pending)
+        self._flush(self.layout.held, self.layout.pending)
         return self.get(job_id)
 
     def release(self, job_id: str) -> JobInfo:
         """Release a held job back to ``pending/``, keeping its place in line (its file time).
 
-        Releasing a job that is not held does nothing. Raises
-        :class:`JobNotFound` for an unknown id and :class:`FileExistsError`
-        when a new pending job has taken its file name meanwhile.
+        Moved with :func:`~execsvc.durable.move_no_replace`, so a new pending
+        job that took its file name meanwhile is never replaced. A crash
+        between its ``link`` and ``unlink`` leaves the job under both names;
+        the worker removes the held one when it sees the pending one
+        (:meth:`settle_release`). Releasing a job that is not held does
+        nothing. Raises :class:`JobNotFound` for an unknown id and
+        :class:`FileExistsError` when a pending job has its file name.
         """
         check_job_id(job_id)
         info = self.get(job_id)
         if not info.held:
             return info
         move_no_replace(Path(info.path), self.layout.pending / Path(info.path).name)
-        fsync_dir(self.layout.held)
+        self._flush(self.layout.pending, self.layout.held)
         return self.get(job_id)
+
+    def settle_release(self, name: str, info: os.stat_result) -> bool:
+        """Finish a :meth:`release` cut short: if ``pending/.held/<name>`` is the same file as
+        ``pending/<name>`` (``info``, its ``lstat``), remove the held name; say whether it did."""
+        twin = self.layout.held / name
+        if not _same_file(twin, info):
+            return False
+        os.unlink(twin)
+        return True
+
+    @staticmethod
+    def _flush(target: Path, source: Path) -> None:
+        """fsync the folder a job moved into, then the one it left (as :meth:`flush_claims`)."""
+        fsync_dir(target)
+        fsync_dir(source)
 
     # ----- the worker's side --------------------------------------------------------
 
@@ -450,8 +472,7 @@ class JobQueue:
         In this order a power cut can leave a claimed job under both names
         (settled at the next start), never under neither.
         """
-        for folder in self.claim_folders():
-            fsync_dir(folder)
+        self._flush(*self.claim_folders())
 
     def claim_folders(self) -> builtins.list[Path]:
         """The folders a claim changes, in the order they must be flushed (see :meth:`flush_claims`)."""
@@ -675,11 +696,6 @@ class JobQueue:
             spec=raw,
             result=result,
         )
-
-
-def _make_held_folder(path: Path) -> None:
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
 
 
 def _finished_id(name: str, names: set[str]) -> str | None:

@@ -374,6 +374,8 @@ class Worker:
         known = self._candidates.get(name)
         if known is not None and known.ready:
             return
+        if info.st_nlink > 1 and self.queue.settle_release(name, info):
+            self.log.info("release_settled", file=name, reason="a release cut short left it held too; now only pending")
         if os.path.lexists(f"{self.layout.running}/{name}"):  # a retry whose last attempt is still leaving
             self._candidates[name] = _Candidate(False, info.st_mtime_ns)
             self._schedule(0.005, "recheck", name)

@@ -407,3 +407,16 @@ def test_clean_removes_earlier_attempts_and_hook_logs(queue_root: Path, start_wo
     cleaned = _cli(queue_root, "clean", "--older-than", "0s")
     assert cleaned.returncode == 0, cleaned.stderr
     assert not [name for name in os.listdir(queue_root / "logs") if name.startswith("twice")]
+
+
+def test_a_release_cut_short_by_a_crash_runs_once(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    """A release stopped between its link into pending/ and its unlink from pending/.held/."""
+    marks = tmp_path / "marks"
+    queue = JobQueue(queue_root)
+    queue.submit(marker_job(marks, "rel"), job_id="rel", held=True)
+    os.link(queue_root / "pending/.held/rel.json", queue_root / "pending/rel.json")
+    start_worker()
+    assert wait_finished(queue_root, "rel").status is JobStatus.COMPLETED
+    assert not (queue_root / "pending/.held/rel.json").exists()  # not left to be released (and run) again
+    assert runs(marks) == ["rel"]
+    assert "release_settled" in daemon_log(queue_root)

@@ -6,6 +6,11 @@ catch everything from this package with one clause or pick the case it handles.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ExecsvcError(Exception):
     """Root of every error raised on purpose by execsvc."""
@@ -45,3 +50,17 @@ class QueueLocked(ExecsvcError):
     def __init__(self, message: str, holder_pid: int | None) -> None:
         super().__init__(message)
         self.holder_pid = holder_pid
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """What a pydantic error says is wrong with a job's fields, as sentences joined by ``; ``
+    (``'limits.memory_mb': Input should be greater than 0``), for :class:`InvalidJob` reasons."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "job"
+        if error["type"] == "missing":
+            problems.append(f"the required field '{where}' is missing")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"'{where}': {message}")
+    return "; ".join(problems)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV, WorkerConfig
 from .durable import read_regular_file
-from .errors import InvalidJob
+from .errors import InvalidJob, validation_problems
 from .limits import effective
 from .models import JobKind, JobLimits, JobOptions, JobSpec
 from .schedule import text_options
@@ -172,7 +172,7 @@ def parse_json_job(data: bytes) -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidJob(_describe_validation(exc)) from exc
+        raise InvalidJob("the job is not valid: " + validation_problems(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -266,15 +266,3 @@ def _json_kind(value: object) -> str:
     if value is None:
         return "null"
     return "a number"
-
-
-def _describe_validation(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "job"
-        if error["type"] == "missing":
-            problems.append(f"the required field '{where}' is missing")
-        else:
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"'{where}': {message}")
-    return "the job is not valid: " + "; ".join(problems)

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .durable import read_regular_file
-from .errors import InvalidJob
+from .errors import InvalidJob, validation_problems
 from .models import AfterMode, JobKind, JobLimits, JobOptions
 
 HEADER_PREFIX = "execsvc:"
@@ -98,11 +98,7 @@ def text_options(data: bytes) -> JobOptions:
     try:
         return JobOptions.model_validate(fields, strict=False)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"'{'.'.join(str(part) for part in error['loc'])}': {str(error['msg']).removeprefix('Value error, ')}"
-            for error in exc.errors()
-        )
-        raise InvalidJob(f"the '# execsvc:' header is not valid: {problems}") from exc
+        raise InvalidJob(f"the '# execsvc:' header is not valid: {validation_problems(exc)}") from exc
 
 
 def schedule_of(options: JobOptions, written_at: float) -> Schedule:

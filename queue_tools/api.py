@@ -229,7 +229,11 @@ def list_jobs(
         if state in states:
             entries.extend(found)
     if waiting_only:
-        entries = [entry for entry in entries if entry.state is JobState.PENDING and _blocked(queue, entry)]
+        entries = [
+            entry
+            for entry in entries
+            if entry.state is JobState.PENDING and _blocked(queue, entry, _entry_schedule(entry))
+        ]
     if since is not None:
         cutoff_ns = time.time_ns() - int(since.total_seconds() * 1e9)
         entries = [entry for entry in entries if entry.mtime_ns >= cutoff_ns]
@@ -299,25 +303,30 @@ def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> 
         waiting.due_at = datetime.fromtimestamp(schedule.due_at, UTC).astimezone()
     waiting.waiting_for = [dep for dep in schedule.after if _unfinished(queue, dep)]
     if count_ahead and not waiting.blocked:
-        mine = (-schedule.priority, info.mtime.timestamp(), os.path.basename(info.path))
-        ahead = 0
-        for entry in queue.entries(JobState.PENDING):
-            if entry.job_id == info.job_id or os.path.dirname(entry.path) == str(queue.layout.held):
-                continue
-            other = _schedule_of(entry.path, entry.mtime_ns / 1e9)
-            if (other.due_at is None or other.due_at <= time.time()) and not any(
-                _unfinished(queue, dep) for dep in other.after
-            ):
-                ahead += (-other.priority, entry.mtime_ns / 1e9, os.path.basename(entry.path)) < mine
-        waiting.jobs_ahead = ahead
+        waiting.jobs_ahead = _jobs_ahead(queue, info.job_id)
     waiting.reason = _waiting_reason(waiting)
     return waiting
 
 
-def _blocked(queue: JobQueue, entry: JobEntry) -> bool:
+def _jobs_ahead(queue: JobQueue, job_id: str) -> int | None:
+    """How many ready pending jobs start before ``job_id`` (the worker's order: priority, mtime, name)."""
+    keys: dict[str, tuple[int, int, str]] = {}
+    for entry in queue.entries(JobState.PENDING):
+        schedule = _entry_schedule(entry)
+        if entry.job_id == job_id or not _blocked(queue, entry, schedule):
+            keys[entry.job_id] = (-schedule.priority, entry.mtime_ns, os.path.basename(entry.path))
+    mine = keys.get(job_id)
+    return None if mine is None else sum(key < mine for key in keys.values())
+
+
+def _entry_schedule(entry: JobEntry) -> Schedule:
+    return _schedule_of(entry.path, entry.mtime_ns / 1e9)
+
+
+def _blocked(queue: JobQueue, entry: JobEntry, schedule: Schedule) -> bool:
+    """Whether a pending job waits for more than its turn: held, not yet due, or for a dependency."""
     if os.path.dirname(entry.path) == str(queue.layout.held):
         return True
-    schedule = _schedule_of(entry.path, entry.mtime_ns / 1e9)
     due = schedule.due_at is not None and schedule.due_at > time.time()
     return due or any(_unfinished(queue, dep) for dep in schedule.after)
 

@@ -174,10 +174,10 @@ class QueueLayout:
         return self.root / state.value
 
     def stdout_log(self, job_id: str) -> Path:
-        return self.logs / f"{job_id}.stdout"
+        return self.stream_log(job_id, "stdout")
 
     def stderr_log(self, job_id: str) -> Path:
-        return self.logs / f"{job_id}.stderr"
+        return self.stream_log(job_id, "stderr")
 
     def ensure_held(self) -> Path:
         """Create ``pending/.held`` (mode 0700, as :meth:`ensure` makes the others) if missing; return it."""
@@ -187,6 +187,14 @@ class QueueLayout:
     def attempt_record(self, job_id: str, attempt: int) -> Path:
         """``logs/<id>.attempt-<n>.result.json``: the result of an attempt that was retried."""
         return self.logs / f"{job_id}.attempt-{attempt}.result.json"
+
+    def stream_log(self, job_id: str, stream: str) -> Path:
+        """``logs/<id>.stdout`` or ``logs/<id>.stderr``."""
+        return self.logs / f"{job_id}.{stream}"
+
+    def hook_log(self, job_id: str, stream: str) -> Path:
+        """``logs/<id>.on_finish.<stream>``: the output of the job's ``on_finish`` command."""
+        return self.logs / f"{job_id}.on_finish.{stream}"
 
     def attempt_log(self, job_id: str, attempt: int, stream: str) -> Path:
         """``logs/<id>.attempt-<n>.<stream>``: an earlier attempt's output, moved aside for the next."""

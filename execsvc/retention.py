@@ -75,7 +75,7 @@ def clean(
 def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:
     layout = queue.layout
     files = [layout.stdout_log(job_id), layout.stderr_log(job_id)]
-    files += [layout.logs / f"{job_id}.on_finish.{stream}" for stream in ("stdout", "stderr")]
+    files += [layout.hook_log(job_id, stream) for stream in ("stdout", "stderr")]
     attempt = 1
     while os.path.lexists(layout.attempt_record(job_id, attempt)):  # the records and output of retried attempts
         files += [layout.attempt_log(job_id, attempt, "stdout"), layout.attempt_log(job_id, attempt, "stderr")]

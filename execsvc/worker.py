@@ -705,7 +705,7 @@ class Worker:
             for stream in ("stdout", "stderr"):
                 aside = self.layout.attempt_log(claimed.job_id, attempt, stream)
                 with contextlib.suppress(FileNotFoundError):
-                    os.replace(self.layout.logs / f"{claimed.job_id}.{stream}", aside)
+                    os.replace(self.layout.stream_log(claimed.job_id, stream), aside)
                 setattr(result, f"{stream}_log", str(aside.relative_to(self.layout.root)))
             write_durable(
                 self.layout.attempt_record(claimed.job_id, attempt),
@@ -738,10 +738,7 @@ class Worker:
     def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         try:
             if request.options.on_finish is not None:
-                logs = (
-                    self.layout.logs / f"{job_id}.on_finish.stdout",
-                    self.layout.logs / f"{job_id}.on_finish.stderr",
-                )
+                logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
                 outcome = run_on_finish(
                     request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s
                 )

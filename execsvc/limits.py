@@ -36,8 +36,14 @@ _FILES_SIGNS = ("Too many open files",)
 _PROCESS_SIGNS = ("Resource temporarily unavailable", "Cannot fork", "fork: retry")
 
 
+NO_LIMITS = JobLimits()
+"""No limit at all (shared: :class:`JobLimits` is frozen)."""
+
+
 def effective(job: JobLimits | None, defaults: JobLimits | None, caps: JobLimits | None) -> JobLimits:
     """The job's own limits, else the worker's defaults, each cut to the worker's cap."""
+    if job is None and defaults is None and caps is None:  # most jobs: nothing to build, per job
+        return NO_LIMITS
     values: dict[str, float | int | None] = {}
     for name in JobLimits.model_fields:
         value = getattr(job, name, None) if job is not None else None

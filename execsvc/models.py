@@ -53,7 +53,7 @@ class JobLimits(BaseModel):
     by the worker while the job runs.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     cpu_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     memory_mb: StrictInt | None = Field(default=None, gt=0)

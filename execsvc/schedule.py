@@ -137,7 +137,7 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
         if kind == "text":
             options = text_options(data) if HEADER_PREFIX.encode() in data else None
         else:
-            raw = json.loads(data)
+            raw = json.loads(data) if _may_schedule(data) else None
             options = JobOptions.model_validate(raw) if isinstance(raw, dict) and _schedules(raw) else None
     except (ValueError, InvalidJob, RecursionError):  # ValidationError is a ValueError
         return PLAIN
@@ -145,6 +145,17 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
 
 
 _SCHEDULING_KEYS = ("priority", "after", "not_before", "delay_s", "retries", "attempt", "retry_at")
+
+
+_SCHEDULING_KEY_BYTES = tuple(f'"{key}"'.encode() for key in _SCHEDULING_KEYS)
+
+
+def _may_schedule(data: bytes) -> bool:
+    """Whether a JSON job's bytes may name a scheduling field; False lets most jobs skip ``json.loads``.
+
+    A key written with ``\\u`` escapes cannot be ruled out from the bytes, so any escape counts.
+    """
+    return b"\\u" in data or any(key in data for key in _SCHEDULING_KEY_BYTES)
 
 
 def _schedules(raw: dict[str, Any]) -> bool:

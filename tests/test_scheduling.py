@@ -420,3 +420,14 @@ def test_a_release_cut_short_by_a_crash_runs_once(queue_root: Path, tmp_path: Pa
     assert not (queue_root / "pending/.held/rel.json").exists()  # not left to be released (and run) again
     assert runs(marks) == ["rel"]
     assert "release_settled" in daemon_log(queue_root)
+
+
+def test_peek_reads_scheduling_keys_however_they_are_written(tmp_path: Path) -> None:
+    """The worker skips parsing jobs that cannot name a scheduling field; an escaped key still counts."""
+    from execsvc.schedule import PLAIN, peek
+
+    plain, escaped = tmp_path / "plain.json", tmp_path / "escaped.json"
+    plain.write_text('{"command": "true", "description": "priority 9"}')
+    escaped.write_bytes(rb'{"command": "true", "\u0070riority": 9}')
+    assert peek(plain, "json", 0) == PLAIN
+    assert peek(escaped, "json", 0).priority == 9

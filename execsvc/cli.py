@@ -189,28 +189,34 @@ def submit(
     (124 on timeout, 128+N when killed by signal N).
     """
     queue = open_queue(queue_dir)
+    options = scheduling_fields(
+        priority=priority,
+        after=after,
+        after_mode=after_mode,
+        not_before=not_before,
+        delay_s=delay_s,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        cpu_s=cpu_s,
+        memory_mb=memory_mb,
+        open_files=open_files,
+        processes=processes,
+        output_bytes=output_bytes,
+        on_finish=on_finish,
+        webhook=webhook,
+    )
+    if options and not (command or shell):
+        raise fail(
+            f"--{sorted(options)[0].replace('_', '-')} and the other scheduling options go with a command (after --) "
+            "or --shell; a job file carries them itself (JSON fields, or a '# execsvc:' header in a script)",
+            2,
+        )
     try:
         if file is not None:
             if command or shell:
                 raise fail("give --file alone, without a command or --shell", 2)
             job = submit_file(queue, file, job_id=job_id, held=hold)
         elif command or shell:
-            options = scheduling_fields(
-                priority=priority,
-                after=after,
-                after_mode=after_mode,
-                not_before=not_before,
-                delay_s=delay_s,
-                retries=retries,
-                retry_delay_s=retry_delay_s,
-                cpu_s=cpu_s,
-                memory_mb=memory_mb,
-                open_files=open_files,
-                processes=processes,
-                output_bytes=output_bytes,
-                on_finish=on_finish,
-                webhook=webhook,
-            )
             spec = command_spec(
                 command,
                 shell,

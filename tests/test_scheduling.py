@@ -431,3 +431,12 @@ def test_peek_reads_scheduling_keys_however_they_are_written(tmp_path: Path) -> 
     escaped.write_bytes(rb'{"command": "true", "\u0070riority": 9}')
     assert peek(plain, "json", 0) == PLAIN
     assert peek(escaped, "json", 0).priority == 9
+
+
+def test_submit_refuses_scheduling_options_it_would_drop(queue_root: Path, tmp_path: Path) -> None:
+    """A job file carries its own fields: options beside --file would be lost, so they are refused."""
+    job = tmp_path / "job.json"
+    job.write_text('{"command": "true"}')
+    refused = _cli(queue_root, "submit", "--priority", "5", "--file", str(job))
+    assert refused.returncode == 2 and "--priority" in refused.stderr and "'# execsvc:' header" in refused.stderr
+    assert not list((queue_root / "pending").glob("*.json"))

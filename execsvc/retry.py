@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from .config import WorkerConfig
 from .jobfile import RunRequest
@@ -48,8 +48,3 @@ def next_attempt(data: bytes, kind: JobKind, attempt: int, retry_at: datetime) -
         first, _sep, rest = body.partition(b"\n")
         return first + b"\n" + line + rest
     return line + body
-
-
-def retry_time(now: datetime, seconds: float) -> datetime:
-    """``now`` plus ``seconds``."""
-    return now + timedelta(seconds=seconds)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from types import FrameType
@@ -52,7 +52,7 @@ from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
-from .retry import delay_s, next_attempt, retry_time, should_retry
+from .retry import delay_s, next_attempt, should_retry
 from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, now
 from .schedule import peek
 from .scheduler import Doomed, Scheduler
@@ -700,7 +700,7 @@ class Worker:
         claimed, request = job.claimed, job.request
         attempt = request.options.attempt
         wait_s = delay_s(request, self.config)
-        due = retry_time(now(), wait_s)
+        due = now() + timedelta(seconds=wait_s)
         try:
             for stream in ("stdout", "stderr"):
                 aside = self.layout.attempt_log(claimed.job_id, attempt, stream)

@@ -24,6 +24,9 @@ JOB_SUFFIXES: dict[str, JobKind] = {".json": "json", ".sh": "text", ".txt": "tex
 SIDECAR_SUFFIX = ".result.json"
 """Ending of the record that sits beside a finished text job or invalid entry."""
 
+_ENTRY_ENDINGS = ("", *JOB_SUFFIXES)
+_RECORD_ENDINGS = (".json", SIDECAR_SUFFIX)
+
 CANCEL_PREFIX = ".cancel."
 """``running/.cancel.<id>``: a client's request that the worker stop a running job (hidden: never a job)."""
 
@@ -209,16 +212,20 @@ class QueueLayout:
         return (job_id + SIDECAR_SUFFIX, job_id, *(job_id + suffix for suffix in JOB_SUFFIXES))
 
     def id_in_use(self, job_id: str) -> bool:
-        """True if any of running/, completed/, failed/ holds a job or record with this id.
+        """True if running/, completed/ or failed/ holds a job or record with this id.
 
-        On the claim's hot path: plain string paths, one ``lstat`` per name.
+        On the claim's hot path: plain string paths, one ``lstat`` per name,
+        eight names. ``running/`` may hold the job under any of its names;
+        in ``completed/`` and ``failed/`` every finished job has a record,
+        ``<id>.json`` or ``<id>.result.json``, which appears before the job
+        leaves ``running/`` and goes last when it is cleaned, so those two
+        names tell.
         """
-        names = self.record_names(job_id)
-        return any(os.path.lexists(f"{folder}/{name}") for folder in self._id_folders for name in names)
-
-    @property
-    def _id_folders(self) -> tuple[str, str, str]:
-        return (str(self.running), str(self.completed), str(self.failed))
+        running = str(self.running)
+        if any(os.path.lexists(f"{running}/{job_id}{ending}") for ending in _ENTRY_ENDINGS):
+            return True
+        finished = (str(self.completed), str(self.failed))
+        return any(os.path.lexists(f"{folder}/{job_id}{ending}") for folder in finished for ending in _RECORD_ENDINGS)
 
     def ensure(self) -> None:
         """Create the root and its folders (mode 0700) and check that they are private.

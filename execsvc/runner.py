@@ -90,6 +90,7 @@ class JobProcess:
         self.started_at: datetime | None = None
         self._started_mono = 0.0
         self._popen: subprocess.Popen[bytes] | None = None
+        self.pidfd: int | None = None  # readable once the main process has exited (Linux >= 5.3), else None
         self._lock = threading.Lock()
         self._exited = False
         self._signalled = False
@@ -140,6 +141,7 @@ class JobProcess:
         self.pid = self._popen.pid
         self.started_at = now()
         self._started_mono = time.monotonic()
+        self.pidfd = _pidfd_open(self.pid)
 
     def group_size(self) -> int:
         """How many processes are in the job's process group now (0 once it has exited)."""
@@ -176,32 +178,50 @@ class JobProcess:
 
         The main process is first waited for without reaping it (``waitid``
         with ``WNOWAIT``), so its process group id stays reserved while the
-        leftovers are signalled.
+        leftovers are signalled. Equivalent to waiting for :attr:`pidfd`,
+        then :meth:`reap` and :meth:`stop_leftovers`.
         """
-        assert self._popen is not None and self.pid is not None and self.started_at is not None
-        pid = self.pid
+        assert self.pid is not None
         if hasattr(os, "waitid"):
             with contextlib.suppress(ChildProcessError):
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        return self.stop_leftovers(self.reap())
+
+    def reap(self) -> ExitInfo:
+        """Once the main process has exited (:attr:`pidfd` readable): signal the rest of its
+        process group, reap it, and say whether anything of the group is left.
+
+        Never blocks after the exit. The group gets SIGTERM (SIGKILL if the job
+        was already signalled) while the exited main process still holds its id.
+        ``leftovers_stopped`` in the answer means processes remain: call
+        :meth:`stop_leftovers` (which may block for the grace period).
+        """
+        assert self._popen is not None and self.pid is not None and self.started_at is not None
         with self._lock:
             self._exited = True
-            signalled = self._signalled
-            _killpg(pid, signal.SIGKILL if signalled else signal.SIGTERM)
+            _killpg(self.pid, signal.SIGKILL if self._signalled else signal.SIGTERM)
         returncode = self._popen.wait()
         ended_mono = time.monotonic()
-        ended_at = now()
-        leftovers = _group_alive(pid)
-        if leftovers:
-            if not signalled:
-                _wait_group_gone(pid, self.kill_grace_s)
-            _killpg(pid, signal.SIGKILL)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         return ExitInfo(
             returncode=returncode,
             started_at=self.started_at,
-            ended_at=ended_at,
+            ended_at=now(),
             duration_s=round(ended_mono - self._started_mono, 6),
-            leftovers_stopped=leftovers,
+            leftovers_stopped=_group_alive(self.pid),
         )
+
+    def stop_leftovers(self, exit_info: ExitInfo) -> ExitInfo:
+        """After :meth:`reap` found leftovers: wait up to the grace period for them to end
+        (unless the job was signalled), then SIGKILL the group. Blocks; call it in a job thread."""
+        assert self.pid is not None
+        if exit_info.leftovers_stopped:
+            if not self._signalled:
+                _wait_group_gone(self.pid, self.kill_grace_s)
+            _killpg(self.pid, signal.SIGKILL)
+        return exit_info
 
 
 def read_tail(path: Path, max_bytes: int) -> OutputTail:
@@ -272,6 +292,17 @@ def _stdin_file(data: bytes | None) -> IO[bytes] | None:
     handle.write(data)
     handle.seek(0)
     return handle
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd for our child ``pid`` (not yet reaped, so it cannot be another process), or ``None``
+    where the system has none (not Linux, kernel before 5.3)."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
 
 
 def _killpg(pgid: int, sig: int) -> None:

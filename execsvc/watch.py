@@ -12,10 +12,13 @@ Two ways, both watchdog:
 
 - On Linux, :class:`DirectInotifyWatch` registers callbacks with watchdog's
   inotify wrapper (``watchdog.observers.inotify_c.InotifyFD``, the object
-  watchdog's own ``InotifyObserver`` is built on). Each event reaches the
-  inbox from the one thread that reads the inotify descriptor: one thread
-  hop instead of three (reader, emitter, dispatcher), which is most of the
-  worker's drop-to-start time and a fifth of its CPU per job.
+  watchdog's own ``InotifyObserver`` is built on). Started with
+  ``own_thread=False``, it has no thread at all: the worker waits on its
+  descriptor (:meth:`DirectInotifyWatch.fileno`) in its own loop and calls
+  :meth:`DirectInotifyWatch.read` when it is readable, so an event reaches
+  the worker with no thread hop, and the worker can read what is waiting
+  before it chooses the next job. Otherwise one thread reads the descriptor
+  (one hop instead of watchdog's three: reader, emitter, dispatcher).
 - Elsewhere (macOS FSEvents or kqueue), or if that wrapper is missing,
   :class:`ObserverWatch`: a watchdog ``Observer`` with event handlers.
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Container
-from queue import SimpleQueue
 from typing import Any, Protocol
 
 from watchdog.events import (
@@ -41,7 +43,13 @@ from watchdog.observers import Observer
 
 from .layout import CANCEL_PREFIX, split_job_name
 
-Inbox = SimpleQueue[tuple[str, str]]
+
+class Inbox(Protocol):
+    """Where events are posted as ``(kind, value)`` (the worker's :class:`~.inbox.Inbox`, or a ``SimpleQueue``)."""
+
+    def put(self, item: tuple[str, str], /) -> None:
+        """Post one message; safe from any thread."""
+
 
 try:  # watchdog >= 7.1 on Linux
     from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
@@ -52,8 +60,18 @@ except (ImportError, OSError):  # not Linux, or a libc without inotify
 class QueueWatch(Protocol):
     """Started once by the worker, stopped once at shutdown."""
 
-    def start(self) -> None:
-        """Start watching. Raises :class:`OSError` when a folder cannot be watched (inotify limits)."""
+    def start(self, *, own_thread: bool = True) -> None:
+        """Start watching. Raises :class:`OSError` when a folder cannot be watched (inotify limits).
+
+        ``own_thread=False`` asks to be read from the caller's loop where this
+        way allows it (then :meth:`fileno` is not ``None``).
+        """
+
+    def fileno(self) -> int | None:
+        """The descriptor to wait on before calling :meth:`read`; ``None`` when a thread reads events."""
+
+    def read(self) -> None:
+        """Post the events waiting on :meth:`fileno` (call it when readable; never blocks then)."""
 
     def stop(self) -> None:
         """Stop watching and join the watching thread(s)."""
@@ -115,18 +133,41 @@ class _RunningCallback(_PendingCallback):
         self._inbox.put(("watch_lost", "running"))
 
 
+if InotifyFD is not None:
+
+    class _LoopInotifyFD(InotifyFD):
+        """watchdog's ``InotifyFD``, readable from another loop: its descriptor, and closing it without its thread."""
+
+        def fileno(self) -> int | None:
+            fd = getattr(self, "_inotify_fd", None)  # not public in watchdog: None means "use the thread"
+            return fd if isinstance(fd, int) else None
+
+        def read_ready(self) -> None:
+            for event in self.read_events():
+                self.handle_event(event)
+
+        def close_unstarted(self) -> None:
+            """``close`` for an instance whose thread never ran: watchdog's ``close`` frees the
+            descriptors itself only when no read is under way, else it leaves that to its thread."""
+            left_to_thread = getattr(self, "_is_reading", False)
+            self.close()
+            if left_to_thread:
+                self._close_resources()
+
+
 class DirectInotifyWatch:
-    """Callbacks on a private watchdog ``InotifyFD`` (Linux): one reader thread, no emitter or dispatcher."""
+    """Callbacks on a private watchdog ``InotifyFD`` (Linux): read in the caller's loop, or by one thread."""
 
     def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
         self._folders = (pending, running)
         self._inbox = inbox
         self._awaited = awaited
         self._fd: Any = None
+        self._in_loop = False
 
-    def start(self) -> None:
+    def start(self, *, own_thread: bool = True) -> None:
         assert InotifyFD is not None
-        fd = InotifyFD()
+        fd = _LoopInotifyFD()
         constants = InotifyConstants
         arrivals = constants.IN_CREATE | constants.IN_MOVED_TO | constants.IN_DELETE_SELF
         try:
@@ -143,15 +184,29 @@ class DirectInotifyWatch:
                 CallbackId(2),
             )
         except OSError:
-            fd.close()
+            fd.close_unstarted()
             raise
-        fd.start()
         self._fd = fd
+        self._in_loop = not own_thread and fd.fileno() is not None
+        if not self._in_loop:
+            fd.start()
+
+    def fileno(self) -> int | None:
+        return self._fd.fileno() if self._in_loop and self._fd is not None else None
+
+    def read(self) -> None:
+        if self._in_loop and self._fd is not None:
+            self._fd.read_ready()
 
     def stop(self) -> None:
-        if self._fd is not None and self._fd.is_alive():
+        if self._fd is None:
+            return
+        if self._in_loop:
+            self._fd.close_unstarted()
+        elif self._fd.is_alive():
             self._fd.stop()
             self._fd.join()
+        self._fd = None
 
 
 class _PendingEvents(FileSystemEventHandler):
@@ -192,8 +247,14 @@ class ObserverWatch:
             _CancelEvents(inbox, awaited), running, event_filter=[FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
         )
 
-    def start(self) -> None:
-        self._observer.start()
+    def start(self, *, own_thread: bool = True) -> None:
+        self._observer.start()  # always its own threads
+
+    def fileno(self) -> int | None:
+        return None
+
+    def read(self) -> None:
+        pass
 
     def stop(self) -> None:
         if self._observer.is_alive():

@@ -5,14 +5,23 @@ Shaped like huey's consumer: :meth:`Worker.initialize`, then :meth:`Worker.loop`
 until it returns False, then :meth:`Worker.shutdown`. :meth:`Worker.run` does
 all three.
 
-Threads: watchdog's inotify reader (see :mod:`.watch`) turns file events into
-messages; each running job has one thread that blocks until the job's process
-exits, waits until its claim is on disk, then writes its record; one flusher
-thread makes claims durable, many per fsync (:class:`~.durable.GroupFlusher`);
-signal handlers only post a message. Everything else happens in the
-thread that calls :meth:`loop`, so the queue state needs no locks. File events
-are a wake-up call, not the truth: on each one the worker looks at the file,
-and a slow rescan catches anything an event missed.
+The loop waits in one ``selectors`` call on three kinds of descriptor: the
+inotify descriptor of watchdog's wrapper (read right there, see :mod:`.watch`),
+a pidfd per running job (readable when its main process exits), and the
+:class:`~.inbox.Inbox` pipe that other threads post messages through. So a
+job's exit frees its slot in the loop itself, and the file events already
+waiting in the kernel are read before that slot is filled (FIFO holds with
+no rescan). Threads: a job thread per job being recorded (it waits until the
+job's claim is on disk, then writes the record); one flusher thread makes
+claims durable, many per fsync (:class:`~.durable.GroupFlusher`); hook
+threads; signal handlers only post a message. Where there are no pidfds
+(macOS, Linux before 5.3) a job thread also waits for its job's exit and posts
+it, and the loop then reads ``pending/`` itself before filling the slot
+(:meth:`Worker._catch_up`); where the inotify descriptor cannot be reached,
+watchdog's thread reads it. Everything else happens in the thread that calls
+:meth:`loop`, so the queue state needs no locks. File events are a wake-up
+call, not the truth: on each one the worker looks at the file, and a slow
+rescan catches anything an event missed.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import heapq
 import itertools
 import logging
 import os
+import select
+import selectors
 import signal
 import stat
 import threading
@@ -31,7 +42,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from queue import Empty, SimpleQueue
 from types import FrameType
 
 import psutil
@@ -43,6 +53,7 @@ from .daemonlog import EventLog, configure
 from .durable import GroupFlusher, install_lease_guard, write_durable, writers_open
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
+from .inbox import Inbox
 from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .limits import describe, diagnose, is_empty
@@ -103,7 +114,9 @@ class Worker:
         self.queue = JobQueue(queue_dir, create=False)
         self.layout = self.queue.layout
         self._stderr_level = stderr_level
-        self._inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
+        self._inbox = Inbox()
+        self._selector = selectors.DefaultSelector()  # the inbox, and the pidfd of each running job
+        self._selector.register(self._inbox, selectors.EVENT_READ, None)
         self._candidates: dict[str, _Candidate] = {}
         self._scheduler = Scheduler(self._lookup)
         self._active: dict[str, _ActiveJob] = {}
@@ -118,8 +131,8 @@ class Worker:
         self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
         self._log: EventLog | None = None
-        # One thread per job being waited for or recorded, reused: at most `slots` running plus
-        # `2 * slots` recording (see _dispatch), and no thread start on the hot path.
+        # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
+        # `slots` running plus `2 * slots` recording (see _dispatch), and no thread start on the hot path.
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
         self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.slots, thread_name_prefix="execsvc-job")
@@ -190,7 +203,7 @@ class Worker:
             self._queue_watch = open_watch(
                 str(self.layout.pending), str(self.layout.running), self._inbox, self._scheduler.watched_ids
             )
-            self._queue_watch.start()
+            self._queue_watch.start(own_thread=False)
         except OSError as exc:
             self._queue_watch = None
             self.log.error("cannot_watch", folder=str(self.layout.root), error=str(exc))
@@ -198,6 +211,9 @@ class Worker:
                 f"cannot watch {self.layout.pending} and {self.layout.running}: {exc}. On Linux, raise the inotify "
                 "limits (sysctl fs.inotify.max_user_instances / fs.inotify.max_user_watches)"
             ) from exc
+        watch_fd = self._queue_watch.fileno()
+        if watch_fd is not None:
+            self._selector.register(watch_fd, selectors.EVENT_READ, self._queue_watch)
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
         if self.config.retention_days is not None:
@@ -211,17 +227,17 @@ class Worker:
         job left running or being recorded).
         """
         self._dispatch()  # work found by the start-up scan or left by the last step
-        timeout = self._time_to_next_deadline()
-        try:
-            message: tuple[str, str] | None = self._inbox.get(timeout=timeout)
-        except Empty:
-            message = None
-        while message is not None:
+        exited = events = False
+        for key, _events in self._selector.select(self._time_to_next_deadline()):
+            if isinstance(key.data, str):  # a job's pidfd: its main process exited
+                self._guarded(self._on_exit, key.data, job=key.data)
+                exited = True
+            elif key.data is not None:  # the file events, read here (see open_watch)
+                events = True
+        if events or (exited and self._events_waiting()):  # before a freed slot is filled: see _catch_up
+            self._guarded(self._read_events)
+        for message in self._inbox.drain():
             self._guarded(self._handle, message)
-            try:
-                message = self._inbox.get_nowait()
-            except Empty:
-                message = None
         self._guarded(self._run_due_deadlines)
         self._scheduler.wake(time.time())
         self._dispatch()
@@ -237,8 +253,14 @@ class Worker:
             self._queue_watch.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
+            for job in self._active.values():  # reaped and recorded by job threads, which block
+                if job.process.pidfd is not None:
+                    self._selector.unregister(job.process.pidfd)
+                    self._waiters.submit(self._watch, job)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
+        self._selector.close()
+        self._inbox.close()
         self._hooks.shutdown(wait=True)
         if self._claim_flusher is not None:
             self._claim_flusher.close()
@@ -289,8 +311,7 @@ class Worker:
         if kind == "event":
             self._consider(value)
         elif kind == "exited":
-            self._active.pop(value, None)
-            self._recording += 1
+            self._slot_freed(value)
             self._catch_up()
         elif kind == "recorded":
             self._recording -= 1
@@ -408,16 +429,28 @@ class Worker:
         return False
 
     def _catch_up(self) -> None:
-        """A slot is free: read pending/ itself before choosing the next job.
+        """A slot was freed by a job thread: read pending/ itself before choosing the next job.
 
-        File events lag behind the files under load (they pass three threads
-        in watchdog), so a job dropped before this moment might not have been
-        seen yet; looking now gives it its FIFO place. Skipped for a backlog
-        of more than ``_CATCH_UP_MAX_FILES`` known files, where one look costs
-        more than the order it could fix.
+        File events read by a thread lag behind the files under load, so a job
+        dropped before this moment might not have been seen yet; looking now
+        gives it its FIFO place. Skipped for a backlog of more than
+        ``_CATCH_UP_MAX_FILES`` known files, where one look costs more than
+        the order it could fix. (A slot freed in the loop, by a pidfd, needs
+        none of this where the loop reads the events itself: it reads those
+        already waiting in the kernel first, see :meth:`loop`.)
         """
         if len(self._candidates) <= _CATCH_UP_MAX_FILES:
             self._rescan()
+
+    def _events_waiting(self) -> bool:
+        """Whether file events wait to be read by the loop (never blocks)."""
+        assert self._queue_watch is not None
+        fd = self._queue_watch.fileno()
+        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+
+    def _read_events(self) -> None:
+        assert self._queue_watch is not None
+        self._queue_watch.read()
 
     def _rescan_all(self) -> None:
         """Read pending/, the cancel requests and the dependencies, in case a file event was lost."""
@@ -530,7 +563,10 @@ class Worker:
             return
         job = _ActiveJob(claimed, request, process, self._flusher.request())
         self._active[job_id] = job
-        self._waiters.submit(self._watch, job)
+        if process.pidfd is not None:
+            self._selector.register(process.pidfd, selectors.EVENT_READ, job_id)
+        else:
+            self._waiters.submit(self._watch, job)
         self._schedule(request.timeout_s, "timeout", job_id)
         if request.watched:
             self._schedule(self.config.limit_check_interval_s, "limits", job_id)
@@ -614,13 +650,48 @@ class Worker:
 
     # ----- a running job's thread ---------------------------------------------------
 
+    def _on_exit(self, job_id: str) -> None:
+        """In the loop: a job's main process exited (its pidfd is readable). Reap it and free its
+        slot at once, unless processes of its group remain (a job thread stops those first,
+        then frees the slot); a job thread writes the record."""
+        job = self._active[job_id]
+        assert job.process.pidfd is not None
+        self._selector.unregister(job.process.pidfd)
+        try:
+            exit_info = job.process.reap()
+        except Exception as exc:  # never seen; without this the slot would stay taken for good
+            self._active.pop(job_id, None)
+            self.log.error("reap_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
+            return
+        if exit_info.leftovers_stopped:
+            self._waiters.submit(self._stop_leftovers, job, exit_info)
+            return
+        self._slot_freed(job_id)  # the loop reads waiting file events before filling it
+        self._waiters.submit(self._record, job, exit_info)
+
+    def _slot_freed(self, job_id: str) -> None:
+        self._active.pop(job_id, None)
+        self._recording += 1
+
+    def _stop_leftovers(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
+        """In a job thread: stop what the job left in its process group, free its slot, record it."""
+        try:
+            job.process.stop_leftovers(exit_info)
+        finally:
+            self._inbox.put(("exited", job.claimed.job_id))
+        self._record(job, exit_info)
+
     def _watch(self, job: _ActiveJob) -> None:
-        """Runs in the job's own thread: wait for the exit, free the slot, write the record."""
-        job_id = job.claimed.job_id
+        """In a job thread, where jobs have no pidfd: wait for the exit, free the slot, record it."""
         try:
             exit_info = job.process.wait()
         finally:
-            self._inbox.put(("exited", job_id))
+            self._inbox.put(("exited", job.claimed.job_id))
+        self._record(job, exit_info)
+
+    def _record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
+        """In a job thread, once the job has exited: write its record (or put it back for a retry)."""
+        job_id = job.claimed.job_id
         claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)

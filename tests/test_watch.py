@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -13,9 +15,11 @@ import pytest
 from execsvc.watch import InotifyFD, QueueWatch, open_watch
 
 Watched = tuple[Path, Path, SimpleQueue[tuple[str, str]]]
-WAYS = [
-    pytest.param(True, id="direct-inotify", marks=pytest.mark.skipif(InotifyFD is None, reason="needs Linux inotify")),
-    pytest.param(False, id="observer"),
+LINUX_ONLY = pytest.mark.skipif(InotifyFD is None, reason="needs Linux inotify")
+WAYS = [  # (direct, read by the caller's loop)
+    pytest.param((True, True), id="direct-inotify-in-loop", marks=LINUX_ONLY),
+    pytest.param((True, False), id="direct-inotify-thread", marks=LINUX_ONLY),
+    pytest.param((False, False), id="observer"),
 ]
 
 
@@ -25,12 +29,33 @@ def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]
     pending.mkdir()
     running.mkdir()
     inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
-    watch: QueueWatch = open_watch(str(pending), str(running), inbox, direct=request.param)
-    watch.start()
+    direct, in_loop = request.param
+    watch: QueueWatch = open_watch(str(pending), str(running), inbox, direct=direct)
+    watch.start(own_thread=not in_loop)
+    fd = watch.fileno()
+    assert (fd is not None) == in_loop
+    stop_r, stop_w = os.pipe()
+
+    def loop() -> None:  # the caller's loop, as the worker's: wait on the descriptor, then read
+        assert fd is not None
+        while True:
+            ready = select.select([fd, stop_r], [], [])[0]
+            if stop_r in ready:
+                return
+            watch.read()
+
+    pump = threading.Thread(target=loop) if in_loop else None
+    if pump is not None:
+        pump.start()
     try:
         yield pending, running, inbox
     finally:
+        os.write(stop_w, b"x")
+        if pump is not None:
+            pump.join()
         watch.stop()
+        os.close(stop_r)
+        os.close(stop_w)
 
 
 def messages_until(inbox: SimpleQueue[tuple[str, str]], wanted: tuple[str, str]) -> list[tuple[str, str]]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import drop
 
-from execsvc import JobQueue, JobSpec, JobState, JobStatus, WorkerConfig
+from execsvc import JobQueue, JobSpec, JobState, JobStatus, WorkerConfig, runner
 from execsvc.durable import write_durable
+from execsvc.watch import InotifyFD
 from execsvc.worker import Worker
 
 
@@ -139,20 +140,47 @@ def test_a_job_that_cannot_be_settled_does_not_stop_the_worker(
     assert "recovery_failed job=stuck" in log and "started job=stuck" not in log
 
 
-def test_a_freed_slot_looks_at_pending_itself(tmp_path: Path, make_worker: Callable[..., Worker]) -> None:
-    """File events lag under load (or get lost). When a slot frees, the worker reads pending/
-    itself, so the oldest job runs next, not the one whose event came first. The observer is
-    stopped here, as if the events were late, which makes it deterministic."""
+def test_a_slot_freed_by_a_job_thread_looks_at_pending_itself(
+    tmp_path: Path, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where jobs have no pidfd (macOS, Linux before 5.3), a job thread waits for each job, and
+    file events read by a thread can lag (or get lost). When such a slot frees, the worker reads
+    pending/ itself, so the oldest job runs next, not the one whose event came first. The watch
+    is stopped here, as if the events were late, which makes it deterministic."""
+    monkeypatch.setattr(runner, "_pidfd_open", lambda pid: None)  # as on a system without pidfds
     worker = make_worker()
     queue = JobQueue(worker.layout.root)
     gate, order = tmp_path / "gate", tmp_path / "order"
     blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
     run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
+    assert worker._active[blocker].process.pidfd is None  # white-box: the job thread's way
     watch = worker._queue_watch  # white-box: silence the file events
     assert watch is not None
     watch.stop()
     base = time.time() - 100
     for i, age in enumerate([3, 1, 2]):
+        drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
+    gate.touch()
+    run_until(worker, finished(worker, blocker, "j0", "j1", "j2"))
+    assert order.read_text().split() == ["j1", "j2", "j0"]
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open") or InotifyFD is None, reason="needs Linux pidfds and inotify")
+def test_a_slot_freed_in_the_loop_reads_waiting_events_before_it_is_filled(
+    tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    """With pidfds and the file events read by the loop itself, a job's exit and the events
+    that came meanwhile wake the same loop: the events waiting in the kernel are read before the
+    freed slot is filled, so the oldest job runs next whatever order the files arrived in."""
+    worker = make_worker()
+    queue = JobQueue(worker.layout.root)
+    gate, order = tmp_path / "gate", tmp_path / "order"
+    blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
+    run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
+    assert worker._active[blocker].process.pidfd is not None  # white-box: the loop's way
+    assert worker._queue_watch is not None and worker._queue_watch.fileno() is not None
+    base = time.time() - 100
+    for i, age in enumerate([3, 1, 2]):  # not one loop step meanwhile: the events wait in the kernel
         drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
     gate.touch()
     run_until(worker, finished(worker, blocker, "j0", "j1", "j2"))

@@ -1,0 +1,56 @@
+"""The worker's mailbox: messages from other threads, with a file descriptor that wakes a selector.
+
+Threads (the file-event reader, job threads, signal handlers) post
+``(kind, value)`` tuples with :meth:`Inbox.put`; the worker's loop waits in
+one ``selectors`` call on :meth:`Inbox.fileno` together with the pidfds of
+its running jobs, so a job's exit and a message wake it the same way, with
+no thread in between. The wake-up is one byte in a non-blocking pipe (as
+asyncio's self-pipe): a full pipe already means "wake up", so a failed write
+is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from queue import Empty, SimpleQueue
+
+Message = tuple[str, str]
+
+
+class Inbox:
+    """A thread-safe FIFO of messages with a readable file descriptor while any may be waiting."""
+
+    def __init__(self) -> None:
+        self._messages: SimpleQueue[Message] = SimpleQueue()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def put(self, message: Message) -> None:
+        """Post a message (safe from any thread and from a signal handler)."""
+        self._messages.put(message)
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write_fd, b"\0")
+
+    def fileno(self) -> int:
+        """The descriptor a selector waits on; readable after a :meth:`put`."""
+        return self._read_fd
+
+    def drain(self) -> list[Message]:
+        """Every message posted so far, oldest first (never blocks); clears the wake-up."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read_fd, 4096):
+                pass
+        messages = []
+        while True:
+            try:
+                messages.append(self._messages.get_nowait())
+            except Empty:
+                return messages
+
+    def close(self) -> None:
+        """Close the pipe; call once nothing posts any more."""
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -126,7 +126,7 @@ class _RunningCallback(_PendingCallback):
         name = os.fsdecode(event.name)
         if name.startswith(CANCEL_PREFIX):
             self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
-        elif event.is_delete:
+        elif event.is_delete or event.is_moved_from:
             _left_running(name, self._awaited, self._inbox)
 
     def on_watch_deleted(self, wd: int) -> None:
@@ -179,7 +179,7 @@ class DirectInotifyWatch:
             )
             fd.add_callback(
                 os.fsencode(self._folders[1]),
-                Mask(arrivals | constants.IN_DELETE),
+                Mask(arrivals | constants.IN_DELETE | constants.IN_MOVED_FROM),
                 _RunningCallback(self._inbox, self._awaited),
                 CallbackId(2),
             )

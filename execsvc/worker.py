@@ -120,6 +120,7 @@ class Worker:
         self._candidates: dict[str, _Candidate] = {}
         self._scheduler = Scheduler(self._lookup)
         self._active: dict[str, _ActiveJob] = {}
+        self._to_record: list[tuple[_ActiveJob, ExitInfo]] = []  # exited in this loop step
         self._recording = 0
         self._deadlines: list[_Deadline] = []
         self._seq = itertools.count()
@@ -241,6 +242,9 @@ class Worker:
         self._guarded(self._run_due_deadlines)
         self._scheduler.wake(time.time())
         self._dispatch()
+        for exited_job in self._to_record:  # after the freed slots are filled: see _on_exit
+            self._waiters.submit(self._record, *exited_job)
+        self._to_record.clear()
         return not (self._stopping and not self._active and self._recording == 0)
 
     def shutdown(self) -> None:
@@ -667,7 +671,9 @@ class Worker:
             self._waiters.submit(self._stop_leftovers, job, exit_info)
             return
         self._slot_freed(job_id)  # the loop reads waiting file events before filling it
-        self._waiters.submit(self._record, job, exit_info)
+        # Recorded by a job thread once this loop step has started the next job: a record's
+        # Python work would otherwise contend for the GIL with that start (its latency).
+        self._to_record.append((job, exit_info))
 
     def _slot_freed(self, job_id: str) -> None:
         self._active.pop(job_id, None)

@@ -58,9 +58,11 @@ def in_place(data: bytes) -> Setup:
     return setup
 
 
-def _directory(target: Path, _scratch: Path) -> None:
-    (target).mkdir()
-    (target / "inner.json").write_text('{"command": "true"}')
+def _directory(target: Path, scratch: Path) -> None:
+    built = scratch / "a-directory"  # made elsewhere, then moved in whole: the worker may claim it at once
+    built.mkdir()
+    (built / "inner.json").write_text('{"command": "true"}')
+    os.rename(built, target)
 
 
 def _symlink_to_valid_job(target: Path, scratch: Path) -> None:

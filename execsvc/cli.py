@@ -6,6 +6,7 @@ the platform's user data dir (see :func:`execsvc.config.default_queue_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -124,6 +125,8 @@ def run(
         raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         raise fail("interrupted while starting", 130) from None
+    with contextlib.suppress(OSError):  # where jobs run by default, as a systemd user service does; lets the
+        os.chdir(Path.home())  # runner start them with posix_spawn (see execsvc.runner.JobProcess._spawn)
     try:
         if demo:
             worker.queue.submit(

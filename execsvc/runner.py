@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -118,17 +119,7 @@ class JobProcess:
             try:
                 stdin_file = _stdin_file(request.stdin)
                 try:
-                    self._popen = subprocess.Popen(
-                        argv,
-                        executable=executable,
-                        cwd=request.cwd,
-                        env=request.env,
-                        stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
-                        stdout=out_fd,
-                        stderr=err_fd,
-                        start_new_session=True,
-                        close_fds=True,
-                    )
+                    self.pid = self._spawn(argv, executable, stdin_file, out_fd, err_fd)
                 except OSError as exc:
                     raise SpawnError(_describe_spawn_error(request.argv[0], exc)) from exc
                 finally:
@@ -138,10 +129,46 @@ class JobProcess:
                 os.close(err_fd)
         finally:
             os.close(out_fd)
-        self.pid = self._popen.pid
         self.started_at = now()
         self._started_mono = time.monotonic()
         self.pidfd = _pidfd_open(self.pid)
+
+    def _spawn(self, argv: list[str], executable: str | None, stdin: IO[bytes] | None, out_fd: int, err_fd: int) -> int:
+        """Start the process; its pid. ``os.posix_spawn`` where it can do all that is asked (the job
+        runs in this process's working directory and its program is found), else ``subprocess.Popen``.
+
+        ``posix_spawn`` (a ``vfork``-style clone in glibc) skips ``Popen``'s
+        Python work and its wait on a pipe for the child's ``exec``. It
+        cannot change the directory (Python 3.11) nor close descriptors, so
+        the worker runs in its jobs' default directory and keeps its own
+        descriptors close-on-exec (:func:`keep_descriptors_from_jobs`); the
+        signals Python ignores (SIGPIPE, SIGXFSZ) are reset to their
+        defaults, as ``Popen`` does. Raises :class:`OSError` when the program
+        cannot be started.
+        """
+        request = self.request
+        program = _spawn_path(executable or argv[0], request)
+        if program is not None:
+            stdin_action = (
+                (os.POSIX_SPAWN_DUP2, stdin.fileno(), 0)
+                if stdin is not None
+                else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+            )
+            actions = [stdin_action, (os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, err_fd, 2)]
+            with contextlib.suppress(NotImplementedError):  # a libc without POSIX_SPAWN_SETSID: Popen
+                return os.posix_spawn(program, argv, request.env, file_actions=actions, setsid=True, setsigdef=_RESET)
+        self._popen = subprocess.Popen(
+            argv,
+            executable=executable,
+            cwd=request.cwd,
+            env=request.env,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=err_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+        return self._popen.pid
 
     def group_size(self) -> int:
         """How many processes are in the job's process group now (0 once it has exited)."""
@@ -196,11 +223,11 @@ class JobProcess:
         ``leftovers_stopped`` in the answer means processes remain: call
         :meth:`stop_leftovers` (which may block for the grace period).
         """
-        assert self._popen is not None and self.pid is not None and self.started_at is not None
+        assert self.pid is not None and self.started_at is not None
         with self._lock:
             self._exited = True
             _killpg(self.pid, signal.SIGKILL if self._signalled else signal.SIGTERM)
-        returncode = self._popen.wait()
+        returncode = self._popen.wait() if self._popen is not None else _reap(self.pid)
         ended_mono = time.monotonic()
         if self.pidfd is not None:
             os.close(self.pidfd)
@@ -292,6 +319,41 @@ def _stdin_file(data: bytes | None) -> IO[bytes] | None:
     handle.write(data)
     handle.seek(0)
     return handle
+
+
+_RESET = (signal.SIGPIPE, signal.SIGXFSZ)  # ignored by Python; a job starts with their defaults
+
+
+def keep_descriptors_from_jobs() -> None:
+    """Make every descriptor of this process above 2 close-on-exec, so no job started by
+    ``posix_spawn`` inherits one (watchdog's inotify descriptor is not, nor is whatever the
+    worker's parent left open). Python opens its own close-on-exec already (PEP 446)."""
+    folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError, ValueError):  # the listing's own descriptor is gone by now
+                if int(name) > 2:
+                    os.set_inheritable(int(name), False)
+
+
+def _spawn_path(program: str, request: RunRequest) -> str | None:
+    """The path ``posix_spawn`` should start, or ``None`` when ``Popen`` must (the job runs
+    elsewhere than this process's directory, the program is not found in the job's PATH, or
+    this system has no ``posix_spawn``)."""
+    if not hasattr(os, "posix_spawn") or str(request.cwd) != os.getcwd():
+        return None
+    if "/" in program:
+        return program
+    return shutil.which(program, path=request.env.get("PATH", os.defpath))  # None: Popen's error says why
+
+
+def _reap(pid: int) -> int:
+    """Reap our exited child ``pid``; its exit code as ``Popen.returncode`` gives it (-N: signal N)."""
+    try:
+        _pid, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped elsewhere: as Popen does
+        return 0
+    return os.waitstatus_to_exitcode(status)
 
 
 def _pidfd_open(pid: int) -> int | None:

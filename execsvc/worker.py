@@ -64,7 +64,7 @@ from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
-from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, now
+from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_descriptors_from_jobs, now
 from .schedule import peek
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
@@ -215,6 +215,7 @@ class Worker:
         watch_fd = self._queue_watch.fileno()
         if watch_fd is not None:
             self._selector.register(watch_fd, selectors.EVENT_READ, self._queue_watch)
+        keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
         if self.config.retention_days is not None:

@@ -376,6 +376,43 @@ def test_job_environment_cwd_stdin_and_result_file(queue_root: Path, start_worke
     assert (queue_root / "out" / "env.txt").read_text() == expected
 
 
+def test_a_job_in_the_default_folder_gets_home_env_and_stdin(queue_root: Path, start_worker: Start) -> None:
+    """The default folder is the worker's own (``execsvc run`` moves there), so such jobs are
+    started by ``posix_spawn`` rather than ``Popen``: the same environment, stdin and folder."""
+    start_worker()
+    drop(
+        queue_root,
+        "home.json",
+        {
+            "command": 'printf \'%s|%s|%s|\' "$GREETING" "$EXECSVC_JOB_ID" "$(pwd -P)"; cat',
+            "env": {"GREETING": "hi"},
+            "stdin": "from stdin",
+        },
+    )
+    info = wait_finished(queue_root, "home")
+    assert info.result is not None and info.result.stdout == f"hi|home|{os.path.realpath(Path.home())}|from stdin"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+@pytest.mark.parametrize("where", ["default folder (posix_spawn)", "own cwd (Popen)"])
+def test_a_job_inherits_no_descriptor_of_the_worker_and_default_signals(
+    queue_root: Path, start_worker: Start, tmp_path: Path, where: str
+) -> None:
+    """A job sees only its stdin, stdout and stderr (not the worker's inotify descriptor, log,
+    lock or pipes), and SIGPIPE and SIGXFSZ at their defaults although Python ignores them."""
+    start_worker()
+    job: dict[str, object] = {"command": "sh", "args": ["-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"]}
+    if where.startswith("own cwd"):
+        job["cwd"] = str(tmp_path)
+    drop(queue_root, "fds.json", job)
+    info = wait_finished(queue_root, "fds")
+    assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
+    words = info.result.stdout.split()
+    assert words[:4] == ["0", "1", "2", "SigIgn:"], info.result.stdout
+    mask = int(words[4], 16)
+    assert not mask & (1 << (signal.SIGPIPE - 1)) and not mask & (1 << (signal.SIGXFSZ - 1)), words[4]
+
+
 def test_a_job_without_stdin_reads_end_of_file(queue_root: Path, start_worker: Start) -> None:
     start_worker()
     drop(queue_root, "reader.json", {"command": "cat; echo after", "timeout_s": 20})

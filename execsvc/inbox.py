@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from queue import Empty, SimpleQueue
 
 Message = tuple[str, str]
@@ -22,16 +23,26 @@ class Inbox:
     """A thread-safe FIFO of messages with a readable file descriptor while any may be waiting."""
 
     def __init__(self) -> None:
+        self._owner = threading.get_ident()  # the loop's thread: what it posts itself needs no wake-up
         self._messages: SimpleQueue[Message] = SimpleQueue()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
 
-    def put(self, message: Message) -> None:
-        """Post a message (safe from any thread and from a signal handler)."""
+    def put(self, message: Message, /, wake: bool | None = None) -> None:
+        """Post a message (safe from any thread and from a signal handler).
+
+        ``wake``: whether to make :meth:`fileno` readable. By default only a
+        post from another thread does: what the loop's own thread posts while
+        it works (the file events it reads itself) is drained before it waits
+        again. Pass ``wake=True`` from a signal handler (it runs in the loop's
+        thread, and the interrupted wait is resumed after it) or from the
+        loop's thread outside the loop.
+        """
         self._messages.put(message)
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._write_fd, b"\0")
+        if wake or (wake is None and threading.get_ident() != self._owner):
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._write_fd, b"\0")
 
     def fileno(self) -> int:
         """The descriptor a selector waits on; readable after a :meth:`put`."""

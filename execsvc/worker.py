@@ -279,7 +279,7 @@ class Worker:
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the worker to stop, as SIGTERM does (safe from any thread or a signal handler)."""
-        self._inbox.put(("signal", str(signum)))
+        self._inbox.put(("signal", str(signum)), wake=True)
 
     @property
     def busy(self) -> bool:
@@ -309,7 +309,7 @@ class Worker:
             self.log.error("internal_error", step=step.__name__, error=repr(exc), **context)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._inbox.put(("signal", str(signum)))  # SimpleQueue.put is reentrant: safe here
+        self._inbox.put(("signal", str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here
 
     def _handle(self, message: tuple[str, str]) -> None:
         kind, value = message

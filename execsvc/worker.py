@@ -451,7 +451,11 @@ class Worker:
         """Whether file events wait to be read by the loop (never blocks)."""
         assert self._queue_watch is not None
         fd = self._queue_watch.fileno()
-        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+        if fd is None:
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _read_events(self) -> None:
         assert self._queue_watch is not None

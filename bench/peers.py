@@ -78,10 +78,13 @@ def _wait_until(condition: object, timeout_s: float, what: str, step_s: float = 
 class Execsvc:
     """A real ``execsvc run`` worker on a fresh queue; jobs written as a foreign tool writes them."""
 
-    def __init__(self, slots: int, root: Path | None = None, prefix: str = "j") -> None:
+    def __init__(
+        self, slots: int, root: Path | None = None, prefix: str = "j", env: dict[str, str] | None = None
+    ) -> None:
         self.name = f"execsvc slots={slots}"
         self.slots = slots
         self.prefix = prefix
+        self.env = env  # the worker's environment (None: this process's)
         self._baseline = 0
         self._own_tmp = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="bench-execsvc-")) / "q"
@@ -101,6 +104,7 @@ class Execsvc:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            env=self.env,
         )
         assert self.proc.stderr is not None
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep the pipe drained

@@ -239,14 +239,40 @@ def writers_open(path: Path) -> bool | None:
         return None
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        return _writers_on(fd)
+    finally:
+        os.close(fd)
+
+
+def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
+    """One open of a file another program may still be writing (a pending job, on the worker's path).
+
+    Returns whether any process has it open for writing, as
+    :func:`writers_open` answers, and, when none has and it is a regular
+    file, its first ``max_bytes`` bytes (else ``None``). Never blocks and never
+    follows a link; raises :class:`OSError` (``FileNotFoundError`` ...) when
+    it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        writing = _writers_on(fd) if sys.platform.startswith("linux") and _lease_guard_installed else None
+        if writing:
+            return True, None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return writing, None
+        return writing, os.read(fd, min(info.st_size + 1, max_bytes))  # +1: a file that grew shows it
+    finally:
+        os.close(fd)
+
+
+def _writers_on(fd: int) -> bool | None:
+    try:
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
     except OSError as exc:
         return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
-    else:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-        return False
-    finally:
-        os.close(fd)
+    fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 def read_regular_file(path: Path, max_bytes: int, *, head: bool = False) -> bytes | None:
@@ -265,7 +291,7 @@ def read_regular_file(path: Path, max_bytes: int, *, head: bool = False) -> byte
         if not stat.S_ISREG(info.st_mode) or (info.st_size > max_bytes and not head):
             return None
         if head:
-            return os.read(fd, max_bytes)
+            return os.read(fd, min(info.st_size + 1, max_bytes))  # a buffer of the file's size, not the limit
         chunks: list[bytes] = []
         total = 0
         while chunk := os.read(fd, info.st_size + 1 if not chunks else 65536):  # it may grow meanwhile

@@ -17,6 +17,7 @@ validates the whole job again when it claims it.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,14 +125,22 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
     if kind == "other":
         return PLAIN
     try:
-        data = read_regular_file(
-            Path(path), _PEEK_MAX_BYTES if kind == "json" else _HEADER_MAX_BYTES, head=kind == "text"
-        )
+        data = read_regular_file(Path(path), peek_bytes(kind), head=True)
     except FileNotFoundError:
         raise
     except OSError:  # a symlink (never followed), or unreadable: refused when claimed
         return PLAIN
-    if not data:
+    return schedule_from_head(data, kind, written_at)
+
+
+def peek_bytes(kind: JobKind) -> int:
+    """How many of a job file's first bytes :func:`schedule_from_head` needs (one more than it accepts)."""
+    return _PEEK_MAX_BYTES + 1 if kind == "json" else _HEADER_MAX_BYTES
+
+
+def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> Schedule:
+    """The schedule a pending job's first :func:`peek_bytes` bytes give it (see :func:`peek`)."""
+    if not data or kind == "other" or (kind == "json" and len(data) > _PEEK_MAX_BYTES):
         return PLAIN
     try:
         if kind == "text":
@@ -147,15 +156,16 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
 _SCHEDULING_KEYS = ("priority", "after", "not_before", "delay_s", "retries", "attempt", "retry_at")
 
 
-_SCHEDULING_KEY_BYTES = tuple(f'"{key}"'.encode() for key in _SCHEDULING_KEYS)
+_MAY_SCHEDULE = re.compile(rb'\\u|"(?:' + b"|".join(key.encode() for key in _SCHEDULING_KEYS) + rb')"')
 
 
 def _may_schedule(data: bytes) -> bool:
     """Whether a JSON job's bytes may name a scheduling field; False lets most jobs skip ``json.loads``.
 
     A key written with ``\\u`` escapes cannot be ruled out from the bytes, so any escape counts.
+    One pass over the bytes.
     """
-    return b"\\u" in data or any(key in data for key in _SCHEDULING_KEY_BYTES)
+    return _MAY_SCHEDULE.search(data) is not None
 
 
 def _schedules(raw: dict[str, Any]) -> bool:

@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, configure
-from .durable import GroupFlusher, install_lease_guard, write_durable, writers_open
+from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
 from .inbox import Inbox
@@ -65,7 +65,7 @@ from .results import build_result, copy_result_file, status_of_exit, unstarted_r
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
 from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_descriptors_from_jobs, now
-from .schedule import peek
+from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
 
@@ -113,6 +113,7 @@ class Worker:
         self.config = config or WorkerConfig()
         self.queue = JobQueue(queue_dir, create=False)
         self.layout = self.queue.layout
+        self._pending_dir, self._running_dir = str(self.layout.pending), str(self.layout.running)
         self._stderr_level = stderr_level
         self._inbox = Inbox()
         self._selector = selectors.DefaultSelector()  # the inbox, and the pidfd of each running job
@@ -383,54 +384,68 @@ class Worker:
     # ----- pending files ------------------------------------------------------------
 
     def _consider(self, name: str) -> None:
-        """Look at ``pending/<name>`` after an event or in a scan; mark it ready when complete."""
+        """Look at ``pending/<name>`` after an event or in a scan; mark it ready when complete.
+
+        On the path of every job (and of every file at start-up): plain string
+        paths, and one open of the file both to ask whether it is still being
+        written and to read what its schedule needs.
+        """
         if is_ignored_name(name):
             return
-        path = self.layout.pending / name
+        path = f"{self._pending_dir}/{name}"
         try:
             info = os.lstat(path)
-            kind = split_job_name(name)[2]
-            if kind != "other" and stat.S_ISREG(info.st_mode) and not self._complete(path, kind, info):
-                self._candidates[name] = _Candidate(False, info.st_mtime_ns)
-                return
         except FileNotFoundError:
-            self._candidates.pop(name, None)
-            self._scheduler.forget(name)
+            self._forget(name)
             return
         known = self._candidates.get(name)
         if known is not None and known.ready:
             return
+        stem, _suffix, kind = split_job_name(name)
+        head = None
+        if kind != "other" and stat.S_ISREG(info.st_mode):
+            try:
+                writing, head = look_at_file(path, peek_bytes(kind))
+            except FileNotFoundError:
+                self._forget(name)
+                return
+            except OSError:  # unreadable: refused with the reason when claimed
+                writing = False
+            if not self._complete(path, kind, info, writing):
+                self._candidates[name] = _Candidate(False, info.st_mtime_ns)
+                return
         if info.st_nlink > 1 and self.queue.settle_release(name, info):
             self.log.info("release_settled", file=name, reason="a release cut short left it held too; now only pending")
-        if os.path.lexists(f"{self.layout.running}/{name}"):  # a retry whose last attempt is still leaving
+        # A retry whose last attempt is still leaving running/ (only a job thread recording a job
+        # writes one, so the look is skipped when none is, as for every file at start-up).
+        if self._recording and os.path.lexists(f"{self._running_dir}/{name}"):
             self._candidates[name] = _Candidate(False, info.st_mtime_ns)
             self._schedule(0.005, "recheck", name)
             return
         self._candidates[name] = _Candidate(True, info.st_mtime_ns)
-        stem, _suffix, kind = split_job_name(name)
-        try:
-            schedule = peek(path, kind, info.st_mtime)
-        except FileNotFoundError:  # it left pending/ meanwhile (claimed by a cancel, or held)
-            self._candidates.pop(name, None)
-            return
+        schedule = schedule_from_head(head, kind, info.st_mtime)
         self._scheduler.offer(name, stem, schedule, info.st_mtime_ns, time.time())
 
-    def _complete(self, path: Path, kind: str, info: os.stat_result) -> bool:
-        """Whether a job file is whole: nobody has it open for writing (or, where that cannot be
-        asked, JSON that parses, or a script unchanged for ``settle_s``)."""
-        open_for_writing = writers_open(path)
-        if open_for_writing is not None:
-            return not open_for_writing
+    def _forget(self, name: str) -> None:
+        """``pending/<name>`` is gone (claimed, held, cancelled or removed)."""
+        self._candidates.pop(name, None)
+        self._scheduler.forget(name)
+
+    def _complete(self, path: str, kind: str, info: os.stat_result, writing: bool | None) -> bool:
+        """Whether a job file is whole: nobody has it open for writing (``writing``, from the lease
+        check), or, where that cannot be asked, JSON that parses, or a script unchanged for ``settle_s``."""
+        if writing is not None:
+            return not writing
         quiet_for = time.time() - info.st_mtime
         if quiet_for >= self.config.settle_s:
             return True
         if kind == "json":
             try:
-                parse_json_job(path.read_bytes())
+                parse_json_job(Path(path).read_bytes())
                 return True
-            except InvalidJob:
+            except (InvalidJob, OSError):
                 pass
-        self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", path.name)
+        self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", os.path.basename(path))
         return False
 
     def _catch_up(self) -> None:

@@ -41,8 +41,16 @@ class Inbox:
         """
         self._messages.put(message)
         if wake or (wake is None and threading.get_ident() != self._owner):
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._write_fd, b"\0")
+            self.wake()
+
+    def wake(self) -> None:
+        """Make :meth:`fileno` readable (after a ``put(..., wake=False)`` that turned out to matter)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write_fd, b"\0")
+
+    def waiting(self) -> bool:
+        """Whether messages wait to be drained (a snapshot: another thread may post right after)."""
+        return not self._messages.empty()
 
     def fileno(self) -> int:
         """The descriptor a selector waits on; readable after a :meth:`put`."""

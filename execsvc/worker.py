@@ -123,6 +123,7 @@ class Worker:
         self._active: dict[str, _ActiveJob] = {}
         self._to_record: list[tuple[_ActiveJob, ExitInfo]] = []  # exited in this loop step
         self._recording = 0
+        self._records_awaited = True  # whether a finished record must wake the loop: see _post_recorded
         self._deadlines: list[_Deadline] = []
         self._seq = itertools.count()
         self._stopping = False
@@ -230,8 +231,10 @@ class Worker:
         job left running or being recorded).
         """
         self._dispatch()  # work found by the start-up scan or left by the last step
+        self._records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
+        timeout = 0 if self._inbox.waiting() else self._time_to_next_deadline()
         exited = events = False
-        for key, _events in self._selector.select(self._time_to_next_deadline()):
+        for key, _events in self._selector.select(timeout):
             if isinstance(key.data, str):  # a job's pidfd: its main process exited
                 self._guarded(self._on_exit, key.data, job=key.data)
                 exited = True
@@ -642,7 +645,7 @@ class Worker:
         except Exception as exc:
             self.log.error("record_failed", claimed.job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
         finally:
-            self._inbox.put(("recorded", claimed.job_id))
+            self._post_recorded(claimed.job_id)
 
     def _write_record(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
         """``queue.finish``, retried while the file system refuses it (full disk, unwritable folder).
@@ -699,6 +702,31 @@ class Worker:
         self._active.pop(job_id, None)
         self._recording += 1
 
+    def _awaits_records(self) -> bool:
+        """Whether the loop, about to wait, needs to hear of each record written at once: when no
+        job runs (nothing else would wake it; ``busy`` turns False), to stop, to start a job the
+        recording cap holds back, to resume claims, or for waiting dependents."""
+        return (
+            not self._active
+            or self._stopping
+            or self._paused is not None
+            or self._recording >= 2 * self.config.slots
+            or bool(self._scheduler.watched_ids)
+        )
+
+    def _post_recorded(self, job_id: str) -> None:
+        """From a job thread: the job is recorded (or put back for a retry).
+
+        Woken only when the loop said it waits for records; otherwise the
+        message waits for the loop's next wake-up (a job's exit, a file, a
+        deadline), one wake-up less per job. No wake-up is lost: the loop sets
+        ``_records_awaited`` and then looks at the inbox; this posts and then
+        reads the flag, so one of the two sees the other.
+        """
+        self._inbox.put(("recorded", job_id), wake=False)
+        if self._records_awaited:
+            self._inbox.wake()
+
     def _stop_leftovers(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
         """In a job thread: stop what the job left in its process group, free its slot, record it."""
         try:
@@ -741,7 +769,7 @@ class Worker:
         except Exception as exc:
             self.log.error("record_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
         finally:
-            self._inbox.put(("recorded", job_id))
+            self._post_recorded(job_id)
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error

@@ -7,7 +7,7 @@ runs the same N ``true`` jobs through version A and version B back to back
 fed the way a foreign tool feeds it (hidden temp file, then rename). It
 prints, per run, jobs/s from the first hand-over to the last record and the
 worker's CPU time per job (user + system, all its threads, from psutil),
-then the medians and the ratio B / A. Each revision's ``execsvc/`` is taken
+then the medians and the ratio B / A. Each revision's packages are taken
 with ``git archive`` and put first on ``PYTHONPATH``, so both run with this
 environment's packages; ``REV_B`` defaults to the working tree.
 """
@@ -31,14 +31,15 @@ from .peers import Execsvc
 
 _REPO = Path(__file__).resolve().parent.parent
 WORKTREE = "worktree"
+_PACKAGES = ("execsvc", "queue_tools")  # the execsvc command imports both
 
 
 def source_tree(rev: str, into: Path) -> Path:
-    """A folder whose ``execsvc/`` is that of ``rev`` (``worktree``: this checkout as it is)."""
+    """A folder whose ``execsvc/`` and ``queue_tools/`` are those of ``rev`` (``worktree``: this checkout)."""
     if rev == WORKTREE:
         return _REPO
     archive = subprocess.run(
-        ["git", "-C", str(_REPO), "archive", "--format=tar", rev, "execsvc"], check=True, capture_output=True
+        ["git", "-C", str(_REPO), "archive", "--format=tar", rev, *_PACKAGES], check=True, capture_output=True
     ).stdout
     folder = into / rev.replace("/", "_")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

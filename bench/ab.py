@@ -7,7 +7,9 @@ runs the same N ``true`` jobs through version A and version B back to back
 fed the way a foreign tool feeds it (hidden temp file, then rename). It
 prints, per run, jobs/s from the first hand-over to the last record and the
 worker's CPU time per job (user + system, all its threads, from psutil),
-then the medians and the ratio B / A. Each revision's packages are taken
+then the medians and the ratio B / A. With ``--latency`` each run is the
+benchmark's drop-to-start measure instead (its p50 over ``--samples`` jobs, one
+at a time on an idle queue). Each revision's packages are taken
 with ``git archive`` and put first on ``PYTHONPATH``, so both run with this
 environment's packages; ``REV_B`` defaults to the working tree.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from .measures import drop_to_start
 from .peers import Execsvc
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +74,23 @@ def one_run(tree: Path, jobs: int, slots: int) -> tuple[float, float]:
     return jobs / elapsed, 1000 * cpu_s / jobs
 
 
+def one_latency_run(tree: Path, samples: int) -> float:
+    """The p50 of drop-to-start, ms, over ``samples`` jobs through the worker in ``tree``."""
+    return statistics.median(drop_to_start(Execsvc(1, env={**os.environ, "PYTHONPATH": str(tree)}), samples))
+
+
+def compare_latency(trees: dict[str, Path], pairs: int, samples: int) -> None:
+    p50s: dict[str, list[float]] = {"A": [], "B": []}
+    for pair in range(pairs):
+        for side in ("A", "B") if pair % 2 == 0 else ("B", "A"):
+            p50s[side].append(one_latency_run(trees[side], samples))
+            print(f"pair {pair + 1} {side}: drop-to-start p50 {p50s[side][-1]:.2f} ms", flush=True)
+    medians = {side: statistics.median(values) for side, values in p50s.items()}
+    wins = sum(b < a for a, b in zip(p50s["A"], p50s["B"], strict=True))
+    print(f"median of p50s: A {medians['A']:.2f} ms, B {medians['B']:.2f} ms")
+    print(f"B / A: {medians['B'] / medians['A']:.2f}x; B quicker in {wins} of {pairs} pairs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("rev_a", help="the baseline: a git revision")
@@ -78,10 +98,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6, help="pairs of runs (default 6)")
     parser.add_argument("--jobs", type=int, default=1000, help="`true` jobs per run (default 1000)")
     parser.add_argument("--slots", type=int, default=1, help="the worker's slots (default 1)")
+    parser.add_argument("--latency", action="store_true", help="compare drop-to-start instead of throughput")
+    parser.add_argument("--samples", type=int, default=60, help="with --latency: jobs per run (default 60)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     try:
         trees = {"A": source_tree(args.rev_a, scratch), "B": source_tree(args.rev_b, scratch)}
+        if args.latency:
+            print(f"A = {args.rev_a}, B = {args.rev_b}: drop-to-start, {args.samples} jobs per run")
+            compare_latency(trees, args.pairs, args.samples)
+            return
         figures: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
         print(f"A = {args.rev_a}, B = {args.rev_b}: {args.jobs} `true` jobs per run, slots={args.slots}")
         for pair in range(args.pairs):

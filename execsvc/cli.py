@@ -125,8 +125,10 @@ def run(
         raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         raise fail("interrupted while starting", 130) from None
-    with contextlib.suppress(OSError):  # where jobs run by default, as a systemd user service does; lets the
-        os.chdir(Path.home())  # runner start them with posix_spawn (see execsvc.runner.JobProcess._spawn)
+    # Serve from where jobs run by default (as a systemd user service does), so the runner can start
+    # those jobs with posix_spawn, which cannot change folders (see execsvc.runner.JobProcess._spawn).
+    with contextlib.suppress(OSError):
+        os.chdir(Path.home())
     try:
         if demo:
             worker.queue.submit(

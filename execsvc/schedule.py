@@ -134,7 +134,8 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
 
 
 def peek_bytes(kind: JobKind) -> int:
-    """How many of a job file's first bytes :func:`schedule_from_head` needs (one more than it accepts)."""
+    """How many of a job file's first bytes :func:`schedule_from_head` reads: a text job's header
+    lines, or a JSON job whole (one byte more than it accepts, so a bigger file shows)."""
     return _PEEK_MAX_BYTES + 1 if kind == "json" else _HEADER_MAX_BYTES
 
 

@@ -217,7 +217,7 @@ def install_lease_guard() -> None:
     When another process opens a leased file for writing, the kernel signals
     the lease holder with SIGIO, whose default action ends the process. A
     Python handler (reset to the default in child processes at ``exec``) makes
-    it harmless. Call from the main thread before :func:`writers_open`.
+    it harmless. Call from the main thread before :func:`look_at_file`.
     """
     global _lease_guard_installed
     if hasattr(signal, "SIGIO") and threading.current_thread() is threading.main_thread():
@@ -225,37 +225,22 @@ def install_lease_guard() -> None:
         _lease_guard_installed = True
 
 
-def writers_open(path: Path) -> bool | None:
-    """Whether any process has ``path`` open for writing.
-
-    On Linux this asks the kernel with a read lease (``F_SETLEASE``), which is
-    refused exactly while the file is open for writing somewhere; the lease is
-    dropped at once. Returns ``None`` where that question cannot be asked
-    (other systems, file systems without leases, files of another owner, or
-    :func:`install_lease_guard` not called), and raises
-    :class:`FileNotFoundError` if the file is gone.
-    """
-    if not (sys.platform.startswith("linux") and _lease_guard_installed):
-        return None
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        return _writers_on(fd)
-    finally:
-        os.close(fd)
-
-
 def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
     """One open of a file another program may still be writing (a pending job, on the worker's path).
 
-    Returns whether any process has it open for writing, as
-    :func:`writers_open` answers, and, when none has and it is a regular
-    file, its first ``max_bytes`` bytes (else ``None``). Never blocks and never
-    follows a link; raises :class:`OSError` (``FileNotFoundError`` ...) when
-    it cannot be opened.
+    Returns whether any process has it open for writing and, when none has
+    and it is a regular file, its first ``max_bytes`` bytes (else ``None``).
+    On Linux the first answer comes from a read lease (``F_SETLEASE``), which
+    is refused exactly while the file is open for writing somewhere; the lease
+    is dropped at once. It is ``None`` where that question cannot be asked
+    (other systems, file systems without leases, files of another owner, or
+    :func:`install_lease_guard` not called). Never blocks and never follows a
+    link; raises :class:`OSError` (``FileNotFoundError`` ...) when the file
+    cannot be opened.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        writing = _writers_on(fd) if sys.platform.startswith("linux") and _lease_guard_installed else None
+        writing = _writers_on(fd)
         if writing:
             return True, None
         info = os.fstat(fd)
@@ -267,6 +252,8 @@ def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
 
 
 def _writers_on(fd: int) -> bool | None:
+    if not (sys.platform.startswith("linux") and _lease_guard_installed):
+        return None
     try:
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
     except OSError as exc:

@@ -15,7 +15,7 @@ import pytest
 from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
-from execsvc.durable import install_lease_guard, writers_open
+from execsvc.durable import install_lease_guard, look_at_file
 
 PY = sys.executable
 Start = Callable[..., WorkerProcess]
@@ -174,7 +174,7 @@ def kernel_reports_writers(folder: Path) -> bool:
     install_lease_guard()
     probe = folder / "lease-probe"
     with open(probe, "w"):
-        answer = writers_open(probe)
+        answer = look_at_file(str(probe), 1)[0]
     probe.unlink()
     return answer is True
 

@@ -133,12 +133,16 @@ class Worker:
         self._lock: FileLock | None = None
         self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
+        self._watch_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
         self._log: EventLog | None = None
-        # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
-        # `slots` running plus `2 * slots` recording (see _dispatch), and no thread start on the hot path.
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
-        self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.slots, thread_name_prefix="execsvc-job")
+        # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
+        # `slots` running plus `_max_recording` recording, and no thread start on the hot path.
+        self._max_recording = 2 * self.config.slots  # records in flight before claiming waits (see _dispatch)
+        self._waiters = ThreadPoolExecutor(
+            max_workers=self.config.slots + self._max_recording, thread_name_prefix="execsvc-job"
+        )
         self._hooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="execsvc-hook")  # on_finish, webhook
 
     # ----- life cycle -------------------------------------------------------------
@@ -217,6 +221,8 @@ class Worker:
         watch_fd = self._queue_watch.fileno()
         if watch_fd is not None:
             self._selector.register(watch_fd, selectors.EVENT_READ, self._queue_watch)
+            self._watch_poll = select.poll()  # asked without waiting when a slot frees: _events_waiting
+            self._watch_poll.register(watch_fd, select.POLLIN)
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
@@ -414,7 +420,7 @@ class Worker:
                 return
             except OSError:  # unreadable: refused with the reason when claimed
                 writing = False
-            if not self._complete(path, kind, info, writing):
+            if not self._complete(name, kind, info, writing, head):
                 self._candidates[name] = _Candidate(False, info.st_mtime_ns)
                 return
         if info.st_nlink > 1 and self.queue.settle_release(name, info):
@@ -434,21 +440,22 @@ class Worker:
         self._candidates.pop(name, None)
         self._scheduler.forget(name)
 
-    def _complete(self, path: str, kind: str, info: os.stat_result, writing: bool | None) -> bool:
+    def _complete(self, name: str, kind: str, info: os.stat_result, writing: bool | None, head: bytes | None) -> bool:
         """Whether a job file is whole: nobody has it open for writing (``writing``, from the lease
-        check), or, where that cannot be asked, JSON that parses, or a script unchanged for ``settle_s``."""
+        check), or, where that cannot be asked, JSON that parses (``head``: the bytes already read),
+        or a script unchanged for ``settle_s``."""
         if writing is not None:
             return not writing
         quiet_for = time.time() - info.st_mtime
         if quiet_for >= self.config.settle_s:
             return True
-        if kind == "json":
+        if kind == "json" and head is not None:
             try:
-                parse_json_job(Path(path).read_bytes())
+                parse_json_job(head)
                 return True
-            except (InvalidJob, OSError):
+            except InvalidJob:
                 pass
-        self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", os.path.basename(path))
+        self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", name)
         return False
 
     def _catch_up(self) -> None:
@@ -467,13 +474,7 @@ class Worker:
 
     def _events_waiting(self) -> bool:
         """Whether file events wait to be read by the loop (never blocks)."""
-        assert self._queue_watch is not None
-        fd = self._queue_watch.fileno()
-        if fd is None:
-            return False
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+        return self._watch_poll is not None and bool(self._watch_poll.poll(0))
 
     def _read_events(self) -> None:
         assert self._queue_watch is not None
@@ -506,7 +507,7 @@ class Worker:
         while (doomed := self._scheduler.take_doomed()) is not None:  # recorded at once: no slot needed
             if self._candidates.pop(doomed.name, None) is not None:
                 self._guarded(self._start, doomed.name, doomed, file=doomed.name)
-        while len(self._active) < self.config.slots and self._recording < 2 * self.config.slots:
+        while len(self._active) < self.config.slots and self._recording < self._max_recording:
             name = self._scheduler.take_ready()
             if name is None:
                 return
@@ -710,7 +711,7 @@ class Worker:
             not self._active
             or self._stopping
             or self._paused is not None
-            or self._recording >= 2 * self.config.slots
+            or self._recording >= self._max_recording
             or bool(self._scheduler.watched_ids)
         )
 

@@ -140,6 +140,25 @@ def test_a_job_that_cannot_be_settled_does_not_stop_the_worker(
     assert "recovery_failed job=stuck" in log and "started job=stuck" not in log
 
 
+def start_blocker(worker: Worker, gate: Path) -> str:
+    """Submit a job that runs until ``gate`` exists; return its id once it runs."""
+    queue = JobQueue(worker.layout.root)
+    blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
+    run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
+    return blocker
+
+
+def order_after_gate(worker: Worker, blocker: str, gate: Path, order: Path) -> list[str]:
+    """Drop j0, j1, j2 with file times in the order j1, j2, j0 (no loop step meanwhile), open the
+    gate, and return the order they ran in."""
+    base = time.time() - 100
+    for i, age in enumerate([3, 1, 2]):
+        drop(worker.layout.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
+    gate.touch()
+    run_until(worker, finished(worker, blocker, "j0", "j1", "j2"))
+    return order.read_text().split()
+
+
 def test_a_slot_freed_by_a_job_thread_looks_at_pending_itself(
     tmp_path: Path, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,20 +168,13 @@ def test_a_slot_freed_by_a_job_thread_looks_at_pending_itself(
     is stopped here, as if the events were late, which makes it deterministic."""
     monkeypatch.setattr(runner, "_pidfd_open", lambda pid: None)  # as on a system without pidfds
     worker = make_worker()
-    queue = JobQueue(worker.layout.root)
-    gate, order = tmp_path / "gate", tmp_path / "order"
-    blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
-    run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
+    gate = tmp_path / "gate"
+    blocker = start_blocker(worker, gate)
     assert worker._active[blocker].process.pidfd is None  # white-box: the job thread's way
     watch = worker._queue_watch  # white-box: silence the file events
     assert watch is not None
     watch.stop()
-    base = time.time() - 100
-    for i, age in enumerate([3, 1, 2]):
-        drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
-    gate.touch()
-    run_until(worker, finished(worker, blocker, "j0", "j1", "j2"))
-    assert order.read_text().split() == ["j1", "j2", "j0"]
+    assert order_after_gate(worker, blocker, gate, tmp_path / "order") == ["j1", "j2", "j0"]
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open") or InotifyFD is None, reason="needs Linux pidfds and inotify")
@@ -173,15 +185,8 @@ def test_a_slot_freed_in_the_loop_reads_waiting_events_before_it_is_filled(
     that came meanwhile wake the same loop: the events waiting in the kernel are read before the
     freed slot is filled, so the oldest job runs next whatever order the files arrived in."""
     worker = make_worker()
-    queue = JobQueue(worker.layout.root)
-    gate, order = tmp_path / "gate", tmp_path / "order"
-    blocker = queue.submit(JobSpec(command=f"while [ ! -e {gate} ]; do sleep 0.01; done"))
-    run_until(worker, lambda: queue.get(blocker).state is JobState.RUNNING)
+    gate = tmp_path / "gate"
+    blocker = start_blocker(worker, gate)
     assert worker._active[blocker].process.pidfd is not None  # white-box: the loop's way
     assert worker._queue_watch is not None and worker._queue_watch.fileno() is not None
-    base = time.time() - 100
-    for i, age in enumerate([3, 1, 2]):  # not one loop step meanwhile: the events wait in the kernel
-        drop(queue.root, f"j{i}.json", {"command": f"echo j{i} >> {order}"}, mtime=base + age)
-    gate.touch()
-    run_until(worker, finished(worker, blocker, "j0", "j1", "j2"))
-    assert order.read_text().split() == ["j1", "j2", "j0"]
+    assert order_after_gate(worker, blocker, gate, tmp_path / "order") == ["j1", "j2", "j0"]

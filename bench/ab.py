@@ -53,10 +53,14 @@ def source_tree(rev: str, into: Path) -> Path:
     return folder
 
 
+def worker_from(tree: Path, slots: int) -> Execsvc:
+    """An ``execsvc run`` worker (not started) whose packages come from ``tree`` (see :func:`source_tree`)."""
+    return Execsvc(slots, env={**os.environ, "PYTHONPATH": str(tree)})
+
+
 def one_run(tree: Path, jobs: int, slots: int) -> tuple[float, float]:
     """(jobs/s, worker CPU ms per job) of ``jobs`` ``true`` jobs through the worker in ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    system = Execsvc(slots, env=env)
+    system = worker_from(tree, slots)
     system.start()
     try:
         assert system.proc is not None
@@ -76,7 +80,7 @@ def one_run(tree: Path, jobs: int, slots: int) -> tuple[float, float]:
 
 def one_latency_run(tree: Path, samples: int) -> float:
     """The p50 of drop-to-start, ms, over ``samples`` jobs through the worker in ``tree``."""
-    return statistics.median(drop_to_start(Execsvc(1, env={**os.environ, "PYTHONPATH": str(tree)}), samples))
+    return statistics.median(drop_to_start(worker_from(tree, 1), samples))
 
 
 def compare_latency(trees: dict[str, Path], pairs: int, samples: int) -> None:

@@ -85,20 +85,9 @@ def read_job(
     JSON, or fields of the wrong type. Raises :class:`OSError` only for
     unexpected file-system failures.
     """
-    if kind == "other" or not stat.S_ISREG(path.lstat().st_mode):
+    if kind == "other":
         raise InvalidJob(_describe_other(path))
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise InvalidJob(f"the job file cannot be opened: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(fd).st_size
-        if size > config.max_job_file_bytes:
-            raise InvalidJob(
-                f"the job file is {size:,} bytes; the limit is {config.max_job_file_bytes:,} bytes "
-                "(pass large inputs as files the job reads, not inside the job)"
-            )
-        data = handle.read(config.max_job_file_bytes + 1)
+    data = _read_job_file(path, config.max_job_file_bytes)
     # The markers go last: a job's own env must not hide it from crash recovery.
     markers = {QUEUE_DIR_ENV: str(queue_root), JOB_ID_ENV: job_id}
     base = _Defaults(dict(os.environ) if environ is None else environ, Path.home() if home is None else home)
@@ -116,6 +105,41 @@ def read_job(
         )
     spec = parse_json_job(data)
     return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base)
+
+
+def _read_job_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a claimed job file; on the path of every job, so one ``open``, one ``fstat``
+    and reads the size of the file (a buffered ``read(max_bytes)`` maps a buffer of the limit).
+
+    Raises :class:`InvalidJob` for a link, directory, FIFO or device (the open never follows
+    a link nor waits on a FIFO) and for a file above ``max_bytes``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a symbolic link (ELOOP), a socket (ENXIO), no permission...
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise InvalidJob(_describe_other(path)) from None
+        raise InvalidJob(f"the job file cannot be opened: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidJob(_describe_other(path))
+        if info.st_size > max_bytes:
+            raise InvalidJob(
+                f"the job file is {info.st_size:,} bytes; the limit is {max_bytes:,} bytes "
+                "(pass large inputs as files the job reads, not inside the job)"
+            )
+        chunks = [os.read(fd, info.st_size + 1)]  # + 1: a file that grew since is read on
+        while chunks[-1] and sum(map(len, chunks)) <= max_bytes:
+            chunks.append(os.read(fd, 65536))
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise InvalidJob(f"the job file grew past the limit of {max_bytes:,} bytes while it was read")
+    return data
 
 
 def _timeout_s(options: JobOptions, config: WorkerConfig) -> float:

@@ -156,7 +156,8 @@ class JobProcess:
             )
             actions = [stdin_action, (os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, err_fd, 2)]
             with contextlib.suppress(NotImplementedError):  # a libc without POSIX_SPAWN_SETSID: Popen
-                return os.posix_spawn(program, argv, request.env, file_actions=actions, setsid=True, setsigdef=_RESET)
+                spawn = os.posix_spawn if "/" in program else os.posix_spawnp
+                return spawn(program, argv, request.env, file_actions=actions, setsid=True, setsigdef=_RESET)
         self._popen = subprocess.Popen(
             argv,
             executable=executable,
@@ -337,14 +338,16 @@ def keep_descriptors_from_jobs() -> None:
 
 
 def _spawn_path(program: str, request: RunRequest) -> str | None:
-    """The path ``posix_spawn`` should start, or ``None`` when ``Popen`` must (the job runs
-    elsewhere than this process's directory, the program is not found in the job's PATH, or
-    this system has no ``posix_spawn``)."""
+    """The program ``posix_spawn`` should start (a bare name when the job's PATH is this
+    process's: ``posix_spawnp`` then searches it in the child, no ``stat`` per folder here), or
+    ``None`` when ``Popen`` must (the job runs elsewhere than this process's directory, the
+    program is not found in the job's own PATH, or this system has no ``posix_spawn``)."""
     if not hasattr(os, "posix_spawn") or str(request.cwd) != os.getcwd():
         return None
-    if "/" in program:
-        return program
-    return shutil.which(program, path=request.env.get("PATH", os.defpath))  # None: Popen's error says why
+    path = request.env.get("PATH", os.defpath)
+    if "/" in program or path == os.environ.get("PATH", os.defpath):
+        return program  # a bare name: posix_spawnp searches this process's PATH, the job's too
+    return shutil.which(program, path=path)  # None: Popen's error says why
 
 
 def _reap(pid: int) -> int:

@@ -66,6 +66,7 @@ def test_leftovers_that_ignore_sigterm_are_killed(tmp_path: Path) -> None:
     ("argv", "cwd", "message"),
     [
         (["no-such-program-execsvc"], None, "command not found: 'no-such-program-execsvc' (no such file in PATH)"),
+        (["no-such-program-execsvc"], ".", "command not found: 'no-such-program-execsvc' (no such file in PATH)"),
         (["/no/such/prog"], None, "command not found: '/no/such/prog' (no such file)"),
         (["/"], None, "permission denied running '/'"),
         (["true"], "/no/such/dir", "the working directory /no/such/dir does not exist"),
@@ -73,8 +74,8 @@ def test_leftovers_that_ignore_sigterm_are_killed(tmp_path: Path) -> None:
 )
 def test_spawn_errors_say_why(tmp_path: Path, argv: list[str], cwd: str | None, message: str) -> None:
     req = request(argv, tmp_path)
-    if cwd is not None:
-        req = RunRequest(argv=argv, cwd=Path(cwd), env=req.env, timeout_s=1)
+    if cwd is not None:  # ".": this process's own folder, where posix_spawnp searches PATH (see _spawn)
+        req = RunRequest(argv=argv, cwd=Path.cwd() if cwd == "." else Path(cwd), env=req.env, timeout_s=1)
     job = JobProcess(req, tmp_path / "out", tmp_path / "err", kill_grace_s=0.1)
     with pytest.raises(SpawnError) as caught:
         job.start()

@@ -1,9 +1,10 @@
 """Durable, never-overwriting file operations, the way Maildir and nq do them.
 
 A record is written under a hidden temporary name in its destination folder,
-flushed to disk (``fsync``), then given its final name with ``link()``, which
-fails instead of replacing an existing file, and the folder is flushed so the
-new name survives a power cut. A reader never sees a half-written record.
+flushed to disk (``fsync``), then given its final name by a rename that fails
+instead of replacing an existing file (``renameat2(RENAME_NOREPLACE)`` on
+Linux, ``link()`` then ``unlink()`` elsewhere), and the folder is flushed so
+the new name survives a power cut. A reader never sees a half-written record.
 Jobs move between folders the same way, by a rename that never replaces
 (:func:`move_no_replace`).
 """
@@ -56,7 +57,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool = True) -> None:
-    """Write ``data`` to ``dest`` atomically: temp file, fsync, link (or replace), fsync folder.
+    """Write ``data`` to ``dest`` atomically: temp file, fsync, rename (never replacing), fsync folder.
 
     With ``replace=False`` (the default) an existing ``dest`` is never
     overwritten: :class:`FileExistsError` is raised and nothing is left behind.
@@ -77,7 +78,7 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
             os.close(fd)
         if replace:
             os.replace(tmp, dest)
-        else:
+        elif _RENAME_NOREPLACE is None or not _RENAME_NOREPLACE(tmp, dest):
             os.link(tmp, dest)
             os.unlink(tmp)
     except BaseException:

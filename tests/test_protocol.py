@@ -14,7 +14,7 @@ from conftest import silent_event_log
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from execsvc import InvalidJobId, JobIdTaken, JobNotFound, JobQueue, JobResult, JobSpec, JobState, JobStatus
+from execsvc import InvalidJobId, JobIdTaken, JobNotFound, JobQueue, JobResult, JobSpec, JobState, JobStatus, durable
 from execsvc.durable import move_no_replace, write_durable
 from execsvc.errors import UnsafeQueue
 from execsvc.layout import QueueLayout, check_job_id, job_id_problem, sanitize_job_id, split_job_name
@@ -87,7 +87,10 @@ def test_get_unknown_job_raises(queue: JobQueue) -> None:
         queue.get("../etc/passwd")
 
 
-def test_write_durable_never_overwrites(tmp_path: Path) -> None:
+@pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "link-unlink"])
+def test_write_durable_never_overwrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: bool) -> None:
+    if not renameat2:  # the way systems without renameat2(RENAME_NOREPLACE) take
+        monkeypatch.setattr(durable, "_RENAME_NOREPLACE", None)
     target = tmp_path / "record.json"
     write_durable(target, b"first")
     with pytest.raises(FileExistsError):
@@ -208,13 +211,20 @@ def test_settle_running_after_a_finish_cut_short_between_its_steps(queue: JobQue
 
 def test_a_script_is_beside_its_record_when_the_record_appears(queue: JobQueue) -> None:
     """Whoever sees a finished record finds the job file too: a real observer sees the names
-    appear in completed/ in that order (inotify reports them in the order they were made)."""
+    appear in completed/ in that order (inotify reports them in the order they were made; the
+    script by a link, the record by a rename from its temporary name)."""
     appeared: list[str] = []
     both = threading.Event()
 
     class Appearing(FileSystemEventHandler):
         def on_created(self, event: FileSystemEvent) -> None:
-            name = os.path.basename(str(event.src_path))
+            self.appear(str(event.src_path))
+
+        def on_moved(self, event: FileSystemEvent) -> None:
+            self.appear(str(event.dest_path))
+
+        def appear(self, path: str) -> None:
+            name = os.path.basename(path)
             if not name.startswith("."):
                 appeared.append(name)
             if len(appeared) == 2:

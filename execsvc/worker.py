@@ -49,7 +49,7 @@ from filelock import FileLock, Timeout
 
 from . import __version__
 from .config import WorkerConfig
-from .daemonlog import EventLog, configure
+from .daemonlog import EventLog, open_event_log
 from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
@@ -166,13 +166,11 @@ class Worker:
         :class:`~execsvc.errors.WatchFailed` when ``pending/`` cannot be watched.
         """
         self.layout.ensure()
-        self._log = EventLog(
-            configure(
-                self.layout.daemon_log,
-                max_bytes=self.config.log_max_bytes,
-                backups=self.config.log_backups,
-                stderr_level=self._stderr_level,
-            )
+        self._log = open_event_log(
+            self.layout.daemon_log,
+            max_bytes=self.config.log_max_bytes,
+            backups=self.config.log_backups,
+            stderr_level=self._stderr_level,
         )
         previous = self.queue.worker_info()
         self._acquire_lock()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -169,12 +168,9 @@ def start_job_with_child(queue_root: Path, worker: WorkerProcess, job_id: str) -
     return int(pidfile.read_text())
 
 
-def silent_event_log(name: str) -> EventLog:
+def silent_event_log() -> EventLog:
     """An :class:`EventLog` whose lines go nowhere, for protocol code run without a worker."""
-    logger = logging.getLogger(f"execsvc.test.{name}")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return EventLog(logger)
+    return EventLog(None)
 
 
 def daemon_log(queue_root: Path) -> str:

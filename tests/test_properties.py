@@ -102,7 +102,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.tokens: list[str] = []
         self.finished: set[str] = set()
         self.running: list[ClaimedJob] = []
-        self.log = silent_event_log("properties")
+        self.log = silent_event_log()
 
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -394,7 +394,7 @@ def test_records_made_without_the_worker_keep_submitted_by(queue: JobQueue) -> N
     assert queue.cancel("to-cancel").info.result.submitted_by == "my-tool"  # type: ignore[union-attr]
     queue.submit({"command": "true"}, job_id="crashed", submitted_by="mcp")
     queue.claim("crashed.json")  # then the worker dies
-    settle_running(queue, silent_event_log("protocol"), previous=None, kill_grace_s=0.1, tail_bytes=100)
+    settle_running(queue, silent_event_log(), previous=None, kill_grace_s=0.1, tail_bytes=100)
     settled = queue.get("crashed")
     assert settled.status is JobStatus.INTERRUPTED
     assert settled.result is not None and settled.result.submitted_by == "mcp"

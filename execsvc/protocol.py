@@ -346,7 +346,7 @@ class JobQueue:
             if info.state is JobState.RUNNING:
                 note = json.dumps({"job_id": job_id, "requested_by": requested_by, "requested_at": _now_iso()})
                 with contextlib.suppress(FileExistsError):  # asked already: the worker acts on the first request
-                    write_durable(self.layout.cancel_request(job_id), note.encode(), sync=False)
+                    _create_note(self.layout.cancel_request(job_id), note.encode())
                 return Cancellation("requested", info)
             try:
                 claimed = self.claim(Path(info.path).name, folder=Path(info.path).parent)
@@ -715,6 +715,20 @@ def _unfinished_id(name: str, state: JobState) -> str | None:
 
 def _now_iso() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
+
+
+def _create_note(path: Path, data: bytes) -> None:
+    """Create ``path`` in place with ``data``; :class:`FileExistsError` if it exists.
+
+    For a cancel request: the worker watches ``running/`` for names created
+    there (not renamed into it: every claim is such a rename), and acts on
+    the name alone, so a note seen half-written is harmless.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _same_file(path: str | Path, info: os.stat_result) -> bool:

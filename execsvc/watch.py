@@ -180,7 +180,7 @@ class DirectInotifyWatch:
             fd.add_callback(
                 os.fsencode(self._folders[1]),
                 # Not IN_MOVED_TO: every claim is a rename into running/, and would wake the loop for
-                # nothing; cancel requests appear by link() (IN_CREATE), see JobQueue.cancel.
+                # nothing; cancel requests are created in place (IN_CREATE), see JobQueue.cancel.
                 Mask(constants.IN_CREATE | constants.IN_DELETE_SELF | constants.IN_DELETE | constants.IN_MOVED_FROM),
                 _RunningCallback(self._inbox, self._awaited),
                 CallbackId(2),

@@ -13,6 +13,7 @@ import re
 import stat
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import InvalidJobId, UnsafeQueue
@@ -125,7 +126,8 @@ class QueueLayout:
 
     ``root/pending``, ``running``, ``completed``, ``failed``, ``logs``, plus
     ``daemon.log``, ``worker.lock`` (held by the serving worker) and
-    ``worker.json`` (who holds it).
+    ``worker.json`` (who holds it). Each path is built once (they are asked
+    for several times per job on the worker's hot path).
     """
 
     root: Path
@@ -135,40 +137,40 @@ class QueueLayout:
         """Layout of the queue rooted at ``root`` (symbolic links in the path resolved)."""
         return cls(Path(os.path.realpath(root)))
 
-    @property
+    @cached_property
     def pending(self) -> Path:
         return self.root / "pending"
 
-    @property
+    @cached_property
     def held(self) -> Path:
         """``pending/.held``: pending jobs put on hold (hidden, so the worker never takes them)."""
         return self.root / "pending" / HELD_FOLDER
 
-    @property
+    @cached_property
     def running(self) -> Path:
         return self.root / "running"
 
-    @property
+    @cached_property
     def completed(self) -> Path:
         return self.root / "completed"
 
-    @property
+    @cached_property
     def failed(self) -> Path:
         return self.root / "failed"
 
-    @property
+    @cached_property
     def logs(self) -> Path:
         return self.root / "logs"
 
-    @property
+    @cached_property
     def daemon_log(self) -> Path:
         return self.root / "daemon.log"
 
-    @property
+    @cached_property
     def lock_file(self) -> Path:
         return self.root / "worker.lock"
 
-    @property
+    @cached_property
     def worker_file(self) -> Path:
         return self.root / "worker.json"
 

@@ -56,11 +56,18 @@ class Inbox:
         """The descriptor a selector waits on; readable after a :meth:`put`."""
         return self._read_fd
 
-    def drain(self) -> list[Message]:
-        """Every message posted so far, oldest first (never blocks); clears the wake-up."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._read_fd, 4096):
-                pass
+    def drain(self, *, woken: bool = True) -> list[Message]:
+        """Every message posted so far, oldest first (never blocks).
+
+        ``woken``: whether :meth:`fileno` was seen readable; only then is the
+        wake-up read and cleared (one system call the loop saves on the steps
+        another descriptor woke it for). A wake-up left unread makes the next
+        wait return at once, nothing more.
+        """
+        if woken:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._read_fd, 4096):
+                    pass
         messages = []
         while True:
             try:

@@ -237,16 +237,18 @@ class Worker:
         self._dispatch()  # work found by the start-up scan or left by the last step
         self._records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
         timeout = 0 if self._inbox.waiting() else self._time_to_next_deadline()
-        exited = events = False
+        exited = events = woken = False
         for key, _events in self._selector.select(timeout):
             if isinstance(key.data, str):  # a job's pidfd: its main process exited
                 self._guarded(self._on_exit, key.data, job=key.data)
                 exited = True
             elif key.data is not None:  # the file events, read here (see open_watch)
                 events = True
+            else:  # the inbox
+                woken = True
         if events or (exited and self._events_waiting()):  # before a freed slot is filled: see _catch_up
             self._guarded(self._read_events)
-        for message in self._inbox.drain():
+        for message in self._inbox.drain(woken=woken):
             self._guarded(self._handle, message)
         self._guarded(self._run_due_deadlines)
         self._scheduler.wake(time.time())

@@ -47,3 +47,14 @@ def test_many_posts_never_block_the_poster() -> None:
         assert len(inbox.drain()) == 200_000
     finally:
         inbox.close()
+
+
+def test_a_drain_not_woken_by_the_inbox_leaves_its_wake_up_for_the_next_wait() -> None:
+    inbox = Inbox()
+    try:
+        inbox.put(("recorded", "a"), wake=True)
+        assert inbox.drain(woken=False) == [("recorded", "a")]
+        assert readable(inbox), "the wake-up was not read: the next wait returns at once"
+        assert inbox.drain(woken=True) == [] and not readable(inbox)
+    finally:
+        inbox.close()

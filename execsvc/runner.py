@@ -265,7 +265,7 @@ def read_tail(path: Path, max_bytes: int) -> OutputTail:
     try:
         size = os.fstat(fd).st_size
         start = max(0, size - max_bytes)
-        data = os.pread(fd, size - start, start)
+        data = os.pread(fd, size - start, start) if size else b""
     finally:
         os.close(fd)
     if start:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from execsvc import JobQueue
+from execsvc import JobQueue, finish_index
 
 from .peers import EXECSVC, Execsvc, System
 
@@ -191,7 +191,8 @@ def backlog_queue(parent: Path, pending: int, stamps: Path) -> Path:
 
 
 def history_queue(parent: Path, name: str, records: int) -> Path:
-    """A queue with ``records`` finished records in ``completed/`` (copies of one real record)."""
+    """A queue with ``records`` finished records in ``completed/`` (copies of one real record),
+    with the finish-time index a worker writes beside them (:mod:`execsvc.finish_index`)."""
     root = parent / name
     worker = Execsvc(1, root=root)
     worker.start()
@@ -202,7 +203,11 @@ def history_queue(parent: Path, name: str, records: int) -> Path:
         worker.stop()
     template = (root / "completed" / "j000000.json").read_text()
     (root / "completed" / "j000000.json").unlink()
-    write_fake_jobs(root / "completed", records, lambda index: template.replace("j000000", f"h{index:06d}"), prefix="h")
+    completed = root / "completed"
+    write_fake_jobs(completed, records, lambda index: template.replace("j000000", f"h{index:06d}"), prefix="h")
+    with os.scandir(completed) as entries:
+        stats = [(entry.name[:-5], entry.stat(follow_symlinks=False)) for entry in entries if entry.name[0] != "."]
+    finish_index.rewrite(completed, [(job_id, info.st_mtime_ns, info.st_ino) for job_id, info in stats])
     return root
 
 

@@ -126,7 +126,8 @@ class Execsvc:
         return dropped
 
     def finished(self) -> int:
-        return len(os.listdir(self.root / "completed")) + len(os.listdir(self.root / "failed"))
+        folders = (self.root / "completed", self.root / "failed")  # hidden: the finish-time index
+        return sum(1 for folder in folders for name in os.listdir(folder) if not name.startswith("."))
 
     def wait_all(self, count: int) -> None:
         last = f"{self.prefix}{count - 1:06d}.json"

@@ -56,14 +56,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool = True) -> None:
+def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool = True) -> os.stat_result:
     """Write ``data`` to ``dest`` atomically: temp file, fsync, rename (never replacing), fsync folder.
 
-    With ``replace=False`` (the default) an existing ``dest`` is never
-    overwritten: :class:`FileExistsError` is raised and nothing is left behind.
-    ``sync=False`` skips both fsyncs (for files that need atomicity, not
-    durability). Raises :class:`OSError` on any file-system failure, after
-    removing the temporary file.
+    Returns the written file's ``stat`` (taken before the rename, which keeps
+    its inode and modification time). With ``replace=False`` (the default) an
+    existing ``dest`` is never overwritten: :class:`FileExistsError` is raised
+    and nothing is left behind. ``sync=False`` skips both fsyncs (for files
+    that need atomicity, not durability). Raises :class:`OSError` on any
+    file-system failure, after removing the temporary file.
     """
     tmp = temp_path_for(dest)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -74,6 +75,7 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
                 view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
         if replace:
@@ -86,6 +88,7 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
         raise
     if sync:
         fsync_dir(dest.parent)
+    return written
 
 
 def move_no_replace(src: Path, dst: Path) -> None:

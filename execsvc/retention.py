@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import finish_index
 from .layout import SIDECAR_SUFFIX
 from .models import JobState, SidecarRecord
 from .protocol import FINISHED_STATES, JobQueue
@@ -53,7 +54,7 @@ def clean(
     report = CleanReport(archive=str(archive) if archive else None)
     for state in states:
         ids = report.removed.setdefault(state.value, [])
-        for entry in queue.entries(state):
+        for entry in queue.entries(state, use_index=False):  # the files' own times: once a day, exact
             if entry.mtime_ns >= cutoff_ns:
                 continue
             files = _files_of(queue, entry.job_id, Path(entry.path))
@@ -69,7 +70,19 @@ def clean(
                     path.unlink(missing_ok=True)
                 elif path.exists() or path.is_symlink():
                     shutil.move(path, target / path.name)
+        if ids and not dry_run:
+            _compact_index(queue, state)
     return report
+
+
+def _compact_index(queue: JobQueue, state: JobState) -> None:
+    """Rewrite the folder's finish-time index without the jobs no longer there (see
+    :mod:`.finish_index`; a line the worker appends meanwhile may be lost, which costs a
+    listing one ``stat``)."""
+    folder = queue.layout.folder(state)
+    present = {entry.job_id for entry in queue.entries(state)}
+    kept = [(job_id, mtime_ns, inode) for job_id, (mtime_ns, inode) in finish_index.read(folder).items()]
+    finish_index.rewrite(folder, [line for line in kept if line[0] in present])
 
 
 def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execsvc import JobNotFound, JobQueue, JobStatus
+from execsvc.finish_index import INDEX_NAME
 
 EXECSVC = str(Path(sys.executable).parent / "execsvc")
 
@@ -151,7 +152,7 @@ def crash_loop(root: Path, *, cycles: int, producers: int, seed: int) -> Figures
         name
         for state in ("pending", "running", "completed", "failed")
         for name in os.listdir(root / state)
-        if name.startswith(".") or name.endswith(".tmp")
+        if (name.startswith(".") or name.endswith(".tmp")) and name != INDEX_NAME
     ]
     return Figures(
         cycles=cycles,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import EXECSVC, WorkerProcess, drop, wait_finished
 
-from execsvc import JobQueue, JobStatus
+from execsvc import JobQueue, JobStatus, finish_index
+from execsvc.finish_index import INDEX_NAME
 from queue_tools import service
 
 Start = Callable[..., WorkerProcess]
@@ -91,7 +92,9 @@ def test_clean_removes_or_archives_old_jobs_with_their_logs(
     ]  # fmt: skip
     assert execsvc(queue_root, "clean", "--older-than", "30d").stdout.startswith("removed 1 job(s)")
     left = {p.name for p in (queue_root / "completed").iterdir()} | {p.name for p in (queue_root / "failed").iterdir()}
-    assert left == {"new-ok.json"}
+    assert left == {"new-ok.json", INDEX_NAME}
+    for state in ("completed", "failed"):  # the finish-time index forgets the removed jobs
+        assert [*finish_index.read(queue_root / state)] == (["new-ok"] if state == "completed" else [])
     assert sorted(p.name for p in (queue_root / "logs").iterdir()) == ["new-ok.stderr", "new-ok.stdout"]
     assert execsvc(queue_root, "clean", "--older-than", "soon").returncode == 2
 

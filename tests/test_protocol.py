@@ -14,16 +14,29 @@ from conftest import silent_event_log
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from execsvc import InvalidJobId, JobIdTaken, JobNotFound, JobQueue, JobResult, JobSpec, JobState, JobStatus, durable
+from execsvc import (
+    InvalidJobId,
+    JobIdTaken,
+    JobNotFound,
+    JobQueue,
+    JobResult,
+    JobSpec,
+    JobState,
+    JobStatus,
+    durable,
+    finish_index,
+)
 from execsvc.durable import move_no_replace, write_durable
 from execsvc.errors import UnsafeQueue
+from execsvc.finish_index import INDEX_NAME
 from execsvc.layout import QueueLayout, check_job_id, job_id_problem, sanitize_job_id, split_job_name
 from execsvc.recovery import settle_running
 from execsvc.runner import now
 
 
 def visible(folder: Path) -> list[str]:
-    return sorted(os.listdir(folder))
+    """Every name in ``folder`` but the finish-time index (hidden temporary files included)."""
+    return sorted(name for name in os.listdir(folder) if name != INDEX_NAME)
 
 
 def result_for(job_id: str, status: JobStatus = JobStatus.COMPLETED) -> JobResult:
@@ -398,3 +411,24 @@ def test_records_made_without_the_worker_keep_submitted_by(queue: JobQueue) -> N
     settled = queue.get("crashed")
     assert settled.status is JobStatus.INTERRUPTED
     assert settled.result is not None and settled.result.submitted_by == "mcp"
+
+
+def test_finished_listings_take_their_times_from_the_index_only_while_it_is_right(queue: JobQueue) -> None:
+    for job_id in ("a", "b"):
+        queue.submit(JobSpec(command="true"), job_id=job_id)
+        queue.finish(queue.claim(f"{job_id}.json"), result_for(job_id), JobSpec(command="true"))
+    queue.submit_script("true\n", job_id="s")
+    queue.finish(queue.claim("s.sh"), result_for("s"), None)
+    completed = queue.layout.completed
+    by_stat = {e.job_id: e.mtime_ns for e in queue.entries("completed", use_index=False)}
+    assert {e.job_id: e.mtime_ns for e in queue.entries("completed")} == by_stat, "the index holds each record's mtime"
+    assert set(finish_index.read(completed)) == {"a", "b", "s"}
+    index = completed / INDEX_NAME
+    inode = os.lstat(completed / "a.json").st_ino
+    with open(index, "a") as handle:  # a later line wins: the listing believes the index...
+        handle.write(f"5 {inode} a\n7 {inode + 1} b\nnot a line\n")
+    listed = {e.job_id: e.mtime_ns for e in queue.entries("completed")}
+    assert listed == {**by_stat, "a": 5}, "...but only for the same inode: b's line names another file"
+    index.unlink()  # no index: every time from stat
+    assert {e.job_id: e.mtime_ns for e in queue.entries("completed")} == by_stat
+    assert [info.job_id for info in queue.list("completed")] == sorted(by_stat, key=lambda job_id: by_stat[job_id])

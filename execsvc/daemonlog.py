@@ -49,7 +49,8 @@ class DaemonLog:
     than through ``logging``: three lines per job are on the worker's hot
     path, and a handler costs 40 µs a line where one write costs 8.
     Safe from any thread. A line that cannot be written (full disk) is
-    reported on stderr, once until writing works again.
+    reported on stderr, once until writing works again; a rotation that
+    fails is reported once, and the lines go on into ``daemon.log``.
     """
 
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
@@ -60,6 +61,7 @@ class DaemonLog:
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
         self._failing = False
+        self._rotation_failed = False
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -68,8 +70,11 @@ class DaemonLog:
         """Append ``line`` (one whole line, newline included)."""
         with self._lock:
             try:
+                if self._fd < 0:  # a rotation could not open the new file: try again
+                    self._fd = self._open()
+                    self._size = os.fstat(self._fd).st_size
                 if self.max_bytes > 0 and self.backups > 0 and self._size >= self.max_bytes:
-                    self._rotate()
+                    self._rotate_or_go_on()
                 os.write(self._fd, line)
                 self._size += len(line)
                 self._failing = False
@@ -78,17 +83,29 @@ class DaemonLog:
                     print(f"execsvc: cannot write {self.path}: {exc}", file=sys.stderr, flush=True)
                 self._failing = True
 
+    def _rotate_or_go_on(self) -> None:
+        """Rotate; if that fails, say so (once) and write on, trying again after ``max_bytes`` more."""
+        try:
+            self._rotate()
+        except OSError as exc:
+            self._size = 0
+            if not self._rotation_failed:
+                print(f"execsvc: cannot rotate {self.path}, writing on: {exc}", file=sys.stderr, flush=True)
+            self._rotation_failed = True
+
     def _rotate(self) -> None:
         os.close(self._fd)
         self._fd = -1
-        for n in range(self.backups - 1, 0, -1):
-            older = Path(f"{self.path}.{n}")
-            if older.exists():
-                os.replace(older, f"{self.path}.{n + 1}")
-        if self.path.exists():
-            os.replace(self.path, f"{self.path}.1")
-        self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
+        try:
+            for n in range(self.backups - 1, 0, -1):
+                older = Path(f"{self.path}.{n}")
+                if older.exists():
+                    os.replace(older, f"{self.path}.{n + 1}")
+            if self.path.exists():
+                os.replace(self.path, f"{self.path}.1")
+        finally:  # renamed or not, go on writing to daemon.log
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
         with self._lock:

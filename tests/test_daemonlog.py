@@ -49,3 +49,15 @@ def test_events_at_the_stderr_level_are_echoed(tmp_path: Path, capsys: pytest.Ca
     echoed = capsys.readouterr().err.splitlines()
     assert len(echoed) == 1 and echoed[0].split(" ", 2)[1:] == ["WARNING", 'renamed job=b reason="the id is taken"']
     assert [line.split(" ")[1] for line in (tmp_path / "daemon.log").read_text().splitlines()] == ["INFO", "WARNING"]
+
+
+def test_a_rotation_that_fails_keeps_writing_to_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "daemon.log.1").mkdir()  # a folder where the first backup should go: the rename fails
+    (tmp_path / "daemon.log.1" / "x").touch()
+    log = DaemonLog(tmp_path / "daemon.log", max_bytes=100, backups=1)
+    for n in range(6):
+        log.write(f"line {n} {'x' * 42}\n".encode())  # 50 bytes
+    log.close()
+    assert [line[:6] for line in (tmp_path / "daemon.log").read_text().splitlines()] == [f"line {n}" for n in range(6)]
+    told = capsys.readouterr().err.splitlines()
+    assert len(told) == 1 and "cannot rotate" in told[0], "told once, not at every rotation"

@@ -216,6 +216,14 @@ def submit(
             "or --shell; a job file carries them itself (JSON fields, or a '# execsvc:' header in a script)",
             2,
         )
+    given = {"--timeout-s": timeout_s, "--cwd": cwd, "--env": env, "--description": description}
+    stray = [name for name, value in given.items() if value is not None]
+    if stray and not (command or shell):  # never dropped in silence
+        raise fail(
+            f"{stray[0]} goes with a command (after --) or --shell; a job file or a script on stdin carries its own "
+            "fields (timeout_s, cwd, env, description in JSON; timeout_s in a script's '# execsvc:' header)",
+            2,
+        )
     try:
         if file is not None:
             if command or shell:

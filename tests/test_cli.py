@@ -77,6 +77,10 @@ def test_submit_checks_a_job_file_before_enqueueing(queue_root: Path, tmp_path: 
     }
     taken = execsvc("submit", "--queue-dir", str(queue_root), "--id", "mine", "--", "true")
     assert taken.returncode == 2 and "already in the queue" in taken.stderr
+    for option, value in (("--timeout-s", "5"), ("--cwd", str(tmp_path)), ("--env", "A=b"), ("--description", "x")):
+        ignored = execsvc("submit", "--queue-dir", str(queue_root), "--file", str(good), "--id", "x", option, value)
+        assert ignored.returncode == 2 and f"{option} goes with a command" in ignored.stderr, ignored.stderr
+    assert sorted(os.listdir(queue_root / "pending")) == ["mine.json"], "nothing enqueued with an option dropped"
 
 
 def test_submit_usage_errors_exit_2(queue_root: Path) -> None:

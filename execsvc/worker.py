@@ -592,8 +592,13 @@ class Worker:
         job = _ActiveJob(claimed, request, process, self._flusher.request())
         self._active[job_id] = job
         if process.pidfd is not None:
-            self._selector.register(process.pidfd, selectors.EVENT_READ, job_id)
-        else:
+            try:
+                self._selector.register(process.pidfd, selectors.EVENT_READ, job_id)
+            except (OSError, ValueError) as exc:  # never seen; else its exit would go unnoticed
+                self.log.warning("watched_by_thread", job_id, reason=f"the loop cannot wait on its pidfd: {exc!r}")
+                os.close(process.pidfd)
+                process.pidfd = None
+        if process.pidfd is None:
             self._waiters.submit(self._watch, job)
         self._schedule(request.timeout_s, "timeout", job_id)
         if request.watched:

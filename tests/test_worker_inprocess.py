@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import selectors
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,6 +177,30 @@ def test_a_slot_freed_by_a_job_thread_looks_at_pending_itself(
     assert watch is not None
     watch.stop()
     assert order_after_gate(worker, blocker, gate, tmp_path / "order") == ["j1", "j2", "j0"]
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds")
+def test_a_pidfd_the_loop_cannot_wait_on_is_watched_by_a_job_thread(
+    make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault injected where it was never seen: the selector refuses the job's pidfd. The job
+    is then waited for by a job thread (as on a system without pidfds), so its exit frees the
+    slot and the next job runs; without the fallback the first job's slot stayed taken."""
+    worker = make_worker()
+    selector = worker._selector  # white-box: the loop's selector
+    real_register = selector.register
+
+    def refuse_pidfds(fileobj: object, events: int, data: object = None) -> selectors.SelectorKey:
+        if isinstance(data, str):  # a job's pidfd (the inbox and the watch are registered at start)
+            raise OSError(errno.ENOMEM, "injected: cannot add to the epoll set")
+        return real_register(fileobj, events, data)
+
+    monkeypatch.setattr(selector, "register", refuse_pidfds)
+    queue = JobQueue(worker.layout.root)
+    ids = [queue.submit(JobSpec(command="true"), job_id=f"t{n}") for n in range(2)]
+    run_until(worker, finished(worker, *ids))
+    assert all(queue.get(job_id).status is JobStatus.COMPLETED for job_id in ids)
+    assert worker.layout.daemon_log.read_text().count("watched_by_thread") == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open") or InotifyFD is None, reason="needs Linux pidfds and inotify")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,8 @@ import pytest
 
 from execsvc import JobInfo, JobQueue, JobState
 from execsvc.daemonlog import EventLog
+from execsvc.layout import split_job_name
+from execsvc.runner import find_job_processes
 
 # Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.
 os.environ["EXECSVC_CONFIG"] = "/nonexistent/execsvc-tests/config.toml"
@@ -117,6 +120,21 @@ def start_worker(queue_root: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in started:
         if worker.proc.poll() is None:
             worker.kill()
+    for root in {worker.queue_root for worker in started}:
+        kill_orphaned_jobs(root)
+
+
+def kill_orphaned_jobs(queue_root: Path) -> None:
+    """Kill the processes of jobs a killed worker left in ``running/`` (they run in sessions of
+    their own, so they outlive the worker; the next worker would settle them, but a test ends)."""
+    running = queue_root / "running"
+    if not running.is_dir():
+        return
+    ids = {split_job_name(name)[0] for name in os.listdir(running) if not name.startswith(".")}
+    for processes in find_job_processes(Path(os.path.realpath(queue_root)), ids).values():
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def drop(queue_root: Path, name: str, content: str | bytes | dict[str, Any], *, mtime: float | None = None) -> Path:

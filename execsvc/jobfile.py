@@ -108,38 +108,31 @@ def read_job(
 
 
 def _read_job_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a claimed job file; on the path of every job, so one ``open``, one ``fstat``
-    and reads the size of the file (a buffered ``read(max_bytes)`` maps a buffer of the limit).
+    """The bytes of a claimed job file, read by :func:`~execsvc.durable.read_regular_file` (one
+    open that never follows a link nor waits on a FIFO, and reads the size of the file).
 
-    Raises :class:`InvalidJob` for a link, directory, FIFO or device (the open never follows
-    a link nor waits on a FIFO) and for a file above ``max_bytes``.
+    Raises :class:`InvalidJob` for a link, directory, FIFO or device and for a file above
+    ``max_bytes``; the reason is looked up only then.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular_file(path, max_bytes)
     except FileNotFoundError:
         raise
     except OSError as exc:  # a symbolic link (ELOOP), a socket (ENXIO), no permission...
         if not stat.S_ISREG(path.lstat().st_mode):
             raise InvalidJob(_describe_other(path)) from None
         raise InvalidJob(f"the job file cannot be opened: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidJob(_describe_other(path))
-        if info.st_size > max_bytes:
-            raise InvalidJob(
-                f"the job file is {info.st_size:,} bytes; the limit is {max_bytes:,} bytes "
-                "(pass large inputs as files the job reads, not inside the job)"
-            )
-        chunks = [os.read(fd, info.st_size + 1)]  # + 1: a file that grew since is read on
-        while chunks[-1] and sum(map(len, chunks)) <= max_bytes:
-            chunks.append(os.read(fd, 65536))
-        data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
+    if data is not None:
+        return data
+    info = path.lstat()
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidJob(_describe_other(path))
+    if info.st_size <= max_bytes:
         raise InvalidJob(f"the job file grew past the limit of {max_bytes:,} bytes while it was read")
-    return data
+    raise InvalidJob(
+        f"the job file is {info.st_size:,} bytes; the limit is {max_bytes:,} bytes "
+        "(pass large inputs as files the job reads, not inside the job)"
+    )
 
 
 def _timeout_s(options: JobOptions, config: WorkerConfig) -> float:

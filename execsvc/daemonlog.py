@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .durable import append_line
 from .layout import readable_name
 
 _PLAIN = re.compile(r"[^\s\"'=\\]+")  # a value needs no quotes: no white space, quote, '=' or backslash
@@ -121,12 +122,7 @@ def append_event(daemon_log: Path, level: str, event: str, job: str | None = Non
     worker's lines; around a rotation it may land in ``daemon.log.1``.
     Raises :class:`OSError` if the log cannot be written.
     """
-    line = f"{iso_stamp(time.time())} {level} {format_event(event, job, **fields)}\n".encode()
-    fd = os.open(daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    append_line(daemon_log, f"{iso_stamp(time.time())} {level} {format_event(event, job, **fields)}\n".encode())
 
 
 def format_event(event: str, job: str | None = None, **fields: Any) -> str:

@@ -91,6 +91,16 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
     return written
 
 
+def append_line(path: Path, line: bytes) -> None:
+    """Append ``line`` to ``path`` (created 0600 if missing) with one ``O_APPEND`` write, which
+    never interleaves with other writers' appends. Not fsync'd. Raises :class:`OSError`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 def move_no_replace(src: Path, dst: Path) -> None:
     """Move ``src`` to ``dst`` without ever replacing ``dst``.
 

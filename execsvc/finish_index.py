@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .durable import write_durable
+from .durable import append_line, write_durable
 
 INDEX_NAME = ".index"
 _LINE = re.compile(r"^([0-9]+) ([0-9]+) ([^\n]+)$", re.MULTILINE)
@@ -37,11 +37,7 @@ def append(folder: Path, job_id: str, record: os.stat_result) -> None:
     """
     line = f"{record.st_mtime_ns} {record.st_ino} {job_id}\n".encode("utf-8", "surrogateescape")
     with contextlib.suppress(OSError):
-        fd = os.open(folder / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append_line(folder / INDEX_NAME, line)
 
 
 def read(folder: Path) -> dict[str, tuple[int, int]]:

@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
-from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
+from .durable import GroupFlusher, install_lease_guard, look_at_file, read_unwritten, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
 from .inbox import Inbox
@@ -531,6 +531,10 @@ class Worker:
         with its status and reason instead (after its file is read, so a
         job that is not valid is still recorded ``invalid`` for that).
 
+        The claimed file is read in one open (:meth:`_check_claim`); one with
+        other names (hard links) runs from a private copy
+        (:meth:`JobQueue.unshare`).
+
         The claim is made durable by the flusher thread while the job starts
         (the job's own thread waits for it before the record, see :meth:`_watch`),
         and the ``claimed``/``started`` lines are written after the spawn, so
@@ -545,6 +549,9 @@ class Worker:
                 self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
             return
         job_id = claimed.job_id
+        kept, data = self._check_claim(name, claimed)
+        if not kept:
+            return
         try:
             request = read_job(
                 claimed.path,
@@ -554,6 +561,7 @@ class Worker:
                 config=self.config,
                 environ=self._environ,
                 home=self._home,
+                data=data,
             )
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
@@ -614,6 +622,33 @@ class Worker:
             attempt=request.options.attempt if request.options.attempt > 1 else None,
             argv=" ".join(request.argv)[:300],
         )
+
+    def _check_claim(self, name: str, claimed: ClaimedJob) -> tuple[bool, bytes | None]:
+        """Whether the claim of ``pending/<name>`` stands, and the job file's bytes if they were read.
+
+        One open of the claimed file (:func:`~execsvc.durable.read_unwritten`):
+        its bytes and its ``fstat``. Other names: a private copy first (if
+        it cannot be written, the job is recorded ``failed``, False). Not
+        read (another ending) or not opened (a link, a socket): True,
+        ``None``, and :func:`read_job` says why. Raises
+        :class:`FileNotFoundError` if the file left ``running/``.
+        """
+        if claimed.kind == "other":
+            return True, None
+        try:
+            snapshot = read_unwritten(claimed.path, self.config.max_job_file_bytes)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return True, None
+        if stat.S_ISREG(snapshot.info.st_mode) and snapshot.info.st_nlink > 1:
+            try:
+                self.queue.unshare(claimed, name, snapshot.data, snapshot.info)
+            except OSError as exc:  # the disk is full, say: it does not run from a file others can change
+                reason = f"the job file has other names (hard links) and its private copy could not be written: {exc}"
+                self._finish_unstarted(claimed, JobStatus.FAILED, f"{reason}; it was not run", None)
+                return False, None
+        return True, snapshot.data
 
     def _log_claimed(self, claimed: ClaimedJob, request: RunRequest | None) -> None:
         if claimed.renamed_from is not None:

@@ -244,11 +244,12 @@ def install_lease_guard() -> None:
         _lease_guard_installed = True
 
 
-def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
+def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None, os.stat_result | None]:
     """One open of a file another program may still be writing (a pending job, on the worker's path).
 
-    Returns whether any process has it open for writing and, when none has
-    and it is a regular file, its first ``max_bytes`` bytes (else ``None``).
+    Returns whether any process has it open for writing and, when none has,
+    the opened file's ``fstat`` and, for a regular file, its first
+    ``max_bytes`` bytes (else ``None``, read after the ``fstat``).
     On Linux the first answer comes from a read lease (``F_SETLEASE``), which
     is refused exactly while the file is open for writing somewhere; the lease
     is dropped at once. It is ``None`` where that question cannot be asked
@@ -261,11 +262,11 @@ def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
     try:
         writing = _writers_on(fd)
         if writing:
-            return True, None
+            return True, None, None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            return writing, None
-        return writing, os.read(fd, min(info.st_size + 1, max_bytes))  # +1: a file that grew shows it
+            return writing, None, info
+        return writing, os.read(fd, min(info.st_size + 1, max_bytes)), info  # +1: a file that grew shows it
     finally:
         os.close(fd)
 

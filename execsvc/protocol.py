@@ -17,7 +17,8 @@ Guarantees, each on one file system:
   after a power cut. A crash between the two calls leaves one file under two
   names, which :meth:`JobQueue.settle_running` undoes (the job had not started).
   A claimed file that has other names (hard links) gets an inode of its own
-  before it runs (:meth:`JobQueue.unshare`).
+  before it runs (:meth:`JobQueue.unshare`); one that is not the file the
+  worker chose goes back to ``pending/`` unstarted (:meth:`JobQueue.unclaim`).
 - finish: the record is durable in ``completed/`` or ``failed/`` before the
   job leaves ``running/``; no record or job file is ever overwritten.
 """
@@ -506,6 +507,19 @@ class JobQueue:
             self.flush_claims()
         renamed_from = None if job_id == stem else readable_name(stem)
         return ClaimedJob(job_id, kind, target, readable_name(name), renamed_from)
+
+    def unclaim(self, job: ClaimedJob, name: str) -> None:
+        """Undo the claim of a job that has not started: move it back to ``pending/<name>``.
+
+        For a claimed file that turns out not to be the one the worker chose
+        (being written, or changed since it was seen). The same rename that
+        never replaces as :meth:`claim`; not flushed (the caller asks for it).
+        A crash before it leaves the job in ``running/``, where the next start
+        records it ``interrupted``: never run. Raises :class:`FileExistsError`
+        when a new file took the name in ``pending/`` meanwhile (the job stays
+        claimed).
+        """
+        move_no_replace(job.path, self.layout.pending / name)
 
     def unshare(
         self, job: ClaimedJob, name: str, data: bytes | None = None, info: os.stat_result | None = None

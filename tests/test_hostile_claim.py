@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import WorkerProcess, daemon_log, drop, silent_event_log, wait_finished, wait_until
 
-from execsvc import JobQueue, JobSpec, JobStatus
+from execsvc import JobQueue, JobSpec, JobState, JobStatus, WorkerConfig
 from execsvc.recovery import settle_running
 from execsvc.results import unstarted_result
+from execsvc.worker import Worker
 
 Start = Callable[..., WorkerProcess]
 
@@ -28,6 +31,20 @@ Start = Callable[..., WorkerProcess]
 def waiting_job(go: Path, then: str = "true") -> dict[str, Any]:
     """A job that waits (at most 30 s) until ``go`` exists, then runs ``then``."""
     return {"command": f"n=0; while [ ! -e {go} ] && [ $n -lt 1500 ]; do sleep 0.02; n=$((n+1)); done; {then}"}
+
+
+def first_line(worker: WorkerProcess, *needles: str, timeout_s: float = 20.0) -> str:
+    """The first stderr line of ``worker`` containing any of ``needles``; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    with worker._changed:
+        while True:
+            for line in worker.lines:
+                if any(needle in line for needle in needles):
+                    return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"worker never logged any of {needles}; its output:\n" + "\n".join(worker.lines))
+            worker._changed.wait(remaining)
 
 
 # ----- 16.3 / 17.6: a job file with more than one name -------------------------------------
@@ -141,3 +158,152 @@ def test_a_linked_script_cancelled_or_settled_is_kept_as_a_copy_of_its_own(tmp_p
         kept = queue.layout.failed / f"{job_id}.sh"
         assert kept.read_text() == "echo original\n" and not os.path.samefile(kept, outside), job_id
     assert outside.stat().st_nlink == 1
+
+
+# ----- 16.4: written in place after the worker saw the file -----------------------------
+
+
+def _busy_queue(queue_root: Path, tmp_path: Path, a: dict[str, Any]) -> Path:
+    """A blocker job (older) and job ``a`` in pending/ before the worker starts, so that its
+    start-up scan sees both; the blocker holds the one slot until ``go`` exists (returned)."""
+    go = tmp_path / "go"
+    base = time.time() - 100
+    drop(queue_root, "blocker.json", waiting_job(go), mtime=base)
+    drop(queue_root, "a.json", a, mtime=base + 1)
+    return go
+
+
+def test_a_job_rewritten_in_place_after_it_was_seen_is_claimed_whole(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """Seen complete, then rewritten in place (open, truncate, write slowly) while the slot is
+    busy: the claim finds it being written and gives it back; it runs once written."""
+    marker = tmp_path / "marker"
+    go = _busy_queue(queue_root, tmp_path, {"command": f"echo first > {marker}"})
+    worker = start_worker()  # its start-up scan has seen a.json complete ("watching")
+    second = json.dumps({"command": f"echo second > {marker}"}).encode()
+    with open(queue_root / "pending" / "a.json", "wb", buffering=0) as writer:
+        writer.write(second[:10])
+        go.touch()  # the slot frees while a.json is half written
+        first_line(worker, "claim_returned file=a.json", "job=a ")
+        writer.write(second[10:])
+    info = wait_finished(queue_root, "a")
+    assert info.status is JobStatus.COMPLETED, info.result
+    assert marker.read_text() == "second\n"
+    worker.stop()
+
+
+def test_a_job_held_open_for_writing_at_the_claim_waits_for_its_writer(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """Opened for writing (nothing written yet) after the worker saw it: the claim asks the
+    kernel about the inode it took, gives the job back, and runs what the writer leaves."""
+    marker = tmp_path / "marker"
+    go = _busy_queue(queue_root, tmp_path, {"command": f"echo first > {marker}"})
+    worker = start_worker()
+    fd = os.open(queue_root / "pending" / "a.json", os.O_WRONLY)
+    try:
+        go.touch()
+        first_line(worker, "claim_returned file=a.json", "job=a ")
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"command": f"echo second > {marker}"}).encode())
+    finally:
+        os.close(fd)
+    assert wait_finished(queue_root, "a").status is JobStatus.COMPLETED
+    assert marker.read_text() == "second\n"
+    worker.stop()
+
+
+# ----- 16.9: replaced by a rename after the worker saw the file -------------------------
+
+
+@pytest.mark.parametrize("new_fields", ["not_before", "after_held"])
+def test_a_job_replaced_by_rename_after_it_was_seen_runs_on_the_new_schedule(
+    queue_root: Path, tmp_path: Path, start_worker: Start, new_fields: str
+) -> None:
+    """a.json seen ready, then replaced by a rename with a file that is not due (``not_before``
+    in 2100, or ``after`` a held job with ``delay_s`` 3600): it must not start. A later job
+    that runs after the slot frees shows the worker has passed a's turn."""
+    marker = tmp_path / "marker"
+    queue = JobQueue(queue_root)
+    go = _busy_queue(queue_root, tmp_path, {"command": f"echo ran > {marker}"})
+    worker = start_worker()
+    replacement: dict[str, Any] = {"command": f"echo ran > {marker}"}
+    if new_fields == "not_before":
+        replacement["not_before"] = "2100-01-01T00:00:00Z"
+    else:
+        queue.submit(JobSpec(command="true"), job_id="h", held=True)
+        replacement.update(after=["h"], delay_s=3600)
+    drop(queue_root, "a.json", replacement)  # a temp file renamed over a.json: a new inode
+    go.touch()
+    drop(queue_root, "z.json", {"command": "true"})
+    assert wait_finished(queue_root, "z").status is JobStatus.COMPLETED
+    assert not marker.exists(), "a started on the schedule of the file it replaced"
+    assert queue.get("a").state is JobState.PENDING
+    worker.stop()
+
+
+# ----- the claim itself, driven step by step ---------------------------------------------
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def make(**settings: object) -> Worker:
+        worker = Worker(tmp_path / "q", WorkerConfig(**settings), stderr_level=None)  # type: ignore[arg-type]
+        worker.initialize()
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.request_stop()
+        while worker.loop():
+            pass
+        worker.shutdown()
+
+
+def _step_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the worker did not get there in time"
+        worker.loop()
+
+
+def test_the_claim_gives_back_a_file_replaced_since_it_was_seen(
+    tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    """The worker's first step claims what its start-up scan saw; the file was replaced by a
+    rename since (its event not read yet): the claim sees another inode and gives it back."""
+    queue = JobQueue(tmp_path / "q")
+    marker = tmp_path / "marker"
+    drop(queue.root, "a.json", {"command": f"echo ran > {marker}"})
+    worker = make_worker()
+    drop(queue.root, "a.json", {"command": f"echo ran > {marker}", "not_before": "2100-01-01T00:00:00Z"})
+    worker.loop()  # claims before it reads the events waiting
+    log = worker.layout.daemon_log
+    assert "claim_returned file=a.json" in log.read_text()
+    queue.submit(JobSpec(command="true"), job_id="z")
+    _step_until(worker, lambda: queue.record_path("z") is not None and not worker.busy)
+    assert not marker.exists() and queue.get("a").state is JobState.PENDING
+
+
+def test_the_claim_gives_back_a_file_open_for_writing(tmp_path: Path, make_worker: Callable[..., Worker]) -> None:
+    """Opened for writing after the start-up scan saw it complete: the claim's read lease is
+    refused, the job goes back to pending/ and runs when its writer closes it."""
+    queue = JobQueue(tmp_path / "q")
+    marker = tmp_path / "marker"
+    path = drop(queue.root, "a.json", {"command": f"echo first > {marker}"})
+    worker = make_worker()
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        worker.loop()
+        assert "claim_returned file=a.json" in worker.layout.daemon_log.read_text()
+        assert os.listdir(queue.layout.running) == [] and path.exists()
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"command": f"echo second > {marker}"}).encode())
+    finally:
+        os.close(fd)
+    _step_until(worker, lambda: queue.record_path("a") is not None and not worker.busy)
+    assert queue.get("a").status is JobStatus.COMPLETED and marker.read_text() == "second\n"

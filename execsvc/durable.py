@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 TEMP_PREFIX = ".execsvc-"
 """Every temporary file execsvc writes starts with this (and ends in ``.tmp``)."""
@@ -70,9 +71,7 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
             if sync:
                 os.fsync(fd)
             written = os.fstat(fd)
@@ -89,6 +88,12 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
     if sync:
         fsync_dir(dest.parent)
     return written
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def append_line(path: Path, line: bytes) -> None:
@@ -239,11 +244,12 @@ def install_lease_guard() -> None:
         _lease_guard_installed = True
 
 
-def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
+def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None, os.stat_result | None]:
     """One open of a file another program may still be writing (a pending job, on the worker's path).
 
-    Returns whether any process has it open for writing and, when none has
-    and it is a regular file, its first ``max_bytes`` bytes (else ``None``).
+    Returns whether any process has it open for writing and, when none has,
+    the opened file's ``fstat`` and, for a regular file, its first
+    ``max_bytes`` bytes (else ``None``, read after the ``fstat``).
     On Linux the first answer comes from a read lease (``F_SETLEASE``), which
     is refused exactly while the file is open for writing somewhere; the lease
     is dropped at once. It is ``None`` where that question cannot be asked
@@ -256,24 +262,109 @@ def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None]:
     try:
         writing = _writers_on(fd)
         if writing:
-            return True, None
+            return True, None, None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            return writing, None
-        return writing, os.read(fd, min(info.st_size + 1, max_bytes))  # +1: a file that grew shows it
+            return writing, None, info
+        return writing, os.read(fd, min(info.st_size + 1, max_bytes)), info  # +1: a file that grew shows it
     finally:
         os.close(fd)
 
 
 def _writers_on(fd: int) -> bool | None:
+    writing = _take_read_lease(fd)
+    if writing is False:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    return writing
+
+
+class Snapshot(NamedTuple):
+    """What :func:`read_unwritten` saw in one open of a file.
+
+    ``data``: its whole content, or ``None`` (being written, not a regular
+    file, above the size limit). ``info``: the ``fstat`` of the opened file,
+    taken as it was read. ``writing``: whether a process had it open for
+    writing (``None``: that cannot be asked here, see :func:`look_at_file`).
+    """
+
+    data: bytes | None
+    info: os.stat_result
+    writing: bool | None
+
+
+def read_unwritten(path: Path | str, max_bytes: int) -> Snapshot:
+    """Read a whole file that no process may write while it is read (a claimed job, on the worker's path).
+
+    One open, which never blocks and never follows a link. On Linux a read
+    lease (``F_SETLEASE``) is held while the file is read: the kernel refuses
+    it while any process has the file open for writing (then ``writing`` is
+    True and nothing is read), and while it is held another process's open
+    for writing waits until it is dropped, at the end of this call. So the
+    bytes are the whole file as ``info`` describes it. ``data`` is ``None``
+    for anything but a regular file and for a file above ``max_bytes`` (or
+    that grew past it while read). Costs two ``fcntl`` calls more than
+    :func:`read_regular_file`. Raises :class:`OSError` (``FileNotFoundError``,
+    ``ELOOP`` for a symbolic link ...) when the file cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    writing = None
+    try:
+        writing = _take_read_lease(fd)
+        info = os.fstat(fd)
+        if writing or not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return Snapshot(None, info, writing)
+        return Snapshot(_read_all(fd, info.st_size, max_bytes), info, writing)
+    finally:
+        if writing is False:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
+
+
+def _take_read_lease(fd: int) -> bool | None:
+    """Take a read lease on ``fd``: False when taken (the caller drops it), True when refused
+    because the file is open for writing, ``None`` when leases cannot be used here."""
     if not (sys.platform.startswith("linux") and _lease_guard_installed):
         return None
     try:
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
     except OSError as exc:
         return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
-    fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
     return False
+
+
+def copy_over(path: Path, data: bytes | None, times_ns: tuple[int, int]) -> None:
+    """Give the name ``path`` a new inode of its own holding ``data`` (``None``: the file's bytes).
+
+    For a claimed job file with other names (hard links), so that nothing
+    outside the queue can change it. The copy is written under a hidden
+    temporary name beside ``path`` (mode 0600), given the access and
+    modification times ``times_ns``, fsync'd, renamed over ``path``, and the
+    folder is fsync'd: ``path`` is the old inode or the whole copy, never
+    anything else, also after a crash. The old inode keeps its other names
+    and its content. Raises :class:`OSError`, leaving ``path`` as it was.
+    """
+    tmp = temp_path_for(path)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            if data is not None:
+                _write_all(out, data)
+            else:
+                src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    while chunk := os.read(src, 1 << 20):
+                        _write_all(out, chunk)
+                finally:
+                    os.close(src)
+            os.utime(out, ns=times_ns)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_if_exists(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 def read_regular_file(path: Path, max_bytes: int, *, head: bool = False) -> bytes | None:
@@ -293,16 +384,21 @@ def read_regular_file(path: Path, max_bytes: int, *, head: bool = False) -> byte
             return None
         if head:
             return os.read(fd, min(info.st_size + 1, max_bytes))  # a buffer of the file's size, not the limit
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := os.read(fd, info.st_size + 1 if not chunks else 65536):  # it may grow meanwhile
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:
-                return None
-        return b"".join(chunks)
+        return _read_all(fd, info.st_size, max_bytes)
     finally:
         os.close(fd)
+
+
+def _read_all(fd: int, size: int, max_bytes: int) -> bytes | None:
+    """The rest of an open file of ``size`` bytes (it may grow meanwhile); ``None`` past ``max_bytes``."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := os.read(fd, size + 1 if not chunks else 65536):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            return None
+    return b"".join(chunks)
 
 
 def unlink_if_exists(path: Path) -> None:

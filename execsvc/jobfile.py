@@ -74,12 +74,15 @@ def read_job(
     config: WorkerConfig,
     environ: Mapping[str, str] | None = None,
     home: Path | None = None,
+    data: bytes | None = None,
 ) -> RunRequest:
     """Read the job file at ``path`` (a claimed job in ``running/``).
 
     The job's environment is ``environ`` (default: this process's), with the
     job's own ``env`` over it; its working directory defaults to ``home``
-    (default: the user's home). A worker passes both once, from its start.
+    (default: the user's home). A worker passes both once, from its start,
+    and ``data``, the file's bytes, when it has read them already (see
+    :func:`~execsvc.durable.read_unwritten`); else the file is read here.
     Raises :class:`InvalidJob` for anything that is not a runnable job: not a
     regular file, an unknown ending, too big, empty, not UTF-8 or not valid
     JSON, or fields of the wrong type. Raises :class:`OSError` only for
@@ -87,7 +90,8 @@ def read_job(
     """
     if kind == "other":
         raise InvalidJob(_describe_other(path))
-    data = _read_job_file(path, config.max_job_file_bytes)
+    if data is None:
+        data = _read_job_file(path, config.max_job_file_bytes)
     # The markers go last: a job's own env must not hide it from crash recovery.
     markers = {QUEUE_DIR_ENV: str(queue_root), JOB_ID_ENV: job_id}
     base = _Defaults(dict(os.environ) if environ is None else environ, Path.home() if home is None else home)

@@ -16,6 +16,9 @@ Guarantees, each on one file system:
   the job may start, so a job that ran can never reappear in ``pending/``
   after a power cut. A crash between the two calls leaves one file under two
   names, which :meth:`JobQueue.settle_running` undoes (the job had not started).
+  A claimed file that has other names (hard links) gets an inode of its own
+  before it runs (:meth:`JobQueue.unshare`); one that is not the file the
+  worker chose goes back to ``pending/`` unstarted (:meth:`JobQueue.unclaim`).
 - finish: the record is durable in ``completed/`` or ``failed/`` before the
   job leaves ``running/``; no record or job file is ever overwritten.
 """
@@ -47,6 +50,7 @@ from . import finish_index
 from .daemonlog import append_event
 from .durable import (
     TEMP_PREFIX,
+    copy_over,
     fsync_dir,
     move_no_replace,
     read_regular_file,
@@ -389,6 +393,7 @@ class JobQueue:
                 claimed = self.claim(Path(info.path).name, folder=Path(info.path).parent)
             except (FileNotFoundError, FileExistsError):
                 continue  # a worker claimed it meanwhile: look again
+            self.unshare(claimed, Path(info.path).name)  # what is kept, and may be retried, is the queue's own
             spec = spec_if_valid(claimed.path) if claimed.kind == "json" else None
             error = f"cancelled by {requested_by} before it started; it never ran"
             result = JobResult(
@@ -503,6 +508,46 @@ class JobQueue:
         renamed_from = None if job_id == stem else readable_name(stem)
         return ClaimedJob(job_id, kind, target, readable_name(name), renamed_from)
 
+    def unclaim(self, job: ClaimedJob, name: str) -> None:
+        """Undo the claim of a job that has not started: move it back to ``pending/<name>``.
+
+        For a claimed file that turns out not to be the one the worker chose
+        (being written, or changed since it was seen). The same rename that
+        never replaces as :meth:`claim`; not flushed (the caller asks for it).
+        A crash before it leaves the job in ``running/``, where the next start
+        records it ``interrupted``: never run. Raises :class:`FileExistsError`
+        when a new file took the name in ``pending/`` meanwhile (the job stays
+        claimed).
+        """
+        move_no_replace(job.path, self.layout.pending / name)
+
+    def unshare(
+        self, job: ClaimedJob, name: str, data: bytes | None = None, info: os.stat_result | None = None
+    ) -> None:
+        """Give a claimed job file that has other names (hard links) an inode of its own, before it
+        runs or is recorded; a regular file with one name (or anything else) is left alone.
+
+        ``name`` is the name it was claimed from, ``data`` the file's bytes
+        as read at the claim (``None``: copied from the file), ``info`` its
+        ``fstat`` (``None``: looked up). A held name of the same file
+        (:meth:`release` cut short) is removed first, as
+        :meth:`settle_release` does; then the job's name in ``running/`` gets
+        a durable private copy (:func:`~execsvc.durable.copy_over`, same
+        times), so no other name can change what runs or what is kept, and
+        the start-up recovery never mistakes the job for a claim cut short.
+        The other names keep the old file, untouched. Raises
+        :class:`OSError`, the job file unchanged.
+        """
+        if info is None:
+            info = os.lstat(job.path)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink == 1:
+            return
+        links = info.st_nlink
+        if self.settle_release(name, info):
+            links -= 1
+        if links > 1:
+            copy_over(job.path, data, (info.st_atime_ns, info.st_mtime_ns))
+
     def flush_claims(self) -> None:
         """Make every claim made so far durable: fsync ``running/``, then ``pending/``.
 
@@ -576,9 +621,11 @@ class JobQueue:
 
         Returns ``"retried"`` when the job's next attempt is already pending
         (a :meth:`requeue` cut short: the ``running/`` copy is removed),
-        ``"unclaimed"`` when the claim never completed (the same file
-        is still in ``pending/``, so the job never started: the ``running/``
-        name is removed and the job stays pending), ``"finished"`` when its
+        ``"unclaimed"`` when the claim never completed (the same file is
+        still in ``pending/`` under the name it was claimed from, and the job
+        has no output log, so it never started: the ``running/`` name is
+        removed and the job stays pending; a file with another name there is
+        another job, see :meth:`unshare`), ``"finished"`` when its
         record is already durable (the job file is moved beside the record, or
         removed for a JSON job, whose record replaced it), and ``None`` when
         the job really was cut short and still needs an ``interrupted`` record.
@@ -592,10 +639,15 @@ class JobQueue:
             os.unlink(path)  # requeue() was cut short: the next attempt is pending already
             return "retried"
         if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
-            for entry in _visible_entries(self.layout.pending):
-                if entry.inode() == info.st_ino and _same_file(entry.path, info):  # inode(): no syscall
-                    os.unlink(path)
-                    return "unclaimed"
+            if not os.path.lexists(self.layout.stdout_log(job_id)):  # made before its process starts
+                for entry in _visible_entries(self.layout.pending):
+                    if (
+                        entry.inode() == info.st_ino  # no syscall
+                        and _claimed_as(entry.name, path.name)
+                        and _same_file(entry.path, info)
+                    ):
+                        os.unlink(path)
+                        return "unclaimed"
             for state in FINISHED_STATES:
                 twin = self.layout.folder(state) / path.name
                 if _same_file(twin, info) and not os.path.lexists(twin.parent / (job_id + SIDECAR_SUFFIX)):
@@ -663,11 +715,7 @@ class JobQueue:
     # ----- helpers ------------------------------------------------------------------
 
     def _unique_id(self, stem: str) -> str:
-        base = stem
-        try:
-            check_job_id(base)
-        except InvalidJobId:
-            base = sanitize_job_id(stem)
+        base = _id_base(stem)
         candidate, n = base, 1
         while self.layout.id_in_use(candidate):
             n += 1
@@ -735,6 +783,27 @@ class JobQueue:
             spec=raw,
             result=result,
         )
+
+
+def _id_base(stem: str) -> str:
+    """The id a claim gives the file ``<stem><suffix>`` when that id is free (see ``_unique_id``)."""
+    try:
+        check_job_id(stem)
+    except InvalidJobId:
+        return sanitize_job_id(stem)
+    return stem
+
+
+def _claimed_as(pending_name: str, running_name: str) -> bool:
+    """Whether a claim of ``pending/<pending_name>`` may have named the job ``running/<running_name>``:
+    the same ending, and its id, or that id with ``-<n>`` (``_unique_id``)."""
+    stem, suffix, _kind = split_job_name(pending_name)
+    running_id, running_suffix, _kind = split_job_name(running_name)
+    if suffix != running_suffix:
+        return False
+    base = _id_base(stem)
+    number = running_id[len(base) + 1 :]
+    return running_id == base or (running_id.startswith(f"{base}-") and number.isdigit())
 
 
 def _unfinished_id(name: str, state: JobState) -> str | None:

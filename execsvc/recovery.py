@@ -63,6 +63,7 @@ def _settle(
         return
     kind = split_job_name(path.name)[2]
     claimed = ClaimedJob(job_id, kind, path, path.name, None)
+    queue.unshare(claimed, path.name)  # other names (hard links) cannot change the file kept with its record
     who = f"worker PID {previous.pid}" if previous else "the previous worker"
     error = f"{who} stopped before this job finished (crash or kill); it was not run again"
     spec = spec_if_valid(path) if kind == "json" else None

@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
-from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
+from .durable import GroupFlusher, Snapshot, install_lease_guard, look_at_file, read_unwritten, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
 from .inbox import Inbox
@@ -77,10 +77,18 @@ _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
 
 @dataclass
 class _Candidate:
-    """A file seen in ``pending/``; ``ready`` once it is complete."""
+    """A file seen in ``pending/``; ``ready`` once it is complete. ``seen``: which file, as
+    (inode, modification time in ns, size), so that the claim can tell it took that file."""
 
     ready: bool
-    mtime_ns: int
+    seen: tuple[int, int, int]
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+_UNSEEN = (0, 0, -1)
 
 
 @dataclass
@@ -397,7 +405,9 @@ class Worker:
 
         On the path of every job (and of every file at start-up): plain string
         paths, and one open of the file both to ask whether it is still being
-        written and to read what its schedule needs.
+        written and to read what its schedule needs. The candidate keeps which
+        file that was (``seen``); a second event for a ready file is skipped
+        unless the name now holds another file or the file changed.
         """
         if is_ignored_name(name):
             return
@@ -408,30 +418,33 @@ class Worker:
             self._forget(name)
             return
         known = self._candidates.get(name)
-        if known is not None and known.ready:
-            return
+        seen = _identity(info)
+        if known is not None and known.ready and known.seen == seen:
+            return  # a second event for the same file (a changed one is looked at again)
         stem, _suffix, kind = split_job_name(name)
         head = None
         if kind != "other" and stat.S_ISREG(info.st_mode):
             try:
-                writing, head = look_at_file(path, peek_bytes(kind))
+                writing, head, opened = look_at_file(path, peek_bytes(kind))
             except FileNotFoundError:
                 self._forget(name)
                 return
             except OSError:  # unreadable: refused with the reason when claimed
-                writing = False
+                writing, opened = False, None
+            if opened is not None:  # the file whose head was read, for the claim to compare with
+                info, seen = opened, _identity(opened)
             if not self._complete(name, kind, info, writing, head):
-                self._candidates[name] = _Candidate(False, info.st_mtime_ns)
+                self._candidates[name] = _Candidate(False, seen)
                 return
         if info.st_nlink > 1 and self.queue.settle_release(name, info):
             self.log.info("release_settled", file=name, reason="a release cut short left it held too; now only pending")
         # A retry whose last attempt is still leaving running/ (only a job thread recording a job
         # writes one, so the look is skipped when none is, as for every file at start-up).
         if self._recording and os.path.lexists(f"{self._running_dir}/{name}"):
-            self._candidates[name] = _Candidate(False, info.st_mtime_ns)
+            self._candidates[name] = _Candidate(False, seen)
             self._schedule(0.005, "recheck", name)
             return
-        self._candidates[name] = _Candidate(True, info.st_mtime_ns)
+        self._candidates[name] = _Candidate(True, seen)
         schedule = schedule_from_head(head, kind, info.st_mtime)
         self._scheduler.offer(name, stem, schedule, info.st_mtime_ns, time.time())
 
@@ -505,8 +518,9 @@ class Worker:
         if self._stopping or self._paused is not None or not self._scheduler.has_ready():
             return
         while (doomed := self._scheduler.take_doomed()) is not None:  # recorded at once: no slot needed
-            if self._candidates.pop(doomed.name, None) is not None:
-                self._guarded(self._start, doomed.name, doomed, file=doomed.name)
+            candidate = self._candidates.pop(doomed.name, None)
+            if candidate is not None:
+                self._guarded(self._start, doomed.name, candidate, doomed, file=doomed.name)
         while len(self._active) < self.config.slots and self._recording < self._max_recording:
             name = self._scheduler.take_ready()
             if name is None:
@@ -514,7 +528,7 @@ class Worker:
             candidate = self._candidates.pop(name, None)
             if candidate is None or not candidate.ready:
                 continue
-            self._guarded(self._start, name, None, file=name)  # the worker never dies of a job
+            self._guarded(self._start, name, candidate, None, file=name)  # the worker never dies of a job
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
         """Where a dependency is and its status, from the folders (for the scheduler)."""
@@ -524,12 +538,19 @@ class Worker:
             return None
         return info.state, info.status
 
-    def _start(self, name: str, doomed: Doomed | None) -> None:
+    def _start(self, name: str, seen: _Candidate, doomed: Doomed | None) -> None:
         """Claim ``pending/<name>``, read it and start its process; on the latency path.
 
         A ``doomed`` job (see :mod:`.scheduler`) is claimed and recorded
         with its status and reason instead (after its file is read, so a
         job that is not valid is still recorded ``invalid`` for that).
+
+        What is claimed is checked in the one open that reads it
+        (:meth:`_check_claim`): a file that is being written, or that is
+        not the file ``seen`` when its schedule was read (rewritten in place,
+        replaced by a rename), goes back to ``pending/`` unstarted and is
+        looked at again; a file with other names (hard links) runs from a
+        private copy (:meth:`JobQueue.unshare`).
 
         The claim is made durable by the flusher thread while the job starts
         (the job's own thread waits for it before the record, see :meth:`_watch`),
@@ -545,6 +566,9 @@ class Worker:
                 self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
             return
         job_id = claimed.job_id
+        kept, data = self._check_claim(name, seen, claimed)
+        if not kept:
+            return
         try:
             request = read_job(
                 claimed.path,
@@ -554,6 +578,7 @@ class Worker:
                 config=self.config,
                 environ=self._environ,
                 home=self._home,
+                data=data,
             )
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
@@ -614,6 +639,69 @@ class Worker:
             attempt=request.options.attempt if request.options.attempt > 1 else None,
             argv=" ".join(request.argv)[:300],
         )
+
+    def _check_claim(self, name: str, seen: _Candidate, claimed: ClaimedJob) -> tuple[bool, bytes | None]:
+        """Whether the claim of ``pending/<name>`` stands, and the job file's bytes if they were read.
+
+        One open of the claimed file (:func:`~execsvc.durable.read_unwritten`):
+        its bytes, its ``fstat`` and whether a process has it open for
+        writing. Being written, or not the file ``seen``: given back
+        (:meth:`_give_back`), False. Other names: a private copy first (if
+        it cannot be written, the job is recorded ``failed``, False). Not
+        read (another ending) or not opened (a link, a socket): True,
+        ``None``, and :func:`read_job` says why. Raises
+        :class:`FileNotFoundError` if the file left ``running/``.
+        """
+        if claimed.kind == "other":
+            return True, None
+        try:
+            snapshot = read_unwritten(claimed.path, self.config.max_job_file_bytes)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return True, None
+        regular = stat.S_ISREG(snapshot.info.st_mode)  # anything else is refused, whatever it holds
+        if snapshot.writing or (regular and _identity(snapshot.info) != seen.seen):
+            self._give_back(name, claimed, snapshot)
+            return False, None
+        if regular and snapshot.info.st_nlink > 1:
+            try:
+                self.queue.unshare(claimed, name, snapshot.data, snapshot.info)
+            except OSError as exc:  # the disk is full, say: it does not run from a file others can change
+                reason = f"the job file has other names (hard links) and its private copy could not be written: {exc}"
+                self._finish_unstarted(claimed, JobStatus.FAILED, f"{reason}; it was not run", None)
+                return False, None
+        return True, snapshot.data
+
+    def _give_back(self, name: str, claimed: ClaimedJob, snapshot: Snapshot) -> None:
+        """The claimed file is being written, or is not the file whose schedule was read: undo the
+        claim (it has not started) and look at ``pending/<name>`` again, as a new file.
+
+        A file being written is looked at again when its writer closes it (the
+        event), one that changed at once (a deadline of 0: in the next loop
+        step, so a file rewritten without end cannot hold the loop).
+        """
+        reason = (
+            "a process has it open for writing"
+            if snapshot.writing
+            else "it is not the file that was seen (rewritten in place or replaced since)"
+        )
+        try:
+            self.queue.unclaim(claimed, name)
+        except FileExistsError:  # a new file took its name meanwhile: keep this one, with the reason
+            self._finish_unstarted(
+                claimed,
+                JobStatus.INVALID,
+                f"when it was claimed, {reason}, and a new file took its name in pending/ before it could be put "
+                "back; it was not run",
+                None,
+            )
+            return
+        self._flusher.request()  # flushed like a claim; nothing waits for it (the job never ran)
+        self.log.info("claim_returned", file=name, reason=f"{reason}; it stays pending and is looked at again")
+        self._candidates[name] = _Candidate(False, _UNSEEN)
+        if not snapshot.writing:
+            self._schedule(0, "recheck", name)
 
     def _log_claimed(self, claimed: ClaimedJob, request: RunRequest | None) -> None:
         if claimed.renamed_from is not None:

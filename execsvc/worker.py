@@ -528,8 +528,10 @@ class Worker:
         """Claim ``pending/<name>``, read it and start its process; on the latency path.
 
         A ``doomed`` job (see :mod:`.scheduler`) is claimed and recorded
-        with its status and reason instead (after its file is read, so a
-        job that is not valid is still recorded ``invalid`` for that).
+        with its status and reason instead (after its file is read and the
+        policy has judged it, so a job that is not valid or that the policy
+        refuses is still recorded ``invalid`` for that). Nothing of a job the
+        policy refuses runs: not its program, not its finish hooks.
 
         The claim is made durable by the flusher thread while the job starts
         (the job's own thread waits for it before the record, see :meth:`_watch`),
@@ -558,6 +560,14 @@ class Worker:
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
             return
+        # The policy first: nothing of a job it refuses runs, not even its finish hooks.
+        verdict = judge(
+            request, claimed.kind, allowed_commands=self.config.allowed_commands, allow_shell=self.config.allow_shell
+        )
+        if verdict.problem is not None:
+            where = f" (set in {self.config.config_file})" if self.config.config_file else ""
+            self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request, refused=True)
+            return
         if request.result_file is not None and not request.result_file.parent.is_dir():
             self._finish_unstarted(
                 claimed,
@@ -568,13 +578,6 @@ class Worker:
             return
         if doomed is not None:
             self._finish_unstarted(claimed, doomed.status, doomed.reason, request)
-            return
-        verdict = judge(
-            request, claimed.kind, allowed_commands=self.config.allowed_commands, allow_shell=self.config.allow_shell
-        )
-        if verdict.problem is not None:
-            where = f" (set in {self.config.config_file})" if self.config.config_file else ""
-            self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request)
             return
         if verdict.executable is not None:
             request = replace(request, executable=verdict.executable)
@@ -626,7 +629,12 @@ class Worker:
         who = submitted_by(request.spec if request else None)
         self.log.info("claimed", claimed.job_id, file=claimed.job_file, submitted_by=who)
 
-    def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
+    def _finish_unstarted(
+        self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None, *, refused: bool = False
+    ) -> None:
+        """Record a job that never started. ``request`` (if the file could be read) gives the record
+        its fields and runs the job's finish hooks, unless the policy ``refused`` the job: then
+        nothing of it runs."""
         self._log_claimed(claimed, request)
         self._flusher.wait(self._flusher.request())  # the claim on disk before the record
         result = unstarted_result(claimed, status, error, request)
@@ -640,7 +648,7 @@ class Worker:
             return
         self.log.warning(event, claimed.job_id, status=status.value, reason=error)
         self._scheduler.settled(claimed.job_id, time.time())
-        if request is not None:
+        if request is not None and not refused:
             self._after_record(claimed.job_id, request, record, status)
 
     def _record_later(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, event: str, why: str) -> None:
@@ -868,7 +876,9 @@ class Worker:
 
     def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         try:
-            if request.options.on_finish is not None:
+            if request.options.on_finish is not None and not self.config.allow_shell:  # judge refuses such jobs
+                self.log.error("on_finish_refused", job_id, reason="allow_shell = false; the hook was not run")
+            elif request.options.on_finish is not None:
                 logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
                 outcome = run_on_finish(
                     request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s

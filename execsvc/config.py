@@ -57,6 +57,8 @@ class WorkerConfig:
       and once a day (records, job files and logs; as ``execsvc clean``).
     - ``allowed_commands`` / ``allow_shell``: the command policy (see :mod:`execsvc.policy`);
       ``None`` / ``True`` allow every command.
+    - ``refused_env``: more variable names (``fnmatch`` patterns, e.g. ``GIT_*``) a job may not
+      set while ``allowed_commands`` is in force, on top of the built-in ones.
     - ``default_retries`` / ``max_retries``: retries of a job that names none, and the cap on any job's.
     - ``default_retry_delay_s`` / ``max_retry_delay_s``: the first retry's delay when a job names
       none (doubled after each attempt), and the cap on any delay.
@@ -81,6 +83,7 @@ class WorkerConfig:
     retention_days: float | None = None
     allowed_commands: tuple[str, ...] | None = None
     allow_shell: bool = True
+    refused_env: tuple[str, ...] = ()
     default_retries: int = 0
     max_retries: int = 10
     default_retry_delay_s: float = 1.0
@@ -136,7 +139,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
 
     The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
     except the policy) and a ``[policy]`` table (``allowed_commands``,
-    ``allow_shell``). ``path=None`` reads :func:`default_config_file` if it
+    ``allow_shell``, ``refused_env``). ``path=None`` reads :func:`default_config_file` if it
     exists, else uses the defaults; an explicit ``path`` must exist. Raises
     :class:`ConfigError` naming the file and the key for anything wrong.
     """
@@ -161,7 +164,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
         raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 
 
-_POLICY_KEYS = {"allowed_commands", "allow_shell"}
+_POLICY_KEYS = {"allowed_commands", "allow_shell", "refused_env"}
 
 
 def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -562,7 +562,11 @@ class Worker:
             return
         # The policy first: nothing of a job it refuses runs, not even its finish hooks.
         verdict = judge(
-            request, claimed.kind, allowed_commands=self.config.allowed_commands, allow_shell=self.config.allow_shell
+            request,
+            claimed.kind,
+            allowed_commands=self.config.allowed_commands,
+            allow_shell=self.config.allow_shell,
+            refused_env=self.config.refused_env,
         )
         if verdict.problem is not None:
             where = f" (set in {self.config.config_file})" if self.config.config_file else ""

@@ -34,6 +34,20 @@ def write_config(path: Path, policy: dict[str, object]) -> Path:
     return path
 
 
+@pytest.fixture
+def tools(tmp_path: Path) -> Path:
+    """A folder of allowed programs: a copy of ``true`` (dynamically linked), a bash script, and
+    a script that runs ``helper`` by its bare name."""
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    shutil.copy("/bin/true", folder / "true")
+    (folder / "bashy").write_text("#!/bin/bash\necho bashy\n")
+    (folder / "calls-helper").write_text("#!/bin/sh\nhelper\n")
+    for name in ("bashy", "calls-helper"):
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def stopped(worker: WorkerProcess) -> str:
     """Stop the worker (its shutdown waits for every hook thread) and return daemon.log."""
     assert worker.stop() == 0
@@ -75,3 +89,64 @@ def test_a_refused_jobs_on_finish_never_runs(queue_root: Path, start_worker: Sta
     for job_id, result in results.items():
         assert result is not None and result.status is JobStatus.INVALID, job_id
         assert "on_finish is a shell command line" in (result.error or "")
+
+
+# ----- 2. the loader and interpreters run no code the policy never saw --------------------
+
+
+def test_variables_that_load_other_code_are_refused(
+    queue_root: Path, start_worker: Start, tmp_path: Path, tools: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    source = tmp_path / "evil.c"
+    source.write_text(
+        "#include <stdio.h>\n__attribute__((constructor)) static void evil(void) "
+        f'{{ FILE *f = fopen("{marker}.so", "w"); if (f) fclose(f); }}\n'
+    )
+    evil_so = tmp_path / "evil.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(evil_so), str(source)], check=True)
+    evil_sh = tmp_path / "evil.sh"
+    evil_sh.write_text(f"touch {marker}.sh\n")
+    evil_bin = tmp_path / "evil-bin"
+    evil_bin.mkdir()
+    (evil_bin / "helper").write_text(f"#!/bin/sh\n/usr/bin/touch {marker}.path\n")
+    (evil_bin / "helper").chmod(0o755)
+    config = write_config(tmp_path / "config.toml", {"allowed_commands": [str(tools)], "allow_shell": False})
+    start_worker("--config", str(config))
+    true = str(tools / "true")
+    refused = {
+        "preload": (true, {"LD_PRELOAD": str(evil_so)}),
+        "library-path": (true, {"LD_LIBRARY_PATH": str(tmp_path)}),
+        "audit": (true, {"LD_AUDIT": str(evil_so)}),
+        "dyld": (true, {"DYLD_INSERT_LIBRARIES": str(evil_so)}),
+        "bash-env": (str(tools / "bashy"), {"BASH_ENV": str(evil_sh)}),
+        "env": (true, {"ENV": str(evil_sh)}),
+        "python": (true, {"PYTHONSTARTUP": str(evil_sh)}),
+        "perl": (true, {"PERL5OPT": "-Mevil"}),
+        "node": (true, {"NODE_OPTIONS": "--require /tmp/evil.js"}),
+        "bash-func": (true, {"BASH_FUNC_helper%%": "() { id; }"}),
+        "path": ("calls-helper", {"PATH": f"{tools}:{evil_bin}"}),
+        "path-relative": ("calls-helper", {"PATH": f"{tools}:bin"}),
+    }
+    for job_id, (command, env) in refused.items():
+        drop(queue_root, f"{job_id}.json", {"command": command, "args": [], "env": env})
+    drop(queue_root, "harmless.json", {"command": true, "args": [], "env": {"GREETING": "hi", "PATH": str(tools)}})
+
+    over_mcp: dict[str, object] = {}
+
+    async def session(client: Client) -> None:
+        arguments = {"command": true, "args": [], "env": {"LD_PRELOAD": str(evil_so)}, "wait_s": 10}
+        over_mcp.update(structured(await client.call_tool("enqueue_job", arguments))["result"])
+
+    results = {job_id: wait_finished(queue_root, job_id).result for job_id in [*refused, "harmless"]}
+    run(session, queue_root)
+    assert sorted(path.name for path in tmp_path.glob("pwned*")) == []
+    assert over_mcp["status"] == "invalid" and "LD_PRELOAD" in str(over_mcp["error"])
+    harmless = results.pop("harmless")
+    assert harmless is not None and harmless.status is JobStatus.COMPLETED
+    for job_id, result in results.items():
+        assert result is not None and result.status is JobStatus.INVALID, job_id
+        name = next(iter(refused[job_id][1]))
+        assert f"refused by the worker's policy (allowed_commands): the job sets {name}" in (result.error or ""), (
+            result.error
+        )

@@ -59,6 +59,7 @@ class WorkerConfig:
       ``None`` / ``True`` allow every command.
     - ``refused_env``: more variable names (``fnmatch`` patterns, e.g. ``GIT_*``) a job may not
       set while ``allowed_commands`` is in force, on top of the built-in ones.
+    - ``result_file_folders``: absolute folders a job's ``result_file`` may be in, besides the queue root.
     - ``default_retries`` / ``max_retries``: retries of a job that names none, and the cap on any job's.
     - ``default_retry_delay_s`` / ``max_retry_delay_s``: the first retry's delay when a job names
       none (doubled after each attempt), and the cap on any delay.
@@ -84,6 +85,7 @@ class WorkerConfig:
     allowed_commands: tuple[str, ...] | None = None
     allow_shell: bool = True
     refused_env: tuple[str, ...] = ()
+    result_file_folders: tuple[str, ...] = ()
     default_retries: int = 0
     max_retries: int = 10
     default_retry_delay_s: float = 1.0
@@ -116,9 +118,10 @@ class WorkerConfig:
             raise ValueError(
                 "retry delays cannot be negative; hook and webhook timeouts and limit_check_interval_s > 0"
             )
-        relative = [root for root in self.allowed_commands or () if not os.path.isabs(root)]
-        if relative:
-            raise ValueError(f"allowed_commands must be absolute folders, not {relative}")
+        for key in ("allowed_commands", "result_file_folders"):
+            relative = [root for root in getattr(self, key) or () if not os.path.isabs(root)]
+            if relative:
+                raise ValueError(f"{key} must be absolute folders, not {relative}")
 
 
 class ConfigError(ValueError):
@@ -139,7 +142,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
 
     The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
     except the policy) and a ``[policy]`` table (``allowed_commands``,
-    ``allow_shell``, ``refused_env``). ``path=None`` reads :func:`default_config_file` if it
+    ``allow_shell``, ``refused_env``, ``result_file_folders``). ``path=None`` reads :func:`default_config_file` if it
     exists, else uses the defaults; an explicit ``path`` must exist. Raises
     :class:`ConfigError` naming the file and the key for anything wrong.
     """
@@ -164,7 +167,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
         raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 
 
-_POLICY_KEYS = {"allowed_commands", "allow_shell", "refused_env"}
+_POLICY_KEYS = {"allowed_commands", "allow_shell", "refused_env", "result_file_folders"}
 
 
 def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:

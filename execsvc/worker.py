@@ -58,7 +58,7 @@ from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .limits import describe, diagnose, is_empty
 from .models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
-from .policy import judge
+from .policy import judge, result_roots
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
@@ -137,6 +137,7 @@ class Worker:
         self._log: EventLog | None = None
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
+        self._result_roots = result_roots(self.layout.root, self.config.result_file_folders)
         # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
         # `slots` running plus `_max_recording` recording, and no thread start on the hot path.
         self._max_recording = 2 * self.config.slots  # records in flight before claiming waits (see _dispatch)
@@ -567,6 +568,7 @@ class Worker:
             allowed_commands=self.config.allowed_commands,
             allow_shell=self.config.allow_shell,
             refused_env=self.config.refused_env,
+            result_roots=self._result_roots,
         )
         if verdict.problem is not None:
             where = f" (set in {self.config.config_file})" if self.config.config_file else ""
@@ -800,7 +802,7 @@ class Worker:
                 error = f"{error}; {job.request.failure_hint}"
         else:
             error = self._report_escaped(job, error)
-        status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
+        status, error = copy_result_file(self.layout, job.claimed, job.request, status, error, self._result_roots)
         result = build_result(
             self.layout,
             job.claimed,

@@ -75,9 +75,7 @@ def test_a_refused_jobs_on_finish_never_runs(queue_root: Path, start_worker: Sta
 
     async def session(client: Client) -> None:
         enqueued = structured(
-            await client.call_tool(
-                "enqueue_job", {"command": "/bin/true", "args": [], "on_finish": hook, "wait_s": 10}
-            )
+            await client.call_tool("enqueue_job", {"command": "/bin/true", "args": [], "on_finish": hook, "wait_s": 10})
         )
         assert enqueued["result"]["status"] == "invalid"
 
@@ -150,3 +148,52 @@ def test_variables_that_load_other_code_are_refused(
         assert f"refused by the worker's policy (allowed_commands): the job sets {name}" in (result.error or ""), (
             result.error
         )
+
+
+# ----- 3. result_file writes only where the policy allows -----------------------------------
+
+
+def test_result_file_is_confined_to_the_queue_and_allowed_folders(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f"[policy]\nresult_file_folders = [{json.dumps(str(results_dir))}]\n")
+    worker = start_worker("--config", str(config))
+    ssh = tmp_path / "home" / ".ssh"
+    ssh.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (queue_root / "out").mkdir()
+    (queue_root / "link").symlink_to(outside)
+    (queue_root / "out" / "keys").symlink_to(ssh / "authorized_keys")
+    key = {"command": "echo", "args": ["ssh-ed25519 AAAA attacker"]}
+    refused = {
+        "keys": str(ssh / "authorized_keys"),
+        "dotdot": "../outside/keys",
+        "through-link": "link/keys",
+        "final-link": "out/keys",
+        "records": "completed/forged.json",
+        "jobs": "pending/evil.json",
+    }
+    for job_id, target in refused.items():
+        drop(queue_root, f"{job_id}.json", {**key, "result_file": target})
+    drop(queue_root, "in-queue.json", {**key, "result_file": "out/r.txt"})
+    drop(queue_root, "allowed.json", {**key, "result_file": str(results_dir / "r.txt")})
+    # The job itself swaps its result folder for a link out while it runs: the copy follows no link.
+    swap = f"mv {queue_root}/out {queue_root}/out.old && ln -s {outside} {queue_root}/out && echo swapped"
+    drop(queue_root, "swap.json", {"command": swap, "result_file": "out/swapped.txt"})
+    results = {job_id: wait_finished(queue_root, job_id).result for job_id in [*refused, "in-queue", "allowed", "swap"]}
+    stopped(worker)
+    assert sorted(path.name for path in [*ssh.iterdir(), *outside.iterdir()]) == []
+    assert (queue_root / "out.old" / "r.txt").read_text() == "ssh-ed25519 AAAA attacker\n"
+    assert (results_dir / "r.txt").read_text() == "ssh-ed25519 AAAA attacker\n"
+    assert list((queue_root / "pending").glob("*.json")) == []
+    for job_id in refused:
+        result = results[job_id]
+        assert result is not None and result.status is JobStatus.INVALID, (job_id, result)
+        assert "refused by the worker's policy (result_file)" in (result.error or ""), result.error
+    swapped = results["swap"]
+    assert swapped is not None and swapped.status is JobStatus.FAILED
+    assert "symbolic link" in (swapped.error or ""), swapped.error

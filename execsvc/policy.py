@@ -29,6 +29,9 @@ recorded ``invalid`` with the rule that refused it.
   ``result_file_folders``, reached from there without a symbolic link
   (:func:`result_file_problem` at the claim; :func:`write_result_file`
   follows no link when it writes, in case one appeared since).
+- ``webhook``, always: where it may go is :mod:`.webhook_policy`'s rule
+  (``webhook_hosts``; by default anywhere but link-local and cloud metadata
+  addresses), checked at the claim and again by address when it is sent.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from pathlib import Path
 
 from .jobfile import SHELL, RunRequest
 from .models import JobKind
+from .webhook_policy import WebhookRule
 
 CODE_LOADING_VARIABLES = frozenset(
     {
@@ -85,10 +89,12 @@ def judge(
     allow_shell: bool,
     refused_env: tuple[str, ...] = (),
     result_roots: tuple[Path, ...] = (),
+    webhooks: WebhookRule | None = None,
 ) -> Verdict:
     """Apply the policy to one job; never raises.
 
-    ``result_roots``: where a ``result_file`` may be (:func:`result_roots`; the queue root first).
+    ``result_roots``: where a ``result_file`` may be (:func:`result_roots`; the queue root first);
+    ``webhooks``: where a ``webhook`` may go (default: the default rule).
     """
     if not allow_shell and (kind == "text" or (request.argv[:2] == [SHELL, "-c"])):
         what = "a shell script" if kind == "text" else "a shell command line (no 'args', or \"shell\": true)"
@@ -100,6 +106,10 @@ def judge(
         return Verdict(
             "refused by the worker's policy (allow_shell = false): the job's on_finish is a shell command line"
         )
+    if request.options.webhook is not None:
+        problem = (webhooks or WebhookRule()).url_problem(request.options.webhook)
+        if problem is not None:
+            return Verdict(f"refused by the worker's policy (webhook): {problem}")
     if request.result_file is not None:
         problem = result_file_problem(request.result_file, result_roots)
         if problem is not None:

@@ -68,6 +68,7 @@ from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_d
 from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
+from .webhook_policy import WebhookRule
 
 _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
@@ -138,6 +139,7 @@ class Worker:
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
         self._result_roots = result_roots(self.layout.root, self.config.result_file_folders)
+        self._webhook_rule = WebhookRule(self.config.webhook_hosts)
         # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
         # `slots` running plus `_max_recording` recording, and no thread start on the hot path.
         self._max_recording = 2 * self.config.slots  # records in flight before claiming waits (see _dispatch)
@@ -569,6 +571,7 @@ class Worker:
             allow_shell=self.config.allow_shell,
             refused_env=self.config.refused_env,
             result_roots=self._result_roots,
+            webhooks=self._webhook_rule,
         )
         if verdict.problem is not None:
             where = f" (set in {self.config.config_file})" if self.config.config_file else ""
@@ -897,6 +900,7 @@ class Worker:
                     record.read_bytes(),
                     timeout_s=self.config.webhook_timeout_s,
                     attempts=self.config.webhook_attempts,
+                    rule=self._webhook_rule,
                     stop=self._give_up,
                 )
                 event = "webhook_sent" if outcome.ok else "webhook_failed"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -197,3 +196,219 @@ def test_result_file_is_confined_to_the_queue_and_allowed_folders(
     swapped = results["swap"]
     assert swapped is not None and swapped.status is JobStatus.FAILED
     assert "symbolic link" in (swapped.error or ""), swapped.error
+
+
+# ----- 4. webhooks go only where the policy allows ------------------------------------------
+
+
+class IsolatedWorker(WorkerProcess):
+    """``execsvc run`` in an empty network namespace: nothing but a loopback that is down, so no
+    webhook can leave this machine, whatever the worker decides."""
+
+    def __init__(self, queue_root: Path, *args: str, hosts: Path | None = None) -> None:
+        self.queue_root = queue_root
+        execsvc = [console_script("execsvc"), "run", "--queue-dir", str(queue_root), "--stderr-level", "info"]
+        prefix = ["unshare", "--net", "--"]
+        if hosts is not None:  # a private mount namespace too, where /etc/hosts is this file
+            prefix = [
+                "unshare",
+                "--net",
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                f'mount --bind "{hosts}" /etc/hosts && exec "$@"',
+                "-",
+            ]
+        self.proc = subprocess.Popen(
+            [*prefix, *execsvc, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+
+@pytest.fixture
+def start_isolated(queue_root: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--net", "true"], check=False).returncode:
+        pytest.skip("unshare --net is not available here; webhook refusals are only tried in an empty netns")
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, hosts: Path | None = None) -> WorkerProcess:
+        worker = IsolatedWorker(queue_root, *args, hosts=hosts)
+        started.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.kill()
+
+
+REFUSED_BY_DEFAULT = {
+    "metadata": "http://169.254.169.254/latest/meta-data/",
+    "metadata-v6": "http://[fd00:ec2::254]/latest/",
+    "metadata-name": "http://metadata.google.internal/computeMetadata/v1/",
+    "metadata-name-dot": "http://METADATA.google.internal./computeMetadata/v1/",
+    "hex": "http://0xa9fea9fe/",
+    "decimal": "http://2852039166/",
+    "short": "http://169.254.43518/",
+    "mapped": "http://[::ffff:169.254.169.254]/",
+    "link-local-v6": "http://[fe80::1]/",
+    "alibaba": "http://100.100.100.200/latest/",
+    "link-local": "https://169.254.1.1:8443/",
+}
+
+
+def test_webhooks_to_link_local_and_metadata_addresses_are_refused(
+    queue_root: Path, start_isolated: Start, tmp_path: Path
+) -> None:
+    worker = start_isolated("--config", str(write_config(tmp_path / "config.toml", {})))
+    marker = tmp_path / "ran"
+    for job_id, url in REFUSED_BY_DEFAULT.items():
+        drop(
+            queue_root, f"{job_id}.json", {"command": "/usr/bin/touch", "args": [f"{marker}.{job_id}"], "webhook": url}
+        )
+    # An address the default allows (TEST-NET-1): the job runs; its webhook cannot get out of the netns.
+    drop(
+        queue_root,
+        "allowed.json",
+        {"command": "/usr/bin/touch", "args": [f"{marker}.ok"], "webhook": "http://192.0.2.1/"},
+    )
+    over_mcp: dict[str, object] = {}
+
+    async def session(client: Client) -> None:
+        arguments = {"command": "true", "webhook": "http://169.254.169.254/latest/", "wait_s": 10}
+        over_mcp.update(structured(await client.call_tool("enqueue_job", arguments))["result"])
+
+    results = {job_id: wait_finished(queue_root, job_id).result for job_id in [*REFUSED_BY_DEFAULT, "allowed"]}
+    run(session, queue_root)
+    log = stopped(worker)
+    assert sorted(path.name for path in tmp_path.glob("ran.*")) == ["ran.ok"]
+    assert over_mcp["status"] == "invalid" and "(webhook)" in str(over_mcp["error"])
+    allowed = results.pop("allowed")
+    assert allowed is not None and allowed.status is JobStatus.COMPLETED
+    assert "webhook_failed job=allowed" in log
+    for job_id, result in results.items():
+        assert result is not None and result.status is JobStatus.INVALID, (job_id, result)
+        assert "refused by the worker's policy (webhook)" in (result.error or ""), result.error
+        assert f"webhook_failed job={job_id}" not in log
+
+
+def test_webhook_hosts_lists_where_webhooks_may_go(queue_root: Path, start_isolated: Start, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", {"webhook_hosts": ["127.0.0.1", "*.example.com"]})
+    worker = start_isolated("--config", str(config))
+    jobs = {
+        "private": ("http://10.1.2.3/", JobStatus.INVALID),
+        "test-net": ("http://192.0.2.1/", JobStatus.INVALID),
+        "other-name": ("http://hooks.example.org/", JobStatus.INVALID),
+        "metadata": ("http://169.254.169.254/", JobStatus.INVALID),
+        "listed-name": ("https://hooks.example.com/x", JobStatus.COMPLETED),
+        "listed-address": ("http://127.0.0.1:9/", JobStatus.COMPLETED),
+    }
+    for job_id, (url, _status) in jobs.items():
+        drop(queue_root, f"{job_id}.json", {"command": "true", "webhook": url})
+    results = {job_id: wait_finished(queue_root, job_id).result for job_id in jobs}
+    log = stopped(worker)
+    for job_id, (_url, status) in jobs.items():
+        result = results[job_id]
+        assert result is not None and result.status is status, (job_id, result)
+        if status is JobStatus.INVALID:
+            assert "webhook_hosts" in (result.error or ""), result.error
+        else:
+            assert f"webhook_failed job={job_id}" in log  # allowed, and nothing to reach in the netns
+
+
+class Hooks(http.server.BaseHTTPRequestHandler):
+    """Records each request; ``/redirect`` answers 302 to the server's ``target``."""
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        server = self.server
+        assert isinstance(server, HookServer)
+        server.seen.append((self.command, self.path, self.rfile.read(length)))
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", server.target)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class HookServer(http.server.ThreadingHTTPServer):
+    def __init__(self, target: str = "") -> None:
+        super().__init__(("127.0.0.1", 0), Hooks)
+        self.seen: list[tuple[str, str, bytes]] = []
+        self.target = target
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def hook_servers() -> Iterator[Callable[..., HookServer]]:
+    servers: list[HookServer] = []
+
+    def open_server(target: str = "") -> HookServer:
+        servers.append(HookServer(target))
+        return servers[-1]
+
+    yield open_server
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_webhook_reaches_an_allowed_loopback_server_and_follows_no_redirect(
+    queue_root: Path, start_worker: Start, tmp_path: Path, hook_servers: Callable[..., HookServer]
+) -> None:
+    """Loopback only: the test's own two servers on 127.0.0.1, the redirect pointing at the second."""
+    elsewhere = hook_servers()
+    server = hook_servers(f"{elsewhere.url}/elsewhere")
+    worker = start_worker("--config", str(write_config(tmp_path / "config.toml", {"webhook_hosts": ["127.0.0.1"]})))
+    drop(queue_root, "ok.json", {"command": "true", "webhook": f"{server.url}/ok"})
+    drop(queue_root, "moved.json", {"command": "true", "webhook": f"{server.url}/redirect"})
+    for job_id in ("ok", "moved"):
+        wait_finished(queue_root, job_id)
+    log = stopped(worker)
+    assert sorted((method, path) for method, path, _body in server.seen) == [("POST", "/ok"), ("POST", "/redirect")]
+    assert json.loads(next(body for _m, path, body in server.seen if path == "/ok"))["result"]["job_id"] == "ok"
+    assert elsewhere.seen == []
+    assert "webhook_sent job=ok" in log
+    assert "webhook_failed job=moved" in log and "redirects are not followed" in log
+
+
+def test_a_webhook_host_name_is_checked_again_by_its_addresses_when_sent(
+    queue_root: Path, start_isolated: Start, tmp_path: Path
+) -> None:
+    """A name that passes at the claim but resolves to a refused address when sent (as DNS
+    rebinding does) is not contacted. The isolated worker gets a hosts file of its own."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("169.254.169.254 rebound.test\nfd00:ec2::254 rebound6.test\n")
+    worker = start_isolated("--config", str(write_config(tmp_path / "config.toml", {})), hosts=hosts)
+    for job_id in ("rebound", "rebound6"):
+        drop(queue_root, f"{job_id}.json", {"command": "true", "webhook": f"http://{job_id}.test/latest/"})
+    results = [wait_finished(queue_root, job_id).result for job_id in ("rebound", "rebound6")]
+    log = stopped(worker)
+    assert all(result is not None and result.status is JobStatus.COMPLETED for result in results)
+    for job_id in ("rebound", "rebound6"):
+        line = next(line for line in log.splitlines() if f"webhook_failed job={job_id} " in line)
+        assert "refused by the worker's policy (webhook)" in line and "not sent" in line, line

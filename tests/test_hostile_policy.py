@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -412,3 +413,61 @@ def test_a_webhook_host_name_is_checked_again_by_its_addresses_when_sent(
     for job_id in ("rebound", "rebound6"):
         line = next(line for line in log.splitlines() if f"webhook_failed job={job_id} " in line)
         assert "refused by the worker's policy (webhook)" in line and "not sent" in line, line
+
+
+# ----- 5. no queue under a folder another user can write -----------------------------------
+
+OTHER_UID = 4242
+
+
+def run_worker_once(queue_root: Path) -> subprocess.CompletedProcess[str]:
+    """``execsvc run`` that is expected to refuse the queue and exit (killed after 15 s if it serves)."""
+    try:
+        return subprocess.run(
+            [console_script("execsvc"), "run", "--queue-dir", str(queue_root)],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the worker served the queue at {queue_root}: {exc.stderr!r}")
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "why"),
+    [
+        (0o777, None, "can be written by other users"),  # another user renames the queue away
+        (0o775, None, "can be written by other users"),
+        (0o755, OTHER_UID, f"belongs to user id {OTHER_UID}"),  # its owner can do the same
+        (0o1777, OTHER_UID, f"belongs to user id {OTHER_UID}"),  # the owner of a sticky folder too
+    ],
+)
+def test_a_queue_under_a_folder_others_can_write_is_refused(
+    tmp_path: Path, mode: int, owner: int | None, why: str
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "deeper").mkdir()
+    shared.chmod(mode)
+    if owner is not None:
+        os.chown(shared, owner, -1)
+    queue_root = shared / "deeper" / "queue"
+    done = run_worker_once(queue_root)
+    assert done.returncode != 0 and "watching" not in done.stderr
+    assert f"{shared} {why}" in done.stderr, done.stderr
+    assert "a queue's parent folders" in done.stderr, done.stderr
+
+
+def test_a_queue_under_sticky_folders_of_root_or_its_user_is_served(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    """tmp_path lies under /tmp (1777, root's); a sticky shared folder of the worker's user is fine too."""
+    shared = tmp_path / "sticky"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    worker = start_worker(root=shared / "queue")
+    drop(shared / "queue", "ok.json", {"command": "true"})
+    result = wait_finished(shared / "queue", "ok").result
+    assert result is not None and result.status is JobStatus.COMPLETED
+    stopped(worker)

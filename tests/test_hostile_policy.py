@@ -471,3 +471,27 @@ def test_a_queue_under_sticky_folders_of_root_or_its_user_is_served(
     result = wait_finished(shared / "queue", "ok").result
     assert result is not None and result.status is JobStatus.COMPLETED
     stopped(worker)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[policy]\nwebhook_hosts = ['hooks example']\n", "'hooks example' is neither a host name nor an address"),
+        ("[policy]\nresult_file_folders = ['out']\n", "result_file_folders must be absolute folders"),
+        ("[worker]\nrefused_env = ['GIT_*']\n", "unknown key(s) ['refused_env'] in [worker]"),
+    ],
+)
+def test_a_bad_policy_setting_stops_the_worker_saying_why(
+    content: str, message: str, queue_root: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    done = subprocess.run(
+        [console_script("execsvc"), "run", "--queue-dir", str(queue_root), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr and str(config) in done.stderr

@@ -12,6 +12,7 @@ import platformdirs
 import pydantic
 
 from .models import JobLimits
+from .webhook_policy import WebhookRule
 
 CONFIG_ENV = "EXECSVC_CONFIG"
 """Environment variable naming the worker's config file."""
@@ -57,6 +58,11 @@ class WorkerConfig:
       and once a day (records, job files and logs; as ``execsvc clean``).
     - ``allowed_commands`` / ``allow_shell``: the command policy (see :mod:`execsvc.policy`);
       ``None`` / ``True`` allow every command.
+    - ``refused_env``: more variable names (``fnmatch`` patterns, e.g. ``GIT_*``) a job may not
+      set while ``allowed_commands`` is in force, on top of the built-in ones.
+    - ``result_file_folders``: absolute folders a job's ``result_file`` may be in, besides the queue root.
+    - ``webhook_hosts``: host names and networks a job's ``webhook`` may go to (see
+      :mod:`execsvc.webhook_policy`); ``None``: any but link-local and metadata addresses.
     - ``default_retries`` / ``max_retries``: retries of a job that names none, and the cap on any job's.
     - ``default_retry_delay_s`` / ``max_retry_delay_s``: the first retry's delay when a job names
       none (doubled after each attempt), and the cap on any delay.
@@ -81,6 +87,9 @@ class WorkerConfig:
     retention_days: float | None = None
     allowed_commands: tuple[str, ...] | None = None
     allow_shell: bool = True
+    refused_env: tuple[str, ...] = ()
+    result_file_folders: tuple[str, ...] = ()
+    webhook_hosts: tuple[str, ...] | None = None
     default_retries: int = 0
     max_retries: int = 10
     default_retry_delay_s: float = 1.0
@@ -113,9 +122,11 @@ class WorkerConfig:
             raise ValueError(
                 "retry delays cannot be negative; hook and webhook timeouts and limit_check_interval_s > 0"
             )
-        relative = [root for root in self.allowed_commands or () if not os.path.isabs(root)]
-        if relative:
-            raise ValueError(f"allowed_commands must be absolute folders, not {relative}")
+        WebhookRule(self.webhook_hosts)  # raises ValueError naming a wrong entry
+        for key in ("allowed_commands", "result_file_folders"):
+            relative = [root for root in getattr(self, key) or () if not os.path.isabs(root)]
+            if relative:
+                raise ValueError(f"{key} must be absolute folders, not {relative}")
 
 
 class ConfigError(ValueError):
@@ -136,8 +147,9 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
 
     The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
     except the policy) and a ``[policy]`` table (``allowed_commands``,
-    ``allow_shell``). ``path=None`` reads :func:`default_config_file` if it
-    exists, else uses the defaults; an explicit ``path`` must exist. Raises
+    ``allow_shell``, ``refused_env``, ``result_file_folders``,
+    ``webhook_hosts``). ``path=None`` reads :func:`default_config_file` if
+    it exists, else uses the defaults; an explicit ``path`` must exist. Raises
     :class:`ConfigError` naming the file and the key for anything wrong.
     """
     explicit = path is not None
@@ -161,7 +173,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
         raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 
 
-_POLICY_KEYS = {"allowed_commands", "allow_shell"}
+_POLICY_KEYS = {"allowed_commands", "allow_shell", "refused_env", "result_file_folders", "webhook_hosts"}
 
 
 def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:

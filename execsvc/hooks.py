@@ -12,22 +12,29 @@ tells what happened). Each outcome is a line in ``daemon.log``.
 - ``webhook``: the record's JSON by HTTP POST (``Content-Type:
   application/json``), each try cut after ``webhook_timeout_s``, up to
   ``webhook_attempts`` tries 1, 2, 4 ... seconds apart; any 2xx answer is success.
+  It goes straight to the host (no proxy), only to an address the
+  :class:`~.webhook_policy.WebhookRule` allows when it is sent; a redirect
+  (3xx) is a failure, never followed, and so is a refused address (neither is retried).
 """
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import signal
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__
 from .jobfile import SHELL, RunRequest
 from .models import JobLimits
 from .runner import JobProcess, SpawnError
+from .webhook_policy import WebhookRule
 
 RECORD_ENV = "EXECSVC_RECORD"
 STATUS_ENV = "EXECSVC_STATUS"
@@ -73,31 +80,122 @@ def run_on_finish(
 
 
 def post_webhook(
-    url: str, body: bytes, *, timeout_s: float, attempts: int, stop: threading.Event | None = None
+    url: str,
+    body: bytes,
+    *,
+    timeout_s: float,
+    attempts: int,
+    rule: WebhookRule | None = None,
+    stop: threading.Event | None = None,
 ) -> HookOutcome:
     """POST ``body`` (JSON) to ``url``; retried with back-off until a 2xx answer or ``attempts`` tries.
 
-    ``stop`` ends the back-off early (the worker is shutting down).
+    ``rule`` (default: the default :class:`~.webhook_policy.WebhookRule`) decides which of the
+    host's addresses may be contacted, looked up again at each try; a refusal or a redirect
+    ends it at once. ``stop`` ends the back-off early (the worker is shutting down).
     """
+    rule = rule or WebhookRule()
     detail = "not tried"
     for attempt in range(1, attempts + 1):
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"execsvc/{__version__}"},
-        )
+        tries = f"{attempt} tr{'y' if attempt == 1 else 'ies'}"
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return HookOutcome(True, f"HTTP {response.status} after {attempt} tr{'y' if attempt == 1 else 'ies'}")
-        except urllib.error.HTTPError as exc:
-            detail = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            detail = str(getattr(exc, "reason", exc))
+            status = _post_once(url, body, timeout_s, rule)
+        except _Refused as exc:
+            return HookOutcome(False, f"refused by the worker's policy (webhook): {exc}; not sent")
+        except (OSError, http.client.HTTPException) as exc:
+            detail = str(exc) or type(exc).__name__
+        else:
+            if 200 <= status < 300:
+                return HookOutcome(True, f"HTTP {status} after {tries}")
+            if 300 <= status < 400:
+                return HookOutcome(False, f"HTTP {status}: redirects are not followed (after {tries})")
+            detail = f"HTTP {status}"
         if attempt < attempts:
             pause = 2.0 ** (attempt - 1)
             if stop is not None and stop.wait(pause):
                 break
             if stop is None:
                 time.sleep(pause)
-    return HookOutcome(False, f"{detail} (after {attempt} tr{'y' if attempt == 1 else 'ies'})")
+    return HookOutcome(False, f"{detail} (after {tries})")
+
+
+class _Refused(Exception):
+    """The webhook's host has no address the rule allows (the message says why)."""
+
+
+def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> int:
+    """One POST to an allowed address of ``url``'s host; returns the HTTP status.
+
+    Raises :class:`_Refused`, :class:`OSError` (resolving, connecting) or
+    :class:`http.client.HTTPException`.
+    """
+    problem = rule.url_problem(url)
+    if problem is not None:
+        raise _Refused(problem)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    sock = _connect(host, port, timeout_s, rule)
+    try:
+        connection: http.client.HTTPConnection = (
+            _PinnedHTTPSConnection(host, port, sock, timeout_s)
+            if https
+            else _PinnedHTTPConnection(host, port, sock, timeout_s)
+        )
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json", "User-Agent": f"execsvc/{__version__}"}
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response.status
+    finally:
+        sock.close()
+
+
+def _connect(host: str, port: int, timeout_s: float, rule: WebhookRule) -> socket.socket:
+    """A socket connected to the first address of ``host`` that ``rule`` allows."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    problems: list[str] = []
+    error: OSError | None = None
+    for family, kind, proto, _name, address in infos:
+        problem = rule.address_problem(ipaddress.ip_address(str(address[0])), host)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout_s)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    if error is not None:
+        raise error
+    raise _Refused(problems[0] if problems else f"{host} has no address")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection over a socket already connected to a checked address."""
+
+    def __init__(self, host: str, port: int, sock: socket.socket, timeout_s: float) -> None:
+        super().__init__(host, port, timeout=timeout_s)
+        self._pinned = sock
+
+    def connect(self) -> None:
+        self.sock = self._pinned
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS over a socket already connected to a checked address; the certificate is checked for ``host``."""
+
+    def __init__(self, host: str, port: int, sock: socket.socket, timeout_s: float) -> None:
+        super().__init__(host, port, timeout=timeout_s)
+        self._pinned = sock
+        self._tls = ssl.create_default_context()
+
+    def connect(self) -> None:
+        self.sock = self._tls.wrap_socket(self._pinned, server_hostname=self.host)

@@ -3,7 +3,8 @@
 Pure path logic: which folder is which, which names are jobs, which are
 ignored, how a file name maps to a job id and to its record names. The only
 file-system work is :meth:`QueueLayout.ensure`, which creates the folders
-private to the user and refuses folders that other users can write to.
+private to the user and refuses folders that other users can write to, or
+that sit under a folder another user could swap the queue out of.
 """
 
 from __future__ import annotations
@@ -235,9 +236,12 @@ class QueueLayout:
         Raises :class:`UnsafeQueue` when a queue folder is not a real
         directory, belongs to another user, or can be written by other users:
         whoever can write to ``pending/`` can run commands as this user, and
-        whoever can write to the others can forge results.
+        whoever can write to the others can forge results. Raises it too
+        when a folder above the root could let another user move the queue
+        away and put one of their own in its place (:func:`_check_ancestors`).
         """
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_ancestors(self.root)
         folders = [self.folder(state) for state in JobState] + [self.logs]
         for folder in folders:
             _make_private_dir(folder)
@@ -251,6 +255,35 @@ def _make_private_dir(path: Path) -> None:
     except FileExistsError:
         return
     path.chmod(0o700)  # mkdir's mode is masked by the umask; make it exact
+
+
+def _check_ancestors(root: Path) -> None:
+    """Check every folder above ``root`` (resolved), as ``sshd``'s StrictModes checks a home.
+
+    Each must belong to root (user id 0) or to this user, and must not be writable by
+    group or others unless it is sticky (``/tmp``, mode 1777): in a folder others can
+    write, or one another user owns, that user can rename the queue away and put a
+    queue of their own in its place, and its jobs would run as this user. Raises
+    :class:`UnsafeQueue` naming the folder and the fix.
+    """
+    if not hasattr(os, "getuid"):
+        return
+    uid = os.getuid()
+    for folder in Path(os.path.realpath(root)).parents:
+        info = folder.stat()
+        if info.st_uid not in (0, uid):
+            raise UnsafeQueue(
+                f"{folder} belongs to user id {info.st_uid}, not to root or to you (user id {uid}); a queue's "
+                "parent folders must, since their owner could move the queue away and put one of their own in "
+                "its place. Put the queue elsewhere (--queue-dir)"
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            raise UnsafeQueue(
+                f"{folder} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}) and is not sticky; "
+                "a queue's parent folders must not be, since anyone who can write there could move the queue away "
+                f"and put one of their own in its place. Fix it with: chmod go-w '{folder}' (or chmod +t), or put "
+                "the queue elsewhere (--queue-dir)"
+            )
 
 
 def _check_private(path: Path) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
+from pathlib import Path
 
 from .jobfile import RunRequest, submitted_by
 from .layout import QueueLayout
 from .models import JobResult, JobSpec, JobStatus
+from .policy import write_result_file
 from .protocol import ClaimedJob
 from .runner import ExitInfo, now, read_tail, signal_name
 
@@ -22,13 +23,19 @@ def status_of_exit(returncode: int) -> tuple[JobStatus, str | None]:
 
 
 def copy_result_file(
-    layout: QueueLayout, claimed: ClaimedJob, request: RunRequest, status: JobStatus, error: str | None
+    layout: QueueLayout,
+    claimed: ClaimedJob,
+    request: RunRequest,
+    status: JobStatus,
+    error: str | None,
+    roots: tuple[Path, ...],
 ) -> tuple[JobStatus, str | None]:
-    """Copy the job's whole stdout to its ``result_file``; a failed copy fails a completed job, saying why."""
+    """Copy the job's whole stdout to its ``result_file``, under one of ``roots`` without following
+    a link (:func:`~.policy.write_result_file`); a failed copy fails a completed job, saying why."""
     if request.result_file is None:
         return status, error
     try:
-        shutil.copyfile(layout.stdout_log(claimed.job_id), request.result_file)
+        write_result_file(request.result_file, roots, layout.stdout_log(claimed.job_id))
     except OSError as exc:
         problem = f"stdout could not be written to result_file {request.result_file}: {exc.strerror or exc}"
         return (JobStatus.FAILED if status is JobStatus.COMPLETED else status), (

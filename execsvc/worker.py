@@ -58,7 +58,7 @@ from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .limits import describe, diagnose, is_empty
 from .models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
-from .policy import judge
+from .policy import judge, result_roots
 from .protocol import ClaimedJob, JobQueue
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
@@ -68,6 +68,7 @@ from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_d
 from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
+from .webhook_policy import WebhookRule
 
 _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
@@ -145,6 +146,8 @@ class Worker:
         self._log: EventLog | None = None
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
+        self._result_roots = result_roots(self.layout.root, self.config.result_file_folders)
+        self._webhook_rule = WebhookRule(self.config.webhook_hosts)
         # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
         # `slots` running plus `_max_recording` recording, and no thread start on the hot path.
         self._max_recording = 2 * self.config.slots  # records in flight before claiming waits (see _dispatch)
@@ -542,8 +545,10 @@ class Worker:
         """Claim ``pending/<name>``, read it and start its process; on the latency path.
 
         A ``doomed`` job (see :mod:`.scheduler`) is claimed and recorded
-        with its status and reason instead (after its file is read, so a
-        job that is not valid is still recorded ``invalid`` for that).
+        with its status and reason instead (after its file is read and the
+        policy has judged it, so a job that is not valid or that the policy
+        refuses is still recorded ``invalid`` for that). Nothing of a job the
+        policy refuses runs: not its program, not its finish hooks.
 
         What is claimed is checked in the one open that reads it
         (:meth:`_check_claim`): a file that is being written, or that is
@@ -583,6 +588,20 @@ class Worker:
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
             return
+        # The policy first: nothing of a job it refuses runs, not even its finish hooks.
+        verdict = judge(
+            request,
+            claimed.kind,
+            allowed_commands=self.config.allowed_commands,
+            allow_shell=self.config.allow_shell,
+            refused_env=self.config.refused_env,
+            result_roots=self._result_roots,
+            webhooks=self._webhook_rule,
+        )
+        if verdict.problem is not None:
+            where = f" (set in {self.config.config_file})" if self.config.config_file else ""
+            self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request, refused=True)
+            return
         if request.result_file is not None and not request.result_file.parent.is_dir():
             self._finish_unstarted(
                 claimed,
@@ -593,13 +612,6 @@ class Worker:
             return
         if doomed is not None:
             self._finish_unstarted(claimed, doomed.status, doomed.reason, request)
-            return
-        verdict = judge(
-            request, claimed.kind, allowed_commands=self.config.allowed_commands, allow_shell=self.config.allow_shell
-        )
-        if verdict.problem is not None:
-            where = f" (set in {self.config.config_file})" if self.config.config_file else ""
-            self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request)
             return
         if verdict.executable is not None:
             request = replace(request, executable=verdict.executable)
@@ -714,7 +726,12 @@ class Worker:
         who = submitted_by(request.spec if request else None)
         self.log.info("claimed", claimed.job_id, file=claimed.job_file, submitted_by=who)
 
-    def _finish_unstarted(self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> None:
+    def _finish_unstarted(
+        self, claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None, *, refused: bool = False
+    ) -> None:
+        """Record a job that never started. ``request`` (if the file could be read) gives the record
+        its fields and runs the job's finish hooks, unless the policy ``refused`` the job: then
+        nothing of it runs."""
         self._log_claimed(claimed, request)
         self._flusher.wait(self._flusher.request())  # the claim on disk before the record
         result = unstarted_result(claimed, status, error, request)
@@ -728,7 +745,7 @@ class Worker:
             return
         self.log.warning(event, claimed.job_id, status=status.value, reason=error)
         self._scheduler.settled(claimed.job_id, time.time())
-        if request is not None:
+        if request is not None and not refused:
             self._after_record(claimed.job_id, request, record, status)
 
     def _record_later(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, event: str, why: str) -> None:
@@ -876,7 +893,7 @@ class Worker:
                 error = f"{error}; {job.request.failure_hint}"
         else:
             error = self._report_escaped(job, error)
-        status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
+        status, error = copy_result_file(self.layout, job.claimed, job.request, status, error, self._result_roots)
         result = build_result(
             self.layout,
             job.claimed,
@@ -956,7 +973,9 @@ class Worker:
 
     def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         try:
-            if request.options.on_finish is not None:
+            if request.options.on_finish is not None and not self.config.allow_shell:  # judge refuses such jobs
+                self.log.error("on_finish_refused", job_id, reason="allow_shell = false; the hook was not run")
+            elif request.options.on_finish is not None:
                 logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
                 outcome = run_on_finish(
                     request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s
@@ -969,6 +988,7 @@ class Worker:
                     record.read_bytes(),
                     timeout_s=self.config.webhook_timeout_s,
                     attempts=self.config.webhook_attempts,
+                    rule=self._webhook_rule,
                     stop=self._give_up,
                 )
                 event = "webhook_sent" if outcome.ok else "webhook_failed"

@@ -171,7 +171,7 @@ CASES = [
     ),
     Case(
         "result-file-folder.json",
-        job({"command": "true", "result_file": "/no/such/folder/out.txt"}),
+        job({"command": "true", "result_file": "no/such/folder/out.txt"}),
         JobStatus.FAILED,
         "does not exist",
     ),

@@ -1,0 +1,120 @@
+"""Hostile input against the viewers and the fronts: field values out of range, terminal escapes and
+rich markup in a job's text, ids that spoof their name, and a `submit --wait` that cannot watch.
+
+Each test drives the installed commands (``queue-view``, ``execsvc``) as real processes, a real
+worker where a job must run, and the MCP server through the SDK's client.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from conftest import WorkerProcess, console_script, drop, wait_finished
+from mcp import Client
+from mcp.types import CallToolResult
+
+from execsvc import JobQueue, JobStatus
+from queue_tools.mcp_server import build_server
+
+Start = Callable[..., WorkerProcess]
+
+
+def run(queue_root: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """An installed console script on the test's queue, its output as bytes (every byte checked)."""
+    program, *rest = argv
+    return subprocess.run(
+        [console_script(program), *rest[:1], "--queue-dir", str(queue_root), *rest[1:]]
+        if program == "execsvc"
+        else [console_script(program), "--queue-dir", str(queue_root), *rest],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def mcp_session(queue_root: Path, session: Callable[[Client], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with Client(build_server(queue_root)) as client:
+            await session(client)
+
+    anyio.run(main)
+
+
+def text_of(result: CallToolResult) -> str:
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+def pending_names(queue_root: Path) -> list[str]:
+    return sorted(name for name in os.listdir(queue_root / "pending") if not name.startswith("."))
+
+
+def record(job_id: str, **result: Any) -> dict[str, Any]:
+    """A finished JSON job's record as the worker writes it (fields given override)."""
+    base: dict[str, Any] = {
+        "job_id": job_id,
+        "status": "failed",
+        "returncode": 1,
+        "completed_at": "2026-11-21T10:00:01+00:00",
+        "started_at": "2026-11-21T10:00:00+00:00",
+        "duration_s": 1.0,
+        "job_file": f"{job_id}.json",
+    }
+    return {"command": "false", "result": {**base, **result}}
+
+
+# ----- 16.15: field values out of range --------------------------------------------------
+
+
+OUT_OF_RANGE = {
+    "huge-delay": ({"command": "echo", "delay_s": 1e300}, "delay_s"),
+    "delay-past-9999": ({"command": "echo", "delay_s": 1e12}, "delay_s"),
+    "year-one": ({"command": "echo", "not_before": "0001-01-01T00:00:00"}, "not_before"),
+    "year-9999": ({"command": "echo", "not_before": "9999-12-31T23:59:59-12:00"}, "not_before"),
+    "huge-retry-delay": ({"command": "echo", "retries": 1, "retry_delay_s": 1e300}, "retry_delay_s"),
+    "attempt-2000": ({"command": "echo", "retries": 1, "attempt": 2000}, "attempt"),
+    "huge-cpu": ({"command": "echo", "limits": {"cpu_s": 1e300}}, "cpu_s"),
+    "huge-memory": ({"command": "echo", "limits": {"memory_mb": 10**30}}, "memory_mb"),
+}
+
+
+def test_out_of_range_fields_make_a_job_invalid_with_a_sentence(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker()
+    for job_id, (spec, _field) in OUT_OF_RANGE.items():
+        drop(queue_root, f"{job_id}.json", spec)
+    drop(queue_root, "fine.json", {"command": "echo", "args": ["fine"], "delay_s": 0.01, "limits": {"cpu_s": 60}})
+    assert wait_finished(queue_root, "fine", timeout_s=10).status is JobStatus.COMPLETED
+    for job_id, (_spec, field) in OUT_OF_RANGE.items():
+        info = wait_finished(queue_root, job_id, timeout_s=10)
+        assert info.status is JobStatus.INVALID, (job_id, info)
+        assert info.result is not None and info.result.error is not None
+        assert field in info.result.error and "out of range" not in info.result.error, info.result.error
+    assert worker.proc.poll() is None
+
+
+def test_fronts_refuse_out_of_range_fields_before_writing_the_job(queue_root: Path) -> None:
+    JobQueue(queue_root)
+    too_late = run(queue_root, "execsvc", "submit", "--delay-s", "1e12", "--", "echo", "x")
+    assert too_late.returncode == 2, too_late
+    assert b"delay_s" in too_late.stderr and b"Traceback" not in too_late.stderr
+    year_one = run(queue_root, "execsvc", "submit", "--not-before", "0001-01-01T00:00:00", "--", "echo", "x")
+    assert year_one.returncode == 2 and b"1970" in year_one.stderr, year_one
+    assert pending_names(queue_root) == []
+
+    async def session(client: Client) -> None:
+        for fields in ({"delay_s": 1e300}, {"delay_s": 1e12}, {"not_before": "0001-01-01T00:00:00"}):
+            refused = await client.call_tool("enqueue_job", {"command": "echo x", **fields})
+            assert refused.is_error, refused
+            assert next(iter(fields)) in text_of(refused) and "Traceback" not in text_of(refused)
+            assert pending_names(queue_root) == []  # refused means not written: a retry enqueues it once
+        later = await client.call_tool("enqueue_job", {"command": "echo x", "delay_s": 86_400})
+        assert not later.is_error, later.content
+        assert later.structured_content is not None and "due at" in later.structured_content["note"]
+        assert len(pending_names(queue_root)) == 1
+
+    mcp_session(queue_root, session)

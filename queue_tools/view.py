@@ -59,9 +59,13 @@ def _queue() -> JobQueue:
     if not (root / "pending").is_dir():
         _fail(f"no queue at {root} (a worker creates it when it starts: execsvc run)", 1)
     try:
-        return JobQueue(root, create=False)
+        queue = JobQueue(root, create=False)
     except (ExecsvcError, OSError) as exc:
         _fail(str(exc), 1)
+    missing = [state.value for state in JobState if not queue.layout.folder(state).is_dir()]
+    if missing:
+        _fail(f"the queue at {queue.root} has no {missing[0]}/ folder (the next worker to start creates it)", 1)
+    return queue
 
 
 def _console() -> Console:
@@ -150,16 +154,16 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
         return
     console = _console()
     table = Table.grid(padding=(0, 2))
-    table.add_row("job", Text(detail.job_id, style="bold"))
+    table.add_row("job", _plain(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
-    table.add_row("command", detail.command or "")
+    table.add_row("command", _plain(detail.command or ""))
     for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *_SCHEDULING_KEYS):
         if detail.spec and key in detail.spec:
-            table.add_row(key, str(detail.spec[key]))
+            table.add_row(key, _plain(detail.spec[key]))
     if detail.waiting is not None:
-        table.add_row("waiting", detail.waiting.reason)
+        table.add_row("waiting", _plain(detail.waiting.reason))
     if detail.position is not None:
-        table.add_row("in line", f"{detail.position} ({detail.note})")
+        table.add_row("in line", _plain(f"{detail.position} ({detail.note})"))
     if detail.elapsed_s is not None:
         table.add_row("running for", _seconds(detail.elapsed_s))
     result = detail.result
@@ -171,8 +175,8 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
         if result.attempt is not None:
             table.add_row("attempt", str(result.attempt))
         if result.error:
-            table.add_row("error", Text(result.error, style="red"))
-    table.add_row("path", detail.path)
+            table.add_row("error", _plain(result.error, style="red"))
+    table.add_row("path", _plain(detail.path))
     console.print(table)
     for name, chunk in (("stdout", out), ("stderr", err)):
         console.rule(f"{name} ({chunk.size_bytes} bytes, last {lines} lines)", style="dim")
@@ -292,18 +296,23 @@ def _jobs_table(jobs: list[api.JobSummary]) -> Table:
         table.add_column("waiting", overflow="fold", max_width=50)
     for job in jobs:
         duration = _seconds(job.elapsed_s) + " …" if job.elapsed_s is not None else _seconds(job.duration_s)
-        row: list[str | Text] = [
-            job.job_id,
+        row: list[Text] = [
+            _plain(job.job_id),
             Text(job.status.value, style=STATUS_STYLE[job.status]),
-            job.command or "",
-            "" if job.exit_code is None else str(job.exit_code),
-            _time(job.started_at),
-            duration,
+            _plain(job.command or job.error or ""),  # no command: a job that cannot be read says why here
+            Text("" if job.exit_code is None else str(job.exit_code)),
+            Text(_time(job.started_at)),
+            Text(duration),
         ]
         if scheduled:
-            row += [str(job.priority or ""), str(job.attempt or ""), job.waiting or ""]
+            row += [Text(str(job.priority or "")), Text(str(job.attempt or "")), _plain(job.waiting or "")]
         table.add_row(*row)
     return table
+
+
+def _plain(value: object, style: str = "") -> Text:
+    """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read as markup."""
+    return Text(str(value), style=style)
 
 
 def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:
@@ -313,6 +322,8 @@ def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:
 def _seconds(value: float | None) -> str:
     if value is None:
         return ""
+    if not 0 <= value < 1e9:  # not a number, negative, or longer than 30 years: as it is
+        return f"{value:.3g} s"
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 120:
@@ -325,7 +336,10 @@ def _seconds(value: float | None) -> str:
 def _time(value: datetime | None) -> str:
     if value is None:
         return ""
-    local = value.astimezone()
+    try:
+        local = value.astimezone()
+    except (OverflowError, ValueError, OSError):  # year 1 or 9999, just past the range in this time zone
+        return value.isoformat(timespec="seconds")
     today = datetime.now().astimezone().date()
     return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
 
@@ -381,5 +395,10 @@ def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float],
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a queue that cannot be read ends it with a sentence and exit code 1."""
+    try:
+        app()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"queue-view: the queue cannot be read: {exc.strerror or exc}{where}", err=True)
+        sys.exit(1)

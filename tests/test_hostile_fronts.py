@@ -7,6 +7,7 @@ worker where a job must run, and the MCP server through the SDK's client.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -118,3 +119,54 @@ def test_fronts_refuse_out_of_range_fields_before_writing_the_job(queue_root: Pa
         assert len(pending_names(queue_root)) == 1
 
     mcp_session(queue_root, session)
+
+
+def test_listings_show_entries_whose_fields_are_out_of_range(queue_root: Path) -> None:
+    """Files written by hand (the protocol lets anyone write them) with values no front accepts:
+    every listing shows them, one by one, and goes on."""
+    queue = JobQueue(queue_root)
+    drop(queue_root, "huge-delay.json", {"command": "echo", "delay_s": 1e300})
+    drop(queue_root, "delay-past-9999.json", {"command": "echo", "delay_s": 1e12})
+    drop(queue_root, "markup.json", {"command": "echo [/bold] done"})
+    failed = queue.layout.failed
+    (failed / "year-one.json").write_text(json.dumps(record("year-one", started_at="0001-01-01T00:00:00+00:00")))
+    (failed / "year-9999.json").write_text(
+        json.dumps(record("year-9999", completed_at="9999-12-31T23:59:59+00:00", duration_s=1e300))
+    )
+    ids = ["huge-delay", "delay-past-9999", "markup", "year-one", "year-9999"]
+    for tz in ("America/New_York", "Asia/Tokyo"):  # year 1 and year 9999 each leave the range in one zone
+        for argv in ([], ["list"], ["list", "--state", "waiting"], ["--json"]):
+            done = run(queue_root, "queue-view", *argv, env={"TZ": tz, "COLUMNS": "250"})
+            assert done.returncode == 0 and b"Traceback" not in done.stderr, (argv, done.stderr.decode())
+            shown = done.stdout.decode()
+            for job_id in ids if argv != ["list", "--state", "waiting"] else []:  # refused when claimed: not waiting
+                assert job_id in shown, (argv, job_id, shown)
+            if argv == ["--json"]:
+                assert "not valid, a worker refuses it: 'delay_s': a delay is at most" in shown
+        for job_id in ids:
+            done = run(queue_root, "queue-view", "show", job_id, env={"TZ": tz})
+            assert done.returncode == 0 and b"Traceback" not in done.stderr, (job_id, done.stderr.decode())
+            assert job_id in done.stdout.decode()
+
+    async def session(client: Client) -> None:
+        page = await client.call_tool("list_jobs", {"limit": 50})
+        assert not page.is_error, page.content
+        assert page.structured_content is not None
+        assert sorted(job["job_id"] for job in page.structured_content["jobs"]) == sorted(ids)
+        for job_id in ids:
+            one = await client.call_tool("get_job", {"job_id": job_id})
+            assert not one.is_error, (job_id, one.content)
+
+    mcp_session(queue_root, session)
+
+
+# ----- 16.18: a missing folder, a watch that cannot start -------------------------------
+
+
+def test_queue_view_says_which_folder_is_missing(queue_root: Path) -> None:
+    JobQueue(queue_root)
+    (queue_root / "running").rmdir()
+    for argv in ([], ["list"], ["show", "nosuch"]):
+        done = run(queue_root, "queue-view", *argv)
+        assert done.returncode == 1, done
+        assert b"Traceback" not in done.stderr and b"running" in done.stderr, done.stderr.decode()

@@ -1,7 +1,10 @@
 """``queue-view``: the queue from a terminal (typer + rich), in the spirit of ``pueue status`` and ``tsp -l``.
 
 A thin front over :mod:`queue_tools.api`. Every listing takes ``--json`` for
-scripts; colours and live views appear only on a terminal. Exit codes: 0, 1 for
+scripts; colours and live views appear only on a terminal. Whatever comes from a
+job (id, command, fields, error, output) is shown as text: never read as rich
+markup, its control and format characters written as escapes
+(:func:`execsvc.visible.visible`; ``logs`` into a pipe passes the output as written). Exit codes: 0, 1 for
 an unknown job id (or an unreadable queue), 2 for a usage error.
 """
 
@@ -26,6 +29,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
+from execsvc.visible import visible
 
 from . import api
 
@@ -180,7 +184,8 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
     console.print(table)
     for name, chunk in (("stdout", out), ("stderr", err)):
         console.rule(f"{name} ({chunk.size_bytes} bytes, last {lines} lines)", style="dim")
-        console.out(chunk.text, end="" if chunk.text.endswith("\n") or not chunk.text else "\n")
+        text = visible(chunk.text, keep="\n\t")
+        console.out(text, end="" if text.endswith("\n") or not text else "\n")
 
 
 @app.command()
@@ -196,10 +201,11 @@ def logs(
     detail = _detail(queue, job_id)
     stream: api.Stream = "stderr" if stderr else "stdout"
     offset = 0
+    on_terminal = sys.stdout.isatty()  # a terminal gets control characters made visible; a pipe the bytes as written
     with _changes(queue, [queue.layout.logs, queue.layout.completed, queue.layout.failed]) as changed:
         while True:
             chunk = api.read_output(queue, detail.job_id, stream, offset=offset, max_bytes=1024 * 1024)
-            sys.stdout.write(chunk.text)
+            sys.stdout.write(visible(chunk.text, keep="\n\t") if on_terminal else chunk.text)
             sys.stdout.flush()
             offset = chunk.next_offset
             if chunk.complete:
@@ -236,7 +242,7 @@ def daemon_log(
     """The last lines of daemon.log, and with --follow the new ones as the worker writes them."""
     queue = _queue()
     for line in api.daemon_log_tail(queue, lines):
-        typer.echo(line)
+        typer.echo(visible(line))
     if not follow:
         return
     path = queue.layout.daemon_log
@@ -247,7 +253,7 @@ def daemon_log(
             while True:
                 data = handle.read()
                 if data:
-                    sys.stdout.write(data.decode("utf-8", errors="replace"))
+                    sys.stdout.write(visible(data.decode("utf-8", errors="replace"), keep="\n"))
                     sys.stdout.flush()
                 elif _rotated(handle, path):
                     handle.close()
@@ -264,7 +270,7 @@ def daemon_log(
 def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> Group:
     counts = page.counts
     head = Text()
-    head.append("queue   ", style="dim").append(str(queue.root) + "\n")
+    head.append("queue   ", style="dim").append(visible(str(queue.root)) + "\n")
     head.append("worker  ", style="dim")
     if worker.serving:
         head.append("serving", style="bold green")
@@ -272,7 +278,7 @@ def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> G
         if worker.allowed_commands is not None or worker.allow_shell is False:
             shell = "shell jobs allowed" if worker.allow_shell else "no shell jobs"
             programs = "any program" if worker.allowed_commands is None else ", ".join(worker.allowed_commands)
-            head.append("policy  ", style="dim").append(f"{shell}; programs under: {programs}\n")
+            head.append("policy  ", style="dim").append(visible(f"{shell}; programs under: {programs}") + "\n")
     else:
         head.append("not running", style="bold red").append("  (start one: execsvc run)\n")
     head.append("jobs    ", style="dim")
@@ -311,8 +317,9 @@ def _jobs_table(jobs: list[api.JobSummary]) -> Table:
 
 
 def _plain(value: object, style: str = "") -> Text:
-    """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read as markup."""
-    return Text(str(value), style=style)
+    """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read
+    as markup, control and format characters written as escapes (``\\x1b``, ``\\u202e``)."""
+    return Text(visible(str(value)), style=style)
 
 
 def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:

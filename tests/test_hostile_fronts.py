@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
-from conftest import WorkerProcess, console_script, drop, wait_finished
+from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -170,3 +171,55 @@ def test_queue_view_says_which_folder_is_missing(queue_root: Path) -> None:
         done = run(queue_root, "queue-view", *argv)
         assert done.returncode == 1, done
         assert b"Traceback" not in done.stderr and b"running" in done.stderr, done.stderr.decode()
+
+
+# ----- 17.8: terminal escapes and rich markup in a job's text ----------------------------
+
+ESCAPES = {
+    "title": "\x1b]0;pwned\x07",
+    "clear": "\x1b[2J\x1b[H",
+    "colour": "\x1b[45;97m",
+    "link": "\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\",
+    "c1": "\x9b2J",
+}
+MARKUP = "[link=https://evil.example/]click me[/link] [/bold]"
+
+
+def _assert_inert(output: bytes, what: object) -> None:
+    """No byte sequence of the job's text reached the terminal as a control; rich's own styles may."""
+    text = output.decode("utf-8", errors="replace")
+    assert "\x1b]" not in text, (what, text)  # no OSC at all: no title, no hyperlink (rich makes none here)
+    assert "\x07" not in text and "\x9b" not in text, (what, text)
+    assert "\x1b[2J" not in text and "\x1b[H" not in text and "\x1b[45;97m" not in text, (what, text)
+    assert "evil.example" not in text or "[link=https://evil.example/]" in text, (what, text)
+
+
+def test_queue_view_shows_a_jobs_text_as_text(queue_root: Path, start_worker: Start) -> None:
+    start_worker()
+    nasty = "".join(ESCAPES.values())
+    printer = "import sys; sys.stdout.write(sys.argv[1]); sys.stderr.write(sys.argv[1])"
+    drop(
+        queue_root,
+        "loud.json",
+        {"command": sys.executable, "args": ["-c", printer, nasty + MARKUP], "description": nasty + MARKUP},
+    )
+    drop(queue_root, "marked.json", {"command": f"echo {MARKUP}", "description": MARKUP})
+    wait_finished(queue_root, "loud")
+    wait_finished(queue_root, "marked")
+    (queue_root / "failed" / "forged.json").write_text(json.dumps(record("forged", error=nasty + MARKUP)))
+    drop(queue_root, "waiting.json", {"command": nasty, "args": [nasty], "delay_s": 3600, "description": nasty})
+    env = {"TERM": "xterm-256color", "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "COLUMNS": "400"}
+    for argv in ([], ["list"], ["list", "--state", "waiting"], *(["show", job] for job in ("loud", "forged"))):
+        done = run(queue_root, "queue-view", *argv, env=env)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, (argv, done.stderr.decode())
+        assert b"\x1b[" in done.stdout, "rich was not forced to style its output: the test would prove nothing"
+        _assert_inert(done.stdout, argv)
+    shown = run(queue_root, "queue-view", "show", "marked", env=env).stdout.decode()
+    assert "[link=https://evil.example/]click me[/link]" in shown  # markup shown as the text it is
+    loud = run(queue_root, "queue-view", "show", "loud", env=env).stdout.decode()
+    assert "\\x1b]0;pwned\\x07" in loud  # made visible, not dropped
+    assert "\\x1b[2J" in loud and "\\x9b2J" in loud
+    log = run(queue_root, "queue-view", "daemon-log", "-n", "100", env=env)
+    assert log.returncode == 0 and b"started job=loud" in log.stdout
+    _assert_inert(log.stdout, "daemon-log")
+    assert "\x9b" not in daemon_log(queue_root)  # daemon.log holds the C1 control escaped too

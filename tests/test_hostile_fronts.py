@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished
 from mcp import Client
 from mcp.types import CallToolResult
 
-from execsvc import JobQueue, JobStatus
+from execsvc import InvalidJobId, JobQueue, JobState, JobStatus
+from execsvc.layout import job_id_problem, sanitize_job_id
 from queue_tools.mcp_server import build_server
 
 Start = Callable[..., WorkerProcess]
@@ -223,3 +225,35 @@ def test_queue_view_shows_a_jobs_text_as_text(queue_root: Path, start_worker: St
     assert log.returncode == 0 and b"started job=loud" in log.stdout
     _assert_inert(log.stdout, "daemon-log")
     assert "\x9b" not in daemon_log(queue_root)  # daemon.log holds the C1 control escaped too
+
+
+# ----- 17.9: ids that spoof their name ----------------------------------------------------
+
+SPOOFING = {
+    "rlo": "invoice\u202efdp.exe",  # shown as "invoiceexe.pdf"
+    "zero-width": "dep\u200bloy",
+    "line-separator": "a\u2028b",
+    "private-use": "x\ue000y",
+    "soft-hyphen": "ab\u00adc",
+}
+
+
+@pytest.mark.parametrize("job_id", SPOOFING.values(), ids=SPOOFING.keys())
+def test_an_id_with_invisible_or_format_characters_is_not_valid(job_id: str, queue_root: Path) -> None:
+    assert job_id_problem(job_id) is not None
+    clean = sanitize_job_id(job_id)
+    assert job_id_problem(clean) is None and clean.isprintable() and clean != job_id
+    with pytest.raises(InvalidJobId):
+        JobQueue(queue_root).submit({"command": "echo"}, job_id=job_id)
+
+
+def test_the_worker_renames_a_job_whose_name_spoofs_another(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker()
+    drop(queue_root, "invoice\u202efdp.exe.json", {"command": "echo", "args": ["ran"]})
+    line = worker.wait_for_line("renamed job=")
+    new_id = line.split("renamed job=", 1)[1].split()[0]
+    assert "\u202e" not in new_id and new_id == sanitize_job_id("invoice\u202efdp.exe")
+    info = wait_finished(queue_root, new_id)
+    assert info.status is JobStatus.COMPLETED and info.state is JobState.COMPLETED
+    listing = run(queue_root, "queue-view", "list")
+    assert "\u202e" not in listing.stdout.decode() and new_id in listing.stdout.decode()

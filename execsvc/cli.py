@@ -262,6 +262,12 @@ def submit(
         info = queue.wait(job)
     except KeyboardInterrupt:
         raise fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
+    except (ExecsvcError, OSError) as exc:  # the job is in the queue: say so, and where to look
+        raise fail(
+            f"job {job} was submitted, but waiting for it failed ({exc}); see where it stands with "
+            f"queue-view show {job}",
+            1,
+        ) from None
     copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer)
     note = describe_end(info)
     if note:

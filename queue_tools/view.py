@@ -26,9 +26,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
+from execsvc.protocol import POLL_S, watch_folders
 from execsvc.visible import visible
 
 from . import api
@@ -382,23 +382,25 @@ class _Wake(FileSystemEventHandler):
 
 @contextmanager
 def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float], None]]:
-    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes."""
+    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes.
+
+    Where they cannot be watched (no inotify instance left) it returns every
+    :data:`~execsvc.protocol.POLL_S` seconds instead (a warning on stderr says so once).
+    """
     event = threading.Event()
-    observer = Observer()
-    handler = _Wake(event)
-    for folder in folders:
-        observer.schedule(handler, str(folder))
-    observer.start()
+    observer = watch_folders(_Wake(event), folders, "changes")
+    most_s = float("inf") if observer is not None else POLL_S
 
     def changed(timeout_s: float) -> None:
-        event.wait(timeout_s)
+        event.wait(min(timeout_s, most_s))
         event.clear()
 
     try:
         yield changed
     finally:
-        observer.stop()
-        observer.join()
+        if observer is not None:
+            observer.stop()
+            observer.join()
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -173,6 +174,49 @@ def test_queue_view_says_which_folder_is_missing(queue_root: Path) -> None:
         done = run(queue_root, "queue-view", *argv)
         assert done.returncode == 1, done
         assert b"Traceback" not in done.stderr and b"running" in done.stderr, done.stderr.decode()
+
+
+def _user_namespaces() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False
+    probe = subprocess.run(
+        [unshare, "--user", "--map-root-user", "sh", "-c", "echo 0 > /proc/sys/user/max_inotify_instances"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _user_namespaces(), reason="needs user namespaces")
+def test_submit_wait_without_inotify_still_waits_and_prints(queue_root: Path, start_worker: Start) -> None:
+    """`execsvc submit --wait` in a user namespace whose inotify instance limit is 0 (inotify_init
+    fails with EMFILE there, as when a user's 128 instances are used up; the rest of the machine
+    keeps its limit): it still waits for the job and prints its output."""
+    start_worker()
+    script = (
+        'echo 0 > /proc/sys/user/max_inotify_instances && exec "$0" submit --queue-dir "$1" --wait '
+        "--shell 'sleep 0.3; echo ran'"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", script, console_script("execsvc"), str(queue_root)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    assert done.returncode == 0 and done.stdout == b"ran\n", done
+    assert b"cannot watch the queue" in done.stderr  # it says why it looks every half second
+    JobQueue(queue_root).submit({"command": "echo a; sleep 0.5; echo b"}, job_id="slow")
+    follow = 'echo 0 > /proc/sys/user/max_inotify_instances && exec "$0" --queue-dir "$1" logs slow --follow'
+    followed = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", follow, console_script("queue-view"), str(queue_root)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert followed.returncode == 0 and followed.stdout == b"a\nb\n", followed
+    assert b"Traceback" not in followed.stderr
 
 
 # ----- 17.8: terminal escapes and rich markup in a job's text ----------------------------

@@ -356,6 +356,8 @@ def _detail(queue: JobQueue, job_id: str) -> api.JobDetail:
         return api.get_job(queue, job_id)
     except ExecsvcError as exc:  # JobNotFound, InvalidJobId
         _fail(str(exc), 1)
+    except ValueError as exc:  # a file whose content or times no front can hold
+        _fail(f"job {job_id!r} cannot be shown: {exc}", 1)
 
 
 def _duration(text: str) -> timedelta:

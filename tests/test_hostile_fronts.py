@@ -7,11 +7,16 @@ worker where a job must run, and the MCP server through the SDK's client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -269,6 +274,37 @@ def test_queue_view_shows_a_jobs_text_as_text(queue_root: Path, start_worker: St
     assert log.returncode == 0 and b"started job=loud" in log.stdout
     _assert_inert(log.stdout, "daemon-log")
     assert "\x9b" not in daemon_log(queue_root)  # daemon.log holds the C1 control escaped too
+
+
+def test_queue_view_watch_on_a_terminal_shows_a_jobs_text_as_text(queue_root: Path) -> None:
+    """`watch` draws on a real terminal (a pty): markup and escapes in a pending job stay text."""
+    queue = JobQueue(queue_root)
+    queue.submit({"command": MARKUP + "".join(ESCAPES.values()), "delay_s": 3600}, job_id="watched")
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        [console_script("queue-view"), "--queue-dir", str(queue_root), "watch"],
+        stdin=side,
+        stdout=side,
+        stderr=side,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "300", "LINES": "40"},
+        start_new_session=True,
+    )
+    os.close(side)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"click me" not in seen and proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                with contextlib.suppress(OSError):
+                    seen += os.read(main, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        os.close(main)
+    assert b"Traceback" not in seen and b"MarkupError" not in seen, seen.decode(errors="replace")
+    assert b"[link=https://evil.example/]click me[/link]" in seen, seen.decode(errors="replace")
+    _assert_inert(seen.replace(b"\x1b[?1049h", b"").replace(b"\x1b[?1049l", b""), "watch")
 
 
 # ----- 17.9: ids that spoof their name ----------------------------------------------------

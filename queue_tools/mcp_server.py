@@ -39,7 +39,7 @@ from execsvc import (
     __version__,
     default_queue_dir,
 )
-from execsvc.models import JobLimits
+from execsvc.models import MAX_DELAY_S, MAX_RETRIES, JobLimits
 
 from . import api
 from .submit import scheduling_fields
@@ -122,12 +122,18 @@ class QueueTools:
             ),
         ] = None,
         not_before: Annotated[
-            str | None, Field(description="ISO 8601 time before which the job does not start")
+            str | None,
+            Field(description="ISO 8601 time (years 1970 to 9998; no zone: local) before which the job does not start"),
         ] = None,
-        delay_s: Annotated[float | None, Field(ge=0, description="Seconds from now before the job may start")] = None,
-        retries: Annotated[int | None, Field(ge=0, description="Attempts after a failure or timeout")] = None,
+        delay_s: Annotated[
+            float | None, Field(ge=0, le=MAX_DELAY_S, description="Seconds from now before the job may start")
+        ] = None,
+        retries: Annotated[
+            int | None, Field(ge=0, le=MAX_RETRIES, description="Attempts after a failure or timeout")
+        ] = None,
         retry_delay_s: Annotated[
-            float | None, Field(ge=0, description="Seconds before the first retry, doubled each time")
+            float | None,
+            Field(ge=0, le=MAX_DELAY_S, description="Seconds before the first retry, doubled each time"),
         ] = None,
         limits: Annotated[
             JobLimits | None,

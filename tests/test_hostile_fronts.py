@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -128,6 +129,37 @@ def test_fronts_refuse_out_of_range_fields_before_writing_the_job(queue_root: Pa
         assert len(pending_names(queue_root)) == 1
 
     mcp_session(queue_root, session)
+
+
+def test_an_enqueue_that_wrote_the_job_says_so_whatever_happens_next(queue_root: Path) -> None:
+    """A job that cannot be read back once written (here a foreign worker leaves a damaged record
+    for it): enqueue_job still answers with the job's id, so a client does not enqueue it again."""
+    JobQueue(queue_root)
+    pending, completed = queue_root / "pending", queue_root / "completed"
+    moved: list[str] = []
+
+    def foreign_worker() -> None:
+        deadline = time.monotonic() + 20
+        while not moved and time.monotonic() < deadline:
+            for name in pending_names(queue_root):
+                os.rename(pending / name, completed / name)
+                (completed / name).write_text(json.dumps({"command": "echo", "result": {"job_id": 1}}))
+                moved.append(name)
+            time.sleep(0.01)
+
+    async def session(client: Client) -> None:
+        done = await client.call_tool("enqueue_job", {"command": "echo x", "wait_s": 5})
+        assert not done.is_error, done.content
+        assert done.structured_content is not None
+        assert f"{done.structured_content['job_id']}.json" in moved
+        assert "do not enqueue it again" in done.structured_content["note"]
+
+    worker = threading.Thread(target=foreign_worker)
+    worker.start()
+    try:
+        mcp_session(queue_root, session)
+    finally:
+        worker.join()
 
 
 def test_listings_show_entries_whose_fields_are_out_of_range(queue_root: Path) -> None:

@@ -22,7 +22,7 @@ from queue_tools.submit import command_spec, copy_output, describe_end, exit_cod
 from . import __version__
 from .cli_manage import QueueDirOption, fail, open_queue, register
 from .config import DEFAULT_TIMEOUT_S, default_queue_dir, load_config
-from .errors import ExecsvcError
+from .errors import ExecsvcError, validation_problems
 from .layout import QueueLayout
 from .models import JobSpec
 from .worker import Worker
@@ -244,7 +244,9 @@ def submit(
             job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id, held=hold)
         else:
             raise fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
-    except (ExecsvcError, ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise fail(f"the job is not valid: {validation_problems(exc)}", 2) from exc
+    except (ExecsvcError, ValueError) as exc:
         raise fail(str(exc), 2) from exc
     if queue.worker_info() is None:
         typer.echo(
@@ -260,6 +262,12 @@ def submit(
         info = queue.wait(job)
     except KeyboardInterrupt:
         raise fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
+    except (ExecsvcError, OSError) as exc:  # the job is in the queue: say so, and where to look
+        raise fail(
+            f"job {job} was submitted, but waiting for it failed ({exc}); see where it stands with "
+            f"queue-view show {job}",
+            1,
+        ) from None
     copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer)
     note = describe_end(info)
     if note:

@@ -5,8 +5,9 @@ example::
 
     2026-11-21T10:14:00.123+00:00 INFO finished job=hello status=completed exit_code=0 duration_s=0.004
 
-Values with spaces or quotes are JSON-quoted, so each event is one line that
-``grep`` and ``cut`` can take apart. The file rotates by size
+Values with spaces, quotes or characters that act on a terminal are JSON-quoted,
+those characters as ``\\u`` escapes (:mod:`.visible`), so each event is one line that
+``grep`` and ``cut`` can take apart and ``tail`` can show safely. The file rotates by size
 (``daemon.log.1`` ... ``daemon.log.N``) so it never fills the disk.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from .durable import append_line
 from .layout import readable_name
+from .visible import visible
 
 _PLAIN = re.compile(r"[^\s\"'=\\]+")  # a value needs no quotes: no white space, quote, '=' or backslash
 
@@ -138,7 +140,8 @@ def _quote(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     if _PLAIN.fullmatch(text) and text.isprintable():
         return text
-    return json.dumps(readable_name(text), ensure_ascii=False)
+    quoted = json.dumps(readable_name(text), ensure_ascii=False)  # C0 controls escaped; DEL, C1, U+202E... not
+    return quoted if quoted.isprintable() else visible(quoted, json=True)
 
 
 class EventLog:

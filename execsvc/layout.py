@@ -10,7 +10,6 @@ that sit under a folder another user could swap the queue out of.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import unicodedata
 from dataclasses import dataclass
@@ -38,6 +37,11 @@ MAX_JOB_ID_BYTES = 200
 """Longest job id, in UTF-8 bytes (leaves room for ``.result.json`` in a 255-byte name)."""
 
 _RESERVED_ID_ENDING = ".result"
+
+UNUSABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+"""Unicode categories a job id cannot hold: controls, format characters (bidirectional
+controls, zero-width characters), lone surrogates (bytes that are not UTF-8), private use,
+line and paragraph separators. A file named with one gets a cleaned-up id (:func:`sanitize_job_id`)."""
 
 
 def is_ignored_name(name: str) -> bool:
@@ -76,8 +80,11 @@ def job_id_problem(job_id: str) -> str | None:
     """Why ``job_id`` is not a valid id, or ``None`` when it is.
 
     A valid id is non-empty text of at most 200 UTF-8 bytes, with no ``/``, no
-    control characters (NUL, newline...), no leading ``.``, no trailing
-    whitespace, and not ending in ``.result`` (that ending marks record files).
+    character of :data:`UNUSABLE_CATEGORIES` (controls such as NUL and newline,
+    format characters such as U+202E RIGHT-TO-LEFT OVERRIDE or a zero-width
+    space, which make a listing show a name that is not the id; private-use and
+    line or paragraph separators), no leading ``.``, no trailing whitespace, and
+    not ending in ``.result`` (that ending marks record files).
     """
     if not job_id:
         return "a job id cannot be empty"
@@ -85,8 +92,11 @@ def job_id_problem(job_id: str) -> str | None:
         return "a job id cannot start with '.' (such files are hidden and ignored)"
     if "/" in job_id:
         return "a job id cannot contain '/'"
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in job_id):
-        return "a job id cannot contain control characters or bytes that are not UTF-8"
+    if not job_id.isprintable() and any(unicodedata.category(ch) in UNUSABLE_CATEGORIES for ch in job_id):
+        return (
+            "a job id cannot contain control or invisible format characters (such as U+202E), "
+            "private-use characters, line separators, or bytes that are not UTF-8"
+        )
     if job_id != job_id.rstrip():
         return "a job id cannot end in white space"
     if job_id.endswith(_RESERVED_ID_ENDING):
@@ -104,16 +114,15 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-_UNSAFE_CHARS = re.compile(r"[/\x00-\x1f\x7f\ud800-\udfff]")
-
-
 def sanitize_job_id(stem: str) -> str:
     """Turn any file stem into a valid job id (used when a dropped name is not one).
 
-    Control characters, ``/`` and undecodable bytes become ``_``; leading dots
-    are dropped; the result is cut to the byte limit and never ends in ``.result``.
+    Characters of :data:`UNUSABLE_CATEGORIES` (undecodable bytes among them), and
+    ``/``, become ``_``; leading dots are dropped; the result is cut to the byte
+    limit and never ends in ``.result``.
     """
-    text = _UNSAFE_CHARS.sub("_", stem).lstrip(".").rstrip() or "job"
+    cleaned = "".join("_" if ch == "/" or unicodedata.category(ch) in UNUSABLE_CATEGORIES else ch for ch in stem)
+    text = cleaned.lstrip(".").rstrip() or "job"
     while len(text.encode("utf-8")) > MAX_JOB_ID_BYTES - 8:
         text = text[:-1]
     if text.endswith(_RESERVED_ID_ENDING):

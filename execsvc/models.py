@@ -50,26 +50,41 @@ class JobLimits(BaseModel):
     RLIMIT_AS), ``open_files`` (RLIMIT_NOFILE) are set in the job's process by
     ``prlimit(1)`` before it execs; ``processes`` (processes in the job's
     process group at once) and ``output_bytes`` (bytes per stream) are checked
-    by the worker while the job runs.
+    by the worker while the job runs. Each has an upper bound that the kernel's
+    limits can hold: ``cpu_s`` 10^9, ``memory_mb`` 2^40, ``open_files`` and
+    ``processes`` 2^31 - 1, ``output_bytes`` 2^62.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    cpu_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    memory_mb: StrictInt | None = Field(default=None, gt=0)
-    open_files: StrictInt | None = Field(default=None, gt=0)
-    processes: StrictInt | None = Field(default=None, gt=0)
-    output_bytes: StrictInt | None = Field(default=None, gt=0)
+    cpu_s: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)
+    memory_mb: StrictInt | None = Field(default=None, gt=0, le=2**40)
+    open_files: StrictInt | None = Field(default=None, gt=0, le=2**31 - 1)
+    processes: StrictInt | None = Field(default=None, gt=0, le=2**31 - 1)
+    output_bytes: StrictInt | None = Field(default=None, gt=0, le=2**62)
+
+
+FIRST_YEAR = 1970
+LAST_YEAR = 9998
+"""The years a time in a job can name (``not_before``, ``retry_at``): in any time zone it
+is then a moment every front can show and every clock can wait for."""
+MAX_DELAY_S = 100 * 365.25 * 86_400
+"""Longest ``delay_s`` and ``retry_delay_s``: 100 years (3,155,760,000 seconds)."""
+MAX_RETRIES = 1000
+"""Most ``retries`` a job may ask for (so ``attempt`` is at most ``MAX_RETRIES + 1``)."""
 
 
 def parse_time(value: str) -> datetime:
     """An ISO 8601 time (``2026-11-21T10:00:00+01:00``; without a zone it is local time).
 
-    Raises :class:`ValueError` saying what is expected."""
+    Raises :class:`ValueError` saying what is expected: an ISO 8601 time in the
+    years :data:`FIRST_YEAR` to :data:`LAST_YEAR`."""
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO 8601 time like 2026-11-21T10:00:00+01:00") from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"{value!r} is not in the years {FIRST_YEAR} to {LAST_YEAR}, which a time in a job must be")
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 
@@ -85,6 +100,9 @@ class JobOptions(BaseModel):
     the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
     http(s) URL that gets the record by POST). ``attempt`` and ``retry_at`` are
     written by the worker when it re-enqueues a failed job for another attempt.
+    Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
+    up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
+    outside them is not valid (the worker records it ``invalid``, saying which).
     """
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -95,12 +113,12 @@ class JobOptions(BaseModel):
     after_mode: AfterMode = "success"
     not_before: StrictStr | None = None
     delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    retries: StrictInt | None = Field(default=None, ge=0, le=1000)
+    retries: StrictInt | None = Field(default=None, ge=0, le=MAX_RETRIES)
     retry_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     limits: JobLimits | None = None
     on_finish: StrictStr | None = Field(default=None, min_length=1)
     webhook: StrictStr | None = None
-    attempt: StrictInt = Field(default=1, ge=1)
+    attempt: StrictInt = Field(default=1, ge=1, le=MAX_RETRIES + 1)
     retry_at: StrictStr | None = None
 
     @field_validator("not_before", "retry_at")
@@ -108,6 +126,13 @@ class JobOptions(BaseModel):
     def _iso_time(cls, value: str | None) -> str | None:
         if value is not None:
             parse_time(value)
+        return value
+
+    @field_validator("delay_s", "retry_delay_s")
+    @classmethod
+    def _delay(cls, value: float | None) -> float | None:
+        if value is not None and value > MAX_DELAY_S:
+            raise ValueError(f"a delay is at most {MAX_DELAY_S:.0f} seconds (100 years), not {value:g}")
         return value
 
     @field_validator("webhook")

@@ -45,6 +45,7 @@ import psutil
 from pydantic import ValidationError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from . import finish_index
 from .daemonlog import append_event
@@ -89,6 +90,33 @@ class _QuietObserverStop(logging.Filter):
 
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_QuietObserverStop())
+
+
+POLL_S = 0.5
+"""How often a client looks at the queue when its folders cannot be watched (seconds)."""
+
+
+def watch_folders(handler: FileSystemEventHandler, folders: builtins.list[Path], what: str) -> BaseObserver | None:
+    """A started watchdog observer sending the events of ``folders`` to ``handler``, or ``None``
+    when they cannot be watched (no inotify instance left: EMFILE; a folder that refuses a
+    watch). Then the caller looks every :data:`POLL_S` seconds instead; a warning of the
+    ``execsvc`` logger says so, naming ``what`` was to be watched for. Stop a returned
+    observer with ``stop()`` and ``join()``.
+    """
+    observer: BaseObserver | None = None
+    try:
+        observer = Observer()  # may take an inotify instance already
+        for folder in folders:
+            observer.schedule(handler, str(folder))
+        observer.start()
+    except OSError as exc:
+        if observer is not None:
+            observer.stop()  # never started: stops the watches that did start and its inotify reader
+        logging.getLogger("execsvc").warning(
+            "execsvc: cannot watch the queue for %s (%s); looking every %g s instead", what, exc.strerror or exc, POLL_S
+        )
+        return None
+    return observer
 
 
 @dataclass(frozen=True)
@@ -328,15 +356,16 @@ class JobQueue:
         """Block until the job is finished or ``timeout_s`` passes; return its latest state.
 
         Woken by file events on ``completed/`` and ``failed/`` (no polling
-        loop). Raises :class:`JobNotFound` if the job is in no folder.
+        loop). Where they cannot be watched (the user's inotify instances used
+        up, a folder that refuses a watch) it looks every :data:`POLL_S` seconds
+        instead, saying so once in a warning of the ``execsvc`` logger.
+        Raises :class:`JobNotFound` if the job is in no folder.
         """
         check_job_id(job_id)
         changed = threading.Event()
-        handler = _NameWatcher(job_id, changed)
-        observer = Observer()
-        for state in FINISHED_STATES:
-            observer.schedule(handler, str(self.layout.folder(state)))
-        observer.start()
+        observer = watch_folders(
+            _NameWatcher(job_id, changed), [self.layout.folder(state) for state in FINISHED_STATES], "a job's end"
+        )
         try:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while True:
@@ -346,11 +375,12 @@ class JobQueue:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return info
-                changed.wait(remaining)
+                changed.wait(remaining if observer is not None else min(remaining or POLL_S, POLL_S))
                 changed.clear()
         finally:
-            observer.stop()
-            observer.join()
+            if observer is not None:
+                observer.stop()
+                observer.join()
 
     def worker_info(self) -> WorkerInfo | None:
         """The worker serving this queue (from ``worker.json``), or ``None`` if none is alive."""

@@ -37,7 +37,11 @@ _PEEK_MAX_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Schedule:
-    """A pending job's place in the order: ``due_at`` in seconds since the epoch (``None``: now)."""
+    """A pending job's place in the order: ``due_at`` in seconds since the epoch (``None``: now).
+
+    ``problem`` says why the job's scheduling fields are not valid (then every
+    other field has its default: the job is claimed at its FIFO turn and refused there).
+    """
 
     priority: int = 0
     after: tuple[str, ...] = ()
@@ -45,6 +49,7 @@ class Schedule:
     due_at: float | None = None
     attempt: int = 1
     retries: int | None = None
+    problem: str | None = None
 
 
 PLAIN = Schedule()
@@ -140,7 +145,9 @@ def peek_bytes(kind: JobKind) -> int:
 
 
 def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> Schedule:
-    """The schedule a pending job's first :func:`peek_bytes` bytes give it (see :func:`peek`)."""
+    """The schedule a pending job's first :func:`peek_bytes` bytes give it (see :func:`peek`).
+
+    Fields that are not valid give a schedule with only ``problem`` set."""
     if not data or kind == "other" or (kind == "json" and len(data) > _PEEK_MAX_BYTES):
         return PLAIN
     try:
@@ -149,7 +156,11 @@ def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> 
         else:
             raw = json.loads(data) if _may_schedule(data) else None
             options = JobOptions.model_validate(raw) if isinstance(raw, dict) and _schedules(raw) else None
-    except (ValueError, InvalidJob, RecursionError):  # ValidationError is a ValueError
+    except ValidationError as exc:
+        return Schedule(problem=validation_problems(exc))
+    except InvalidJob as exc:
+        return Schedule(problem=str(exc))
+    except (ValueError, RecursionError):  # not JSON, or nested too deep: refused when claimed, saying so
         return PLAIN
     return schedule_of(options, written_at) if options is not None else PLAIN
 

@@ -72,7 +72,8 @@ class Waiting(BaseModel):
     ``held`` (``execsvc release`` lets it go), ``due_at`` (``not_before``,
     ``delay_s`` or its next retry), ``waiting_for`` (ids in ``after`` that have
     not finished), ``jobs_ahead`` (ready jobs that start before it: higher
-    ``priority``, or the same and older). ``reason`` says it in one sentence.
+    ``priority``, or the same and older), ``problem`` (its fields are not valid,
+    so a worker refuses it). ``reason`` says it in one sentence.
     """
 
     priority: int = 0
@@ -83,6 +84,7 @@ class Waiting(BaseModel):
     attempt: int = 1
     retries: int | None = None
     jobs_ahead: int | None = None
+    problem: str | None = None  # why its scheduling fields are not valid: a worker refuses it when it claims it
     reason: str = ""
 
     @property
@@ -299,8 +301,11 @@ def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> 
         retries=schedule.retries,
         after_mode=schedule.after_mode if schedule.after else None,
     )
+    waiting.problem = schedule.problem
     if schedule.due_at is not None and schedule.due_at > time.time():
-        waiting.due_at = datetime.fromtimestamp(schedule.due_at, UTC).astimezone()
+        waiting.due_at = moment(schedule.due_at)
+        if waiting.due_at is None:
+            waiting.problem = f"its due time ({schedule.due_at:g} s after 1970) is past the year 9999"
     waiting.waiting_for = [dep for dep in schedule.after if _unfinished(queue, dep)]
     if count_ahead and not waiting.blocked:
         waiting.jobs_ahead = _jobs_ahead(queue, info.job_id)
@@ -333,6 +338,8 @@ def _blocked(queue: JobQueue, entry: JobEntry, schedule: Schedule) -> bool:
 
 def _waiting_reason(waiting: Waiting) -> str:
     parts = []
+    if waiting.problem:
+        parts.append(f"not valid, a worker refuses it: {waiting.problem}")
     if waiting.held:
         parts.append("held: it does not start until released (execsvc release)")
     if waiting.due_at is not None:
@@ -509,10 +516,50 @@ def _parse_cursor(cursor: str) -> tuple[int, str]:
 
 
 def _summary_of(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
+    """One job's line, or ``None`` if it left its folder meanwhile. Never raises for what a
+    file holds: a job that cannot be read or shown gets a line saying so (its ``error``)."""
+    try:
+        return _read_summary(queue, entry)
+    except Exception as exc:  # a damaged file costs its own line, never the listing
+        if not os.path.lexists(entry.path):
+            return None  # it moved on while being read (its next folder lists it)
+        what = "record" if entry.state in FINISHED_STATES else "job file"
+        return JobSummary(
+            job_id=entry.job_id,
+            state=entry.state,
+            status=_STATE_STATUS[entry.state],
+            error=f"its {what} cannot be read: {_reason(exc)}",
+        )
+
+
+_STATE_STATUS = {
+    JobState.PENDING: JobStatus.PENDING,
+    JobState.RUNNING: JobStatus.RUNNING,
+    JobState.COMPLETED: JobStatus.COMPLETED,
+    JobState.FAILED: JobStatus.FAILED,
+}
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def moment(seconds: float) -> datetime | None:
+    """``seconds`` since the epoch as a local time, or ``None`` when no :class:`datetime` holds it
+    (before year 1 or past 9999 here)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).astimezone()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
     try:
         info = queue.get(entry.job_id)
-    except Exception:  # it vanished meanwhile, or a record is damaged: leave it off the page
-        return None
+    except JobNotFound:
+        if os.path.lexists(entry.path):
+            raise ValueError("it is not a record as a worker writes them") from None
+        return None  # it vanished meanwhile
     result = info.result
     summary = JobSummary(
         job_id=info.job_id,
@@ -525,7 +572,7 @@ def _summary_of(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
     if info.state is JobState.PENDING:
         waiting = waiting_of(queue, info)
         summary.priority = waiting.priority or None
-        summary.waiting = waiting.reason if waiting.blocked else None
+        summary.waiting = waiting.reason if waiting.blocked or waiting.problem else None
         summary.attempt = waiting.attempt if waiting.attempt > 1 else None
     if result is not None:
         summary.attempt = result.attempt
@@ -536,7 +583,7 @@ def _summary_of(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         summary.error = result.error
     elif info.state is JobState.RUNNING:
         summary.elapsed_s = _running_for_s(Path(info.path))
-        summary.started_at = datetime.fromtimestamp(entry.ctime_ns / 1e9, UTC).astimezone()
+        summary.started_at = moment(entry.ctime_ns / 1e9)
     return summary
 
 

@@ -34,11 +34,12 @@ from execsvc import (
     JobQueue,
     JobSpec,
     JobState,
+    JobStatus,
     UnsafeQueue,
     __version__,
     default_queue_dir,
 )
-from execsvc.models import JobLimits
+from execsvc.models import MAX_DELAY_S, MAX_RETRIES, JobLimits
 
 from . import api
 from .submit import scheduling_fields
@@ -121,12 +122,18 @@ class QueueTools:
             ),
         ] = None,
         not_before: Annotated[
-            str | None, Field(description="ISO 8601 time before which the job does not start")
+            str | None,
+            Field(description="ISO 8601 time (years 1970 to 9998; no zone: local) before which the job does not start"),
         ] = None,
-        delay_s: Annotated[float | None, Field(ge=0, description="Seconds from now before the job may start")] = None,
-        retries: Annotated[int | None, Field(ge=0, description="Attempts after a failure or timeout")] = None,
+        delay_s: Annotated[
+            float | None, Field(ge=0, le=MAX_DELAY_S, description="Seconds from now before the job may start")
+        ] = None,
+        retries: Annotated[
+            int | None, Field(ge=0, le=MAX_RETRIES, description="Attempts after a failure or timeout")
+        ] = None,
         retry_delay_s: Annotated[
-            float | None, Field(ge=0, description="Seconds before the first retry, doubled each time")
+            float | None,
+            Field(ge=0, le=MAX_DELAY_S, description="Seconds before the first retry, doubled each time"),
         ] = None,
         limits: Annotated[
             JobLimits | None,
@@ -175,12 +182,23 @@ class QueueTools:
         with _user_errors(self.root):
             job_id = q.submit(JobSpec.model_validate(spec))
         logger.info("enqueued job %s", job_id)
-        if wait_s > 0:
-            detail = await self.wait_and_report(job_id, wait_s, ctx)
-        else:
+        # The job is in the queue now: from here on the answer says so, never isError (a retry would enqueue it twice).
+        try:
+            if wait_s > 0:
+                return await self.wait_and_report(job_id, wait_s, ctx)
             with _user_errors(self.root):
-                detail = api.get_job(q, job_id)
-        return detail  # its note says so when no worker serves the queue
+                return api.get_job(q, job_id)  # its note says so when no worker serves the queue
+        except Exception as exc:
+            logger.warning("enqueued job %s, but reading it back failed: %s", job_id, exc)
+            return api.JobDetail(
+                job_id=job_id,
+                state=JobState.PENDING,
+                status=JobStatus.PENDING,
+                finished=False,
+                path=str(q.layout.pending / f"{job_id}.json"),
+                note=f"the job was enqueued as {job_id}, but reading it back failed ({exc}); "
+                f"do not enqueue it again: get_job shows where it stands",
+            )
 
     def get_job(self, job_id: JobId) -> api.JobDetail:
         """Where a job stands: pending (with why it waits: behind N jobs, waiting for job X, due at T,

@@ -1,7 +1,10 @@
 """``queue-view``: the queue from a terminal (typer + rich), in the spirit of ``pueue status`` and ``tsp -l``.
 
 A thin front over :mod:`queue_tools.api`. Every listing takes ``--json`` for
-scripts; colours and live views appear only on a terminal. Exit codes: 0, 1 for
+scripts; colours and live views appear only on a terminal. Whatever comes from a
+job (id, command, fields, error, output) is shown as text: never read as rich
+markup, its control and format characters written as escapes
+(:func:`execsvc.visible.visible`; ``logs`` into a pipe passes the output as written). Exit codes: 0, 1 for
 an unknown job id (or an unreadable queue), 2 for a usage error.
 """
 
@@ -23,9 +26,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
+from execsvc.protocol import POLL_S, watch_folders
+from execsvc.visible import visible
 
 from . import api
 
@@ -59,9 +63,13 @@ def _queue() -> JobQueue:
     if not (root / "pending").is_dir():
         _fail(f"no queue at {root} (a worker creates it when it starts: execsvc run)", 1)
     try:
-        return JobQueue(root, create=False)
+        queue = JobQueue(root, create=False)
     except (ExecsvcError, OSError) as exc:
         _fail(str(exc), 1)
+    missing = [state.value for state in JobState if not queue.layout.folder(state).is_dir()]
+    if missing:
+        _fail(f"the queue at {queue.root} has no {missing[0]}/ folder (the next worker to start creates it)", 1)
+    return queue
 
 
 def _console() -> Console:
@@ -150,16 +158,16 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
         return
     console = _console()
     table = Table.grid(padding=(0, 2))
-    table.add_row("job", Text(detail.job_id, style="bold"))
+    table.add_row("job", _plain(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
-    table.add_row("command", detail.command or "")
+    table.add_row("command", _plain(detail.command or ""))
     for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *_SCHEDULING_KEYS):
         if detail.spec and key in detail.spec:
-            table.add_row(key, str(detail.spec[key]))
+            table.add_row(key, _plain(detail.spec[key]))
     if detail.waiting is not None:
-        table.add_row("waiting", detail.waiting.reason)
+        table.add_row("waiting", _plain(detail.waiting.reason))
     if detail.position is not None:
-        table.add_row("in line", f"{detail.position} ({detail.note})")
+        table.add_row("in line", _plain(f"{detail.position} ({detail.note})"))
     if detail.elapsed_s is not None:
         table.add_row("running for", _seconds(detail.elapsed_s))
     result = detail.result
@@ -171,12 +179,13 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
         if result.attempt is not None:
             table.add_row("attempt", str(result.attempt))
         if result.error:
-            table.add_row("error", Text(result.error, style="red"))
-    table.add_row("path", detail.path)
+            table.add_row("error", _plain(result.error, style="red"))
+    table.add_row("path", _plain(detail.path))
     console.print(table)
     for name, chunk in (("stdout", out), ("stderr", err)):
         console.rule(f"{name} ({chunk.size_bytes} bytes, last {lines} lines)", style="dim")
-        console.out(chunk.text, end="" if chunk.text.endswith("\n") or not chunk.text else "\n")
+        text = visible(chunk.text, keep="\n\t")
+        console.out(text, end="" if text.endswith("\n") or not text else "\n")
 
 
 @app.command()
@@ -192,10 +201,11 @@ def logs(
     detail = _detail(queue, job_id)
     stream: api.Stream = "stderr" if stderr else "stdout"
     offset = 0
+    on_terminal = sys.stdout.isatty()  # a terminal gets control characters made visible; a pipe the bytes as written
     with _changes(queue, [queue.layout.logs, queue.layout.completed, queue.layout.failed]) as changed:
         while True:
             chunk = api.read_output(queue, detail.job_id, stream, offset=offset, max_bytes=1024 * 1024)
-            sys.stdout.write(chunk.text)
+            sys.stdout.write(visible(chunk.text, keep="\n\t") if on_terminal else chunk.text)
             sys.stdout.flush()
             offset = chunk.next_offset
             if chunk.complete:
@@ -232,7 +242,7 @@ def daemon_log(
     """The last lines of daemon.log, and with --follow the new ones as the worker writes them."""
     queue = _queue()
     for line in api.daemon_log_tail(queue, lines):
-        typer.echo(line)
+        typer.echo(visible(line))
     if not follow:
         return
     path = queue.layout.daemon_log
@@ -243,7 +253,7 @@ def daemon_log(
             while True:
                 data = handle.read()
                 if data:
-                    sys.stdout.write(data.decode("utf-8", errors="replace"))
+                    sys.stdout.write(visible(data.decode("utf-8", errors="replace"), keep="\n"))
                     sys.stdout.flush()
                 elif _rotated(handle, path):
                     handle.close()
@@ -260,7 +270,7 @@ def daemon_log(
 def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> Group:
     counts = page.counts
     head = Text()
-    head.append("queue   ", style="dim").append(str(queue.root) + "\n")
+    head.append("queue   ", style="dim").append(visible(str(queue.root)) + "\n")
     head.append("worker  ", style="dim")
     if worker.serving:
         head.append("serving", style="bold green")
@@ -268,7 +278,7 @@ def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> G
         if worker.allowed_commands is not None or worker.allow_shell is False:
             shell = "shell jobs allowed" if worker.allow_shell else "no shell jobs"
             programs = "any program" if worker.allowed_commands is None else ", ".join(worker.allowed_commands)
-            head.append("policy  ", style="dim").append(f"{shell}; programs under: {programs}\n")
+            head.append("policy  ", style="dim").append(visible(f"{shell}; programs under: {programs}") + "\n")
     else:
         head.append("not running", style="bold red").append("  (start one: execsvc run)\n")
     head.append("jobs    ", style="dim")
@@ -292,18 +302,24 @@ def _jobs_table(jobs: list[api.JobSummary]) -> Table:
         table.add_column("waiting", overflow="fold", max_width=50)
     for job in jobs:
         duration = _seconds(job.elapsed_s) + " …" if job.elapsed_s is not None else _seconds(job.duration_s)
-        row: list[str | Text] = [
-            job.job_id,
+        row: list[Text] = [
+            _plain(job.job_id),
             Text(job.status.value, style=STATUS_STYLE[job.status]),
-            job.command or "",
-            "" if job.exit_code is None else str(job.exit_code),
-            _time(job.started_at),
-            duration,
+            _plain(job.command or job.error or ""),  # no command: a job that cannot be read says why here
+            Text("" if job.exit_code is None else str(job.exit_code)),
+            Text(_time(job.started_at)),
+            Text(duration),
         ]
         if scheduled:
-            row += [str(job.priority or ""), str(job.attempt or ""), job.waiting or ""]
+            row += [Text(str(job.priority or "")), Text(str(job.attempt or "")), _plain(job.waiting or "")]
         table.add_row(*row)
     return table
+
+
+def _plain(value: object, style: str = "") -> Text:
+    """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read
+    as markup, control and format characters written as escapes (``\\x1b``, ``\\u202e``)."""
+    return Text(visible(str(value)), style=style)
 
 
 def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:
@@ -313,6 +329,8 @@ def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:
 def _seconds(value: float | None) -> str:
     if value is None:
         return ""
+    if not 0 <= value < 1e9:  # not a number, negative, or longer than 30 years: as it is
+        return f"{value:.3g} s"
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 120:
@@ -325,7 +343,10 @@ def _seconds(value: float | None) -> str:
 def _time(value: datetime | None) -> str:
     if value is None:
         return ""
-    local = value.astimezone()
+    try:
+        local = value.astimezone()
+    except (OverflowError, ValueError, OSError):  # year 1 or 9999, just past the range in this time zone
+        return value.isoformat(timespec="seconds")
     today = datetime.now().astimezone().date()
     return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
 
@@ -335,6 +356,8 @@ def _detail(queue: JobQueue, job_id: str) -> api.JobDetail:
         return api.get_job(queue, job_id)
     except ExecsvcError as exc:  # JobNotFound, InvalidJobId
         _fail(str(exc), 1)
+    except ValueError as exc:  # a file whose content or times no front can hold
+        _fail(f"job {job_id!r} cannot be shown: {exc}", 1)
 
 
 def _duration(text: str) -> timedelta:
@@ -361,25 +384,32 @@ class _Wake(FileSystemEventHandler):
 
 @contextmanager
 def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float], None]]:
-    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes."""
+    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes.
+
+    Where they cannot be watched (no inotify instance left) it returns every
+    :data:`~execsvc.protocol.POLL_S` seconds instead (a warning on stderr says so once).
+    """
     event = threading.Event()
-    observer = Observer()
-    handler = _Wake(event)
-    for folder in folders:
-        observer.schedule(handler, str(folder))
-    observer.start()
+    observer = watch_folders(_Wake(event), folders, "changes")
+    most_s = float("inf") if observer is not None else POLL_S
 
     def changed(timeout_s: float) -> None:
-        event.wait(timeout_s)
+        event.wait(min(timeout_s, most_s))
         event.clear()
 
     try:
         yield changed
     finally:
-        observer.stop()
-        observer.join()
+        if observer is not None:
+            observer.stop()
+            observer.join()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a queue that cannot be read ends it with a sentence and exit code 1."""
+    try:
+        app()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"queue-view: the queue cannot be read: {exc.strerror or exc}{where}", err=True)
+        sys.exit(1)

@@ -36,7 +36,9 @@ HELD_FOLDER = ".held"
 MAX_JOB_ID_BYTES = 200
 """Longest job id, in UTF-8 bytes (leaves room for ``.result.json`` in a 255-byte name)."""
 
-_RESERVED_ID_ENDING = ".result"
+_RESERVED_ID_ENDING = re.compile(r"\.(?:result|on_finish|attempt-[0-9]+)\Z")
+"""Endings no id may have: ``<id>.result`` would name records (``<id>.result.json``), and
+``<id>.on_finish``, ``<id>.attempt-<n>`` the hook and earlier-attempt logs of job ``<id>``."""
 
 
 def is_ignored_name(name: str) -> bool:
@@ -76,7 +78,9 @@ def job_id_problem(job_id: str) -> str | None:
 
     A valid id is non-empty text of at most 200 UTF-8 bytes, with no ``/``, no
     control characters (NUL, newline...), no leading ``.``, no trailing
-    whitespace, and not ending in ``.result`` (that ending marks record files).
+    whitespace, and not ending in ``.result``, ``.on_finish`` or ``.attempt-<n>`` (those endings
+    would give it the names of another job's record, ``on_finish`` logs or earlier attempts'
+    logs: ``logs/b.on_finish.stdout`` is job ``b``'s hook output).
     """
     if not job_id:
         return "a job id cannot be empty"
@@ -88,8 +92,11 @@ def job_id_problem(job_id: str) -> str | None:
         return "a job id cannot contain control characters or bytes that are not UTF-8"
     if job_id != job_id.rstrip():
         return "a job id cannot end in white space"
-    if job_id.endswith(_RESERVED_ID_ENDING):
-        return "a job id cannot end in '.result' (that ending marks result records)"
+    if _RESERVED_ID_ENDING.search(job_id):
+        return (
+            "a job id cannot end in '.result', '.on_finish' or '.attempt-<n>' (those endings name the records "
+            "and logs of other jobs)"
+        )
     if len(job_id.encode("utf-8")) > MAX_JOB_ID_BYTES:
         return f"a job id can be at most {MAX_JOB_ID_BYTES} bytes long"
     return None
@@ -110,14 +117,31 @@ def sanitize_job_id(stem: str) -> str:
     """Turn any file stem into a valid job id (used when a dropped name is not one).
 
     Control characters, ``/`` and undecodable bytes become ``_``; leading dots
-    are dropped; the result is cut to the byte limit and never ends in ``.result``.
+    are dropped; the result is cut to the byte limit (less room for :func:`numbered_job_id`'s
+    ending) and never ends in a reserved ending (``-job`` is added).
     """
     text = _UNSAFE_CHARS.sub("_", stem).lstrip(".").rstrip() or "job"
     while len(text.encode("utf-8")) > MAX_JOB_ID_BYTES - 8:
-        text = text[:-1]
-    if text.endswith(_RESERVED_ID_ENDING):
+        text = text[:-1].rstrip()
+    if _RESERVED_ID_ENDING.search(text):
         text += "-job"
     return text
+
+
+def numbered_job_id(base: str, n: int) -> str:
+    """``<base>-<n>``, the ``n``-th id tried for a job whose id is in use; always a valid id.
+
+    ``base`` is a valid id. It is cut short when the ending would pass the byte limit, and
+    ``-job`` goes between when ``<base>-<n>`` would end in a reserved ending (``c.attempt``
+    gives ``c.attempt-job-2``, never ``c.attempt-2``: job ``c``'s second attempt).
+    """
+    ending = f"-{n}"
+    if _RESERVED_ID_ENDING.search(base + ending):
+        ending = f"-job-{n}"
+    text = base
+    while len((text + ending).encode("utf-8")) > MAX_JOB_ID_BYTES or (text and text != text.rstrip()):
+        text = text[:-1]
+    return (text or "job") + ending
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from .durable import (
     unlink_if_exists,
     write_durable,
 )
-from .errors import InvalidJobId, JobIdTaken, JobNotFound
+from .errors import JobIdTaken, JobNotFound
 from .jobfile import spec_if_valid, submitted_by
 from .layout import (
     CANCEL_PREFIX,
@@ -63,6 +63,8 @@ from .layout import (
     QueueLayout,
     check_job_id,
     is_ignored_name,
+    job_id_problem,
+    numbered_job_id,
     readable_name,
     sanitize_job_id,
     split_job_name,
@@ -663,15 +665,13 @@ class JobQueue:
     # ----- helpers ------------------------------------------------------------------
 
     def _unique_id(self, stem: str) -> str:
-        base = stem
-        try:
-            check_job_id(base)
-        except InvalidJobId:
-            base = sanitize_job_id(stem)
+        """``stem`` if it is a valid id not in use, else the first of ``<id>-2``, ``<id>-3``... that
+        is free (:func:`~execsvc.layout.numbered_job_id`: valid too), ``<id>`` being ``stem`` made valid."""
+        base = stem if job_id_problem(stem) is None else sanitize_job_id(stem)
         candidate, n = base, 1
         while self.layout.id_in_use(candidate):
             n += 1
-            candidate = f"{base}-{n}"
+            candidate = numbered_job_id(base, n)
         return candidate
 
     def _pending_path(self, job_id: str) -> Path | None:

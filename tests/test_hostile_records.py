@@ -1,0 +1,93 @@
+"""Hostile review, records and names (issue 16): a job's files never reach another job's, a job
+that exists is always found, and a record is always written, whatever the job did to its own file."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import WorkerProcess, daemon_log, drop, wait_finished, wait_until
+
+from execsvc import JobQueue, JobStatus
+from execsvc.layout import MAX_JOB_ID_BYTES, job_id_problem, sanitize_job_id
+from execsvc.retention import clean
+
+Start = Callable[..., WorkerProcess]
+
+
+# ----- 16.5: log names shared between jobs ----------------------------------------------------
+
+
+def test_an_id_ending_like_another_jobs_logs_never_reaches_them(queue_root: Path, start_worker: Start) -> None:
+    """``b.on_finish`` would write into ``b``'s hook logs and ``c.attempt-1`` into ``c``'s first
+    attempt's; cleaning ``b`` would delete ``b.on_finish``'s output."""
+    worker = start_worker()
+    drop(queue_root, "b.json", {"command": "echo job-b", "on_finish": "echo hook-of-b"})
+    drop(queue_root, "c.json", {"command": "echo attempt-of-c; exit 3", "retries": 1, "retry_delay_s": 0})
+    wait_finished(queue_root, "b")
+    wait_finished(queue_root, "c")
+    worker.wait_for_line("on_finish_done job=b")
+    logs = queue_root / "logs"
+    assert (logs / "b.on_finish.stdout").read_text() == "hook-of-b\n"
+    assert (logs / "c.attempt-1.stdout").read_text() == "attempt-of-c\n"
+
+    drop(queue_root, "b.on_finish.json", {"command": "echo intruder-1"})
+    drop(queue_root, "c.attempt-1.json", {"command": "echo intruder-2"})
+    ids = {}
+    for intruder in ("b.on_finish", "c.attempt-1"):
+        ids[intruder] = _claimed_ids(worker, f"{intruder}.json", 1)[0]
+        info = wait_finished(queue_root, ids[intruder])
+        assert info.result is not None and info.result.stdout.startswith("intruder-")
+        assert info.result.job_file == f"{intruder}.json"
+    assert (logs / "b.on_finish.stdout").read_text() == "hook-of-b\n", "b's hook output was overwritten"
+    assert (logs / "c.attempt-1.stdout").read_text() == "attempt-of-c\n", "c's first attempt was overwritten"
+    for intruder, job_id in ids.items():
+        assert job_id != intruder and job_id_problem(intruder) is not None, "an id ending like that must be renamed"
+    assert "renamed" in daemon_log(queue_root)
+
+    worker.stop()
+    queue = JobQueue(queue_root)
+    (queue_root / "completed/b.json").unlink()  # clean b alone: its files, never another job's
+    before = set(os.listdir(logs))
+    clean(queue, older_than_s=-1)
+    gone = before - set(os.listdir(logs))
+    assert not [name for name in gone if "intruder" in (logs / name).name], gone
+
+
+def test_a_numbered_id_is_always_a_valid_one(queue_root: Path, start_worker: Start) -> None:
+    """The ``-2`` added to an id in use must not make ``c.attempt`` into ``c.attempt-2`` (job
+    ``c``'s second attempt) nor a 200-byte id into one too long to be looked up."""
+    queue = JobQueue(queue_root)
+    long_id = "x" * MAX_JOB_ID_BYTES
+    for job_id in ("c.attempt", long_id):
+        queue.submit({"command": "true"}, job_id=job_id)
+    worker = start_worker()
+    wait_finished(queue_root, "c.attempt")
+    wait_finished(queue_root, long_id)
+    for job_id in ("c.attempt", long_id):
+        drop(queue_root, f"{job_id}.json", {"command": "echo again"})
+        new_id = _claimed_ids(worker, f"{job_id}.json", 2)[1]
+        assert new_id != job_id and job_id_problem(new_id) is None, new_id
+        assert not re.fullmatch(r"c\.attempt-\d+", new_id), "that is the name of c's attempt logs"
+        assert wait_finished(queue_root, new_id).status is JobStatus.COMPLETED
+
+
+def _claimed_ids(worker: WorkerProcess, job_file: str, count: int) -> list[str]:
+    """The ids of the first ``count`` jobs claimed from ``job_file`` (from the worker's ``claimed`` lines)."""
+    needle = f"file={job_file} submitted_by"
+
+    def lines() -> list[str]:
+        return [line for line in list(worker.lines) if " claimed " in f" {line} " and needle in line]
+
+    wait_until(lambda: len(lines()) >= count, what=f"{count} claims of {job_file}")
+    return [line.split(" job=", 1)[1].split()[0] for line in lines()[:count]]
+
+
+def test_sanitized_ids_never_end_in_a_reserved_ending() -> None:
+    for stem in ("b.on_finish", "c.attempt-1", "c.attempt-12", "x.result", "\x00y.on_finish"):
+        assert job_id_problem(stem) is not None or stem.startswith("\x00")
+        assert job_id_problem(sanitize_job_id(stem)) is None, stem
+    assert job_id_problem("c.attempt-") is None and job_id_problem("c.attempt-1x") is None
+    assert job_id_problem("on_finish") is None and job_id_problem("attempt-1") is None

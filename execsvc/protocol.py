@@ -73,8 +73,10 @@ from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, J
 from .schedule import peek
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
-_GET_PASSES = 4
-"""Lookups of one job in get(); each further pass means it moved on while being looked up."""
+_GET_PASSES = 8
+"""Most lookups of one job in get(); each further pass means it moved while being looked up."""
+_EMPTY_PASSES = 3
+"""Passes in get() that must find a job nowhere before it is reported missing (see get())."""
 
 
 class _QuietObserverStop(logging.Filter):
@@ -213,13 +215,19 @@ class JobQueue:
     def get(self, job_id: str) -> JobInfo:
         """The job with this id, wherever it is; raises :class:`JobNotFound` if nowhere.
 
-        The folders are read in the order a job travels (pending, running,
-        finished), and read again if the job left ``running/`` while its record
-        was being looked for, so a job that moves on meanwhile is still found.
+        The folders are read in the order a job travels (pending, held,
+        running, finished), and read again if the job left ``running/`` while
+        its record was being looked for. Two moves go back along that order, a
+        release (held to pending) and a retry (running to pending), so a job
+        moved back between two looks is in none of the folders as they were
+        read: a pass that finds the job nowhere is made again, and the job is
+        reported missing only after ``_EMPTY_PASSES`` passes in a row found it
+        nowhere (each such miss needs the job to move during that very pass).
         A finished record wins over a copy still in ``running/`` (the moment
         between the record becoming durable and the job leaving).
         """
         check_job_id(job_id)
+        empty_passes = 0
         for _pass in range(_GET_PASSES):
             pending = self._pending_path(job_id)
             if pending is not None:
@@ -230,10 +238,12 @@ class JobQueue:
                 if info is not None:
                     return info
             if running is None:
-                break
-            if os.path.lexists(running):
+                empty_passes += 1
+                if empty_passes == _EMPTY_PASSES:
+                    break
+            elif os.path.lexists(running):
                 return self._entry_info(JobState.RUNNING, running)
-            # It finished after its record was looked for: look again (a job only moves forward).
+            # Moved back to pending/ meanwhile, or finished after its record was looked for: look again.
         raise JobNotFound(f"no job with id {job_id!r} in queue {self.root}")
 
     def list(self, state: JobState | str) -> list[JobInfo]:

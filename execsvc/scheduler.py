@@ -162,6 +162,8 @@ class Scheduler:
         unsettled: set[str] = set()
         for dep in schedule.after:
             where = self._lookup(dep)
+            if where is None:  # never on one look: a job moving between folders can be missed once
+                where = self._lookup(dep)
             if where is None:
                 self._doom(name, JobStatus.INVALID, f"it runs after job {dep!r}, which is not in this queue")
                 return

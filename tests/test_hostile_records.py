@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conftest import WorkerProcess, daemon_log, drop, wait_finished, wait_until
 
-from execsvc import JobQueue, JobStatus
+from execsvc import JobQueue, JobState, JobStatus
+from execsvc.errors import JobNotFound
 from execsvc.layout import MAX_JOB_ID_BYTES, job_id_problem, sanitize_job_id
 from execsvc.retention import clean
+from execsvc.schedule import Schedule
+from execsvc.scheduler import Scheduler
 
 Start = Callable[..., WorkerProcess]
 
@@ -91,3 +96,77 @@ def test_sanitized_ids_never_end_in_a_reserved_ending() -> None:
         assert job_id_problem(sanitize_job_id(stem)) is None, stem
     assert job_id_problem("c.attempt-") is None and job_id_problem("c.attempt-1x") is None
     assert job_id_problem("on_finish") is None and job_id_problem("attempt-1") is None
+
+
+# ----- 16.6: a false "no such job" while a job is held or released -------------------------------
+
+
+def _toggle_hold(queue: JobQueue, job_id: str, times: int, stop: threading.Event) -> None:
+    """Hold and release the job ``times`` times, or until ``stop`` is set."""
+    for _ in range(times):
+        if stop.is_set():
+            return
+        queue.hold(job_id)
+        queue.release(job_id)
+
+
+def test_a_job_held_and_released_is_always_found(queue_root: Path) -> None:
+    """``get()`` looked in ``pending/`` then ``pending/.held/``: a release between the two looks
+    was missed, and the job was reported missing although it was pending all along."""
+    queue = JobQueue(queue_root)
+    queue.submit({"command": "true"}, job_id="moving")
+    stop = threading.Event()
+    toggler = threading.Thread(target=_toggle_hold, args=(JobQueue(queue_root), "moving", 300, stop))
+    toggler.start()
+    missed = looked = 0
+    try:
+        while toggler.is_alive():
+            looked += 1
+            try:
+                assert queue.get("moving").state is JobState.PENDING
+            except JobNotFound:
+                missed += 1
+    finally:
+        stop.set()
+        toggler.join()
+    assert missed == 0, f"{missed} of {looked} lookups said the pending job does not exist"
+
+
+def test_dependents_of_a_job_being_held_and_released_keep_waiting(queue_root: Path, start_worker: Start) -> None:
+    """The worker looked its dependency up once; a false "not in this queue" recorded a valid
+    dependent ``invalid``."""
+    queue = JobQueue(queue_root)
+    queue.submit({"command": "true", "delay_s": 3600}, job_id="dep")  # pending, never due during the test
+    worker = start_worker()
+    stop = threading.Event()
+    toggler = threading.Thread(target=_toggle_hold, args=(JobQueue(queue_root), "dep", 100_000, stop))
+    toggler.start()
+    try:
+        for n in range(300):
+            queue.submit({"command": "true", "after": ["dep"]}, job_id=f"child-{n}")
+    finally:
+        stop.set()
+        toggler.join()
+    queue.submit({"command": "true"}, job_id="last")  # seen after every child: their places are known
+    wait_finished(queue_root, "last")
+    invalid = [info.job_id for info in queue.list(JobState.FAILED)]
+    assert invalid == [], f"dependents recorded although 'dep' was pending all along: {invalid}"
+    assert "invalid" not in "".join(line for line in worker.lines if "child-" in line)
+
+
+def test_the_scheduler_never_declares_a_dependency_missing_on_one_look() -> None:
+    """Whatever the lookup, one "not found" is confirmed by a second look before a job is doomed."""
+    answers: list[tuple[JobState, JobStatus] | None] = [None, (JobState.PENDING, JobStatus.PENDING)]
+    looks: list[str] = []
+
+    def lookup(job_id: str) -> tuple[JobState, JobStatus] | None:
+        looks.append(job_id)
+        return answers.pop(0) if answers else None
+
+    scheduler = Scheduler(lookup)
+    scheduler.offer("child.json", "child", Schedule(after=("dep",)), 0, time.time())
+    assert looks == ["dep", "dep"]
+    assert scheduler.take_doomed() is None and "dep" in scheduler.watched_ids
+    scheduler.offer("orphan.json", "orphan", Schedule(after=("gone",)), 0, time.time())
+    doomed = scheduler.take_doomed()
+    assert doomed is not None and doomed.name == "orphan.json" and "not in this queue" in doomed.reason

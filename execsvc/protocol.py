@@ -29,11 +29,12 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import stat
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -55,7 +56,7 @@ from .durable import (
     write_durable,
 )
 from .errors import JobIdTaken, JobNotFound
-from .jobfile import spec_if_valid, submitted_by
+from .jobfile import ClaimedFile, spec_if_valid, submitted_by
 from .layout import (
     CANCEL_PREFIX,
     JOB_SUFFIXES,
@@ -564,6 +565,39 @@ class JobQueue:
         finish_index.append(folder, job.job_id, written)
         os.unlink(job.path)
         return path
+
+    def restore_job_file(self, job: ClaimedJob, claimed: ClaimedFile) -> tuple[ClaimedFile, str | None]:
+        """Put a running job's file back as it was claimed if the job removed, moved, replaced or
+        changed it; return the file now in ``running/`` (``claimed`` itself, or the restored copy's
+        identity) and a sentence saying what the job did (``None``: the file is untouched).
+
+        The job's own file is a fact about the job, never a reason to stop the queue: the claimed
+        bytes are written durably under the job's name in ``running/`` (renamed over whatever the
+        job put there; a directory it put there is removed first), so that :meth:`finish` keeps
+        the job as it was claimed and, should the worker die first, the next start still finds
+        the job in ``running/``. Raises :class:`OSError` when ``running/`` cannot be written.
+        """
+        try:
+            info = os.lstat(job.path)
+        except FileNotFoundError:
+            what = "removed or moved"
+        else:
+            if claimed.describes(info):
+                return claimed, None
+            if (info.st_ino, info.st_dev) != (claimed.ino, claimed.dev) or not stat.S_ISREG(info.st_mode):
+                what = "replaced"  # (an inode number can be reused at once: a directory made in its place)
+            elif info.st_size == claimed.size and read_regular_file(job.path, claimed.size) == claimed.data:
+                return replace(claimed, mtime_ns=info.st_mtime_ns), None  # touched, not changed
+            else:
+                what = "changed"
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(job.path)
+        written = write_durable(job.path, claimed.data, replace=True)
+        restored = ClaimedFile(claimed.data, written.st_dev, written.st_ino, written.st_size, written.st_mtime_ns)
+        return restored, (
+            f"the job {what} its own job file running/{readable_name(job.path.name)} while it ran; "
+            "the file kept with this record is the job as it was claimed"
+        )
 
     def requeue(self, job: ClaimedJob, data: bytes) -> Path:
         """Put a claimed job back into ``pending/`` under its id, with new contents (its next attempt).

@@ -54,7 +54,7 @@ from .durable import GroupFlusher, install_lease_guard, look_at_file, write_dura
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
 from .inbox import Inbox
-from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
+from .jobfile import ClaimedFile, RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .limits import describe, diagnose, is_empty
 from .models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
@@ -73,6 +73,16 @@ _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
+_OWN_FILE_RETRIES = 5
+"""Records tried at once, each after putting the job file back, while a job's leftovers keep changing it."""
+
+
+def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
+    """Whether the job's file in ``running/`` is still ``kept`` (same inode, size, modification time)."""
+    try:
+        return kept.describes(os.lstat(claimed.path))
+    except FileNotFoundError:
+        return False
 
 
 @dataclass
@@ -653,24 +663,41 @@ class Worker:
         finally:
             self._post_recorded(claimed.job_id)
 
-    def _write_record(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
+    def _write_record(
+        self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, kept: ClaimedFile | None = None
+    ) -> Path:
         """``queue.finish``, retried while the file system refuses it (full disk, unwritable folder).
 
-        Each failure posts ``record_failing``, which pauses claiming; success
-        after a failure posts ``record_written``, which resumes it. Retries
-        back off from 0.5 s to 30 s and end when the worker gives up (a
-        second stop signal, the end of the drain period, or shutdown),
-        raising the last error: the job then stays in ``running/`` and is
-        settled at the next start.
+        For a job that ran, ``kept`` is its job file as claimed (or as last
+        put back); the file is first put back as it was claimed if the job
+        removed or changed it (see :meth:`_restore_job_file`). A failure
+        while the job file is no longer that one (a process the job left
+        changed it again) is the
+        job's, not the disk's: the file is put back and the record tried again
+        at once, up to ``_OWN_FILE_RETRIES`` times, then the last error is
+        raised (the job stays in ``running/`` and is settled at the next
+        start; claims go on). Any other failure is the storage's: it posts
+        ``record_failing``, which pauses claiming; success after it posts
+        ``record_written``, which resumes it. Those retries back off from
+        0.5 s to 30 s and end when the worker gives up (a second stop signal,
+        the end of the drain period, or shutdown), raising the last error.
         """
         delay_s = 0.5
         failed = False
+        own_file_retries = 0
         while True:
             try:
+                if kept is not None:
+                    kept = self._restore_job_file(claimed, kept, result)
                 record = self.queue.finish(claimed, result, spec)
             except FileExistsError:  # not the disk: a record is already there (settled at the next start)
                 raise
             except OSError as exc:
+                if kept is not None and not _job_file_is(claimed, kept):
+                    own_file_retries += 1
+                    if own_file_retries > _OWN_FILE_RETRIES:
+                        raise
+                    continue
                 failed = True
                 self._inbox.put(("record_failing", f"the record of job {claimed.job_id} cannot be written: {exc}"))
                 if self._give_up.wait(delay_s):
@@ -680,6 +707,17 @@ class Worker:
             if failed:
                 self._inbox.put(("record_written", claimed.job_id))
             return record
+
+    def _restore_job_file(self, claimed: ClaimedJob, kept: ClaimedFile, result: JobResult) -> ClaimedFile:
+        """If the job removed, moved, replaced or changed its own file in ``running/``, put it back
+        as it was claimed (:meth:`JobQueue.restore_job_file`) and say so in the record's ``note``
+        and in ``daemon.log``; return the file now there. Raises :class:`OSError` when ``running/``
+        cannot be written."""
+        kept, note = self.queue.restore_job_file(claimed, kept)
+        if note is not None:
+            result.note = note
+            self.log.warning("job_file_changed", claimed.job_id, reason=note)
+        return kept
 
     # ----- a running job's thread ---------------------------------------------------
 
@@ -757,9 +795,13 @@ class Worker:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
             result = self._result(job, exit_info)
+            kept = job.request.claimed
+            if kept is not None:
+                with contextlib.suppress(OSError):  # before a retry reads it; else done in _write_record
+                    kept = self._restore_job_file(job.claimed, kept, result)
             if should_retry(job.request, result.status) and not self._give_up.is_set() and self._retry(job, result):
                 return
-            record = self._write_record(job.claimed, result, job.request.spec)
+            record = self._write_record(job.claimed, result, job.request.spec, kept)
             self.log.info(
                 "finished",
                 job_id,

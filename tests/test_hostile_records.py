@@ -170,3 +170,53 @@ def test_the_scheduler_never_declares_a_dependency_missing_on_one_look() -> None
     scheduler.offer("orphan.json", "orphan", Schedule(after=("gone",)), 0, time.time())
     doomed = scheduler.take_doomed()
     assert doomed is not None and doomed.name == "orphan.json" and "not in this queue" in doomed.reason
+
+
+# ----- 16.1: a job that deletes, moves or replaces its own file ---------------------------------
+
+_OWN_FILE_ACTIONS = {
+    "removes": 'rm -f -- "$0"',
+    "moves": 'mv -- "$0" "$AWAY"',
+    "replaces": 'printf "echo replaced\\n" > "$0.new" && mv -f -- "$0.new" "$0"',
+    "changes": 'echo "echo appended" >> "$0"',
+    "dir": 'rm -f -- "$0" && mkdir -- "$0" && touch -- "$0/inside"',
+}
+
+
+def test_a_job_that_removes_or_replaces_its_own_script_is_recorded(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    """``rm -f -- "$0"`` made finish() fail; that was taken for a storage failure: claims paused
+    for good, the job was never recorded, and no job after it was claimed."""
+    start_worker()
+    scripts = {}
+    for n, (name, action) in enumerate(_OWN_FILE_ACTIONS.items()):
+        scripts[name] = f"AWAY={tmp_path}/away-{name}\n{action}\necho ran-{name}\n"
+        drop(queue_root, f"{name}.sh", scripts[name], mtime=1_000_000 + n)
+    drop(
+        queue_root,
+        "json-dir.json",
+        {"command": 'f="$EXECSVC_QUEUE_DIR/running/$EXECSVC_JOB_ID.json"; rm -f "$f"; mkdir "$f"; echo ran'},
+        mtime=1_000_100,
+    )
+    drop(queue_root, "after.json", {"command": "echo after"}, mtime=1_000_200)
+    for name, script in scripts.items():
+        info = wait_finished(queue_root, name)
+        assert info.status is JobStatus.COMPLETED and info.result is not None, name
+        assert info.result.stdout.startswith(f"ran-{name}\n")  # sh reads on: "changes" runs its appended line
+        assert "its own job file running/" in (info.result.note or ""), (name, info.result.note)
+        assert (queue_root / "completed" / f"{name}.sh").read_text() == script, "the script as it was claimed"
+    json_dir = wait_finished(queue_root, "json-dir")
+    assert json_dir.status is JobStatus.COMPLETED and "replaced" in (json_dir.result.note or "")  # type: ignore[union-attr]
+    assert wait_finished(queue_root, "after").status is JobStatus.COMPLETED
+    wait_until(lambda: not os.listdir(queue_root / "running"), what="running/ to empty")
+    log = daemon_log(queue_root)
+    assert "claims_paused" not in log and "record_failed" not in log
+    assert "job_file_changed job=removes" in log
+
+
+def test_a_job_that_leaves_its_script_alone_gets_no_note(queue_root: Path, start_worker: Start) -> None:
+    start_worker()
+    drop(queue_root, "touches.sh", 'touch -- "$0"\necho same\n')
+    info = wait_finished(queue_root, "touches")
+    assert info.result is not None and info.result.note is None and info.status is JobStatus.COMPLETED

@@ -200,12 +200,14 @@ def test_a_job_that_removes_or_replaces_its_own_script_is_recorded(
         mtime=1_000_100,
     )
     drop(queue_root, "after.json", {"command": "echo after"}, mtime=1_000_200)
-    for name, script in scripts.items():
+    for name, script in scripts.items():  # (a job whose file is gone is in no folder until it is recorded)
+        wait_until(lambda name=name: (queue_root / f"completed/{name}.result.json").exists(), 30, f"{name}'s record")  # type: ignore[misc]
         info = wait_finished(queue_root, name)
         assert info.status is JobStatus.COMPLETED and info.result is not None, name
         assert info.result.stdout.startswith(f"ran-{name}\n")  # sh reads on: "changes" runs its appended line
         assert "its own job file running/" in (info.result.note or ""), (name, info.result.note)
         assert (queue_root / "completed" / f"{name}.sh").read_text() == script, "the script as it was claimed"
+    wait_until((queue_root / "completed/json-dir.json").exists, 30, "json-dir's record")
     json_dir = wait_finished(queue_root, "json-dir")
     assert json_dir.status is JobStatus.COMPLETED and "replaced" in (json_dir.result.note or "")  # type: ignore[union-attr]
     assert wait_finished(queue_root, "after").status is JobStatus.COMPLETED

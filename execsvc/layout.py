@@ -26,7 +26,7 @@ SIDECAR_SUFFIX = ".result.json"
 """Ending of the record that sits beside a finished text job or invalid entry."""
 
 _ENTRY_ENDINGS = ("", *JOB_SUFFIXES)
-_RECORD_ENDINGS = (".json", SIDECAR_SUFFIX)
+_FINISHED_ENDINGS = (".json", SIDECAR_SUFFIX, "", *(suffix for suffix in JOB_SUFFIXES if suffix != ".json"))
 
 CANCEL_PREFIX = ".cancel."
 """``running/.cancel.<id>``: a client's request that the worker stop a running job (hidden: never a job)."""
@@ -144,6 +144,23 @@ def numbered_job_id(base: str, n: int) -> str:
     return (text or "job") + ending
 
 
+def kept_name(name: str, n: int) -> str:
+    """``.<stem>.kept-<n><suffix>``: the name a finished job's file is kept under beside its record
+    when another file already has its own name there (hidden: never any job's name, never a record)."""
+    stem, suffix, _kind = split_job_name(name)
+    return f".{stem}.kept-{n}{suffix}"
+
+
+def is_kept_name_of(kept: str, name: str) -> bool:
+    """Whether ``kept`` is one of :func:`kept_name`'s names for the job file ``name``."""
+    stem, suffix, _kind = split_job_name(name)
+    prefix = f".{stem}.kept-"
+    if not (kept.startswith(prefix) and kept.endswith(suffix)):
+        return False
+    number = kept[len(prefix) : len(kept) - len(suffix)]
+    return number.isascii() and number.isdigit()
+
+
 @dataclass(frozen=True)
 class QueueLayout:
     """Paths of one queue root.
@@ -238,20 +255,20 @@ class QueueLayout:
         return (job_id + SIDECAR_SUFFIX, job_id, *(job_id + suffix for suffix in JOB_SUFFIXES))
 
     def id_in_use(self, job_id: str) -> bool:
-        """True if running/, completed/ or failed/ holds a job or record with this id.
+        """True if running/, completed/ or failed/ holds a job, a record or a job file with this id.
 
         On the claim's hot path: plain string paths, one ``lstat`` per name,
-        eight names. ``running/`` may hold the job under any of its names;
-        in ``completed/`` and ``failed/`` every finished job has a record,
-        ``<id>.json`` or ``<id>.result.json``, which appears before the job
-        leaves ``running/`` and goes last when it is cleaned, so those two
-        names tell.
+        fourteen names: every name of the id (:meth:`record_names`) in
+        ``completed/`` and ``failed/``, not only the records (``<id>.json``,
+        ``<id>.result.json``), so that a file left there without its record
+        (a stray ``failed/<id>.sh``) makes the next job of that id take
+        another id instead of a name it cannot be recorded under.
         """
         running = str(self.running)
         if any(os.path.lexists(f"{running}/{job_id}{ending}") for ending in _ENTRY_ENDINGS):
             return True
         finished = (str(self.completed), str(self.failed))
-        return any(os.path.lexists(f"{folder}/{job_id}{ending}") for folder in finished for ending in _RECORD_ENDINGS)
+        return any(os.path.lexists(f"{folder}/{job_id}{ending}") for folder in finished for ending in _FINISHED_ENDINGS)
 
     def ensure(self) -> None:
         """Create the root and its folders (mode 0700) and check that they are private.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
@@ -64,7 +65,9 @@ from .layout import (
     QueueLayout,
     check_job_id,
     is_ignored_name,
+    is_kept_name_of,
     job_id_problem,
+    kept_name,
     numbered_job_id,
     readable_name,
     sanitize_job_id,
@@ -538,36 +541,66 @@ class JobQueue:
         A JSON job with a valid ``spec`` becomes its own record (the job's
         fields plus ``result``); anything else keeps its file untouched with an
         ``<id>.result.json`` record beside it. The record is durable before
-        the job leaves ``running/``.
+        the job leaves ``running/``. No name collision refuses a record: when
+        another file already has the job file's name beside the record (or
+        ``<id>.json``, for a JSON job), the job file is kept under a free
+        hidden name (:func:`~execsvc.layout.kept_name`), named by the
+        sidecar record's ``job_file`` and said in ``result.note``. Raises
+        :class:`FileExistsError` only when ``<id>.result.json`` itself is
+        taken, :class:`OSError` when the folders cannot be written.
         """
         folder = self.layout.completed if result.status is JobStatus.COMPLETED else self.layout.failed
         if spec is not None and job.kind == "json":
             record = JobRecord.model_validate({**spec.model_dump(exclude_unset=True), "result": result})
             path = folder / f"{job.job_id}.json"
-            written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
+            try:
+                written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
+            except FileExistsError:  # another file has the record's name: keep the job beside a sidecar record
+                return self._finish_beside(job, result, folder)
             finish_index.append(folder, job.job_id, written)
             unlink_if_exists(job.path)
             return path
-        sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=job.path.name, result=result)
+        return self._finish_beside(job, result, folder)
+
+    def _finish_beside(self, job: ClaimedJob, result: JobResult, folder: Path) -> Path:
+        """:meth:`finish` for a job kept as its file with an ``<id>.result.json`` record beside it."""
         path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
-        data = sidecar.model_dump_json(indent=2).encode("utf-8")
-        beside = folder / job.path.name
         if stat.S_ISDIR(os.lstat(job.path).st_mode):  # a directory cannot be linked: record, then rename
-            finish_index.append(folder, job.job_id, write_durable(path, data))
-            move_no_replace(job.path, beside)
+            name = _free_name(folder, job.path.name)
+            finish_index.append(folder, job.job_id, write_durable(path, self._sidecar(job, result, folder, name)))
+            move_no_replace(job.path, folder / name)
             return path
         # The job file is linked in beside its record before the record appears, so whoever
         # sees the record finds the file too; the job leaves running/ last. A crash between
         # any two steps leaves what settle_running() tidies.
-        os.link(job.path, beside, follow_symlinks=False)  # FileExistsError: a stray file has the name
+        name = job.path.name
+        for n in itertools.count(1):
+            try:
+                os.link(job.path, folder / name, follow_symlinks=False)
+                break
+            except FileExistsError:  # a stray file has the name: keep the job file under a free one
+                name = _free_name(folder, job.path.name, n + 1)
         try:
-            written = write_durable(path, data)
+            written = write_durable(path, self._sidecar(job, result, folder, name))
         except BaseException:
-            unlink_if_exists(beside)
+            unlink_if_exists(folder / name)
             raise
         finish_index.append(folder, job.job_id, written)
         os.unlink(job.path)
         return path
+
+    @staticmethod
+    def _sidecar(job: ClaimedJob, result: JobResult, folder: Path, name: str) -> bytes:
+        """The bytes of a sidecar record naming ``name`` as the job file; a name other than the
+        job file's own is said in ``result.note``."""
+        if name != job.path.name:
+            taken = (
+                f"{folder.name}/{readable_name(job.path.name)} was already taken by another file, so the "
+                f"job file is kept beside this record as {readable_name(name)}"
+            )
+            result.note = f"{result.note}; {taken}" if result.note else taken
+        sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=name, result=result)
+        return sidecar.model_dump_json(indent=2).encode("utf-8")
 
     def restore_job_file(self, job: ClaimedJob, claimed: ClaimedFile) -> tuple[ClaimedFile, str | None]:
         """Put a running job's file back as it was claimed if the job removed, moved, replaced or
@@ -646,14 +679,17 @@ class JobQueue:
                     os.unlink(path)
                     return "unclaimed"
             for state in FINISHED_STATES:
-                twin = self.layout.folder(state) / path.name
-                if _same_file(twin, info) and not os.path.lexists(twin.parent / (job_id + SIDECAR_SUFFIX)):
-                    os.unlink(twin)  # finish() was cut short before the record appeared
+                folder = self.layout.folder(state)
+                if os.path.lexists(folder / (job_id + SIDECAR_SUFFIX)):
+                    continue
+                for twin in _twins(folder, path.name):
+                    if _same_file(twin, info):
+                        os.unlink(twin)  # finish() was cut short before the record appeared
         record = self.record_path(job_id)
         if record is None:
             return None
         if record.name.endswith(SIDECAR_SUFFIX):
-            beside = record.parent / path.name
+            beside = record.parent / (_sidecar_job_file(record) or path.name)
             if _same_file(beside, info):
                 os.unlink(path)  # finish() was cut short after the record: only running/ is left to tidy
             else:
@@ -782,6 +818,36 @@ class JobQueue:
             spec=raw,
             result=result,
         )
+
+
+def _free_name(folder: Path, name: str, first: int = 1) -> str:
+    """``name`` if nothing in ``folder`` has it (tried when ``first`` is 1), else the first free
+    :func:`~execsvc.layout.kept_name` from number ``max(first, 2)`` on."""
+    if first <= 1 and not os.path.lexists(folder / name):
+        return name
+    for n in itertools.count(max(first, 2)):
+        kept = kept_name(name, n)
+        if not os.path.lexists(folder / kept):
+            return kept
+    raise AssertionError("unreachable")
+
+
+def _twins(folder: Path, name: str) -> builtins.list[Path]:
+    """``folder/<name>`` and every :func:`~execsvc.layout.kept_name` of it there (a finish may
+    have linked the job file under either); the folder is read only when ``name`` is taken."""
+    twins = [folder / name]
+    if os.path.lexists(twins[0]):
+        twins += [Path(entry.path) for entry in os.scandir(folder) if is_kept_name_of(entry.name, name)]
+    return twins
+
+
+def _sidecar_job_file(record: Path) -> str | None:
+    """The ``job_file`` a sidecar record names, if it can be read and is a plain name."""
+    try:
+        name = SidecarRecord.model_validate_json(_read_record(record)).job_file
+    except (OSError, ValueError):
+        return None
+    return name if name and "/" not in name and name not in (".", "..") else None
 
 
 def _unfinished_id(name: str, state: JobState) -> str | None:

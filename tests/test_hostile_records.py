@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import WorkerProcess, daemon_log, drop, wait_finished, wait_until
+import pytest
+from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
 from execsvc.errors import JobNotFound
 from execsvc.layout import MAX_JOB_ID_BYTES, job_id_problem, sanitize_job_id
+from execsvc.models import JobResult, SidecarRecord
 from execsvc.retention import clean
 from execsvc.schedule import Schedule
 from execsvc.scheduler import Scheduler
@@ -222,3 +226,86 @@ def test_a_job_that_leaves_its_script_alone_gets_no_note(queue_root: Path, start
     drop(queue_root, "touches.sh", 'touch -- "$0"\necho same\n')
     info = wait_finished(queue_root, "touches")
     assert info.result is not None and info.result.note is None and info.status is JobStatus.COMPLETED
+
+
+# ----- 16.7: a stray file in completed/ or failed/ with a job file's name ------------------------
+
+
+def _cli(queue_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script("execsvc"), *args, "--queue-dir", str(queue_root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_clean_never_leaves_a_script_without_its_record(queue_root: Path, start_worker: Start) -> None:
+    """``execsvc clean`` removed a sidecar record it could not parse but left the script beside
+    it; the next job of that name then ran, could not be recorded, and sat in running/."""
+    start_worker()
+    drop(queue_root, "x.sh", "echo first; exit 1\n")
+    wait_finished(queue_root, "x")
+    (queue_root / "failed/x.result.json").write_text("{damaged")
+    cleaned = _cli(queue_root, "clean", "--older-than", "0s")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not os.path.lexists(queue_root / "failed/x.sh"), "clean left the script without its record"
+    assert not [name for name in os.listdir(queue_root / "logs") if name.startswith("x.")]
+
+
+def test_a_stray_file_with_a_scripts_name_never_blocks_the_next_job(queue_root: Path, start_worker: Start) -> None:
+    """The id check looked only at records: a stray ``failed/y.sh`` let the next ``y.sh`` run as
+    ``y``, its record could not be linked (FileExistsError) and it sat in running/ for good."""
+    worker = start_worker()
+    (queue_root / "failed/y.sh").write_text("echo a stray, not a job\n")  # left by anything else
+    drop(queue_root, "y.sh", "echo second; exit 1\n")
+    job_id = _claimed_ids(worker, "y.sh", 1)[0]
+    info = wait_finished(queue_root, job_id, timeout_s=15)
+    assert info.result is not None and info.result.stdout == "second\n" and info.result.returncode == 1
+    assert (queue_root / "failed/y.sh").read_text() == "echo a stray, not a job\n", "the stray is never replaced"
+    wait_until(lambda: not os.listdir(queue_root / "running"), what="running/ to empty")
+    assert "record_failed" not in daemon_log(queue_root)
+
+
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_a_record_is_never_refused_for_a_name_taken_while_the_job_ran(
+    kind: str, queue_root: Path, start_worker: Start
+) -> None:
+    """A file with the job file's name (or a JSON job's record name) appears in failed/ while the
+    job runs: the job is recorded all the same, its file kept under a free name, and the record says so."""
+    start_worker()
+    name = "z.sh" if kind == "text" else "z.json"
+    stray = f'echo stray > "$EXECSVC_QUEUE_DIR/failed/{name}"; echo ran; exit 2'
+    drop(queue_root, name, f"{stray}\n" if kind == "text" else {"command": stray})
+    info = wait_finished(queue_root, "z", timeout_s=15)
+    assert info.result is not None and info.result.stdout == "ran\n" and info.result.returncode == 2
+    assert "was already taken by another file" in (info.result.note or ""), info.result.note
+    assert (queue_root / f"failed/{name}").read_text() == "stray\n"
+    if kind == "json":
+        assert info.spec is not None and info.spec["command"] == stray, "the job's fields are still in its record"
+    wait_until(lambda: not os.listdir(queue_root / "running"), what="running/ to empty")
+    report = clean(JobQueue(queue_root), older_than_s=-1)
+    assert report.removed["failed"] == ["z"]
+    assert sorted(os.listdir(queue_root / "failed")) == [".index", name], "the kept job file goes with its record"
+
+
+def test_a_finish_cut_short_beside_a_stray_is_settled(queue_root: Path) -> None:
+    """The crash points of a finish that keeps the job file under a free name: settled as for any finish."""
+    queue = JobQueue(queue_root)
+    queue.submit_script("true\n", job_id="s")
+    claimed = queue.claim("s.sh")
+    (queue_root / "failed/s.sh").write_text("stray\n")
+    os.link(claimed.path, queue_root / "failed/.s.kept-2.sh")  # cut short before the record appeared
+    assert queue.settle_running("s", claimed.path) is None
+    assert sorted(os.listdir(queue_root / "failed")) == ["s.sh"], "the half-made link is removed"
+
+    queue.submit_script("true\n", job_id="t")
+    claimed = queue.claim("t.sh")
+    (queue_root / "failed/t.sh").write_text("stray\n")
+    result = JobResult(job_id="t", status=JobStatus.FAILED, completed_at=datetime.now(UTC), job_file="t.sh")
+    os.link(claimed.path, queue_root / "failed/.t.kept-2.sh")
+    sidecar = SidecarRecord(job_id="t", kind="text", job_file=".t.kept-2.sh", result=result)
+    (queue_root / "failed/t.result.json").write_text(sidecar.model_dump_json())  # cut short after the record
+    assert queue.settle_running("t", claimed.path) == "finished"
+    assert not os.path.lexists(claimed.path) and (queue_root / "failed/t.sh").read_text() == "stray\n"

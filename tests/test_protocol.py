@@ -179,10 +179,12 @@ def test_finish_never_overwrites_a_record(queue: JobQueue) -> None:
     queue.submit(JobSpec(command="true"), job_id="j")
     claimed = queue.claim("j.json")
     (queue.layout.completed / "j.json").write_text("someone else's")
-    with pytest.raises(FileExistsError):
-        queue.finish(claimed, result_for("j"), JobSpec(command="true"))
+    record = queue.finish(claimed, result_for("j"), JobSpec(command="true"))
     assert (queue.layout.completed / "j.json").read_text() == "someone else's"
-    assert visible(queue.layout.running) == ["j.json"], "the job stays in running/ when its record cannot be written"
+    # never refused either (issue 16.7): the job is kept under a free name beside a sidecar record
+    assert record.name == "j.result.json" and visible(queue.layout.running) == []
+    info = queue.get("j")
+    assert info.spec is not None and info.spec["command"] == "true" and "already taken" in (info.result.note or "")  # type: ignore[union-attr]
 
 
 def test_settle_running_undoes_a_half_done_claim(queue: JobQueue) -> None:

@@ -598,7 +598,8 @@ class JobQueue:
                 f"{folder.name}/{readable_name(job.path.name)} was already taken by another file, so the "
                 f"job file is kept beside this record as {readable_name(name)}"
             )
-            result.note = f"{result.note}; {taken}" if result.note else taken
+            if taken not in (result.note or ""):  # (finish may be tried again: said once)
+                result.note = f"{result.note}; {taken}" if result.note else taken
         sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=name, result=result)
         return sidecar.model_dump_json(indent=2).encode("utf-8")
 

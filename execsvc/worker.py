@@ -670,30 +670,33 @@ class Worker:
 
         For a job that ran, ``kept`` is its job file as claimed (or as last
         put back); the file is first put back as it was claimed if the job
-        removed or changed it (see :meth:`_restore_job_file`). A failure
-        while the job file is no longer that one (a process the job left
-        changed it again) is the
-        job's, not the disk's: the file is put back and the record tried again
-        at once, up to ``_OWN_FILE_RETRIES`` times, then the last error is
-        raised (the job stays in ``running/`` and is settled at the next
-        start; claims go on). Any other failure is the storage's: it posts
-        ``record_failing``, which pauses claiming; success after it posts
-        ``record_written``, which resumes it. Those retries back off from
-        0.5 s to 30 s and end when the worker gives up (a second stop signal,
-        the end of the drain period, or shutdown), raising the last error.
+        removed or changed it (see :meth:`_restore_job_file`). A failure of
+        the record while the job file is no longer that one (a process the
+        job left changed it again) is the job's, not the disk's: the file is
+        put back and the record tried again at once, up to
+        ``_OWN_FILE_RETRIES`` times, then the last error is raised (the job
+        stays in ``running/`` and is settled at the next start; claims go
+        on). Any other failure (putting the file back included) is the
+        storage's: it posts ``record_failing``, which pauses claiming;
+        success after it posts ``record_written``, which resumes it. Those
+        retries back off from 0.5 s to 30 s and end when the worker gives up
+        (a second stop signal, the end of the drain period, or shutdown),
+        raising the last error.
         """
         delay_s = 0.5
         failed = False
         own_file_retries = 0
         while True:
+            restored = False
             try:
                 if kept is not None:
                     kept = self._restore_job_file(claimed, kept, result)
+                restored = True
                 record = self.queue.finish(claimed, result, spec)
             except FileExistsError:  # not the disk: a record is already there (settled at the next start)
                 raise
             except OSError as exc:
-                if kept is not None and not _job_file_is(claimed, kept):
+                if restored and kept is not None and not _job_file_is(claimed, kept):
                     own_file_retries += 1
                     if own_file_retries > _OWN_FILE_RETRIES:
                         raise

@@ -309,3 +309,21 @@ def test_a_finish_cut_short_beside_a_stray_is_settled(queue_root: Path) -> None:
     (queue_root / "failed/t.result.json").write_text(sidecar.model_dump_json())  # cut short after the record
     assert queue.settle_running("t", claimed.path) == "finished"
     assert not os.path.lexists(claimed.path) and (queue_root / "failed/t.sh").read_text() == "stray\n"
+
+
+def test_a_job_removing_its_script_on_a_broken_queue_still_pauses_claims(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    """Only the storage pauses claims, but it still does when the job also removed its own file."""
+    worker = start_worker()
+    completed, aside = queue_root / "completed", tmp_path / "completed-aside"
+    os.rename(completed, aside)
+    completed.write_text("not a folder")  # records cannot be written there
+    drop(queue_root, "gone.sh", 'rm -f -- "$0"\necho gone\n')
+    assert "the record of job gone cannot be written" in worker.wait_for_line("claims_paused")
+    assert (queue_root / "running/gone.sh").read_text() == 'rm -f -- "$0"\necho gone\n', "put back while it waits"
+    completed.unlink()
+    os.rename(aside, completed)
+    worker.wait_for_line("claims_resumed", timeout_s=60)
+    info = wait_finished(queue_root, "gone")
+    assert info.result is not None and info.result.stdout == "gone\n" and "removed" in (info.result.note or "")

@@ -37,7 +37,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -74,6 +74,8 @@ _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
 _OWN_FILE_RETRIES = 5
+_PUT_BACK_WHILE_RUNNING = 3
+"""Times a running job's removed file is put back at once (a job removing it in a loop gets it back at its end)."""
 """Records tried at once, each after putting the job file back, while a job's leftovers keep changing it."""
 
 
@@ -102,6 +104,20 @@ class _ActiveJob:
     stop_status: JobStatus | None = None
     stop_error: str | None = None
     limit_exceeded: str | None = None
+    kept: ClaimedFile | None = None  # its job file as last put back in running/, if the job removed it
+    file_note: str | None = None  # what the job did to its own file, for the record's note
+    put_back: int = 0  # times its file was put back while it ran
+
+
+class _AwaitedOrRunning:
+    """The ids whose leaving ``running/`` the watch posts (``left_running``): jobs that others
+    wait for, and jobs still running (a running job's file leaves only if the job removed it)."""
+
+    def __init__(self, awaited: Container[str], running: Container[str]) -> None:
+        self._awaited, self._running = awaited, running
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._running or job_id in self._awaited
 
 
 @dataclass(order=True)
@@ -216,7 +232,10 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._queue_watch = open_watch(
-                str(self.layout.pending), str(self.layout.running), self._inbox, self._scheduler.watched_ids
+                str(self.layout.pending),
+                str(self.layout.running),
+                self._inbox,
+                _AwaitedOrRunning(self._scheduler.watched_ids, self._active.keys()),
             )
             self._queue_watch.start(own_thread=False)
         except OSError as exc:
@@ -341,8 +360,12 @@ class Worker:
         elif kind == "recorded":
             self._recording -= 1
             self._scheduler.settled(value, time.time())
-        elif kind == "left_running":  # a job another program recorded (execsvc cancel): its dependents may go on
-            self._scheduler.settled(value, time.time())
+        elif kind == "left_running":
+            job = self._active.get(value)
+            if job is not None:  # still running: the job removed or moved its own file
+                self._put_back_while_running(job)
+            else:  # a job another program recorded (execsvc cancel): its dependents may go on
+                self._scheduler.settled(value, time.time())
         elif kind == "record_failing":
             if self._paused is None:
                 self.log.error(
@@ -368,6 +391,23 @@ class Worker:
                 folder=value,
                 reason=f"{value}/ was removed or replaced; restart the worker to watch the new folder",
             )
+
+    def _put_back_while_running(self, job: _ActiveJob) -> None:
+        """A running job removed or moved its own file: put it back in ``running/`` at once (at most
+        ``_PUT_BACK_WHILE_RUNNING`` times), so that the job is still found there while it runs (by
+        :meth:`JobQueue.get`, cancel, its dependents) and settled after a crash; the record says so."""
+        kept = job.kept or job.request.claimed
+        if kept is None or job.put_back >= _PUT_BACK_WHILE_RUNNING:
+            return
+        job.put_back += 1
+        try:
+            job.kept, note = self.queue.restore_job_file(job.claimed, kept)
+        except OSError as exc:  # put back before the record instead
+            self.log.warning("job_file_changed", job.claimed.job_id, error=str(exc))
+            return
+        if note is not None:
+            job.file_note = note
+            self.log.warning("job_file_changed", job.claimed.job_id, reason=note, note="put back while it runs")
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
@@ -798,7 +838,9 @@ class Worker:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
             result = self._result(job, exit_info)
-            kept = job.request.claimed
+            if job.file_note is not None:  # (a field left unset stays out of a JSON job's record)
+                result.note = job.file_note
+            kept = job.kept or job.request.claimed
             if kept is not None:
                 with contextlib.suppress(OSError):  # before a retry reads it; else done in _write_record
                     kept = self._restore_job_file(job.claimed, kept, result)

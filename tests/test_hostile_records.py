@@ -213,7 +213,8 @@ def test_a_job_that_removes_or_replaces_its_own_script_is_recorded(
         assert (queue_root / "completed" / f"{name}.sh").read_text() == script, "the script as it was claimed"
     wait_until((queue_root / "completed/json-dir.json").exists, 30, "json-dir's record")
     json_dir = wait_finished(queue_root, "json-dir")
-    assert json_dir.status is JobStatus.COMPLETED and "replaced" in (json_dir.result.note or "")  # type: ignore[union-attr]
+    # "replaced", or "removed or moved" when the worker put it back before the job made its directory
+    assert json_dir.status is JobStatus.COMPLETED and "its own job file" in (json_dir.result.note or "")  # type: ignore[union-attr]
     assert wait_finished(queue_root, "after").status is JobStatus.COMPLETED
     wait_until(lambda: not os.listdir(queue_root / "running"), what="running/ to empty")
     log = daemon_log(queue_root)
@@ -327,3 +328,46 @@ def test_a_job_removing_its_script_on_a_broken_queue_still_pauses_claims(
     worker.wait_for_line("claims_resumed", timeout_s=60)
     info = wait_finished(queue_root, "gone")
     assert info.result is not None and info.result.stdout == "gone\n" and "removed" in (info.result.note or "")
+
+
+def _waits_for(go: Path) -> str:
+    return f"while [ ! -e {go} ]; do sleep 0.02; done\necho went\n"
+
+
+def test_a_running_job_that_removed_its_script_is_still_found(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    """While it ran, a job that removed its own file was in no folder: get() and cancel said
+    "no such job", and its dependents were recorded invalid ("not in this queue")."""
+    worker = start_worker("--slots", "2")
+    go, removed = tmp_path / "go", tmp_path / "removed"
+    drop(queue_root, "dep.sh", f'rm -f -- "$0"; touch {removed}\n' + _waits_for(go))
+    wait_until(removed.exists, what="dep to remove its own file")
+    wait_until((queue_root / "running/dep.sh").exists, what="dep's file to be back in running/")
+    worker.wait_for_line("job_file_changed job=dep")  # (written just after the file is back)
+    queue = JobQueue(queue_root)
+    assert queue.get("dep").state is JobState.RUNNING
+    queue.submit({"command": "echo child", "after": ["dep"]}, job_id="child")
+    queue.submit({"command": "true"}, job_id="last")  # seen after the child: its place is known
+    wait_finished(queue_root, "last")
+    assert queue.get("child").state is JobState.PENDING, "the child waits for dep, which is running"
+    go.touch()
+    assert "removed" in (wait_finished(queue_root, "dep").result.note or "")  # type: ignore[union-attr]
+    assert wait_finished(queue_root, "child").status is JobStatus.COMPLETED
+
+
+def test_a_job_that_removed_its_script_is_settled_after_a_crash(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    """Killed while such a job ran, the worker left nothing in running/: after a restart the job
+    had no record anywhere."""
+    worker = start_worker()
+    removed = tmp_path / "removed"
+    drop(queue_root, "lost.sh", f'rm -f -- "$0"; touch {removed}\n' + _waits_for(tmp_path / "never"))
+    wait_until(removed.exists, what="the job to remove its own file")
+    wait_until((queue_root / "running/lost.sh").exists, what="its file to be back in running/")
+    worker.kill()
+    start_worker()
+    info = wait_finished(queue_root, "lost")
+    assert info.status is JobStatus.INTERRUPTED
+    assert (queue_root / "failed/lost.sh").read_text().startswith('rm -f -- "$0"')

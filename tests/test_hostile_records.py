@@ -371,3 +371,14 @@ def test_a_job_that_removed_its_script_is_settled_after_a_crash(
     info = wait_finished(queue_root, "lost")
     assert info.status is JobStatus.INTERRUPTED
     assert (queue_root / "failed/lost.sh").read_text().startswith('rm -f -- "$0"')
+
+
+def test_retry_runs_the_jobs_own_script_not_a_stray_beside_it(queue_root: Path, start_worker: Start) -> None:
+    """``execsvc retry`` took ``<id>.sh`` beside the record: a stray there, the job's own script kept elsewhere."""
+    start_worker()
+    drop(queue_root, "r.sh", 'echo stray-content > "$EXECSVC_QUEUE_DIR/failed/r.sh"\necho own-script; exit 1\n')
+    assert "already taken" in (wait_finished(queue_root, "r", timeout_s=15).result.note or "")  # type: ignore[union-attr]
+    retried = _cli(queue_root, "retry", "r")
+    assert retried.returncode == 0, retried.stderr
+    result = wait_finished(queue_root, retried.stdout.strip()).result
+    assert result is not None and result.stdout == "own-script\n"

@@ -216,7 +216,7 @@ class JobQueue:
 
     # ----- reading ----------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobInfo:
+    def get(self, job_id: str, *, patient: bool = True) -> JobInfo:
         """The job with this id, wherever it is; raises :class:`JobNotFound` if nowhere.
 
         The folders are read in the order a job travels (pending, held,
@@ -228,7 +228,10 @@ class JobQueue:
         growing to 20 ms, and the job is reported missing only after five such
         passes (each miss needs the job to move during that very pass; the
         pauses keep one slow moment of this process from spoiling them all).
-        So a missing job costs about 26 ms, a job that exists none of that.
+        So a missing job costs about 26 ms, a job that exists none of that;
+        ``patient=False`` makes the passes without pausing (for a caller that
+        must not block and confirms a miss itself later, as the worker's
+        scheduler does).
         A finished record wins over a copy still in ``running/`` (the moment
         between the record becoming durable and the job leaving).
         """
@@ -246,7 +249,8 @@ class JobQueue:
             if running is None:
                 if empty_passes == len(_EMPTY_PASS_PAUSES_S):
                     break
-                time.sleep(_EMPTY_PASS_PAUSES_S[empty_passes])
+                if patient:
+                    time.sleep(_EMPTY_PASS_PAUSES_S[empty_passes])
                 empty_passes += 1
             elif os.path.lexists(running):
                 return self._entry_info(JobState.RUNNING, running)

@@ -567,9 +567,10 @@ class Worker:
             self._guarded(self._start, name, None, file=name)  # the worker never dies of a job
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
-        """Where a dependency is and its status, from the folders (for the scheduler)."""
+        """Where a dependency is and its status, from the folders (for the scheduler, which looks
+        again later before it takes a job for missing: this never pauses the loop)."""
         try:
-            info = self.queue.get(job_id)
+            info = self.queue.get(job_id, patient=False)
         except (JobNotFound, InvalidJobId):
             return None
         return info.state, info.status

@@ -21,7 +21,7 @@ from execsvc.layout import MAX_JOB_ID_BYTES, job_id_problem, sanitize_job_id
 from execsvc.models import JobResult, SidecarRecord
 from execsvc.retention import clean
 from execsvc.schedule import Schedule
-from execsvc.scheduler import Scheduler
+from execsvc.scheduler import CONFIRM_MISSING_AFTER_S, Scheduler
 
 Start = Callable[..., WorkerProcess]
 
@@ -159,21 +159,29 @@ def test_dependents_of_a_job_being_held_and_released_keep_waiting(queue_root: Pa
 
 
 def test_the_scheduler_never_declares_a_dependency_missing_on_one_look() -> None:
-    """Whatever the lookup, one "not found" is confirmed by a second look before a job is doomed."""
+    """Whatever the lookup, one "not found" is confirmed by a second look, a moment later (the
+    loop is never paused for it), before a job is doomed."""
     answers: list[tuple[JobState, JobStatus] | None] = [None, (JobState.PENDING, JobStatus.PENDING)]
     looks: list[str] = []
 
-    def lookup(job_id: str) -> tuple[JobState, JobStatus] | None:
+    def lookup(job_id: str) -> tuple[JobState, JobStatus] | None:  # "dep" is missed once, "gone" is gone
         looks.append(job_id)
-        return answers.pop(0) if answers else None
+        return answers.pop(0) if job_id == "dep" else None
 
     scheduler = Scheduler(lookup)
-    scheduler.offer("child.json", "child", Schedule(after=("dep",)), 0, time.time())
-    assert looks == ["dep", "dep"]
-    assert scheduler.take_doomed() is None and "dep" in scheduler.watched_ids
-    scheduler.offer("orphan.json", "orphan", Schedule(after=("gone",)), 0, time.time())
-    doomed = scheduler.take_doomed()
-    assert doomed is not None and doomed.name == "orphan.json" and "not in this queue" in doomed.reason
+    now = time.time()
+    scheduler.offer("child.json", "child", Schedule(after=("dep",)), 0, now)
+    scheduler.offer("orphan.json", "orphan", Schedule(after=("gone",)), 0, now)
+    scheduler.offer("later.json", "later", Schedule(after=("gone",), due_at=now + 3600), 0, now)
+    assert looks == ["dep", "gone", "gone"] and scheduler.take_doomed() is None and scheduler.take_ready() is None
+    assert scheduler.next_due_at() == now + CONFIRM_MISSING_AFTER_S
+    scheduler.wake(now + CONFIRM_MISSING_AFTER_S)
+    assert looks[3:] == ["dep", "gone", "gone"]
+    assert "dep" in scheduler.watched_ids, "found at the second look: it waits"
+    doomed = [scheduler.take_doomed(), scheduler.take_doomed()]
+    assert sorted(d.name for d in doomed if d is not None) == ["later.json", "orphan.json"]
+    assert all(d is not None and "not in this queue" in d.reason for d in doomed)
+    assert scheduler.take_ready() is None
 
 
 # ----- 16.1: a job that deletes, moves or replaces its own file ---------------------------------

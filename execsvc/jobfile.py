@@ -36,6 +36,26 @@ _CRLF_HINT = (
 
 
 @dataclass(frozen=True)
+class ClaimedFile:
+    """A claimed job file as the worker read it: its bytes and the ``lstat`` identity it had.
+
+    Kept so that the job's record holds the job as it was claimed even when the job removed,
+    moved, replaced or changed its own file in ``running/`` while it ran (``rm -f -- "$0"``).
+    """
+
+    data: bytes
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    def describes(self, info: os.stat_result) -> bool:
+        """Whether ``info`` (an ``lstat``) is still this file, unchanged: same inode, size and modification time."""
+        now = (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns)
+        return now == (self.ino, self.dev, self.size, self.mtime_ns)
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """One job, ready for the runner.
 
@@ -58,6 +78,7 @@ class RunRequest:
     options: JobOptions = field(default_factory=JobOptions, compare=False)  # scheduling fields (spec or header)
     limits: JobLimits = field(default_factory=JobLimits)  # in force: the job's, else the worker's defaults, capped
     retries: int = 0  # the job's retries (else the worker's default), capped
+    claimed: ClaimedFile | None = field(default=None, compare=False, repr=False)  # the job file as it was read
 
     @property
     def watched(self) -> bool:
@@ -92,6 +113,8 @@ def read_job(
         raise InvalidJob(_describe_other(path))
     if data is None:
         data = _read_job_file(path, config.max_job_file_bytes)
+    info = os.lstat(path)  # after any private copy (JobQueue.unshare): the file as it runs
+    claimed = ClaimedFile(data, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
     # The markers go last: a job's own env must not hide it from crash recovery.
     markers = {QUEUE_DIR_ENV: str(queue_root), JOB_ID_ENV: job_id}
     base = _Defaults(dict(os.environ) if environ is None else environ, Path.home() if home is None else home)
@@ -105,10 +128,11 @@ def read_job(
             timeout_s=_timeout_s(options, config),
             requested_timeout_s=options.timeout_s,
             failure_hint=_CRLF_HINT if b"\r\n" in data else None,
+            claimed=claimed,
             **_run_options(options, config),
         )
     spec = parse_json_job(data)
-    return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base)
+    return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base, claimed=claimed)
 
 
 def _read_job_file(path: Path, max_bytes: int) -> bytes:
@@ -203,7 +227,13 @@ class _Defaults:
 
 
 def _json_request(
-    spec: JobSpec, *, queue_root: Path, markers: dict[str, str], config: WorkerConfig, base: _Defaults
+    spec: JobSpec,
+    *,
+    queue_root: Path,
+    markers: dict[str, str],
+    config: WorkerConfig,
+    base: _Defaults,
+    claimed: ClaimedFile | None,
 ) -> RunRequest:
     if spec.runs_in_shell():
         line = spec.command if not spec.args else f"{spec.command} {shlex.join(spec.args)}"
@@ -229,6 +259,7 @@ def _json_request(
         result_file=_resolve(spec.result_file, queue_root) if spec.result_file else None,
         requested_timeout_s=spec.timeout_s,
         spec=spec,
+        claimed=claimed,
         **_run_options(spec, config),
     )
 

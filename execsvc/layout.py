@@ -10,6 +10,7 @@ that sit under a folder another user could swap the queue out of.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import unicodedata
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ SIDECAR_SUFFIX = ".result.json"
 """Ending of the record that sits beside a finished text job or invalid entry."""
 
 _ENTRY_ENDINGS = ("", *JOB_SUFFIXES)
-_RECORD_ENDINGS = (".json", SIDECAR_SUFFIX)
+_FINISHED_ENDINGS = (".json", SIDECAR_SUFFIX, "", *(suffix for suffix in JOB_SUFFIXES if suffix != ".json"))
 
 CANCEL_PREFIX = ".cancel."
 """``running/.cancel.<id>``: a client's request that the worker stop a running job (hidden: never a job)."""
@@ -36,7 +37,9 @@ HELD_FOLDER = ".held"
 MAX_JOB_ID_BYTES = 200
 """Longest job id, in UTF-8 bytes (leaves room for ``.result.json`` in a 255-byte name)."""
 
-_RESERVED_ID_ENDING = ".result"
+_RESERVED_ID_ENDING = re.compile(r"\.(?:result|on_finish|attempt-[0-9]+)\Z")
+"""Endings no id may have: ``<id>.result`` would name records (``<id>.result.json``), and
+``<id>.on_finish``, ``<id>.attempt-<n>`` the hook and earlier-attempt logs of job ``<id>``."""
 
 UNUSABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 """Unicode categories a job id cannot hold: controls, format characters (bidirectional
@@ -80,11 +83,14 @@ def job_id_problem(job_id: str) -> str | None:
     """Why ``job_id`` is not a valid id, or ``None`` when it is.
 
     A valid id is non-empty text of at most 200 UTF-8 bytes, with no ``/``, no
+    A valid id is non-empty text of at most 200 UTF-8 bytes, with no ``/``, no
     character of :data:`UNUSABLE_CATEGORIES` (controls such as NUL and newline,
     format characters such as U+202E RIGHT-TO-LEFT OVERRIDE or a zero-width
     space, which make a listing show a name that is not the id; private-use and
     line or paragraph separators), no leading ``.``, no trailing whitespace, and
-    not ending in ``.result`` (that ending marks record files).
+    not ending in ``.result``, ``.on_finish`` or ``.attempt-<n>`` (those endings
+    would give it the names of another job's record, ``on_finish`` logs or earlier
+    attempts' logs: ``logs/b.on_finish.stdout`` is job ``b``'s hook output).
     """
     if not job_id:
         return "a job id cannot be empty"
@@ -99,8 +105,11 @@ def job_id_problem(job_id: str) -> str | None:
         )
     if job_id != job_id.rstrip():
         return "a job id cannot end in white space"
-    if job_id.endswith(_RESERVED_ID_ENDING):
-        return "a job id cannot end in '.result' (that ending marks result records)"
+    if _RESERVED_ID_ENDING.search(job_id):
+        return (
+            "a job id cannot end in '.result', '.on_finish' or '.attempt-<n>' (those endings name the records "
+            "and logs of other jobs)"
+        )
     if len(job_id.encode("utf-8")) > MAX_JOB_ID_BYTES:
         return f"a job id can be at most {MAX_JOB_ID_BYTES} bytes long"
     return None
@@ -119,15 +128,49 @@ def sanitize_job_id(stem: str) -> str:
 
     Characters of :data:`UNUSABLE_CATEGORIES` (undecodable bytes among them), and
     ``/``, become ``_``; leading dots are dropped; the result is cut to the byte
-    limit and never ends in ``.result``.
+    limit (less room for :func:`numbered_job_id`'s ending) and never ends in a
+    reserved ending (``-job`` is added).
     """
     cleaned = "".join("_" if ch == "/" or unicodedata.category(ch) in UNUSABLE_CATEGORIES else ch for ch in stem)
     text = cleaned.lstrip(".").rstrip() or "job"
     while len(text.encode("utf-8")) > MAX_JOB_ID_BYTES - 8:
-        text = text[:-1]
-    if text.endswith(_RESERVED_ID_ENDING):
+        text = text[:-1].rstrip()
+    if _RESERVED_ID_ENDING.search(text):
         text += "-job"
     return text
+
+
+def numbered_job_id(base: str, n: int) -> str:
+    """``<base>-<n>``, the ``n``-th id tried for a job whose id is in use; always a valid id.
+
+    ``base`` is a valid id. It is cut short when the ending would pass the byte limit, and
+    ``-job`` goes between when ``<base>-<n>`` would end in a reserved ending (``c.attempt``
+    gives ``c.attempt-job-2``, never ``c.attempt-2``: job ``c``'s second attempt).
+    """
+    ending = f"-{n}"
+    if _RESERVED_ID_ENDING.search(base + ending):
+        ending = f"-job-{n}"
+    text = base
+    while len((text + ending).encode("utf-8")) > MAX_JOB_ID_BYTES or (text and text != text.rstrip()):
+        text = text[:-1]
+    return (text or "job") + ending
+
+
+def kept_name(name: str, n: int) -> str:
+    """``.<stem>.kept-<n><suffix>``: the name a finished job's file is kept under beside its record
+    when another file already has its own name there (hidden: never any job's name, never a record)."""
+    stem, suffix, _kind = split_job_name(name)
+    return f".{stem}.kept-{n}{suffix}"
+
+
+def is_kept_name_of(kept: str, name: str) -> bool:
+    """Whether ``kept`` is one of :func:`kept_name`'s names for the job file ``name``."""
+    stem, suffix, _kind = split_job_name(name)
+    prefix = f".{stem}.kept-"
+    if not (kept.startswith(prefix) and kept.endswith(suffix)):
+        return False
+    number = kept[len(prefix) : len(kept) - len(suffix)]
+    return number.isascii() and number.isdigit()
 
 
 @dataclass(frozen=True)
@@ -224,20 +267,20 @@ class QueueLayout:
         return (job_id + SIDECAR_SUFFIX, job_id, *(job_id + suffix for suffix in JOB_SUFFIXES))
 
     def id_in_use(self, job_id: str) -> bool:
-        """True if running/, completed/ or failed/ holds a job or record with this id.
+        """True if running/, completed/ or failed/ holds a job, a record or a job file with this id.
 
         On the claim's hot path: plain string paths, one ``lstat`` per name,
-        eight names. ``running/`` may hold the job under any of its names;
-        in ``completed/`` and ``failed/`` every finished job has a record,
-        ``<id>.json`` or ``<id>.result.json``, which appears before the job
-        leaves ``running/`` and goes last when it is cleaned, so those two
-        names tell.
+        fourteen names: every name of the id (:meth:`record_names`) in
+        ``completed/`` and ``failed/``, not only the records (``<id>.json``,
+        ``<id>.result.json``), so that a file left there without its record
+        (a stray ``failed/<id>.sh``) makes the next job of that id take
+        another id instead of a name it cannot be recorded under.
         """
         running = str(self.running)
         if any(os.path.lexists(f"{running}/{job_id}{ending}") for ending in _ENTRY_ENDINGS):
             return True
         finished = (str(self.completed), str(self.failed))
-        return any(os.path.lexists(f"{folder}/{job_id}{ending}") for folder in finished for ending in _RECORD_ENDINGS)
+        return any(os.path.lexists(f"{folder}/{job_id}{ending}") for folder in finished for ending in _FINISHED_ENDINGS)
 
     def ensure(self) -> None:
         """Create the root and its folders (mode 0700) and check that they are private.

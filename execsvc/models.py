@@ -239,6 +239,7 @@ class JobResult(BaseModel):
     attempt_records: list[str] | None = None  # records of the earlier attempts (paths relative to the queue root)
     limits: JobLimits | None = None  # the limits in force (the job's, the worker's defaults, capped)
     limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
+    note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
 
 
 class JobRecord(JobSpec):

@@ -28,15 +28,17 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
 import secrets
+import shutil
 import stat
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -59,8 +61,8 @@ from .durable import (
     unlink_if_exists,
     write_durable,
 )
-from .errors import InvalidJobId, JobIdTaken, JobNotFound
-from .jobfile import spec_if_valid, submitted_by
+from .errors import JobIdTaken, JobNotFound
+from .jobfile import ClaimedFile, spec_if_valid, submitted_by
 from .layout import (
     CANCEL_PREFIX,
     JOB_SUFFIXES,
@@ -68,6 +70,10 @@ from .layout import (
     QueueLayout,
     check_job_id,
     is_ignored_name,
+    is_kept_name_of,
+    job_id_problem,
+    kept_name,
+    numbered_job_id,
     readable_name,
     sanitize_job_id,
     split_job_name,
@@ -76,8 +82,10 @@ from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, J
 from .schedule import peek
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
-_GET_PASSES = 4
-"""Lookups of one job in get(); each further pass means it moved on while being looked up."""
+_GET_PASSES = 8
+"""Most lookups of one job in get(); each further pass means it moved while being looked up."""
+_EMPTY_PASS_PAUSES_S = (0.0, 0.001, 0.005, 0.02)
+"""The pauses in get() after each pass that found a job nowhere; after the last, it is missing (see get())."""
 
 
 class _QuietObserverStop(logging.Filter):
@@ -240,17 +248,28 @@ class JobQueue:
 
     # ----- reading ----------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobInfo:
+    def get(self, job_id: str, *, patient: bool = True) -> JobInfo:
         """The job with this id, wherever it is; raises :class:`JobNotFound` if nowhere.
 
-        The folders are read in the order a job travels (pending, running,
-        finished), and read again if the job left ``running/`` while its record
-        was being looked for, so a job that moves on meanwhile is still found.
+        The folders are read in the order a job travels (pending, held,
+        running, finished), and read again if the job left ``running/`` while
+        its record was being looked for. Two moves go back along that order, a
+        release (held to pending) and a retry (running to pending), so a job
+        moved back between two looks is in none of the folders as they were
+        read: a pass that finds the job nowhere is made again after a pause
+        growing to 20 ms, and the job is reported missing only after five such
+        passes (each miss needs the job to move during that very pass; the
+        pauses keep one slow moment of this process from spoiling them all).
+        So a missing job costs about 26 ms, a job that exists none of that;
+        ``patient=False`` makes the passes without pausing (for a caller that
+        must not block and confirms a miss itself later, as the worker's
+        scheduler does).
         A finished record wins over a copy still in ``running/`` (the moment
         between the record becoming durable and the job leaving).
         """
         check_job_id(job_id)
-        for _pass in range(_GET_PASSES):
+        empty_passes = 0
+        for _pass in range(_GET_PASSES + len(_EMPTY_PASS_PAUSES_S)):
             pending = self._pending_path(job_id)
             if pending is not None:
                 return self._entry_info(JobState.PENDING, pending)
@@ -260,10 +279,14 @@ class JobQueue:
                 if info is not None:
                     return info
             if running is None:
-                break
-            if os.path.lexists(running):
+                if empty_passes == len(_EMPTY_PASS_PAUSES_S):
+                    break
+                if patient:
+                    time.sleep(_EMPTY_PASS_PAUSES_S[empty_passes])
+                empty_passes += 1
+            elif os.path.lexists(running):
                 return self._entry_info(JobState.RUNNING, running)
-            # It finished after its record was looked for: look again (a job only moves forward).
+            # Moved back to pending/ meanwhile, or finished after its record was looked for: look again.
         raise JobNotFound(f"no job with id {job_id!r} in queue {self.root}")
 
     def list(self, state: JobState | str) -> list[JobInfo]:
@@ -597,36 +620,100 @@ class JobQueue:
         A JSON job with a valid ``spec`` becomes its own record (the job's
         fields plus ``result``); anything else keeps its file untouched with an
         ``<id>.result.json`` record beside it. The record is durable before
-        the job leaves ``running/``.
+        the job leaves ``running/``. No name collision refuses a record: when
+        another file already has the job file's name beside the record (or
+        ``<id>.json``, for a JSON job), the job file is kept under a free
+        hidden name (:func:`~execsvc.layout.kept_name`), named by the
+        sidecar record's ``job_file`` and said in ``result.note``. Raises
+        :class:`FileExistsError` only when ``<id>.result.json`` itself is
+        taken, :class:`OSError` when the folders cannot be written.
         """
         folder = self.layout.completed if result.status is JobStatus.COMPLETED else self.layout.failed
         if spec is not None and job.kind == "json":
             record = JobRecord.model_validate({**spec.model_dump(exclude_unset=True), "result": result})
             path = folder / f"{job.job_id}.json"
-            written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
+            try:
+                written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
+            except FileExistsError:  # another file has the record's name: keep the job beside a sidecar record
+                return self._finish_beside(job, result, folder)
             finish_index.append(folder, job.job_id, written)
             unlink_if_exists(job.path)
             return path
-        sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=job.path.name, result=result)
+        return self._finish_beside(job, result, folder)
+
+    def _finish_beside(self, job: ClaimedJob, result: JobResult, folder: Path) -> Path:
+        """:meth:`finish` for a job kept as its file with an ``<id>.result.json`` record beside it."""
         path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
-        data = sidecar.model_dump_json(indent=2).encode("utf-8")
-        beside = folder / job.path.name
         if stat.S_ISDIR(os.lstat(job.path).st_mode):  # a directory cannot be linked: record, then rename
-            finish_index.append(folder, job.job_id, write_durable(path, data))
-            move_no_replace(job.path, beside)
+            name = _free_name(folder, job.path.name)
+            finish_index.append(folder, job.job_id, write_durable(path, self._sidecar(job, result, folder, name)))
+            move_no_replace(job.path, folder / name)
             return path
         # The job file is linked in beside its record before the record appears, so whoever
         # sees the record finds the file too; the job leaves running/ last. A crash between
         # any two steps leaves what settle_running() tidies.
-        os.link(job.path, beside, follow_symlinks=False)  # FileExistsError: a stray file has the name
+        name = job.path.name
+        for n in itertools.count(1):
+            try:
+                os.link(job.path, folder / name, follow_symlinks=False)
+                break
+            except FileExistsError:  # a stray file has the name: keep the job file under a free one
+                name = _free_name(folder, job.path.name, n + 1)
         try:
-            written = write_durable(path, data)
+            written = write_durable(path, self._sidecar(job, result, folder, name))
         except BaseException:
-            unlink_if_exists(beside)
+            unlink_if_exists(folder / name)
             raise
         finish_index.append(folder, job.job_id, written)
         os.unlink(job.path)
         return path
+
+    @staticmethod
+    def _sidecar(job: ClaimedJob, result: JobResult, folder: Path, name: str) -> bytes:
+        """The bytes of a sidecar record naming ``name`` as the job file; a name other than the
+        job file's own is said in ``result.note``."""
+        if name != job.path.name:
+            taken = (
+                f"{folder.name}/{readable_name(job.path.name)} was already taken by another file, so the "
+                f"job file is kept beside this record as {readable_name(name)}"
+            )
+            if taken not in (result.note or ""):  # (finish may be tried again: said once)
+                result.note = f"{result.note}; {taken}" if result.note else taken
+        sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=name, result=result)
+        return sidecar.model_dump_json(indent=2).encode("utf-8")
+
+    def restore_job_file(self, job: ClaimedJob, claimed: ClaimedFile) -> tuple[ClaimedFile, str | None]:
+        """Put a running job's file back as it was claimed if the job removed, moved, replaced or
+        changed it; return the file now in ``running/`` (``claimed`` itself, or the restored copy's
+        identity) and a sentence saying what the job did (``None``: the file is untouched).
+
+        The job's own file is a fact about the job, never a reason to stop the queue: the claimed
+        bytes are written durably under the job's name in ``running/`` (renamed over whatever the
+        job put there; a directory it put there is removed first), so that :meth:`finish` keeps
+        the job as it was claimed and, should the worker die first, the next start still finds
+        the job in ``running/``. Raises :class:`OSError` when ``running/`` cannot be written.
+        """
+        try:
+            info = os.lstat(job.path)
+        except FileNotFoundError:
+            what = "removed or moved"
+        else:
+            if claimed.describes(info):
+                return claimed, None
+            if (info.st_ino, info.st_dev) != (claimed.ino, claimed.dev) or not stat.S_ISREG(info.st_mode):
+                what = "replaced"  # (an inode number can be reused at once: a directory made in its place)
+            elif info.st_size == claimed.size and read_regular_file(job.path, claimed.size) == claimed.data:
+                return replace(claimed, mtime_ns=info.st_mtime_ns), None  # touched, not changed
+            else:
+                what = "changed"
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(job.path)
+        written = write_durable(job.path, claimed.data, replace=True)
+        restored = ClaimedFile(claimed.data, written.st_dev, written.st_ino, written.st_size, written.st_mtime_ns)
+        return restored, (
+            f"the job {what} its own job file running/{readable_name(job.path.name)} while it ran; "
+            "the file kept with this record is the job as it was claimed"
+        )
 
     def requeue(self, job: ClaimedJob, data: bytes) -> Path:
         """Put a claimed job back into ``pending/`` under its id, with new contents (its next attempt).
@@ -679,14 +766,17 @@ class JobQueue:
                         os.unlink(path)
                         return "unclaimed"
             for state in FINISHED_STATES:
-                twin = self.layout.folder(state) / path.name
-                if _same_file(twin, info) and not os.path.lexists(twin.parent / (job_id + SIDECAR_SUFFIX)):
-                    os.unlink(twin)  # finish() was cut short before the record appeared
+                folder = self.layout.folder(state)
+                if os.path.lexists(folder / (job_id + SIDECAR_SUFFIX)):
+                    continue
+                for twin in _twins(folder, path.name):
+                    if _same_file(twin, info):
+                        os.unlink(twin)  # finish() was cut short before the record appeared
         record = self.record_path(job_id)
         if record is None:
             return None
         if record.name.endswith(SIDECAR_SUFFIX):
-            beside = record.parent / path.name
+            beside = record.parent / (_sidecar_job_file(record) or path.name)
             if _same_file(beside, info):
                 os.unlink(path)  # finish() was cut short after the record: only running/ is left to tidy
             else:
@@ -745,11 +835,13 @@ class JobQueue:
     # ----- helpers ------------------------------------------------------------------
 
     def _unique_id(self, stem: str) -> str:
+        """``stem`` if it is a valid id not in use, else the first of ``<id>-2``, ``<id>-3``... that
+        is free (:func:`~execsvc.layout.numbered_job_id`: valid too), ``<id>`` being ``stem`` made valid."""
         base = _id_base(stem)
         candidate, n = base, 1
         while self.layout.id_in_use(candidate):
             n += 1
-            candidate = f"{base}-{n}"
+            candidate = numbered_job_id(base, n)
         return candidate
 
     def _pending_path(self, job_id: str) -> Path | None:
@@ -817,11 +909,7 @@ class JobQueue:
 
 def _id_base(stem: str) -> str:
     """The id a claim gives the file ``<stem><suffix>`` when that id is free (see ``_unique_id``)."""
-    try:
-        check_job_id(stem)
-    except InvalidJobId:
-        return sanitize_job_id(stem)
-    return stem
+    return stem if job_id_problem(stem) is None else sanitize_job_id(stem)
 
 
 def _claimed_as(pending_name: str, running_name: str) -> bool:
@@ -834,6 +922,36 @@ def _claimed_as(pending_name: str, running_name: str) -> bool:
     base = _id_base(stem)
     number = running_id[len(base) + 1 :]
     return running_id == base or (running_id.startswith(f"{base}-") and number.isdigit())
+
+
+def _free_name(folder: Path, name: str, first: int = 1) -> str:
+    """``name`` if nothing in ``folder`` has it (tried when ``first`` is 1), else the first free
+    :func:`~execsvc.layout.kept_name` from number ``max(first, 2)`` on."""
+    if first <= 1 and not os.path.lexists(folder / name):
+        return name
+    for n in itertools.count(max(first, 2)):
+        kept = kept_name(name, n)
+        if not os.path.lexists(folder / kept):
+            return kept
+    raise AssertionError("unreachable")
+
+
+def _twins(folder: Path, name: str) -> builtins.list[Path]:
+    """``folder/<name>`` and every :func:`~execsvc.layout.kept_name` of it there (a finish may
+    have linked the job file under either); the folder is read only when ``name`` is taken."""
+    twins = [folder / name]
+    if os.path.lexists(twins[0]):
+        twins += [Path(entry.path) for entry in os.scandir(folder) if is_kept_name_of(entry.name, name)]
+    return twins
+
+
+def _sidecar_job_file(record: Path) -> str | None:
+    """The ``job_file`` a sidecar record names, if it can be read and is a plain name."""
+    try:
+        name = SidecarRecord.model_validate_json(_read_record(record)).job_file
+    except (OSError, ValueError):
+        return None
+    return name if name and "/" not in name and name not in (".", "..") else None
 
 
 def _unfinished_id(name: str, state: JobState) -> str | None:

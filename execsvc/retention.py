@@ -1,6 +1,7 @@
 """Removing or archiving old finished jobs: ``execsvc clean`` and the worker's daily retention.
 
-A finished job is its record, the job file beside a sidecar record, its
+A finished job is its record, the job file beside a sidecar record (the one the record
+names; when the record cannot be read, every file named by the job's id), its
 two logs, its ``on_finish`` logs and its earlier attempts' records and logs.
 They go (or move to an archive folder) logs first and record last,
 so a clean cut short leaves a job that can still be listed and cleaned again,
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import finish_index
-from .layout import SIDECAR_SUFFIX
+from .layout import JOB_SUFFIXES, SIDECAR_SUFFIX, is_kept_name_of
 from .models import JobState, SidecarRecord
 from .protocol import FINISHED_STATES, JobQueue
 
@@ -101,8 +102,18 @@ def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:
             job_file = None
         if job_file is not None:
             files.append(record.parent / job_file)
+        else:  # a record that cannot be read: the job's files by name, so none is left without its record
+            files += [record.parent / name for name in layout.record_names(job_id)[1:]]
+            files += [record.parent / name for name in _kept_names(record.parent, job_id)]
     files.append(record)
     return [path for path in files if os.path.lexists(path)]
+
+
+def _kept_names(folder: Path, job_id: str) -> list[str]:
+    """Names in ``folder`` that :func:`~execsvc.layout.kept_name` gives a file of job ``job_id``."""
+    own = [job_id + suffix for suffix in ("", *JOB_SUFFIXES)]
+    with os.scandir(folder) as entries:
+        return [entry.name for entry in entries if any(is_kept_name_of(entry.name, name) for name in own)]
 
 
 def _job_file_beside(record: Path) -> str | None:

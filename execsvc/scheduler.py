@@ -13,7 +13,10 @@ one of four places here:
   when one of them is recorded (:meth:`Scheduler.settled`);
 - *doomed*: it can never run (a dependency is unknown or failed, or the
   ``after`` lists form a cycle); the worker claims it and records it at once,
-  ``invalid`` or ``cancelled``, with the reason.
+  ``invalid`` or ``cancelled``, with the reason. A dependency is unknown only
+  when a second look, ``CONFIRM_MISSING_AFTER_S`` after the first (the job
+  waits among the timed ones meanwhile), finds it nowhere either: a job being
+  moved between folders can be missed by one look.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from dataclasses import dataclass, field
 from .models import JobState, JobStatus
 from .schedule import Schedule
 
+CONFIRM_MISSING_AFTER_S = 0.05
+"""A dependency found nowhere is looked for again this much later before its dependent is doomed."""
+
 Lookup = Callable[[str], "tuple[JobState, JobStatus] | None"]
 """Where a job id is now and its status (``None``: in no folder of the queue)."""
 
@@ -38,6 +44,7 @@ class _Entry:
     mtime_ns: int
     generation: int
     waiting_for: set[str] = field(default_factory=set)
+    unseen: set[str] = field(default_factory=set)  # dependencies found nowhere once: confirmed at the next look
 
 
 @dataclass(frozen=True)
@@ -116,10 +123,10 @@ class Scheduler:
     def wake(self, now: float) -> None:
         """Move the jobs due by ``now`` on (to ready, or to waiting for their dependencies)."""
         while self._timed and self._timed[0][0] <= now:
-            _due, name, generation = heapq.heappop(self._timed)
+            due, name, generation = heapq.heappop(self._timed)
             entry = self._entries.get(name)
             if entry is not None and entry.generation == generation:
-                self._place(name, now, due_checked=True)
+                self._place(name, now, due_checked=due == entry.schedule.due_at)  # else a second look: see _place
 
     def next_due_at(self) -> float | None:
         """The earliest time (seconds since the epoch) a timed job becomes due, if any."""
@@ -162,9 +169,14 @@ class Scheduler:
         unsettled: set[str] = set()
         for dep in schedule.after:
             where = self._lookup(dep)
+            if where is None and dep not in entry.unseen:  # never on one look: a job moving can be missed
+                entry.unseen.add(dep)
+                heapq.heappush(self._timed, (now + CONFIRM_MISSING_AFTER_S, name, entry.generation))
+                return
             if where is None:
                 self._doom(name, JobStatus.INVALID, f"it runs after job {dep!r}, which is not in this queue")
                 return
+            entry.unseen.discard(dep)
             state, status = where
             if state in (JobState.PENDING, JobState.RUNNING):
                 unsettled.add(dep)

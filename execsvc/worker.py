@@ -37,7 +37,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -54,7 +54,7 @@ from .durable import GroupFlusher, Snapshot, install_lease_guard, look_at_file, 
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
 from .inbox import Inbox
-from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
+from .jobfile import ClaimedFile, RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .limits import describe, diagnose, is_empty
 from .models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
@@ -74,6 +74,18 @@ _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
+_OWN_FILE_RETRIES = 5
+_PUT_BACK_WHILE_RUNNING = 3
+"""Times a running job's removed file is put back at once (a job removing it in a loop gets it back at its end)."""
+"""Records tried at once, each after putting the job file back, while a job's leftovers keep changing it."""
+
+
+def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
+    """Whether the job's file in ``running/`` is still ``kept`` (same inode, size, modification time)."""
+    try:
+        return kept.describes(os.lstat(claimed.path))
+    except FileNotFoundError:
+        return False
 
 
 @dataclass
@@ -101,6 +113,20 @@ class _ActiveJob:
     stop_status: JobStatus | None = None
     stop_error: str | None = None
     limit_exceeded: str | None = None
+    kept: ClaimedFile | None = None  # its job file as last put back in running/, if the job removed it
+    file_note: str | None = None  # what the job did to its own file, for the record's note
+    put_back: int = 0  # times its file was put back while it ran
+
+
+class _AwaitedOrRunning:
+    """The ids whose leaving ``running/`` the watch posts (``left_running``): jobs that others
+    wait for, and jobs still running (a running job's file leaves only if the job removed it)."""
+
+    def __init__(self, awaited: Container[str], running: Container[str]) -> None:
+        self._awaited, self._running = awaited, running
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._running or job_id in self._awaited
 
 
 @dataclass(order=True)
@@ -217,7 +243,10 @@ class Worker:
             signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._queue_watch = open_watch(
-                str(self.layout.pending), str(self.layout.running), self._inbox, self._scheduler.watched_ids
+                str(self.layout.pending),
+                str(self.layout.running),
+                self._inbox,
+                _AwaitedOrRunning(self._scheduler.watched_ids, self._active.keys()),
             )
             self._queue_watch.start(own_thread=False)
         except OSError as exc:
@@ -342,8 +371,12 @@ class Worker:
         elif kind == "recorded":
             self._recording -= 1
             self._scheduler.settled(value, time.time())
-        elif kind == "left_running":  # a job another program recorded (execsvc cancel): its dependents may go on
-            self._scheduler.settled(value, time.time())
+        elif kind == "left_running":
+            job = self._active.get(value)
+            if job is not None:  # still running: the job removed or moved its own file
+                self._put_back_while_running(job)
+            else:  # a job another program recorded (execsvc cancel): its dependents may go on
+                self._scheduler.settled(value, time.time())
         elif kind == "record_failing":
             if self._paused is None:
                 self.log.error(
@@ -369,6 +402,23 @@ class Worker:
                 folder=value,
                 reason=f"{value}/ was removed or replaced; restart the worker to watch the new folder",
             )
+
+    def _put_back_while_running(self, job: _ActiveJob) -> None:
+        """A running job removed or moved its own file: put it back in ``running/`` at once (at most
+        ``_PUT_BACK_WHILE_RUNNING`` times), so that the job is still found there while it runs (by
+        :meth:`JobQueue.get`, cancel, its dependents) and settled after a crash; the record says so."""
+        kept = job.kept or job.request.claimed
+        if kept is None or job.put_back >= _PUT_BACK_WHILE_RUNNING:
+            return
+        job.put_back += 1
+        try:
+            job.kept, note = self.queue.restore_job_file(job.claimed, kept)
+        except OSError as exc:  # put back before the record instead
+            self.log.warning("job_file_changed", job.claimed.job_id, error=str(exc))
+            return
+        if note is not None:
+            job.file_note = note
+            self.log.warning("job_file_changed", job.claimed.job_id, reason=note, note="put back while it runs")
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
@@ -534,9 +584,10 @@ class Worker:
             self._guarded(self._start, name, candidate, None, file=name)  # the worker never dies of a job
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
-        """Where a dependency is and its status, from the folders (for the scheduler)."""
+        """Where a dependency is and its status, from the folders (for the scheduler, which looks
+        again later before it takes a job for missing: this never pauses the loop)."""
         try:
-            info = self.queue.get(job_id)
+            info = self.queue.get(job_id, patient=False)
         except (JobNotFound, InvalidJobId):
             return None
         return info.state, info.status
@@ -758,24 +809,44 @@ class Worker:
         finally:
             self._post_recorded(claimed.job_id)
 
-    def _write_record(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
+    def _write_record(
+        self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, kept: ClaimedFile | None = None
+    ) -> Path:
         """``queue.finish``, retried while the file system refuses it (full disk, unwritable folder).
 
-        Each failure posts ``record_failing``, which pauses claiming; success
-        after a failure posts ``record_written``, which resumes it. Retries
-        back off from 0.5 s to 30 s and end when the worker gives up (a
-        second stop signal, the end of the drain period, or shutdown),
-        raising the last error: the job then stays in ``running/`` and is
-        settled at the next start.
+        For a job that ran, ``kept`` is its job file as claimed (or as last
+        put back); the file is first put back as it was claimed if the job
+        removed or changed it (see :meth:`_restore_job_file`). A failure of
+        the record while the job file is no longer that one (a process the
+        job left changed it again) is the job's, not the disk's: the file is
+        put back and the record tried again at once, up to
+        ``_OWN_FILE_RETRIES`` times, then the last error is raised (the job
+        stays in ``running/`` and is settled at the next start; claims go
+        on). Any other failure (putting the file back included) is the
+        storage's: it posts ``record_failing``, which pauses claiming;
+        success after it posts ``record_written``, which resumes it. Those
+        retries back off from 0.5 s to 30 s and end when the worker gives up
+        (a second stop signal, the end of the drain period, or shutdown),
+        raising the last error.
         """
         delay_s = 0.5
         failed = False
+        own_file_retries = 0
         while True:
+            restored = False
             try:
+                if kept is not None:
+                    kept = self._restore_job_file(claimed, kept, result)
+                restored = True
                 record = self.queue.finish(claimed, result, spec)
             except FileExistsError:  # not the disk: a record is already there (settled at the next start)
                 raise
             except OSError as exc:
+                if restored and kept is not None and not _job_file_is(claimed, kept):
+                    own_file_retries += 1
+                    if own_file_retries > _OWN_FILE_RETRIES:
+                        raise
+                    continue
                 failed = True
                 self._inbox.put(("record_failing", f"the record of job {claimed.job_id} cannot be written: {exc}"))
                 if self._give_up.wait(delay_s):
@@ -785,6 +856,17 @@ class Worker:
             if failed:
                 self._inbox.put(("record_written", claimed.job_id))
             return record
+
+    def _restore_job_file(self, claimed: ClaimedJob, kept: ClaimedFile, result: JobResult) -> ClaimedFile:
+        """If the job removed, moved, replaced or changed its own file in ``running/``, put it back
+        as it was claimed (:meth:`JobQueue.restore_job_file`) and say so in the record's ``note``
+        and in ``daemon.log``; return the file now there. Raises :class:`OSError` when ``running/``
+        cannot be written."""
+        kept, note = self.queue.restore_job_file(claimed, kept)
+        if note is not None:
+            result.note = note
+            self.log.warning("job_file_changed", claimed.job_id, reason=note)
+        return kept
 
     # ----- a running job's thread ---------------------------------------------------
 
@@ -862,9 +944,15 @@ class Worker:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         try:
             result = self._result(job, exit_info)
+            if job.file_note is not None:  # (a field left unset stays out of a JSON job's record)
+                result.note = job.file_note
+            kept = job.kept or job.request.claimed
+            if kept is not None:
+                with contextlib.suppress(OSError):  # before a retry reads it; else done in _write_record
+                    kept = self._restore_job_file(job.claimed, kept, result)
             if should_retry(job.request, result.status) and not self._give_up.is_set() and self._retry(job, result):
                 return
-            record = self._write_record(job.claimed, result, job.request.spec)
+            record = self._write_record(job.claimed, result, job.request.spec, kept)
             self.log.info(
                 "finished",
                 job_id,

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from execsvc import InvalidJobId, JobIdTaken, JobInfo, JobNotFound, JobQueue, JobResult, JobState, JobStatus
 from execsvc.layout import split_job_name
+from execsvc.models import SidecarRecord
 from execsvc.protocol import FINISHED_STATES, JobEntry
 from execsvc.schedule import PLAIN, Schedule, peek
 
@@ -472,11 +473,12 @@ def retry_job(queue: JobQueue, job_id: str) -> str:
             if info.kind == "json":
                 assert info.spec is not None
                 return queue.submit({**info.spec, "retry_of": info.job_id}, job_id=new_id)
-            folder = Path(info.path).parent  # a text job's script sits beside its record as <id>.sh or <id>.txt
-            script = next((folder / f"{base}{x}" for x in (".sh", ".txt") if (folder / f"{base}{x}").exists()), None)
-            if script is None:
+            record = Path(info.path)  # a text job's script sits beside its record, under the name it gives
+            name = SidecarRecord.model_validate_json(record.read_bytes()).job_file
+            script = record.parent / name
+            if "/" in name or not script.is_file() or split_job_name(name)[1] not in (".sh", ".txt"):
                 raise ValueError(f"the script of job {job_id!r} is no longer beside its record")
-            return queue.submit_script(script.read_bytes(), job_id=new_id, suffix=script.suffix)
+            return queue.submit_script(script.read_bytes(), job_id=new_id, suffix=split_job_name(name)[1])
         except JobIdTaken:
             continue
     raise ValueError(f"job {job_id!r} has been retried too many times")

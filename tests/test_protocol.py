@@ -179,10 +179,12 @@ def test_finish_never_overwrites_a_record(queue: JobQueue) -> None:
     queue.submit(JobSpec(command="true"), job_id="j")
     claimed = queue.claim("j.json")
     (queue.layout.completed / "j.json").write_text("someone else's")
-    with pytest.raises(FileExistsError):
-        queue.finish(claimed, result_for("j"), JobSpec(command="true"))
+    record = queue.finish(claimed, result_for("j"), JobSpec(command="true"))
     assert (queue.layout.completed / "j.json").read_text() == "someone else's"
-    assert visible(queue.layout.running) == ["j.json"], "the job stays in running/ when its record cannot be written"
+    # never refused either (issue 16.7): the job is kept under a free name beside a sidecar record
+    assert record.name == "j.result.json" and visible(queue.layout.running) == []
+    info = queue.get("j")
+    assert info.spec is not None and info.spec["command"] == "true" and "already taken" in (info.result.note or "")  # type: ignore[union-attr]
 
 
 def test_settle_running_undoes_a_half_done_claim(queue: JobQueue) -> None:
@@ -424,9 +426,9 @@ def test_finished_listings_take_their_times_from_the_index_only_while_it_is_righ
     assert {e.job_id: e.mtime_ns for e in queue.entries("completed")} == by_stat, "the index holds each record's mtime"
     assert set(finish_index.read(completed)) == {"a", "b", "s"}
     index = completed / INDEX_NAME
-    inode = os.lstat(completed / "a.json").st_ino
+    inode, other = os.lstat(completed / "a.json").st_ino, os.lstat(completed / "b.json").st_ino + 1
     with open(index, "a") as handle:  # a later line wins: the listing believes the index...
-        handle.write(f"5 {inode} a\n7 {inode + 1} b\nnot a line\n")
+        handle.write(f"5 {inode} a\n7 {other} b\nnot a line\n")
     listed = {e.job_id: e.mtime_ns for e in queue.entries("completed")}
     assert listed == {**by_stat, "a": 5}, "...but only for the same inode: b's line names another file"
     index.unlink()  # no index: every time from stat

@@ -126,12 +126,20 @@ def test_an_invalid_job_does_not_stop_the_next(make_worker: Callable[..., Worker
 
 
 def test_a_job_that_cannot_be_settled_does_not_stop_the_worker(
-    tmp_path: Path, make_worker: Callable[..., Worker]
+    tmp_path: Path, make_worker: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue = JobQueue(tmp_path / "q")
     queue.submit_script("echo hi\n", job_id="stuck")
     queue.claim("stuck.sh")  # left in running/ by a dead worker ...
-    (queue.layout.failed / "stuck.sh").write_text("a stray file where the script must go")  # ... and unsettleable
+    (queue.layout.failed / "stuck.sh").write_text("a stray file where the script must go")
+    settle = JobQueue.settle_running
+
+    def failing(self: JobQueue, job_id: str, path: Path) -> str | None:  # ... and unsettleable (a stray no
+        if job_id == "stuck":  # longer makes it so: the script is then kept under a free name)
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return settle(self, job_id, path)
+
+    monkeypatch.setattr(JobQueue, "settle_running", failing)
     worker = make_worker()
     after = queue.submit(JobSpec(command="true"))
     run_until(worker, lambda: queue.record_path(after) is not None)

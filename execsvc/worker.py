@@ -74,6 +74,17 @@ _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+"""Signals that stop the worker the normal way: no more claims, running jobs drain for
+``drain_timeout_s``, then are stopped as ``interrupted``; exit code 0. A second one stops the jobs
+at once. (SIGHUP: the terminal closed, or an operator asks for a restart; the service manager
+starts the worker again, which reads the config file anew.)"""
+
+STATUS_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+"""Signals that only write a ``status`` line to ``daemon.log`` (jobs running, recording, pending)."""
+
+_KEEP_IGNORED = (signal.SIGHUP, signal.SIGQUIT)
+
 
 @dataclass
 class _Candidate:
@@ -202,8 +213,7 @@ class Worker:
             self.queue.drop_cancel_request(job_id)
         if threading.current_thread() is threading.main_thread():
             install_lease_guard()
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            self._install_signal_handlers()
         try:
             self._queue_watch = open_watch(
                 str(self.layout.pending), str(self.layout.running), self._inbox, self._scheduler.watched_ids
@@ -318,6 +328,19 @@ class Worker:
         except Exception as exc:
             self.log.error("internal_error", step=step.__name__, error=repr(exc), **context)
 
+    def _install_signal_handlers(self) -> None:
+        """Handle every signal a terminal or an operator commonly sends, so none ends the worker
+        without the normal stop (see :data:`STOP_SIGNALS` and :data:`STATUS_SIGNALS`).
+
+        SIGHUP and SIGQUIT are left ignored when the worker was started with them ignored
+        (``nohup``, a service manager): that is how the one who started it asked it to outlive
+        the terminal.
+        """
+        for signum in (*STOP_SIGNALS, *STATUS_SIGNALS):
+            if signum in _KEEP_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
+                continue
+            signal.signal(signum, self._on_signal)
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._inbox.put(("signal", str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here
 
@@ -345,6 +368,8 @@ class Worker:
         elif kind == "record_written" and self._paused is not None:
             self._paused = None
             self.log.info("claims_resumed", reason="records can be written again")
+        elif kind == "signal" and int(value) in STATUS_SIGNALS:
+            self._log_status(int(value))
         elif kind == "signal":
             self._on_stop_request(int(value))
         elif kind == "cancel":
@@ -373,6 +398,18 @@ class Worker:
             )
             self.log.warning("cancelling", job_id, signal="SIGTERM", kill_grace_s=self.config.kill_grace_s)
             self._stop_job(job, signal.SIGTERM)
+
+    def _log_status(self, signum: int) -> None:
+        """SIGUSR1 or SIGUSR2: one ``status`` line in ``daemon.log``; the worker serves on."""
+        self.log.info(
+            "status",
+            signal=signal.Signals(signum).name,
+            running=len(self._active),
+            recording=self._recording,
+            pending=len(self._candidates),
+            stopping="yes" if self._stopping else None,
+            claims_paused=self._paused,
+        )
 
     def _on_stop_request(self, signum: int) -> None:
         name = signal.Signals(signum).name

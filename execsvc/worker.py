@@ -52,7 +52,7 @@ from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
 from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
-from .hooks import post_webhook, run_on_finish
+from .hooks import HookStop, post_webhook, run_on_finish
 from .inbox import Inbox
 from .jobfile import RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
@@ -155,6 +155,9 @@ class Worker:
             max_workers=self.config.slots + self._max_recording, thread_name_prefix="execsvc-job"
         )
         self._hooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="execsvc-hook")  # on_finish, webhook
+        self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal
+        self._hooks_lock = threading.Lock()
+        self._hooks_in_flight = 0  # jobs whose hooks are queued or running (see _hooks_idle)
 
     # ----- life cycle -------------------------------------------------------------
 
@@ -242,7 +245,8 @@ class Worker:
         """One step: wait for a message or the next deadline, act on it, start ready jobs.
 
         Returns False once the worker has stopped (after a signal, with no
-        job left running or being recorded).
+        job left running or being recorded, and no finish hook left: hooks
+        may run on until the drain period ends, then are abandoned).
         """
         self._dispatch()  # work found by the start-up scan or left by the last step
         self._records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
@@ -266,7 +270,7 @@ class Worker:
         for exited_job in self._to_record:  # after the freed slots are filled: see _on_exit
             self._waiters.submit(self._record, *exited_job)
         self._to_record.clear()
-        return not (self._stopping and not self._active and self._recording == 0)
+        return not (self._stopping and not self._active and self._recording == 0 and self._hooks_idle())
 
     def shutdown(self) -> None:
         """Stop watching, wait for job threads, release the lock, say goodbye in the log.
@@ -284,9 +288,10 @@ class Worker:
                     self._waiters.submit(self._watch, job)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
+        self._hook_stop.set()  # hooks still queued or running (only after an internal error) are abandoned
+        self._hooks.shutdown(wait=True)
         self._selector.close()
         self._inbox.close()
-        self._hooks.shutdown(wait=True)
         if self._claim_flusher is not None:
             self._claim_flusher.close()
         if self._lock is not None:
@@ -422,6 +427,7 @@ class Worker:
         elif not self._forced:
             self._forced = True
             self._give_up.set()
+            self._hook_stop.set()
             self.log.warning("worker_stopping_now", signal=name, running=len(self._active))
             self._interrupt_all(
                 f"the worker got a second stop signal ({name}) and stopped the job at once", signal.SIGKILL
@@ -901,31 +907,70 @@ class Worker:
     def _after_record(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         """Start the job's finish hooks, if it has any, in the hook threads (never waited for here)."""
         if request.options.on_finish is not None or request.options.webhook is not None:
+            with self._hooks_lock:
+                self._hooks_in_flight += 1
             self._hooks.submit(self._run_hooks, job_id, request, record, status)
 
+    def _hooks_idle(self) -> bool:
+        """Whether no finish hook is queued or running (read by the loop before it stops)."""
+        with self._hooks_lock:
+            return self._hooks_in_flight == 0
+
     def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
+        """In a hook thread: the job's ``on_finish``, then its ``webhook``; each outcome is a line.
+
+        Bounded by the stop: once :attr:`_hook_stop` is set (the drain period
+        ended, or a second stop signal), a hook in flight is cut short and the
+        rest are not started; each is logged ``on_finish_abandoned`` /
+        ``webhook_abandoned``. When done, wakes the loop, which may be waiting
+        for the last hook to stop.
+        """
+        abandoned = "the worker was stopping; the hook is not run again"
         try:
             if request.options.on_finish is not None:
                 logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
-                outcome = run_on_finish(
-                    request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s
-                )
-                event = "on_finish_done" if outcome.ok else "on_finish_failed"
-                (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
+                if self._hook_stop.is_set():
+                    self.log.warning("on_finish_abandoned", job_id, reason=abandoned)
+                else:
+                    outcome = run_on_finish(
+                        request,
+                        request.options.on_finish,
+                        record,
+                        status.value,
+                        logs,
+                        timeout_s=self.config.hook_timeout_s,
+                        stop=self._hook_stop,
+                    )
+                    if not outcome.ok and self._hook_stop.is_set():
+                        self.log.warning("on_finish_abandoned", job_id, reason=abandoned, outcome=outcome.detail)
+                    else:
+                        event = "on_finish_done" if outcome.ok else "on_finish_failed"
+                        (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
             if request.options.webhook is not None:
-                outcome = post_webhook(
-                    request.options.webhook,
-                    record.read_bytes(),
-                    timeout_s=self.config.webhook_timeout_s,
-                    attempts=self.config.webhook_attempts,
-                    stop=self._give_up,
-                )
-                event = "webhook_sent" if outcome.ok else "webhook_failed"
-                (self.log.info if outcome.ok else self.log.warning)(
-                    event, job_id, url=request.options.webhook, outcome=outcome.detail
-                )
+                url = request.options.webhook
+                if self._hook_stop.is_set():
+                    self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned)
+                else:
+                    outcome = post_webhook(
+                        url,
+                        record.read_bytes(),
+                        timeout_s=self.config.webhook_timeout_s,
+                        attempts=self.config.webhook_attempts,
+                        stop=self._hook_stop,
+                    )
+                    if not outcome.ok and self._hook_stop.is_set():
+                        self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned, outcome=outcome.detail)
+                    else:
+                        event = "webhook_sent" if outcome.ok else "webhook_failed"
+                        (self.log.info if outcome.ok else self.log.warning)(
+                            event, job_id, url=url, outcome=outcome.detail
+                        )
         except Exception as exc:
             self.log.error("hook_error", job_id, error=repr(exc))
+        finally:
+            with self._hooks_lock:
+                self._hooks_in_flight -= 1
+            self._inbox.put(("hooks_done", job_id))  # the inbox outlives the hook threads: see shutdown
 
     def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
         """After a timeout, cancel or interrupt: name the job's processes that left its process group.
@@ -1017,6 +1062,7 @@ class Worker:
                 self._apply_retention()
             elif action == "drain":
                 self._give_up.set()  # a record still being retried is left for the next start
+                self._hook_stop.set()  # hooks still queued or running are abandoned
                 self._interrupt_all(
                     f"the worker was stopping and the job did not finish within the "
                     f"{self.config.drain_timeout_s:g} s drain period",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, daemon_log, drop, wait_finished
+from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
 
@@ -75,3 +76,61 @@ def test_a_worker_started_with_sighup_ignored_outlives_the_terminal(queue_root: 
     assert worker.proc.poll() is None and "worker_stopping" not in daemon_log(queue_root)
     assert worker.stop() == 0
     assert JobQueue(queue_root).get("after").state is JobState.COMPLETED
+
+
+# ----- 16.14: hooks and webhooks are bounded by the stop ------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback HTTP address that accepts connections (the kernel completes them) and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        server.close()
+
+
+def slow_hooks_config(tmp_path: Path) -> str:
+    config = tmp_path / "config.toml"
+    config.write_text("[worker]\nwebhook_timeout_s = 120\nwebhook_attempts = 3\nhook_timeout_s = 120\n")
+    return str(config)
+
+
+def test_sigterm_abandons_webhooks_at_the_end_of_the_drain_period(
+    queue_root: Path, start_worker: Start, tmp_path: Path, silent_server: str
+) -> None:
+    worker = start_worker("--config", slow_hooks_config(tmp_path), "--drain-timeout-s", "0.5")
+    ids = [f"hooked-{n}" for n in range(4)]
+    for job_id in ids:
+        drop(queue_root, f"{job_id}.json", {"command": "true", "webhook": silent_server})
+    for job_id in ids:
+        wait_finished(queue_root, job_id)
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait_exit(timeout_s=20) == 0, "the stop waits for no webhook past the drain period"
+    log = daemon_log(queue_root)
+    for job_id in ids:
+        assert f"webhook_abandoned job={job_id}" in log
+    assert "webhook_failed" not in log and "worker_stopped" in log
+
+
+def test_a_second_signal_abandons_webhooks_and_on_finish_at_once(
+    queue_root: Path, start_worker: Start, tmp_path: Path, silent_server: str
+) -> None:
+    worker = start_worker("--config", slow_hooks_config(tmp_path), "--drain-timeout-s", "600")
+    pidfile = tmp_path / "hook.pid"
+    drop(queue_root, "slow-hook.json", {"command": "true", "on_finish": f"echo $$ > {pidfile}; exec sleep 600"})
+    drop(queue_root, "web.json", {"command": "true", "webhook": silent_server})
+    wait_finished(queue_root, "slow-hook")
+    wait_finished(queue_root, "web")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the on_finish hook to start")
+    hook_pid = int(pidfile.read_text())
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.wait_for_line("worker_stopping")
+    worker.proc.send_signal(signal.SIGINT)
+    assert worker.wait_exit(timeout_s=20) == 0
+    log = daemon_log(queue_root)
+    assert "on_finish_abandoned job=slow-hook" in log and "webhook_abandoned job=web" in log
+    assert process_gone(hook_pid), "the on_finish process group got SIGKILL"

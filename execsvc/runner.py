@@ -30,7 +30,7 @@ from typing import IO
 
 import psutil
 
-from .config import JOB_ID_ENV, QUEUE_DIR_ENV
+from .config import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
 from .jobfile import RunRequest
 from .limits import prlimit_prefix
 
@@ -276,24 +276,56 @@ def read_tail(path: Path, max_bytes: int) -> OutputTail:
     return OutputTail(data.decode("utf-8", errors="replace"), start > 0, size)
 
 
+def queue_identity(root: str | os.PathLike[str]) -> str:
+    """The identity of the directory at ``root``: ``"<st_dev>:<st_ino>"`` (symbolic links
+    followed). The same for every path that reaches it (a bind mount, a link); another for a
+    directory that replaced it. Raises :class:`OSError` when ``root`` cannot be looked at."""
+    info = os.stat(root)
+    return f"{info.st_dev}:{info.st_ino}"
+
+
 def find_job_processes(queue_root: Path, job_ids: set[str]) -> dict[str, list[psutil.Process]]:
     """Processes of this user still running for the given jobs of this queue.
 
-    Found by the ``EXECSVC_JOB_ID`` and ``EXECSVC_QUEUE_DIR`` variables every
-    job's environment carries, so processes that left the job's process group
-    are found too. Processes whose environment cannot be read are skipped.
+    Found by the ``EXECSVC_JOB_ID`` variable every job's environment carries
+    (so processes that left the job's process group are found too), and by the
+    queue's identity, not a path string: ``EXECSVC_QUEUE_ID`` equal to the
+    root's (see :func:`queue_identity`), or an ``EXECSVC_QUEUE_DIR`` that
+    names the same directory now. So a queue served through another path (a bind
+    mount, a symbolic link) finds its jobs' processes, and a directory that
+    replaced the root at the same path does not take another queue's. When
+    ``queue_root`` cannot be looked at, ``EXECSVC_QUEUE_DIR`` must equal it.
+    Processes whose environment cannot be read are skipped.
     """
     found: dict[str, list[psutil.Process]] = {}
-    root = str(queue_root)
+    try:
+        identity: str | None = queue_identity(queue_root)
+    except OSError:
+        identity = None
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
         except (psutil.Error, OSError):
             continue
         job_id = env.get(JOB_ID_ENV)
-        if job_id in job_ids and env.get(QUEUE_DIR_ENV) == root:
+        if job_id in job_ids and _of_queue(env, queue_root, identity):
             found.setdefault(job_id, []).append(proc)
     return found
+
+
+def _of_queue(env: dict[str, str], queue_root: Path, identity: str | None) -> bool:
+    """Whether a job process's environment ``env`` says it belongs to the queue ``identity``."""
+    folder = env.get(QUEUE_DIR_ENV)
+    if identity is None:
+        return folder == str(queue_root)
+    if env.get(QUEUE_ID_ENV) == identity:
+        return True
+    if not folder:
+        return False
+    try:  # a job of an older worker (no EXECSVC_QUEUE_ID), or one whose own env changed it
+        return queue_identity(folder) == identity
+    except OSError:
+        return False
 
 
 def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:

@@ -27,6 +27,7 @@ rescan catches anything an event missed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import heapq
 import itertools
 import logging
@@ -48,7 +49,7 @@ import psutil
 from filelock import FileLock, Timeout
 
 from . import __version__
-from .config import WorkerConfig
+from .config import QUEUE_ID_ENV, WorkerConfig
 from .daemonlog import EventLog, open_event_log
 from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
@@ -64,7 +65,15 @@ from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
-from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_descriptors_from_jobs, now
+from .runner import (
+    ExitInfo,
+    JobProcess,
+    SpawnError,
+    find_job_processes,
+    keep_descriptors_from_jobs,
+    now,
+    queue_identity,
+)
 from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
@@ -84,6 +93,13 @@ STATUS_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 """Signals that only write a ``status`` line to ``daemon.log`` (jobs running, recording, pending)."""
 
 _KEEP_IGNORED = (signal.SIGHUP, signal.SIGQUIT)
+
+QUEUE_LOST_EXIT = 75
+"""The worker's exit code (EX_TEMPFAIL) when it stopped serving because its queue root, or
+``pending/`` or ``running/``, was removed, moved or replaced: its service manager starts it
+again, on whatever the queue path names now."""
+
+_QUEUE_CHECK_S = 1.0  # how often the root, pending/ and running/ are checked to be the ones served
 
 
 @dataclass
@@ -142,6 +158,12 @@ class Worker:
         self._paused: str | None = None  # why claiming is paused: a record could not be written
         self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
+        self._root_fd: int | None = None  # the queue root, flock'ed: see _acquire_lock
+        self._queue_id: str | None = None  # the root's identity (runner.queue_identity) once locked
+        self._folder_ids: dict[str, str] = {}  # pending/ and running/ as watched: their identities
+        self._root_lost: str | None = None  # why the root is no longer the one served (records stop)
+        self._folder_lost = False
+        self.exit_code = 0  # of `execsvc run`: 0, or QUEUE_LOST_EXIT
         self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
         self._watch_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
@@ -162,14 +184,15 @@ class Worker:
     # ----- life cycle -------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; return the exit code (0 after a clean stop)."""
+        """Serve until SIGTERM/SIGINT; return the exit code (0 after a clean stop,
+        :data:`QUEUE_LOST_EXIT` when the queue's folders were removed or replaced)."""
         self.initialize()
         try:
             while self.loop():
                 pass
         finally:
             self.shutdown()
-        return 0
+        return self.exit_code
 
     def initialize(self) -> None:
         """Create and check the folders, take the lock, settle what a dead worker left, start watching.
@@ -187,7 +210,12 @@ class Worker:
             stderr_level=self._stderr_level,
         )
         previous = self.queue.worker_info()
-        self._acquire_lock()
+        self._acquire_lock(previous)
+        self._environ[QUEUE_ID_ENV] = self._queue_id or ""  # every job knows its queue by identity
+        self._folder_ids = {
+            folder: queue_identity(path)
+            for folder, path in (("pending", self.layout.pending), ("running", self.layout.running))
+        }
         self._claim_flusher = GroupFlusher(self.queue.claim_folders())
         started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
         info = WorkerInfo(
@@ -219,7 +247,11 @@ class Worker:
             self._install_signal_handlers()
         try:
             self._queue_watch = open_watch(
-                str(self.layout.pending), str(self.layout.running), self._inbox, self._scheduler.watched_ids
+                str(self.layout.pending),
+                str(self.layout.running),
+                self._inbox,
+                self._scheduler.watched_ids,
+                root=str(self.layout.root),
             )
             self._queue_watch.start(own_thread=False)
         except OSError as exc:
@@ -237,6 +269,7 @@ class Worker:
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
+        self._schedule(_QUEUE_CHECK_S, "queue_check", "")
         if self.config.retention_days is not None:
             self._schedule(0, "retention", "")
         self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
@@ -295,9 +328,13 @@ class Worker:
         if self._claim_flusher is not None:
             self._claim_flusher.close()
         if self._lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.layout.worker_file.unlink()
+            if self._serves_root():  # never another worker's worker.json, in a root that replaced ours
+                with contextlib.suppress(FileNotFoundError):
+                    self.layout.worker_file.unlink()
             self._lock.release()
+        if self._root_fd is not None:
+            os.close(self._root_fd)  # releases the flock
+            self._root_fd = None
         if self._log is not None:
             self.log.info("worker_stopped", pid=os.getpid())
             self._log.close()
@@ -383,11 +420,7 @@ class Worker:
             self.log.warning("events_lost", reason="the kernel's event queue overflowed; reading the folders")
             self._rescan_all()
         elif kind == "watch_lost":
-            self.log.error(
-                "watch_lost",
-                folder=value,
-                reason=f"{value}/ was removed or replaced; restart the worker to watch the new folder",
-            )
+            self._check_queue()
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
@@ -798,6 +831,11 @@ class Worker:
         claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
+        if not self._serves_root():  # a record now would land in another queue: see _check_queue
+            self.log.error("not_recorded", job_id, reason=self._root_lost or "the queue root was replaced")
+            self._inbox.put(("watch_lost", "root"))
+            self._post_recorded(job_id)
+            return
         try:
             result = self._result(job, exit_info)
             if should_retry(job.request, result.status) and not self._give_up.is_set() and self._retry(job, result):
@@ -1057,6 +1095,10 @@ class Worker:
             elif action == "rescan":
                 self._rescan_all()
                 self._schedule(self.config.rescan_interval_s, "rescan", "")
+            elif action == "queue_check":
+                self._check_queue()
+                if self._root_lost is None:
+                    self._schedule(_QUEUE_CHECK_S, "queue_check", "")
             elif action == "retention":
                 self._schedule(_RETENTION_EVERY_S, "retention", "")
                 self._apply_retention()
@@ -1095,19 +1137,134 @@ class Worker:
 
     # ----- start-up -------------------------------------------------------------------
 
-    def _acquire_lock(self) -> None:
+    def _acquire_lock(self, previous: WorkerInfo | None) -> None:
+        """Take the queue for this worker alone, or raise :class:`~execsvc.errors.QueueLocked`.
+
+        The lock is an exclusive ``flock`` on the queue root directory itself,
+        through a descriptor held until :meth:`shutdown`. A lock on a path's
+        file (``worker.lock`` alone) is defeated by deleting that file (a temp
+        cleaner, ``rm -rf``): the next worker creates and locks a new file of
+        the same name. The root's inode cannot be swapped under an open
+        descriptor, and every path to it (a bind mount, a symbolic link) meets
+        the same lock. After locking, the root's path must still name the locked
+        directory (else it was replaced meanwhile). ``worker.lock`` is taken
+        too, for workers of older versions that lock only it, and a live worker
+        named by ``worker.json`` (``previous``) that is not this one is refused
+        as well, lock or no lock. From then on :meth:`_check_queue` stops the
+        worker as soon as the root path names another directory.
+        """
+        root = self.layout.root
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         lock = FileLock(str(self.layout.lock_file), timeout=0, mode=0o600)
         try:
-            lock.acquire()
-        except Timeout:
-            holder = self.queue.worker_info()
-            who = (
-                f"worker PID {holder.pid} (started {holder.started_at.isoformat(timespec='seconds')})"
-                if holder
-                else "another worker"
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._locked() from None
+            info = os.fstat(fd)
+            identity = f"{info.st_dev}:{info.st_ino}"
+            if queue_identity(root) != identity:
+                raise QueueLocked(f"the queue root {root} was replaced while this worker started; start it again", None)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise self._locked() from None
+            if previous is not None and previous.pid != os.getpid():
+                lock.release()
+                raise self._locked(previous)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._root_fd, self._queue_id, self._lock = fd, identity, lock
+
+    def _locked(self, holder: WorkerInfo | None = None) -> QueueLocked:
+        holder = holder or self.queue.worker_info()
+        who = (
+            f"worker PID {holder.pid} (started {holder.started_at.isoformat(timespec='seconds')})"
+            if holder
+            else "another worker"
+        )
+        return QueueLocked(
+            f"{who} is already serving the queue at {self.layout.root}; only one worker may serve a queue",
+            holder.pid if holder else None,
+        )
+
+    # ----- the queue's folders ------------------------------------------------------
+
+    def _serves_root(self) -> bool:
+        """Whether the root's path still names the directory this worker locked (one ``stat``;
+        safe from any thread)."""
+        if self._root_lost is not None or self._queue_id is None:
+            return False
+        try:
+            return queue_identity(self.layout.root) == self._queue_id
+        except OSError:
+            return False
+
+    def _queue_problem(self) -> tuple[str, bool] | None:
+        """Why this worker can no longer serve its queue, and whether the root itself is gone
+        (``True``) or only ``pending/`` or ``running/`` (``False``); ``None`` while all is well."""
+        root = self.layout.root
+        try:
+            if queue_identity(root) != self._queue_id:
+                return f"the queue root {root} was replaced by another directory", True
+        except FileNotFoundError:
+            return f"the queue root {root} was removed (or moved away)", True
+        except OSError as exc:
+            return f"the queue root {root} cannot be looked at: {exc.strerror or exc}", True
+        for folder, known in self._folder_ids.items():
+            try:
+                if queue_identity(root / folder) == known:
+                    continue
+            except OSError:
+                pass
+            return f"{root / folder} was removed, moved or replaced", False
+        return None
+
+    def _check_queue(self) -> None:
+        """After a lost watch, and every second: stop serving a queue whose folders changed.
+
+        The root removed, moved or replaced: this worker serves nothing any
+        more. It claims nothing, stops its running jobs (SIGTERM, then SIGKILL)
+        and records none of them (a record would land in whatever directory
+        now has the root's name: another queue), abandons its hooks, and exits
+        with :data:`QUEUE_LOST_EXIT`. The jobs' files stay in the old root's
+        ``running/``, if it still exists, and are settled by the next worker
+        that serves it. Only ``pending/`` or ``running/`` replaced (the root
+        is the same): the worker stops the normal way (drain, records
+        written) and exits with :data:`QUEUE_LOST_EXIT`, so that it is started
+        again and watches the new folder.
+        """
+        if self._root_lost is not None:
+            return
+        problem = self._queue_problem()
+        if problem is None:
+            return
+        reason, root_gone = problem
+        self.exit_code = QUEUE_LOST_EXIT
+        if root_gone:
+            self._root_lost = reason
+            self._give_up.set()
+            self._hook_stop.set()
+            self._stopping = True
+            self.log.error(
+                "queue_lost",
+                reason=reason,
+                running=len(self._active),
+                exit_code=QUEUE_LOST_EXIT,
+                note="the worker stops serving at once: its running jobs are stopped and not recorded (they stay "
+                "in the old root's running/, if it still exists); the service manager starts it again",
             )
-            raise QueueLocked(
-                f"{who} is already serving the queue at {self.layout.root}; only one worker may serve a queue",
-                holder.pid if holder else None,
-            ) from None
-        self._lock = lock
+            self._interrupt_all(f"the worker stopped serving: {reason}", signal.SIGTERM)
+        elif not self._folder_lost:
+            self._folder_lost = True
+            self.log.error(
+                "watch_lost",
+                reason=reason,
+                exit_code=QUEUE_LOST_EXIT,
+                note="the worker stops (running jobs drain and are recorded) so that it is started again "
+                "and watches the new folder",
+            )
+            if not self._stopping:
+                self._stopping = True
+                self._schedule(self.config.drain_timeout_s, "drain", "")

@@ -122,7 +122,12 @@ def run(
         )
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
-    worker = Worker(_queue_dir(queue_dir), config, stderr_level=stderr_level.logging_level(sys.stderr.isatty()))
+    worker = Worker(
+        _queue_dir(queue_dir),
+        config,
+        stderr_level=stderr_level.logging_level(sys.stderr.isatty()),
+        subreaper=True,  # this process owns all its children: it reaps what its jobs leave behind
+    )
     try:
         worker.initialize()
     except ExecsvcError as exc:

@@ -69,10 +69,13 @@ from .runner import (
     ExitInfo,
     JobProcess,
     SpawnError,
+    become_subreaper,
     find_job_processes,
     keep_descriptors_from_jobs,
     now,
+    orphans_of,
     queue_identity,
+    reap_orphans,
 )
 from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
@@ -133,10 +136,17 @@ class Worker:
     """Serves one queue root until told to stop. See the module docstring for the shape."""
 
     def __init__(
-        self, queue_dir: Path, config: WorkerConfig | None = None, *, stderr_level: int | None = logging.INFO
+        self,
+        queue_dir: Path,
+        config: WorkerConfig | None = None,
+        *,
+        stderr_level: int | None = logging.INFO,
+        subreaper: bool = False,
     ) -> None:
         """``stderr_level``: the least ``logging`` level also written to stderr (``None``: nothing);
-        ``daemon.log`` always gets every event."""
+        ``daemon.log`` always gets every event. ``subreaper``: become the reaper of what jobs
+        leave behind (see :func:`~execsvc.runner.become_subreaper`); only for a process that
+        owns all its children, as ``execsvc run`` does (every child it did not start is reaped)."""
         self.config = config or WorkerConfig()
         self.queue = JobQueue(queue_dir, create=False)
         self.layout = self.queue.layout
@@ -164,6 +174,8 @@ class Worker:
         self._root_lost: str | None = None  # why the root is no longer the one served (records stop)
         self._folder_lost = False
         self.exit_code = 0  # of `execsvc run`: 0, or QUEUE_LOST_EXIT
+        self._subreaper = subreaper  # asked for; then whether it holds (become_subreaper)
+        self._child_posted = False  # a SIGCHLD waits in the inbox (they are coalesced)
         self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
         self._watch_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
@@ -212,6 +224,8 @@ class Worker:
         previous = self.queue.worker_info()
         self._acquire_lock(previous)
         self._environ[QUEUE_ID_ENV] = self._queue_id or ""  # every job knows its queue by identity
+        if self._subreaper:
+            self._subreaper = become_subreaper()
         self._folder_ids = {
             folder: queue_identity(path)
             for folder, path in (("pending", self.layout.pending), ("running", self.layout.running))
@@ -382,6 +396,13 @@ class Worker:
             if signum in _KEEP_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
                 continue
             signal.signal(signum, self._on_signal)
+        if self._subreaper:  # an orphan re-parented here exited: reap it (see _handle)
+            signal.signal(signal.SIGCHLD, self._on_child)
+
+    def _on_child(self, _signum: int, _frame: FrameType | None) -> None:
+        if not self._child_posted:
+            self._child_posted = True
+            self._inbox.put(("child", ""), wake=True)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._inbox.put(("signal", str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here
@@ -410,6 +431,9 @@ class Worker:
         elif kind == "record_written" and self._paused is not None:
             self._paused = None
             self.log.info("claims_resumed", reason="records can be written again")
+        elif kind == "child":
+            self._child_posted = False
+            reap_orphans()
         elif kind == "signal" and int(value) in STATUS_SIGNALS:
             self._log_status(int(value))
         elif kind == "signal":
@@ -867,8 +891,7 @@ class Worker:
             status, error = status_of_exit(exit_info.returncode)
             if error is not None and job.request.failure_hint is not None:
                 error = f"{error}; {job.request.failure_hint}"
-        else:
-            error = self._report_escaped(job, error)
+        error = self._report_escaped(job, error)
         status, error = copy_result_file(self.layout, job.claimed, job.request, status, error)
         result = build_result(
             self.layout,
@@ -1011,21 +1034,29 @@ class Worker:
             self._inbox.put(("hooks_done", job_id))  # the inbox outlives the hook threads: see shutdown
 
     def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
-        """After a timeout, cancel or interrupt: name the job's processes that left its process group.
+        """After every end of a job (exit, timeout, cancel, interrupt, limit): name the job's
+        processes that left its process group.
 
-        A process that started a session of its own (``setsid``, a double
-        fork) is out of reach of the group's signals. It is found by the
-        job id in its environment, reported in the record and the log, and
-        left running, since leaving the group is how a job keeps a process
-        on purpose (see :mod:`.runner`). Only here, not after every job: the
-        search reads every process's environment.
+        A process that moved to a group of its own (``setpgid``) or started a
+        session of its own (``setsid``, a double fork) is out of reach of the
+        group's signals. It is reported in the record and the log, and left
+        running, since leaving the group is how a job keeps a process on
+        purpose (see :mod:`.runner`). Where the worker is a subreaper, such
+        processes were re-parented to it, so it looks only at its own
+        children (:func:`~execsvc.runner.orphans_of`); elsewhere it reads
+        every process's environment for the job id.
         """
         job_id = job.claimed.job_id
-        escaped = find_job_processes(self.layout.root, {job_id}).get(job_id, [])
+        if self._subreaper:
+            escaped = orphans_of(job_id)
+        else:
+            escaped = find_job_processes(self.layout.root, {job_id}).get(job_id, [])
         if not escaped:
             return error
         pids = ",".join(str(proc.pid) for proc in escaped)
-        self.log.warning("escaped", job_id, pids=pids, reason="processes of the job left its process group (setsid)")
+        self.log.warning(
+            "escaped", job_id, pids=pids, reason="processes of the job left its process group (setpgid or setsid)"
+        )
         note = (
             f"{len(escaped)} process(es) of the job left its process group (setsid or a double fork) and "
             f"still run, unstopped: PID {pids}"
@@ -1093,6 +1124,8 @@ class Worker:
             elif action == "recheck":
                 self._consider(key)
             elif action == "rescan":
+                if self._subreaper:
+                    reap_orphans()
                 self._rescan_all()
                 self._schedule(self.config.rescan_interval_s, "rescan", "")
             elif action == "queue_check":

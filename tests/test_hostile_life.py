@@ -9,11 +9,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
-from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
+from conftest import WorkerProcess, console_script, daemon_log, drop, process_gone, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
 
@@ -255,3 +258,133 @@ def test_a_second_worker_through_a_bind_mount_is_refused(
     assert second.wait_exit(timeout_s=20) == 1
     assert f"worker PID {first.proc.pid}" in "\n".join(second.lines)
     assert first.stop() == 0
+
+
+# ----- 16.16: the worker reaps what it inherits (PID 1, subreaper) ---------------------------------
+
+
+class Pid1Worker(WorkerProcess):
+    """``execsvc run`` as PID 1 of a new PID namespace (``unshare --pid --fork --mount-proc``),
+    as in a container started without an init; killed with its namespace at the end."""
+
+    def __init__(self, queue_root: Path, *args: str) -> None:
+        self.queue_root = queue_root
+        self.proc = subprocess.Popen(
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                console_script("execsvc"),
+                "run",
+                "--queue-dir",
+                str(queue_root),
+                "--stderr-level",
+                "info",
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def inner_pid(self) -> int:
+        """The worker's pid as this test sees it (unshare's child; PID 1 inside)."""
+        return int(psutil.Process(self.proc.pid).children()[0].pid)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM to the worker itself (unshare does not pass it on), then the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.inner_pid(), signal.SIGTERM)
+        return self.wait_exit(timeout_s)
+
+
+@pytest.fixture
+def pid1_worker(queue_root: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root to make a PID namespace")
+    started: list[WorkerProcess] = []
+
+    def start(*args: str) -> WorkerProcess:
+        worker = Pid1Worker(queue_root, *args)
+        started.append(worker)
+        line = worker.wait_for_line("worker_started")
+        if " pid=1 " not in line:
+            pytest.skip(f"the worker did not run as PID 1 here: {line}")
+        return worker.wait_ready()
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.kill()  # unshare --kill-child: the namespace's PID 1, and with it every process in it
+
+
+def zombie_children(pid: int) -> list[int]:
+    with contextlib.suppress(psutil.Error):
+        return [child.pid for child in psutil.Process(pid).children() if child.status() == psutil.STATUS_ZOMBIE]
+    return []
+
+
+def test_a_worker_as_pid_1_reaps_the_orphans_of_its_jobs(
+    queue_root: Path, pid1_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = pid1_worker("--kill-grace-s", "60")
+    drop(queue_root, "background.json", {"command": "sleep 0.1 & exit 0"})
+    drop(queue_root, "next.json", {"command": "true"})
+    assert wait_finished(queue_root, "background", timeout_s=15).status is JobStatus.COMPLETED
+    assert wait_finished(queue_root, "next", timeout_s=15).status is JobStatus.COMPLETED, (
+        "the zombie of the backgrounded sleep held the slot for the kill grace"
+    )
+    drop(queue_root, "daemon.json", {"command": "setsid sleep 0.2 & exit 0"})
+    assert wait_finished(queue_root, "daemon", timeout_s=15).status is JobStatus.COMPLETED
+    assert isinstance(worker, Pid1Worker)
+    inner = worker.inner_pid()
+    wait_until(lambda: zombie_children(inner) == [], what="every orphan's zombie to be reaped")
+    assert worker.stop() == 0
+
+
+def test_a_subreaper_worker_leaves_no_zombie_and_frees_the_slot(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker("--kill-grace-s", "60")
+    drop(queue_root, "background.json", {"command": "sleep 0.1 & exit 0"})
+    drop(queue_root, "next.json", {"command": "true"})
+    assert wait_finished(queue_root, "next", timeout_s=15).status is JobStatus.COMPLETED
+    drop(queue_root, "daemon.json", {"command": "setsid sleep 0.2 & exit 0"})
+    assert wait_finished(queue_root, "daemon").status is JobStatus.COMPLETED
+    wait_until(lambda: zombie_children(worker.proc.pid) == [], what="every orphan's zombie to be reaped")
+    assert worker.stop() == 0
+
+
+# ----- 16.17: a process that left the job's group is reported after every kind of end ------------
+
+
+LEAVE_GROUP = {
+    "setpgid": "import os, subprocess, sys; p = subprocess.Popen(['sleep', '600'], process_group=0)",
+    "setsid": "import os, subprocess, sys; p = subprocess.Popen(['sleep', '600'], start_new_session=True)",
+}
+
+
+@pytest.mark.parametrize("how", sorted(LEAVE_GROUP))
+def test_a_process_that_left_the_group_is_reported_after_a_normal_exit(
+    queue_root: Path, start_worker: Start, tmp_path: Path, how: str
+) -> None:
+    start_worker("--kill-grace-s", "0.5")
+    pidfile = tmp_path / "left.pid"
+    code = LEAVE_GROUP[how] + f"; open({str(pidfile)!r}, 'w').write(str(p.pid))"
+    drop(queue_root, "leave.json", {"command": sys.executable, "args": ["-c", code]})
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the process that left")
+    left = int(pidfile.read_text())
+    try:
+        result = wait_finished(queue_root, "leave").result
+        assert result is not None and result.status is JobStatus.COMPLETED and result.returncode == 0
+        assert f"left its process group (setsid or a double fork) and still run, unstopped: PID {left}" in (
+            result.error or ""
+        )
+        assert f"escaped job=leave pids={left}" in daemon_log(queue_root)
+    finally:
+        os.kill(left, signal.SIGKILL)

@@ -1184,7 +1184,9 @@ class Worker:
         too, for workers of older versions that lock only it, and a live worker
         named by ``worker.json`` (``previous``) that is not this one is refused
         as well, lock or no lock. From then on :meth:`_check_queue` stops the
-        worker as soon as the root path names another directory.
+        worker as soon as the root path names another directory. Where the file
+        system cannot ``flock`` a directory (NFS), ``worker.lock`` alone is
+        taken, with a ``lock_degraded`` warning.
         """
         root = self.layout.root
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -1194,6 +1196,12 @@ class Worker:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise self._locked() from None
+            except OSError as exc:  # a file system that cannot flock a directory (NFS): worker.lock alone
+                self.log.warning(
+                    "lock_degraded",
+                    reason=f"the queue root cannot be locked ({exc.strerror or exc}); only worker.lock is, "
+                    "which deleting it defeats",
+                )
             info = os.fstat(fd)
             identity = f"{info.st_dev}:{info.st_ino}"
             if queue_identity(root) != identity:

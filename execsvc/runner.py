@@ -259,8 +259,6 @@ class JobProcess:
             with _children_lock:
                 _own_children.discard(self.pid)
             self._registered = False
-        if _reaping:  # zombies the job left (re-parented here) would make its group look alive
-            reap_orphans()
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None

@@ -105,7 +105,11 @@ def run(
         ),
     ] = StderrLevel.AUTO,
 ) -> None:
-    """Run the worker in the foreground until SIGTERM or Ctrl-C (events to daemon.log, and to stderr)."""
+    """Run the worker in the foreground until SIGTERM or Ctrl-C (events to daemon.log, and to stderr).
+
+    Exits 0 after a stop, 1 when it cannot serve (another worker serves the queue), 75 when the
+    queue root, pending/ or running/ was removed or replaced while it served.
+    """
     try:
         config = load_config(
             config_file,
@@ -118,7 +122,12 @@ def run(
         )
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
-    worker = Worker(_queue_dir(queue_dir), config, stderr_level=stderr_level.logging_level(sys.stderr.isatty()))
+    worker = Worker(
+        _queue_dir(queue_dir),
+        config,
+        stderr_level=stderr_level.logging_level(sys.stderr.isatty()),
+        subreaper=True,  # this process owns all its children: it reaps what its jobs leave behind
+    )
     try:
         worker.initialize()
     except ExecsvcError as exc:
@@ -139,6 +148,8 @@ def run(
             pass
     finally:
         worker.shutdown()
+    if worker.exit_code:  # the queue's folders were removed or replaced: see Worker._check_queue
+        raise typer.Exit(worker.exit_code)
 
 
 @app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})

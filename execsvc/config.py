@@ -23,6 +23,10 @@ QUEUE_DIR_ENV = "EXECSVC_QUEUE_DIR"
 JOB_ID_ENV = "EXECSVC_JOB_ID"
 """Set in every job's environment to its job id (also how leftover processes are found)."""
 
+QUEUE_ID_ENV = "EXECSVC_QUEUE_ID"
+"""Set in every job's environment to the queue root's identity, ``<st_dev>:<st_ino>``: which
+queue the job belongs to, whatever path (a bind mount, a symbolic link) reached it."""
+
 DEFAULT_TIMEOUT_S = 300.0
 """A job's timeout when it names none (PROTOCOL.md)."""
 

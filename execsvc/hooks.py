@@ -15,17 +15,23 @@ tells what happened). Each outcome is a line in ``daemon.log``.
   It goes straight to the host (no proxy), only to an address the
   :class:`~.webhook_policy.WebhookRule` allows when it is sent; a redirect
   (3xx) is a failure, never followed, and so is a refused address (neither is retried).
+
+Both are bounded by the worker's stop through a :class:`HookStop`: once it is set
+(the drain period is over, or a second stop signal came), an ``on_finish`` still
+running gets SIGKILL on its process group, a webhook's connection is shut down
+(the POST in flight fails at once; one still connecting ends within
+``webhook_timeout_s``), and no hook starts any more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import signal
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,10 +54,67 @@ class HookOutcome:
     detail: str
 
 
+class HookStop:
+    """Set once when the worker stops: it ends the hooks in flight and keeps new ones from starting.
+
+    Safe from any thread. The hooks register what can block them (an ``on_finish``
+    process group, a webhook's socket) for the time they use it; :meth:`set`
+    SIGKILLs the one and shuts the other down.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._processes: set[JobProcess] = set()
+        self._sockets: set[socket.socket] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s``; True if the stop came."""
+        return self._event.wait(timeout_s)
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            processes, sockets = list(self._processes), list(self._sockets)
+        for process in processes:
+            process.signal_group(signal.SIGKILL)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _add(self, what: JobProcess | socket.socket) -> bool:
+        """Register ``what``; False (nothing registered) once the stop has come."""
+        with self._lock:
+            if self._event.is_set():
+                return False
+            if isinstance(what, JobProcess):
+                self._processes.add(what)
+            else:
+                self._sockets.add(what)
+            return True
+
+    def _discard(self, what: JobProcess | socket.socket) -> None:
+        with self._lock:
+            if isinstance(what, JobProcess):
+                self._processes.discard(what)
+            else:
+                self._sockets.discard(what)
+
+
 def run_on_finish(
-    request: RunRequest, command: str, record: Path, status: str, logs: tuple[Path, Path], *, timeout_s: float
+    request: RunRequest,
+    command: str,
+    record: Path,
+    status: str,
+    logs: tuple[Path, Path],
+    *,
+    timeout_s: float,
+    stop: HookStop | None = None,
 ) -> HookOutcome:
-    """Run ``command`` for a finished job; blocks until it ends or ``timeout_s`` passes."""
+    """Run ``command`` for a finished job; blocks until it ends, ``timeout_s`` passes or ``stop`` is set."""
     hook = replace(
         request,
         argv=[SHELL, "-c", command],
@@ -66,14 +129,20 @@ def run_on_finish(
         process.start()
     except SpawnError as exc:
         return HookOutcome(False, str(exc))
+    if stop is not None and not stop._add(process):
+        process.signal_group(signal.SIGKILL)
     timer = threading.Timer(timeout_s, process.signal_group, (signal.SIGKILL,))
     timer.start()
     try:
         exit_info = process.wait()
     finally:
         timer.cancel()
+        if stop is not None:
+            stop._discard(process)
     if exit_info.returncode == 0:
         return HookOutcome(True, "exit code 0")
+    if stop is not None and stop.is_set():
+        return HookOutcome(False, "stopped: the worker was stopping")
     if exit_info.returncode == -signal.SIGKILL and exit_info.duration_s >= timeout_s:
         return HookOutcome(False, f"stopped after hook_timeout_s ({timeout_s:g} s)")
     return HookOutcome(False, f"exit code {exit_info.returncode}")
@@ -86,20 +155,23 @@ def post_webhook(
     timeout_s: float,
     attempts: int,
     rule: WebhookRule | None = None,
-    stop: threading.Event | None = None,
+    stop: HookStop | None = None,
 ) -> HookOutcome:
     """POST ``body`` (JSON) to ``url``; retried with back-off until a 2xx answer or ``attempts`` tries.
 
     ``rule`` (default: the default :class:`~.webhook_policy.WebhookRule`) decides which of the
     host's addresses may be contacted, looked up again at each try; a refusal or a redirect
-    ends it at once. ``stop`` ends the back-off early (the worker is shutting down).
+    ends it at once. ``stop`` ends it early: the POST in flight fails, no try or back-off follows.
     """
     rule = rule or WebhookRule()
-    detail = "not tried"
+    stop = stop if stop is not None else HookStop()
+    detail, tries = "not tried", "0 tries"
     for attempt in range(1, attempts + 1):
+        if stop.is_set():
+            break
         tries = f"{attempt} tr{'y' if attempt == 1 else 'ies'}"
         try:
-            status = _post_once(url, body, timeout_s, rule)
+            status = _post_once(url, body, timeout_s, rule, stop)
         except _Refused as exc:
             return HookOutcome(False, f"refused by the worker's policy (webhook): {exc}; not sent")
         except (OSError, http.client.HTTPException) as exc:
@@ -110,12 +182,8 @@ def post_webhook(
             if 300 <= status < 400:
                 return HookOutcome(False, f"HTTP {status}: redirects are not followed (after {tries})")
             detail = f"HTTP {status}"
-        if attempt < attempts:
-            pause = 2.0 ** (attempt - 1)
-            if stop is not None and stop.wait(pause):
-                break
-            if stop is None:
-                time.sleep(pause)
+        if attempt < attempts and stop.wait(2.0 ** (attempt - 1)):
+            break
     return HookOutcome(False, f"{detail} (after {tries})")
 
 
@@ -123,8 +191,9 @@ class _Refused(Exception):
     """The webhook's host has no address the rule allows (the message says why)."""
 
 
-def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> int:
-    """One POST to an allowed address of ``url``'s host; returns the HTTP status.
+def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule, stop: HookStop) -> int:
+    """One POST to an allowed address of ``url``'s host; returns the HTTP status. Its socket is
+    registered with ``stop`` while used, so a stop shuts it down.
 
     Raises :class:`_Refused`, :class:`OSError` (resolving, connecting) or
     :class:`http.client.HTTPException`.
@@ -137,6 +206,9 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> in
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     sock = _connect(host, port, timeout_s, rule)
+    if not stop._add(sock):
+        sock.close()
+        raise ConnectionAbortedError("the worker is stopping")
     try:
         connection: http.client.HTTPConnection = (
             _PinnedHTTPSConnection(host, port, sock, timeout_s)
@@ -151,6 +223,7 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> in
         connection.close()
         return response.status
     finally:
+        stop._discard(sock)
         sock.close()
 
 

@@ -4,6 +4,13 @@ Every job found there is finished exactly once: a claim cut short is undone
 (the job had not started and stays pending), a finish cut short is
 completed, and anything else is recorded ``interrupted``, after any process
 still running for it is stopped. No job is ever run again.
+
+Only a worker that holds the queue runs this (after
+:meth:`~execsvc.worker.Worker._acquire_lock`: a lock on the root's inode, and
+no live worker named by ``worker.json``), so no live worker serves this queue:
+every job in ``running/`` is a dead worker's, and the processes stopped are
+those of this queue's jobs by its identity (:func:`~execsvc.runner.find_job_processes`),
+whatever path the dead worker reached it by.
 """
 
 from __future__ import annotations

@@ -10,16 +10,29 @@ When the job's main process exits, anything it left running in its process
 group gets SIGTERM, then SIGKILL after the grace period, as systemd does for
 a unit's control group: a finished job leaves nothing behind. A job that must
 leave a process running starts it in a session of its own (``setsid``).
+
+``execsvc run`` makes the worker a child subreaper (:func:`become_subreaper`,
+Linux ``prctl(PR_SET_CHILD_SUBREAPER)``; a worker that is PID 1 is one by
+nature): every process a job leaves behind is re-parented to the worker, not
+to init. The worker then reaps what it inherits (:func:`reap_orphans`, on
+SIGCHLD and while it waits for a job's process group to empty), so their
+zombies never keep a group "alive", and it sees cheaply, by its own children,
+which processes of a job left the job's process group (:func:`orphans_of`).
+The processes this module starts itself (jobs, hooks) are told apart from
+inherited ones by a registry filled under a lock at the spawn, so the reaper
+never takes the exit status a job's own wait is for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,7 +43,7 @@ from typing import IO
 
 import psutil
 
-from .config import JOB_ID_ENV, QUEUE_DIR_ENV
+from .config import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
 from .jobfile import RunRequest
 from .limits import prlimit_prefix
 
@@ -95,6 +108,7 @@ class JobProcess:
         self._lock = threading.Lock()
         self._exited = False
         self._signalled = False
+        self._registered = False
 
     def start(self) -> None:
         """Start the job in its own session, output to the log files.
@@ -134,6 +148,17 @@ class JobProcess:
         self.pidfd = _pidfd_open(self.pid)
 
     def _spawn(self, argv: list[str], executable: str | None, stdin: IO[bytes] | None, out_fd: int, err_fd: int) -> int:
+        """Start the process (see :meth:`_spawn_process`) and register it as this process's own
+        child in the same step, so that :func:`reap_orphans` never reaps it."""
+        with _children_lock:
+            pid = self._spawn_process(argv, executable, stdin, out_fd, err_fd)
+            _own_children.add(pid)
+        self._registered = True
+        return pid
+
+    def _spawn_process(
+        self, argv: list[str], executable: str | None, stdin: IO[bytes] | None, out_fd: int, err_fd: int
+    ) -> int:
         """Start the process; its pid. ``os.posix_spawn`` where it can do all that is asked (the job
         runs in this process's working directory and its program is found), else ``subprocess.Popen``.
 
@@ -230,6 +255,10 @@ class JobProcess:
             _killpg(self.pid, signal.SIGKILL if self._signalled else signal.SIGTERM)
         returncode = self._popen.wait() if self._popen is not None else _reap(self.pid)
         ended_mono = time.monotonic()
+        if self._registered:  # reaped: from now on a child with this pid is not ours
+            with _children_lock:
+                _own_children.discard(self.pid)
+            self._registered = False
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
@@ -276,24 +305,56 @@ def read_tail(path: Path, max_bytes: int) -> OutputTail:
     return OutputTail(data.decode("utf-8", errors="replace"), start > 0, size)
 
 
+def queue_identity(root: str | os.PathLike[str]) -> str:
+    """The identity of the directory at ``root``: ``"<st_dev>:<st_ino>"`` (symbolic links
+    followed). The same for every path that reaches it (a bind mount, a link); another for a
+    directory that replaced it. Raises :class:`OSError` when ``root`` cannot be looked at."""
+    info = os.stat(root)
+    return f"{info.st_dev}:{info.st_ino}"
+
+
 def find_job_processes(queue_root: Path, job_ids: set[str]) -> dict[str, list[psutil.Process]]:
     """Processes of this user still running for the given jobs of this queue.
 
-    Found by the ``EXECSVC_JOB_ID`` and ``EXECSVC_QUEUE_DIR`` variables every
-    job's environment carries, so processes that left the job's process group
-    are found too. Processes whose environment cannot be read are skipped.
+    Found by the ``EXECSVC_JOB_ID`` variable every job's environment carries
+    (so processes that left the job's process group are found too), and by the
+    queue's identity, not a path string: ``EXECSVC_QUEUE_ID`` equal to the
+    root's (see :func:`queue_identity`), or an ``EXECSVC_QUEUE_DIR`` that
+    names the same directory now. So a queue served through another path (a bind
+    mount, a symbolic link) finds its jobs' processes, and a directory that
+    replaced the root at the same path does not take another queue's. When
+    ``queue_root`` cannot be looked at, ``EXECSVC_QUEUE_DIR`` must equal it.
+    Processes whose environment cannot be read are skipped.
     """
     found: dict[str, list[psutil.Process]] = {}
-    root = str(queue_root)
+    try:
+        identity: str | None = queue_identity(queue_root)
+    except OSError:
+        identity = None
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
         except (psutil.Error, OSError):
             continue
         job_id = env.get(JOB_ID_ENV)
-        if job_id in job_ids and env.get(QUEUE_DIR_ENV) == root:
+        if job_id in job_ids and _of_queue(env, queue_root, identity):
             found.setdefault(job_id, []).append(proc)
     return found
+
+
+def _of_queue(env: dict[str, str], queue_root: Path, identity: str | None) -> bool:
+    """Whether a job process's environment ``env`` says it belongs to the queue ``identity``."""
+    folder = env.get(QUEUE_DIR_ENV)
+    if identity is None:
+        return folder == str(queue_root)
+    if env.get(QUEUE_ID_ENV) == identity:
+        return True
+    if not folder:
+        return False
+    try:  # a job of an older worker (no EXECSVC_QUEUE_ID), or one whose own env changed it
+        return queue_identity(folder) == identity
+    except OSError:
+        return False
 
 
 def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:
@@ -386,12 +447,114 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _wait_group_gone(pgid: int, grace_s: float) -> None:
-    """Wait up to ``grace_s`` for a process group to empty (only reached when leftovers exist)."""
+    """Wait up to ``grace_s`` for a process group to empty (only reached when leftovers exist);
+    where this process reaps orphans, the group's zombies re-parented here are reaped as they come."""
     deadline = time.monotonic() + grace_s
     delay = 0.005
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if _reaping:
+            reap_orphans()
+        if not _group_alive(pgid):
+            return
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+_children_lock = threading.Lock()  # held while a child is spawned and registered, and while orphans are reaped
+_own_children: set[int] = set()  # children this module started and reaps itself (jobs, hooks)
+_orphan_jobs: dict[int, str | None] = {}  # inherited children still unreaped: pid -> their EXECSVC_JOB_ID
+_reaping = False  # set by become_subreaper
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its descendants' orphans, and reap them from now on.
+
+    Linux: ``prctl(PR_SET_CHILD_SUBREAPER, 1)``; a process that is PID 1 (a
+    container without an init) is its namespace's reaper already. True when
+    either holds; False elsewhere (macOS: orphans go to launchd, which reaps
+    them). Only for a process that owns all its children, like ``execsvc
+    run``: :func:`reap_orphans` reaps every child not started by this module.
+    """
+    global _reaping
+    subreaper = os.getpid() == 1
+    if not subreaper and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    _reaping = subreaper
+    return subreaper
+
+
+def reaps_orphans() -> bool:
+    """Whether :func:`become_subreaper` succeeded: orphans come here and are reaped."""
+    return _reaping
+
+
+def reap_orphans() -> int:
+    """Reap every exited child this module did not start (orphans re-parented here); how many.
+
+    Never blocks, never reaps a job's or a hook's own process. Records the
+    ``EXECSVC_JOB_ID`` of each inherited child still running (for :func:`orphans_of`).
+    """
+    reaped = 0
+    with _children_lock:
+        children = _child_pids()
+        for pid in children - _own_children:
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                _orphan_jobs.pop(pid, None)
+                reaped += 1
+            elif pid not in _orphan_jobs:
+                _orphan_jobs[pid] = _job_id_of(pid)
+        for pid in [pid for pid in _orphan_jobs if pid not in children]:
+            del _orphan_jobs[pid]
+    return reaped
+
+
+def orphans_of(job_id: str) -> list[psutil.Process]:
+    """The running processes of job ``job_id`` that this process inherited, and their descendants.
+
+    Only where it reaps orphans (:func:`become_subreaper`): once a job's main
+    process has exited and its process group was stopped, whatever of the job
+    still runs left the group, and was re-parented here. Cheap: no look at
+    processes that are not children of this one, unless such a process exists.
+    """
+    reap_orphans()
+    with _children_lock:
+        pids = [pid for pid, owner in _orphan_jobs.items() if owner == job_id]
+    found: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            found.append(proc)
+            found.extend(proc.children(recursive=True))
+    return found
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _child_pids() -> set[int]:
+    """This process's children. Orphans are re-parented to its main thread, whose
+    ``/proc/<pid>/task/<pid>/children`` lists them with the children it started itself;
+    the children of other threads (hooks) are registered in ``_own_children`` anyway."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as listing:
+            return {int(pid) for pid in listing.read().split()}
+    except OSError:
+        with contextlib.suppress(psutil.Error):
+            return {child.pid for child in psutil.Process().children()}
+        return set()
+
+
+def _job_id_of(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).environ().get(JOB_ID_ENV)
+    except (psutil.Error, OSError):
+        return None
 
 
 def _describe_spawn_error(program: str, exc: OSError) -> str:

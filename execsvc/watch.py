@@ -5,7 +5,9 @@ Events are a wake-up call, posted to the worker's inbox as messages:
 ``pending/``; ``("cancel", job_id)`` for a ``running/.cancel.<id>`` request;
 ``("left_running", job_id)`` when a job that others wait for leaves ``running/``;
 ``("rescan", "")`` when events may have been lost (the kernel's queue
-overflowed). The worker looks at the files themselves; a slow rescan covers
+overflowed); ``("watch_lost", folder)`` when a watched folder (``pending``,
+``running``, or the queue ``root`` when one is given) was removed, moved or
+replaced. The worker looks at the files themselves; a slow rescan covers
 anything an event missed.
 
 Two ways, both watchdog:
@@ -78,17 +80,25 @@ class QueueWatch(Protocol):
 
 
 def open_watch(
-    pending: str, running: str, inbox: Inbox, awaited: Container[str] = (), *, direct: bool | None = None
+    pending: str,
+    running: str,
+    inbox: Inbox,
+    awaited: Container[str] = (),
+    *,
+    direct: bool | None = None,
+    root: str | None = None,
 ) -> QueueWatch:
     """The best watch this platform has; ``direct=False`` forces the portable observer.
 
     ``awaited`` holds the ids of jobs that others wait for (read at each event:
     pass a live view); their leaving ``running/`` is posted as ``left_running``.
+    ``root``: the queue root, watched (inotify only) for its own removal or move,
+    posted as ``("watch_lost", "root")``; elsewhere the worker's periodic check sees it.
     """
     if direct is None:
         direct = InotifyFD is not None
     if direct:
-        return DirectInotifyWatch(pending, running, inbox, awaited)
+        return DirectInotifyWatch(pending, running, inbox, awaited, root=root)
     return ObserverWatch(pending, running, inbox, awaited)
 
 
@@ -107,6 +117,8 @@ class _PendingCallback:
     def on_event(self, event: InotifyEvent) -> None:
         if event.name:
             self._inbox.put(("event", os.fsdecode(event.name)))
+        elif event.is_move_self:
+            self._inbox.put(("watch_lost", "pending"))
 
     def on_watch_deleted(self, wd: int) -> None:
         self._inbox.put(("watch_lost", "pending"))
@@ -123,6 +135,9 @@ class _RunningCallback(_PendingCallback):
         self._awaited = awaited
 
     def on_event(self, event: InotifyEvent) -> None:
+        if event.is_move_self:
+            self._inbox.put(("watch_lost", "running"))
+            return
         name = os.fsdecode(event.name)
         if name.startswith(CANCEL_PREFIX):
             self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
@@ -131,6 +146,17 @@ class _RunningCallback(_PendingCallback):
 
     def on_watch_deleted(self, wd: int) -> None:
         self._inbox.put(("watch_lost", "running"))
+
+
+class _RootCallback(_PendingCallback):
+    """watchdog's ``WatchCallback`` for the queue root: only its own removal or move."""
+
+    def on_event(self, event: InotifyEvent) -> None:
+        if event.is_delete_self or event.is_move_self:
+            self._inbox.put(("watch_lost", "root"))
+
+    def on_watch_deleted(self, wd: int) -> None:
+        self._inbox.put(("watch_lost", "root"))
 
 
 if InotifyFD is not None:
@@ -158,8 +184,11 @@ if InotifyFD is not None:
 class DirectInotifyWatch:
     """Callbacks on a private watchdog ``InotifyFD`` (Linux): read in the caller's loop, or by one thread."""
 
-    def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
+    def __init__(
+        self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = (), *, root: str | None = None
+    ) -> None:
         self._folders = (pending, running)
+        self._root = root
         self._inbox = inbox
         self._awaited = awaited
         self._fd: Any = None
@@ -169,7 +198,7 @@ class DirectInotifyWatch:
         assert InotifyFD is not None
         fd = _LoopInotifyFD()
         constants = InotifyConstants
-        arrivals = constants.IN_CREATE | constants.IN_MOVED_TO | constants.IN_DELETE_SELF
+        arrivals = constants.IN_CREATE | constants.IN_MOVED_TO | constants.IN_DELETE_SELF | constants.IN_MOVE_SELF
         try:
             fd.add_callback(
                 os.fsencode(self._folders[0]),
@@ -181,10 +210,23 @@ class DirectInotifyWatch:
                 os.fsencode(self._folders[1]),
                 # Not IN_MOVED_TO: every claim is a rename into running/, and would wake the loop for
                 # nothing; cancel requests are created in place (IN_CREATE), see JobQueue.cancel.
-                Mask(constants.IN_CREATE | constants.IN_DELETE_SELF | constants.IN_DELETE | constants.IN_MOVED_FROM),
+                Mask(
+                    constants.IN_CREATE
+                    | constants.IN_DELETE_SELF
+                    | constants.IN_MOVE_SELF
+                    | constants.IN_DELETE
+                    | constants.IN_MOVED_FROM
+                ),
                 _RunningCallback(self._inbox, self._awaited),
                 CallbackId(2),
             )
+            if self._root is not None:
+                fd.add_callback(
+                    os.fsencode(self._root),
+                    Mask(constants.IN_DELETE_SELF | constants.IN_MOVE_SELF),
+                    _RootCallback(self._inbox),
+                    CallbackId(3),
+                )
         except OSError:
             fd.close_unstarted()
             raise

@@ -27,6 +27,7 @@ rescan catches anything an event missed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import heapq
 import itertools
 import logging
@@ -48,11 +49,11 @@ import psutil
 from filelock import FileLock, Timeout
 
 from . import __version__
-from .config import WorkerConfig
+from .config import QUEUE_ID_ENV, WorkerConfig
 from .daemonlog import EventLog, open_event_log
 from .durable import GroupFlusher, Snapshot, install_lease_guard, look_at_file, read_unwritten, write_durable
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
-from .hooks import post_webhook, run_on_finish
+from .hooks import HookStop, post_webhook, run_on_finish
 from .inbox import Inbox
 from .jobfile import ClaimedFile, RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
@@ -64,7 +65,18 @@ from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
-from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_descriptors_from_jobs, now
+from .runner import (
+    ExitInfo,
+    JobProcess,
+    SpawnError,
+    become_subreaper,
+    find_job_processes,
+    keep_descriptors_from_jobs,
+    now,
+    orphans_of,
+    queue_identity,
+    reap_orphans,
+)
 from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
@@ -86,6 +98,24 @@ def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
         return kept.describes(os.lstat(claimed.path))
     except FileNotFoundError:
         return False
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+"""Signals that stop the worker the normal way: no more claims, running jobs drain for
+``drain_timeout_s``, then are stopped as ``interrupted``; exit code 0. A second one stops the jobs
+at once. (SIGHUP: the terminal closed, or an operator asks for a restart; the service manager
+starts the worker again, which reads the config file anew.)"""
+
+STATUS_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+"""Signals that only write a ``status`` line to ``daemon.log`` (jobs running, recording, pending)."""
+
+_KEEP_IGNORED = (signal.SIGHUP, signal.SIGQUIT)
+
+QUEUE_LOST_EXIT = 75
+"""The worker's exit code (EX_TEMPFAIL) when it stopped serving because its queue root, or
+``pending/`` or ``running/``, was removed, moved or replaced: its service manager starts it
+again, on whatever the queue path names now."""
+
+_QUEUE_CHECK_S = 1.0  # how often the root, pending/ and running/ are checked to be the ones served
 
 
 @dataclass
@@ -141,10 +171,17 @@ class Worker:
     """Serves one queue root until told to stop. See the module docstring for the shape."""
 
     def __init__(
-        self, queue_dir: Path, config: WorkerConfig | None = None, *, stderr_level: int | None = logging.INFO
+        self,
+        queue_dir: Path,
+        config: WorkerConfig | None = None,
+        *,
+        stderr_level: int | None = logging.INFO,
+        subreaper: bool = False,
     ) -> None:
         """``stderr_level``: the least ``logging`` level also written to stderr (``None``: nothing);
-        ``daemon.log`` always gets every event."""
+        ``daemon.log`` always gets every event. ``subreaper``: become the reaper of what jobs
+        leave behind (see :func:`~execsvc.runner.become_subreaper`); only for a process that
+        owns all its children, as ``execsvc run`` does (every child it did not start is reaped)."""
         self.config = config or WorkerConfig()
         self.queue = JobQueue(queue_dir, create=False)
         self.layout = self.queue.layout
@@ -166,6 +203,14 @@ class Worker:
         self._paused: str | None = None  # why claiming is paused: a record could not be written
         self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
+        self._root_fd: int | None = None  # the queue root, flock'ed: see _acquire_lock
+        self._queue_id: str | None = None  # the root's identity (runner.queue_identity) once locked
+        self._folder_ids: dict[str, str] = {}  # pending/ and running/ as watched: their identities
+        self._root_lost: str | None = None  # why the root is no longer the one served (records stop)
+        self._folder_lost = False
+        self.exit_code = 0  # of `execsvc run`: 0, or QUEUE_LOST_EXIT
+        self._subreaper = subreaper  # asked for; then whether it holds (become_subreaper)
+        self._child_posted = False  # a SIGCHLD waits in the inbox (they are coalesced)
         self._claim_flusher: GroupFlusher | None = None
         self._queue_watch: QueueWatch | None = None
         self._watch_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
@@ -181,18 +226,22 @@ class Worker:
             max_workers=self.config.slots + self._max_recording, thread_name_prefix="execsvc-job"
         )
         self._hooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="execsvc-hook")  # on_finish, webhook
+        self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal
+        self._hooks_lock = threading.Lock()
+        self._hooks_in_flight = 0  # jobs whose hooks are queued or running (see _hooks_idle)
 
     # ----- life cycle -------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; return the exit code (0 after a clean stop)."""
+        """Serve until SIGTERM/SIGINT; return the exit code (0 after a clean stop,
+        :data:`QUEUE_LOST_EXIT` when the queue's folders were removed or replaced)."""
         self.initialize()
         try:
             while self.loop():
                 pass
         finally:
             self.shutdown()
-        return 0
+        return self.exit_code
 
     def initialize(self) -> None:
         """Create and check the folders, take the lock, settle what a dead worker left, start watching.
@@ -210,7 +259,14 @@ class Worker:
             stderr_level=self._stderr_level,
         )
         previous = self.queue.worker_info()
-        self._acquire_lock()
+        self._acquire_lock(previous)
+        self._environ[QUEUE_ID_ENV] = self._queue_id or ""  # every job knows its queue by identity
+        if self._subreaper:
+            self._subreaper = become_subreaper()
+        self._folder_ids = {
+            folder: queue_identity(path)
+            for folder, path in (("pending", self.layout.pending), ("running", self.layout.running))
+        }
         self._claim_flusher = GroupFlusher(self.queue.claim_folders())
         started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
         info = WorkerInfo(
@@ -239,14 +295,14 @@ class Worker:
             self.queue.drop_cancel_request(job_id)
         if threading.current_thread() is threading.main_thread():
             install_lease_guard()
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            self._install_signal_handlers()
         try:
             self._queue_watch = open_watch(
                 str(self.layout.pending),
                 str(self.layout.running),
                 self._inbox,
                 _AwaitedOrRunning(self._scheduler.watched_ids, self._active.keys()),
+                root=str(self.layout.root),
             )
             self._queue_watch.start(own_thread=False)
         except OSError as exc:
@@ -264,6 +320,7 @@ class Worker:
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
         self._schedule(self.config.rescan_interval_s, "rescan", "")
+        self._schedule(_QUEUE_CHECK_S, "queue_check", "")
         if self.config.retention_days is not None:
             self._schedule(0, "retention", "")
         self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
@@ -272,7 +329,8 @@ class Worker:
         """One step: wait for a message or the next deadline, act on it, start ready jobs.
 
         Returns False once the worker has stopped (after a signal, with no
-        job left running or being recorded).
+        job left running or being recorded, and no finish hook left: hooks
+        may run on until the drain period ends, then are abandoned).
         """
         self._dispatch()  # work found by the start-up scan or left by the last step
         self._records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
@@ -296,7 +354,7 @@ class Worker:
         for exited_job in self._to_record:  # after the freed slots are filled: see _on_exit
             self._waiters.submit(self._record, *exited_job)
         self._to_record.clear()
-        return not (self._stopping and not self._active and self._recording == 0)
+        return not (self._stopping and not self._active and self._recording == 0 and self._hooks_idle())
 
     def shutdown(self) -> None:
         """Stop watching, wait for job threads, release the lock, say goodbye in the log.
@@ -314,15 +372,20 @@ class Worker:
                     self._waiters.submit(self._watch, job)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
+        self._hook_stop.set()  # hooks still queued or running (only after an internal error) are abandoned
+        self._hooks.shutdown(wait=True)
         self._selector.close()
         self._inbox.close()
-        self._hooks.shutdown(wait=True)
         if self._claim_flusher is not None:
             self._claim_flusher.close()
         if self._lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.layout.worker_file.unlink()
+            if self._serves_root():  # never another worker's worker.json, in a root that replaced ours
+                with contextlib.suppress(FileNotFoundError):
+                    self.layout.worker_file.unlink()
             self._lock.release()
+        if self._root_fd is not None:
+            os.close(self._root_fd)  # releases the flock
+            self._root_fd = None
         if self._log is not None:
             self.log.info("worker_stopped", pid=os.getpid())
             self._log.close()
@@ -358,6 +421,26 @@ class Worker:
         except Exception as exc:
             self.log.error("internal_error", step=step.__name__, error=repr(exc), **context)
 
+    def _install_signal_handlers(self) -> None:
+        """Handle every signal a terminal or an operator commonly sends, so none ends the worker
+        without the normal stop (see :data:`STOP_SIGNALS` and :data:`STATUS_SIGNALS`).
+
+        SIGHUP and SIGQUIT are left ignored when the worker was started with them ignored
+        (``nohup``, a service manager): that is how the one who started it asked it to outlive
+        the terminal.
+        """
+        for signum in (*STOP_SIGNALS, *STATUS_SIGNALS):
+            if signum in _KEEP_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
+                continue
+            signal.signal(signum, self._on_signal)
+        if self._subreaper:  # an orphan re-parented here exited: reap it (see _handle)
+            signal.signal(signal.SIGCHLD, self._on_child)
+
+    def _on_child(self, _signum: int, _frame: FrameType | None) -> None:
+        if not self._child_posted:
+            self._child_posted = True
+            self._inbox.put(("child", ""), wake=True)
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._inbox.put(("signal", str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here
 
@@ -389,6 +472,11 @@ class Worker:
         elif kind == "record_written" and self._paused is not None:
             self._paused = None
             self.log.info("claims_resumed", reason="records can be written again")
+        elif kind == "child":
+            self._child_posted = False
+            reap_orphans()
+        elif kind == "signal" and int(value) in STATUS_SIGNALS:
+            self._log_status(int(value))
         elif kind == "signal":
             self._on_stop_request(int(value))
         elif kind == "cancel":
@@ -397,11 +485,7 @@ class Worker:
             self.log.warning("events_lost", reason="the kernel's event queue overflowed; reading the folders")
             self._rescan_all()
         elif kind == "watch_lost":
-            self.log.error(
-                "watch_lost",
-                folder=value,
-                reason=f"{value}/ was removed or replaced; restart the worker to watch the new folder",
-            )
+            self._check_queue()
 
     def _put_back_while_running(self, job: _ActiveJob) -> None:
         """A running job removed or moved its own file: put it back in ``running/`` at once (at most
@@ -435,6 +519,18 @@ class Worker:
             self.log.warning("cancelling", job_id, signal="SIGTERM", kill_grace_s=self.config.kill_grace_s)
             self._stop_job(job, signal.SIGTERM)
 
+    def _log_status(self, signum: int) -> None:
+        """SIGUSR1 or SIGUSR2: one ``status`` line in ``daemon.log``; the worker serves on."""
+        self.log.info(
+            "status",
+            signal=signal.Signals(signum).name,
+            running=len(self._active),
+            recording=self._recording,
+            pending=len(self._candidates),
+            stopping="yes" if self._stopping else None,
+            claims_paused=self._paused,
+        )
+
     def _on_stop_request(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if not self._stopping:
@@ -446,6 +542,7 @@ class Worker:
         elif not self._forced:
             self._forced = True
             self._give_up.set()
+            self._hook_stop.set()
             self.log.warning("worker_stopping_now", signal=name, running=len(self._active))
             self._interrupt_all(
                 f"the worker got a second stop signal ({name}) and stopped the job at once", signal.SIGKILL
@@ -942,6 +1039,11 @@ class Worker:
         claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
+        if not self._serves_root():  # a record now would land in another queue: see _check_queue
+            self.log.error("not_recorded", job_id, reason=self._root_lost or "the queue root was replaced")
+            self._inbox.put(("watch_lost", "root"))
+            self._post_recorded(job_id)
+            return
         try:
             result = self._result(job, exit_info)
             if job.file_note is not None:  # (a field left unset stays out of a JSON job's record)
@@ -979,8 +1081,7 @@ class Worker:
             status, error = status_of_exit(exit_info.returncode)
             if error is not None and job.request.failure_hint is not None:
                 error = f"{error}; {job.request.failure_hint}"
-        else:
-            error = self._report_escaped(job, error)
+        error = self._report_escaped(job, error)
         status, error = copy_result_file(self.layout, job.claimed, job.request, status, error, self._result_roots)
         result = build_result(
             self.layout,
@@ -1057,51 +1158,98 @@ class Worker:
     def _after_record(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         """Start the job's finish hooks, if it has any, in the hook threads (never waited for here)."""
         if request.options.on_finish is not None or request.options.webhook is not None:
+            with self._hooks_lock:
+                self._hooks_in_flight += 1
             self._hooks.submit(self._run_hooks, job_id, request, record, status)
 
+    def _hooks_idle(self) -> bool:
+        """Whether no finish hook is queued or running (read by the loop before it stops)."""
+        with self._hooks_lock:
+            return self._hooks_in_flight == 0
+
     def _run_hooks(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
+        """In a hook thread: the job's ``on_finish``, then its ``webhook``; each outcome is a line.
+
+        Bounded by the stop: once :attr:`_hook_stop` is set (the drain period
+        ended, or a second stop signal), a hook in flight is cut short and the
+        rest are not started; each is logged ``on_finish_abandoned`` /
+        ``webhook_abandoned``. When done, wakes the loop, which may be waiting
+        for the last hook to stop.
+        """
+        abandoned = "the worker was stopping; the hook is not run again"
         try:
             if request.options.on_finish is not None and not self.config.allow_shell:  # judge refuses such jobs
                 self.log.error("on_finish_refused", job_id, reason="allow_shell = false; the hook was not run")
             elif request.options.on_finish is not None:
                 logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
-                outcome = run_on_finish(
-                    request, request.options.on_finish, record, status.value, logs, timeout_s=self.config.hook_timeout_s
-                )
-                event = "on_finish_done" if outcome.ok else "on_finish_failed"
-                (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
+                if self._hook_stop.is_set():
+                    self.log.warning("on_finish_abandoned", job_id, reason=abandoned)
+                else:
+                    outcome = run_on_finish(
+                        request,
+                        request.options.on_finish,
+                        record,
+                        status.value,
+                        logs,
+                        timeout_s=self.config.hook_timeout_s,
+                        stop=self._hook_stop,
+                    )
+                    if not outcome.ok and self._hook_stop.is_set():
+                        self.log.warning("on_finish_abandoned", job_id, reason=abandoned, outcome=outcome.detail)
+                    else:
+                        event = "on_finish_done" if outcome.ok else "on_finish_failed"
+                        (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
             if request.options.webhook is not None:
-                outcome = post_webhook(
-                    request.options.webhook,
-                    record.read_bytes(),
-                    timeout_s=self.config.webhook_timeout_s,
-                    attempts=self.config.webhook_attempts,
-                    rule=self._webhook_rule,
-                    stop=self._give_up,
-                )
-                event = "webhook_sent" if outcome.ok else "webhook_failed"
-                (self.log.info if outcome.ok else self.log.warning)(
-                    event, job_id, url=request.options.webhook, outcome=outcome.detail
-                )
+                url = request.options.webhook
+                if self._hook_stop.is_set():
+                    self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned)
+                else:
+                    outcome = post_webhook(
+                        url,
+                        record.read_bytes(),
+                        timeout_s=self.config.webhook_timeout_s,
+                        attempts=self.config.webhook_attempts,
+                        rule=self._webhook_rule,
+                        stop=self._hook_stop,
+                    )
+                    if not outcome.ok and self._hook_stop.is_set():
+                        self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned, outcome=outcome.detail)
+                    else:
+                        event = "webhook_sent" if outcome.ok else "webhook_failed"
+                        (self.log.info if outcome.ok else self.log.warning)(
+                            event, job_id, url=url, outcome=outcome.detail
+                        )
         except Exception as exc:
             self.log.error("hook_error", job_id, error=repr(exc))
+        finally:
+            with self._hooks_lock:
+                self._hooks_in_flight -= 1
+            self._inbox.put(("hooks_done", job_id))  # the inbox outlives the hook threads: see shutdown
 
     def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
-        """After a timeout, cancel or interrupt: name the job's processes that left its process group.
+        """After every end of a job (exit, timeout, cancel, interrupt, limit): name the job's
+        processes that left its process group.
 
-        A process that started a session of its own (``setsid``, a double
-        fork) is out of reach of the group's signals. It is found by the
-        job id in its environment, reported in the record and the log, and
-        left running, since leaving the group is how a job keeps a process
-        on purpose (see :mod:`.runner`). Only here, not after every job: the
-        search reads every process's environment.
+        A process that moved to a group of its own (``setpgid``) or started a
+        session of its own (``setsid``, a double fork) is out of reach of the
+        group's signals. It is reported in the record and the log, and left
+        running, since leaving the group is how a job keeps a process on
+        purpose (see :mod:`.runner`). Where the worker is a subreaper, such
+        processes were re-parented to it, so it looks only at its own
+        children (:func:`~execsvc.runner.orphans_of`); elsewhere it reads
+        every process's environment for the job id.
         """
         job_id = job.claimed.job_id
-        escaped = find_job_processes(self.layout.root, {job_id}).get(job_id, [])
+        if self._subreaper:
+            escaped = orphans_of(job_id)
+        else:
+            escaped = find_job_processes(self.layout.root, {job_id}).get(job_id, [])
         if not escaped:
             return error
         pids = ",".join(str(proc.pid) for proc in escaped)
-        self.log.warning("escaped", job_id, pids=pids, reason="processes of the job left its process group (setsid)")
+        self.log.warning(
+            "escaped", job_id, pids=pids, reason="processes of the job left its process group (setpgid or setsid)"
+        )
         note = (
             f"{len(escaped)} process(es) of the job left its process group (setsid or a double fork) and "
             f"still run, unstopped: PID {pids}"
@@ -1169,13 +1317,20 @@ class Worker:
             elif action == "recheck":
                 self._consider(key)
             elif action == "rescan":
+                if self._subreaper:
+                    reap_orphans()
                 self._rescan_all()
                 self._schedule(self.config.rescan_interval_s, "rescan", "")
+            elif action == "queue_check":
+                self._check_queue()
+                if self._root_lost is None:
+                    self._schedule(_QUEUE_CHECK_S, "queue_check", "")
             elif action == "retention":
                 self._schedule(_RETENTION_EVERY_S, "retention", "")
                 self._apply_retention()
             elif action == "drain":
                 self._give_up.set()  # a record still being retried is left for the next start
+                self._hook_stop.set()  # hooks still queued or running are abandoned
                 self._interrupt_all(
                     f"the worker was stopping and the job did not finish within the "
                     f"{self.config.drain_timeout_s:g} s drain period",
@@ -1208,19 +1363,142 @@ class Worker:
 
     # ----- start-up -------------------------------------------------------------------
 
-    def _acquire_lock(self) -> None:
+    def _acquire_lock(self, previous: WorkerInfo | None) -> None:
+        """Take the queue for this worker alone, or raise :class:`~execsvc.errors.QueueLocked`.
+
+        The lock is an exclusive ``flock`` on the queue root directory itself,
+        through a descriptor held until :meth:`shutdown`. A lock on a path's
+        file (``worker.lock`` alone) is defeated by deleting that file (a temp
+        cleaner, ``rm -rf``): the next worker creates and locks a new file of
+        the same name. The root's inode cannot be swapped under an open
+        descriptor, and every path to it (a bind mount, a symbolic link) meets
+        the same lock. After locking, the root's path must still name the locked
+        directory (else it was replaced meanwhile). ``worker.lock`` is taken
+        too, for workers of older versions that lock only it, and a live worker
+        named by ``worker.json`` (``previous``) that is not this one is refused
+        as well, lock or no lock. From then on :meth:`_check_queue` stops the
+        worker as soon as the root path names another directory. Where the file
+        system cannot ``flock`` a directory (NFS), ``worker.lock`` alone is
+        taken, with a ``lock_degraded`` warning.
+        """
+        root = self.layout.root
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         lock = FileLock(str(self.layout.lock_file), timeout=0, mode=0o600)
         try:
-            lock.acquire()
-        except Timeout:
-            holder = self.queue.worker_info()
-            who = (
-                f"worker PID {holder.pid} (started {holder.started_at.isoformat(timespec='seconds')})"
-                if holder
-                else "another worker"
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._locked() from None
+            except OSError as exc:  # a file system that cannot flock a directory (NFS): worker.lock alone
+                self.log.warning(
+                    "lock_degraded",
+                    reason=f"the queue root cannot be locked ({exc.strerror or exc}); only worker.lock is, "
+                    "which deleting it defeats",
+                )
+            info = os.fstat(fd)
+            identity = f"{info.st_dev}:{info.st_ino}"
+            if queue_identity(root) != identity:
+                raise QueueLocked(f"the queue root {root} was replaced while this worker started; start it again", None)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise self._locked() from None
+            if previous is not None and previous.pid != os.getpid():
+                lock.release()
+                raise self._locked(previous)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._root_fd, self._queue_id, self._lock = fd, identity, lock
+
+    def _locked(self, holder: WorkerInfo | None = None) -> QueueLocked:
+        holder = holder or self.queue.worker_info()
+        who = (
+            f"worker PID {holder.pid} (started {holder.started_at.isoformat(timespec='seconds')})"
+            if holder
+            else "another worker"
+        )
+        return QueueLocked(
+            f"{who} is already serving the queue at {self.layout.root}; only one worker may serve a queue",
+            holder.pid if holder else None,
+        )
+
+    # ----- the queue's folders ------------------------------------------------------
+
+    def _serves_root(self) -> bool:
+        """Whether the root's path still names the directory this worker locked (one ``stat``;
+        safe from any thread)."""
+        if self._root_lost is not None or self._queue_id is None:
+            return False
+        try:
+            return queue_identity(self.layout.root) == self._queue_id
+        except OSError:
+            return False
+
+    def _queue_problem(self) -> tuple[str, bool] | None:
+        """Why this worker can no longer serve its queue, and whether the root itself is gone
+        (``True``) or only ``pending/`` or ``running/`` (``False``); ``None`` while all is well."""
+        root = self.layout.root
+        try:
+            if queue_identity(root) != self._queue_id:
+                return f"the queue root {root} was replaced by another directory", True
+        except FileNotFoundError:
+            return f"the queue root {root} was removed (or moved away)", True
+        except OSError as exc:
+            return f"the queue root {root} cannot be looked at: {exc.strerror or exc}", True
+        for folder, known in self._folder_ids.items():
+            try:
+                if queue_identity(root / folder) == known:
+                    continue
+            except OSError:
+                pass
+            return f"{root / folder} was removed, moved or replaced", False
+        return None
+
+    def _check_queue(self) -> None:
+        """After a lost watch, and every second: stop serving a queue whose folders changed.
+
+        The root removed, moved or replaced: this worker serves nothing any
+        more. It claims nothing, stops its running jobs (SIGTERM, then SIGKILL)
+        and records none of them (a record would land in whatever directory
+        now has the root's name: another queue), abandons its hooks, and exits
+        with :data:`QUEUE_LOST_EXIT`. The jobs' files stay in the old root's
+        ``running/``, if it still exists, and are settled by the next worker
+        that serves it. Only ``pending/`` or ``running/`` replaced (the root
+        is the same): the worker stops the normal way (drain, records
+        written) and exits with :data:`QUEUE_LOST_EXIT`, so that it is started
+        again and watches the new folder.
+        """
+        if self._root_lost is not None:
+            return
+        problem = self._queue_problem()
+        if problem is None:
+            return
+        reason, root_gone = problem
+        self.exit_code = QUEUE_LOST_EXIT
+        if root_gone:
+            self._root_lost = reason
+            self._give_up.set()
+            self._hook_stop.set()
+            self._stopping = True
+            self.log.error(
+                "queue_lost",
+                reason=reason,
+                running=len(self._active),
+                exit_code=QUEUE_LOST_EXIT,
+                note="the worker stops serving at once: its running jobs are stopped and not recorded (they stay "
+                "in the old root's running/, if it still exists); the service manager starts it again",
             )
-            raise QueueLocked(
-                f"{who} is already serving the queue at {self.layout.root}; only one worker may serve a queue",
-                holder.pid if holder else None,
-            ) from None
-        self._lock = lock
+            self._interrupt_all(f"the worker stopped serving: {reason}", signal.SIGTERM)
+        elif not self._folder_lost:
+            self._folder_lost = True
+            self.log.error(
+                "watch_lost",
+                reason=reason,
+                exit_code=QUEUE_LOST_EXIT,
+                note="the worker stops (running jobs drain and are recorded) so that it is started again "
+                "and watches the new folder",
+            )
+            if not self._stopping:
+                self._stopping = True
+                self._schedule(self.config.drain_timeout_s, "drain", "")

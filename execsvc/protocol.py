@@ -624,9 +624,10 @@ class JobQueue:
         another file already has the job file's name beside the record (or
         ``<id>.json``, for a JSON job), the job file is kept under a free
         hidden name (:func:`~execsvc.layout.kept_name`), named by the
-        sidecar record's ``job_file`` and said in ``result.note``. Raises
-        :class:`FileExistsError` only when ``<id>.result.json`` itself is
-        taken, :class:`OSError` when the folders cannot be written.
+        sidecar record's ``job_file`` and said in ``result.note``; a stray file
+        with the record's own name, ``<id>.result.json``, is moved aside to a
+        hidden name first (:meth:`_move_stray_aside`). Raises
+        :class:`OSError` when the folders cannot be written.
         """
         folder = self.layout.completed if result.status is JobStatus.COMPLETED else self.layout.failed
         if spec is not None and job.kind == "json":
@@ -660,13 +661,39 @@ class JobQueue:
             except FileExistsError:  # a stray file has the name: keep the job file under a free one
                 name = _free_name(folder, job.path.name, n + 1)
         try:
-            written = write_durable(path, self._sidecar(job, result, folder, name))
+            try:
+                written = write_durable(path, self._sidecar(job, result, folder, name))
+            except FileExistsError:  # a stray took the record's own name while the job ran
+                self._move_stray_aside(folder, path.name, result)
+                written = write_durable(path, self._sidecar(job, result, folder, name))
         except BaseException:
             unlink_if_exists(folder / name)
             raise
         finish_index.append(folder, job.job_id, written)
         os.unlink(job.path)
         return path
+
+    @staticmethod
+    def _move_stray_aside(folder: Path, name: str, result: JobResult) -> None:
+        """Rename the file that has a record's name, ``folder/<name>``, to a free hidden name
+        (``.<name>.stray-<n>``: never a job's, never a record's), so the record can take its name;
+        said in ``result.note``. Only a foreign file can be there: a claim never gives a job an id
+        that any file in ``completed/`` or ``failed/`` is named by. Atomic on one filesystem; the
+        stray is kept, never overwritten. Raises :class:`OSError` when it cannot be moved."""
+        for n in itertools.count(1):
+            aside = f".{name}.stray-{n}"
+            try:
+                move_no_replace(folder / name, folder / aside)
+                break
+            except FileExistsError:
+                continue
+            except FileNotFoundError:  # the stray went away by itself
+                return
+        moved = (
+            f"{folder.name}/{readable_name(name)} was taken by another file while the job ran; that file "
+            f"was kept as {readable_name(aside)}"
+        )
+        result.note = f"{result.note}; {moved}" if result.note else moved
 
     @staticmethod
     def _sidecar(job: ClaimedJob, result: JobResult, folder: Path, name: str) -> bytes:

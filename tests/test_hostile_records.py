@@ -299,6 +299,32 @@ def test_a_record_is_never_refused_for_a_name_taken_while_the_job_ran(
     assert sorted(os.listdir(queue_root / "failed")) == [".index", name], "the kept job file goes with its record"
 
 
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_a_stray_with_the_records_own_name_is_moved_aside_not_a_reason_to_refuse_the_record(
+    kind: str, queue_root: Path, start_worker: Start
+) -> None:
+    """A file named like the job's record (``<id>.result.json``, and ``<id>.json`` too for a
+    JSON job) appears in failed/ while the job runs: the stray is kept under a hidden name, the
+    record takes its place, and the job leaves running/."""
+    start_worker()
+    name = "y.sh" if kind == "text" else "y.json"
+    strays = ["y.result.json"] if kind == "text" else ["y.json", "y.result.json"]
+    plant = "; ".join(f'echo stray > "$EXECSVC_QUEUE_DIR/failed/{stray}"' for stray in strays)
+    command = f"{plant}; echo ran; exit 3"
+    drop(queue_root, name, f"{command}\n" if kind == "text" else {"command": command})
+    ended = re.compile(r" (finished|record_failed) job=y ")
+    wait_until(lambda: bool(ended.search(daemon_log(queue_root))), what="the job's end", timeout_s=15)
+    assert " finished job=y " in daemon_log(queue_root), daemon_log(queue_root)
+    assert not os.listdir(queue_root / "running")
+    record = SidecarRecord.model_validate_json((queue_root / "failed/y.result.json").read_bytes())
+    assert record.result.returncode == 3 and record.result.stdout == "ran\n"
+    assert "was taken by another file while the job ran" in (record.result.note or ""), record.result.note
+    kept = sorted(n for n in os.listdir(queue_root / "failed") if ".stray-" in n)
+    assert kept == [".y.result.json.stray-1"]
+    assert (queue_root / "failed" / kept[0]).read_text() == "stray\n", "the stray is kept, never overwritten"
+    assert JobQueue(queue_root).get("y").status is JobStatus.FAILED
+
+
 def test_a_finish_cut_short_beside_a_stray_is_settled(queue_root: Path) -> None:
     """The crash points of a finish that keeps the job file under a free name: settled as for any finish."""
     queue = JobQueue(queue_root)

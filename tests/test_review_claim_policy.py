@@ -1,0 +1,81 @@
+"""Independent hostile review of the claim-path and command-policy fixes: what still got through.
+
+Each test drives a real worker process (``execsvc run``) on a queue under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import WorkerProcess, drop, wait_finished
+
+from execsvc import JobStatus
+
+Start = Callable[..., WorkerProcess]
+
+
+def write_config(path: Path, policy: dict[str, object]) -> Path:
+    lines = ["[worker]", "kill_grace_s = 0.5", "[policy]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in policy.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----- result_file: the queue's own folders under another name ----------------------------------
+
+
+@pytest.mark.parametrize("alias", ["symlinked-folder", "folder-inside-the-queue"])
+def test_result_file_never_lands_in_the_queues_own_folders_under_another_name(
+    tmp_path: Path, start_worker: Start, alias: str
+) -> None:
+    """The queue's own folders (pending/, completed/ ...) are refused as a result_file's folder
+    by what they are, not by how the path is spelled: through a result_file_folders entry that
+    is a symbolic link to the folder holding the queue (``/data -> /srv``, queue in /srv/q), or
+    an entry that lies inside the queue. A job's stdout there would become a job or a record."""
+    real = tmp_path / "srv"
+    queue_root = real / "q"
+    if alias == "symlinked-folder":
+        folder = tmp_path / "data"
+        folder.symlink_to(real)
+        spelled = folder / "q"
+    else:
+        folder = queue_root / "completed"
+        spelled = queue_root
+    config = write_config(tmp_path / "config.toml", {"result_file_folders": [str(folder)]})
+    worker = start_worker("--config", str(config), root=queue_root)
+    evil = {"command": "/bin/sh", "args": ["-c", "echo 'echo owned'"]}
+    targets = {"job": spelled / "pending" / "evil.sh", "record": spelled / "completed" / "forged.result.json"}
+    for job_id, target in targets.items():
+        drop(queue_root, f"{job_id}.json", {**evil, "result_file": str(target)})
+    results = {job_id: wait_finished(queue_root, job_id).result for job_id in targets}
+    assert worker.stop() == 0
+    written = sorted(str(path.relative_to(queue_root)) for path in queue_root.glob("*/*") if "evil" in path.name)
+    assert written == [], "a job's stdout became a job (and ran)"
+    assert not (queue_root / "completed" / "forged.result.json").exists(), "a job's stdout became a record"
+    for job_id, result in results.items():
+        assert result is not None and result.status is JobStatus.INVALID, (job_id, result)
+        assert "refused by the worker's policy (result_file)" in (result.error or ""), result.error
+        assert "the queue's own" in (result.error or ""), result.error
+
+
+def test_a_result_folder_swapped_for_a_link_into_the_queue_while_the_job_runs_is_not_written(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """result_file_folders = [results]; the job replaces ``results`` with a link to pending/ while
+    it runs. The copy at the end opens the configured folder as it is then, and finds pending/:
+    the job fails, saying so, and no new job appears."""
+    results = tmp_path / "results"
+    results.mkdir()
+    config = write_config(tmp_path / "config.toml", {"result_file_folders": [str(results)]})
+    worker = start_worker("--config", str(config))
+    swap = f"rmdir {results} && ln -s {queue_root / 'pending'} {results} && echo 'echo owned'"
+    drop(queue_root, "swap.json", {"command": swap, "result_file": str(results / "evil.sh")})
+    info = wait_finished(queue_root, "swap")
+    assert worker.stop() == 0
+    assert sorted(path.name for path in (queue_root / "pending").iterdir()) == []
+    assert not (queue_root / "completed" / "evil.sh").exists(), "the job's stdout ran as a job"
+    assert info.result is not None and info.status is JobStatus.FAILED, info.result
+    assert "the queue's own 'pending'" in (info.result.error or ""), info.result.error

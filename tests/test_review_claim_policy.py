@@ -6,7 +6,9 @@ Each test drives a real worker process (``execsvc run``) on a queue under ``tmp_
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,29 @@ def test_a_result_folder_swapped_for_a_link_into_the_queue_while_the_job_runs_is
     assert not (queue_root / "completed" / "evil.sh").exists(), "the job's stdout ran as a job"
     assert info.result is not None and info.status is JobStatus.FAILED, info.result
     assert "the queue's own 'pending'" in (info.result.error or ""), info.result.error
+
+
+# ----- the folder checks: what the worker creates itself -----------------------------------------
+
+
+@pytest.fixture
+def group_umask() -> Iterator[None]:
+    """umask 002, the default of a user with a group of their own on Debian and Ubuntu; the
+    workers started meanwhile inherit it."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+def test_a_worker_serves_a_queue_whose_parent_folders_it_created_under_umask_002(
+    tmp_path: Path, start_worker: Start, group_umask: None
+) -> None:
+    """``execsvc run --queue-dir ~/a/b/queue`` where a/ and b/ do not exist yet: the worker makes
+    them, and must not then refuse them as writable by its group (mode 775 under umask 002)."""
+    queue_root = tmp_path / "a" / "b" / "queue"
+    worker = start_worker(root=queue_root)
+    drop(queue_root, "ok.json", {"command": "true"})
+    assert wait_finished(queue_root, "ok").status is JobStatus.COMPLETED
+    assert worker.stop() == 0
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

@@ -52,10 +52,13 @@ from .webhook_policy import WebhookRule
 
 CODE_LOADING_VARIABLES = frozenset(
     {
-        # shells: a file read at start, options (xtrace with PS4 runs code), prompt hooks
-        "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+        # shells: a file read at start (zsh: $ZDOTDIR/.zshenv), options (xtrace with PS4 runs code), prompt hooks
+        "BASH_ENV", "ENV", "ZDOTDIR", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
         # glibc: modules loaded by iconv, locale and host look-ups, tunables
         "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCPATH", "NLSPATH", "RESOLV_HOST_CONF", "GLIBC_TUNABLES",
+        # OpenSSL's libcrypto, in every program that uses it (Python's hashlib too): a config whose
+        # provider or engine section loads any shared object, and where those are looked for
+        "OPENSSL_CONF", "OPENSSL_CONF_INCLUDE", "OPENSSL_MODULES", "OPENSSL_ENGINES",
         # Java, Tcl, PHP
         "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "TCLLIBPATH", "PHPRC",
         "PHP_INI_SCAN_DIR",

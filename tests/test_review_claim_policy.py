@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,6 +83,60 @@ def test_a_result_folder_swapped_for_a_link_into_the_queue_while_the_job_runs_is
     assert not (queue_root / "completed" / "evil.sh").exists(), "the job's stdout ran as a job"
     assert info.result is not None and info.status is JobStatus.FAILED, info.result
     assert "the queue's own 'pending'" in (info.result.error or ""), info.result.error
+
+
+# ----- the environment rule: loaders outside the dynamic loader and the interpreters -------------
+
+
+def test_variables_that_make_openssl_or_zsh_load_other_code_are_refused(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """OPENSSL_CONF names a config whose provider or engine section makes libcrypto dlopen any
+    shared object: in ``openssl``, and in an allowed Python tool that only imports hashlib
+    (no PYTHON* variable needed). ZDOTDIR makes every zsh, scripts too, source
+    ``$ZDOTDIR/.zshenv``, as BASH_ENV does for bash. With allowed_commands set, refused."""
+    marker = tmp_path / "pwned"
+    source = tmp_path / "evil.c"
+    source.write_text(
+        "#include <stdio.h>\n__attribute__((constructor)) static void evil(void) "
+        f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n'
+    )
+    evil_so = tmp_path / "evil.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(evil_so), str(source)], check=True)
+    conf = tmp_path / "evil.cnf"
+    conf.write_text(
+        "openssl_conf = init\n[init]\nproviders = providers\n[providers]\nevil = evil\n"
+        f"[evil]\nmodule = {evil_so}\nactivate = 1\n"
+    )
+    (tmp_path / ".zshenv").write_text(f"touch {marker}\n")
+    tools = tmp_path / "allowed"
+    tools.mkdir()
+    shutil.copy("/usr/bin/openssl", tools / "openssl")
+    (tools / "hashy").write_text("#!/usr/bin/python3\nimport hashlib\nprint(hashlib.sha256(b'').hexdigest()[:8])\n")
+    (tools / "hashy").chmod(0o755)
+    (tools / "zshy").write_text("#!/bin/zsh\necho zshy\n")
+    (tools / "zshy").chmod(0o755)
+    config = write_config(tmp_path / "config.toml", {"allowed_commands": [str(tools)], "allow_shell": False})
+    worker = start_worker("--config", str(config))
+    refused = {
+        "openssl": (tools / "openssl", ["version"], {"OPENSSL_CONF": str(conf)}),
+        "python": (tools / "hashy", [], {"OPENSSL_CONF": str(conf)}),
+        "modules": (tools / "hashy", [], {"OPENSSL_MODULES": str(tmp_path)}),
+        "engines": (tools / "openssl", ["version"], {"OPENSSL_ENGINES": str(tmp_path)}),
+        "zsh": (tools / "zshy", [], {"ZDOTDIR": str(tmp_path)}),
+    }
+    for job_id, (program, args, env) in refused.items():
+        drop(queue_root, f"{job_id}.json", {"command": str(program), "args": args, "env": env})
+    drop(queue_root, "harmless.json", {"command": str(tools / "hashy"), "args": [], "env": {"GREETING": "hi"}})
+    results = {job_id: wait_finished(queue_root, job_id).result for job_id in [*refused, "harmless"]}
+    assert worker.stop() == 0
+    assert not marker.exists(), "a job's library or start-up file ran inside an allowed program"
+    harmless = results.pop("harmless")
+    assert harmless is not None and harmless.status is JobStatus.COMPLETED, harmless
+    for job_id, result in results.items():
+        name = next(iter(refused[job_id][2]))
+        assert result is not None and result.status is JobStatus.INVALID, (job_id, result)
+        assert f"(allowed_commands): the job sets {name}" in (result.error or ""), result.error
 
 
 # ----- the folder checks: what the worker creates itself -----------------------------------------

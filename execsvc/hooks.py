@@ -124,7 +124,8 @@ class _Refused(Exception):
 
 
 def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> int:
-    """One POST to an allowed address of ``url``'s host; returns the HTTP status.
+    """One POST to an allowed address of ``url``'s host; returns the HTTP status (the answer's
+    body is never read: a server cannot hold the hook thread or fill memory with it).
 
     Raises :class:`_Refused`, :class:`OSError` (resolving, connecting) or
     :class:`http.client.HTTPException`.
@@ -146,10 +147,9 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> in
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", "User-Agent": f"execsvc/{__version__}"}
         connection.request("POST", target, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        connection.close()
-        return response.status
+        status = connection.getresponse().status
+        connection.close()  # the status is the answer: its body, which may never end, is not read
+        return status
     finally:
         sock.close()
 

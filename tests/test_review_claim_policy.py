@@ -5,16 +5,18 @@ Each test drives a real worker process (``execsvc run``) on a queue under ``tmp_
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, drop, wait_finished
+from conftest import WorkerProcess, daemon_log, drop, wait_finished
 
 from execsvc import JobStatus
 
@@ -137,6 +139,69 @@ def test_variables_that_make_openssl_or_zsh_load_other_code_are_refused(
         name = next(iter(refused[job_id][2]))
         assert result is not None and result.status is JobStatus.INVALID, (job_id, result)
         assert f"(allowed_commands): the job sets {name}" in (result.error or ""), result.error
+
+
+# ----- webhooks: what the worker reads of the answer -------------------------------------------
+
+
+class EndlessAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers 200 and then a chunked body that never ends (1 KiB every 10 ms), until the
+    client goes away or the server stops."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        server = self.server
+        assert isinstance(server, EndlessServer)
+        chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+        try:
+            while not server.done.wait(0.01):
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:
+            pass  # the client hung up: what it should do
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class EndlessServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), EndlessAnswer)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.done.set()
+        self.shutdown()
+        self.server_close()
+
+
+def test_a_webhook_answer_that_never_ends_does_not_hold_the_hook_thread(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """The webhook's server answers 200 and then streams a body without end. The status is the
+    answer: the worker logs webhook_sent and hangs up, instead of reading (and keeping in
+    memory) whatever the server sends, for ever, while its hook threads and its shutdown wait."""
+    server = EndlessServer()
+    try:
+        config = write_config(tmp_path / "config.toml", {"webhook_hosts": ["127.0.0.1"]})
+        worker = start_worker("--config", str(config))
+        port = server.server_address[1]
+        drop(queue_root, "hooked.json", {"command": "true", "webhook": f"http://127.0.0.1:{port}/hook"})
+        assert wait_finished(queue_root, "hooked").status is JobStatus.COMPLETED
+        worker.wait_for_line("webhook_sent job=hooked", timeout_s=10)
+        assert worker.stop(timeout_s=10) == 0
+        assert "webhook_sent job=hooked" in daemon_log(queue_root)
+    finally:
+        server.close()
 
 
 # ----- the folder checks: what the worker creates itself -----------------------------------------

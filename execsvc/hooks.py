@@ -19,6 +19,7 @@ tells what happened). Each outcome is a line in ``daemon.log``.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import signal
@@ -127,7 +128,10 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> in
     """One POST to an allowed address of ``url``'s host; returns the HTTP status (the answer's
     body is never read: a server cannot hold the hook thread or fill memory with it).
 
-    Raises :class:`_Refused`, :class:`OSError` (resolving, connecting) or
+    Once connected, the whole try (TLS, request, status and headers) has ``timeout_s``
+    seconds: then the socket is shut down, so a server that trickles bytes, which no
+    per-read timeout catches, cannot hold the hook thread either. Raises :class:`_Refused`,
+    :class:`OSError` (resolving, connecting; :class:`TimeoutError` when the time is up) or
     :class:`http.client.HTTPException`.
     """
     problem = rule.url_problem(url)
@@ -138,6 +142,17 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> in
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     sock = _connect(host, port, timeout_s, rule)
+    watch = sock.dup()  # the same socket, whatever wraps it (TLS): shut down when the time is up
+    expired = threading.Event()
+
+    def hang_up() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            watch.shutdown(socket.SHUT_RDWR)
+
+    deadline = threading.Timer(timeout_s, hang_up)
+    deadline.daemon = True
+    deadline.start()
     try:
         connection: http.client.HTTPConnection = (
             _PinnedHTTPSConnection(host, port, sock, timeout_s)
@@ -149,9 +164,17 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule) -> in
         connection.request("POST", target, body=body, headers=headers)
         status = connection.getresponse().status
         connection.close()  # the status is the answer: its body, which may never end, is not read
-        return status
+    except (OSError, http.client.HTTPException):
+        if not expired.is_set():
+            raise
+    else:
+        if not expired.is_set():  # else the headers were cut short: an end of file ends them too
+            return status
     finally:
+        deadline.cancel()
+        watch.close()
         sock.close()
+    raise TimeoutError(f"no whole answer within {timeout_s:g} s (webhook_timeout_s)")
 
 
 def _connect(host: str, port: int, timeout_s: float, rule: WebhookRule) -> socket.socket:

@@ -23,8 +23,8 @@ from execsvc import JobStatus
 Start = Callable[..., WorkerProcess]
 
 
-def write_config(path: Path, policy: dict[str, object]) -> Path:
-    lines = ["[worker]", "kill_grace_s = 0.5", "[policy]"]
+def write_config(path: Path, policy: dict[str, object], **worker: float) -> Path:
+    lines = ["[worker]", "kill_grace_s = 0.5", *(f"{key} = {value}" for key, value in worker.items()), "[policy]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in policy.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -145,23 +145,30 @@ def test_variables_that_make_openssl_or_zsh_load_other_code_are_refused(
 
 
 class EndlessAnswer(http.server.BaseHTTPRequestHandler):
-    """Answers 200 and then a chunked body that never ends (1 KiB every 10 ms), until the
-    client goes away or the server stops."""
+    """``/body``: 200, then a chunked body that never ends (1 KiB every 10 ms). ``/headers``:
+    the status line, then a header one byte every 50 ms, never finished. Until the client
+    goes away or the server stops."""
 
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
         server = self.server
         assert isinstance(server, EndlessServer)
-        chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
         try:
-            while not server.done.wait(0.01):
-                self.wfile.write(chunk)
-                self.wfile.flush()
+            if self.path == "/body":
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+                while not server.done.wait(0.01):
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            else:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not server.done.wait(0.05):
+                    self.wfile.write(b"z")
+                    self.wfile.flush()
         except OSError:
             pass  # the client hung up: what it should do
 
@@ -195,11 +202,31 @@ def test_a_webhook_answer_that_never_ends_does_not_hold_the_hook_thread(
         config = write_config(tmp_path / "config.toml", {"webhook_hosts": ["127.0.0.1"]})
         worker = start_worker("--config", str(config))
         port = server.server_address[1]
-        drop(queue_root, "hooked.json", {"command": "true", "webhook": f"http://127.0.0.1:{port}/hook"})
+        drop(queue_root, "hooked.json", {"command": "true", "webhook": f"http://127.0.0.1:{port}/body"})
         assert wait_finished(queue_root, "hooked").status is JobStatus.COMPLETED
         worker.wait_for_line("webhook_sent job=hooked", timeout_s=10)
         assert worker.stop(timeout_s=10) == 0
         assert "webhook_sent job=hooked" in daemon_log(queue_root)
+    finally:
+        server.close()
+
+
+def test_a_webhook_try_is_cut_after_webhook_timeout_s_even_by_a_server_that_trickles(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """A server that never finishes its headers but sends a byte every 50 ms never lets a
+    per-read timeout expire. The try is cut after webhook_timeout_s (1 s here), the webhook
+    fails saying so, and the worker stops at once."""
+    server = EndlessServer()
+    try:
+        config = write_config(tmp_path / "config.toml", {"webhook_hosts": ["127.0.0.1"]}, webhook_timeout_s=1)
+        worker = start_worker("--config", str(config))
+        port = server.server_address[1]
+        drop(queue_root, "slow.json", {"command": "true", "webhook": f"http://127.0.0.1:{port}/headers"})
+        assert wait_finished(queue_root, "slow").status is JobStatus.COMPLETED
+        line = worker.wait_for_line("webhook_failed job=slow", timeout_s=10)
+        assert "within 1 s" in line, line
+        assert worker.stop(timeout_s=10) == 0
     finally:
         server.close()
 

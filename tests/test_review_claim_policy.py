@@ -30,6 +30,31 @@ def write_config(path: Path, policy: dict[str, object], **worker: float) -> Path
     return path
 
 
+# ----- the claim: a hard-linked job file too big to be a job ----------------------------------
+
+
+def test_a_hard_linked_file_too_big_to_be_a_job_is_refused_without_being_copied(
+    queue_root: Path, tmp_path: Path, start_worker: Start
+) -> None:
+    """``ln /data/huge.img pending/x.json``: the claim makes a private copy of a job file with
+    other names, but one above max_job_file_bytes is refused unread, so copying it first only
+    fills the disk and holds the worker's loop (gigabytes, for any file a local user can
+    link). Refused at once, as invalid, and kept as it is (the same inode)."""
+    huge = tmp_path / "huge.img"
+    with open(huge, "wb") as out:
+        out.truncate(256 * 1024 * 1024)  # sparse: 256 MiB that take no room, until copied
+    worker = start_worker("--config", str(write_config(tmp_path / "config.toml", {})))
+    os.link(huge, queue_root / "pending" / "x.json")
+    info = wait_finished(queue_root, "x")
+    assert worker.stop() == 0
+    assert info.result is not None and info.status is JobStatus.INVALID, info.result
+    assert "the limit is" in (info.result.error or ""), info.result.error
+    kept = queue_root / "failed" / "x.json"
+    assert os.path.samefile(kept, huge), "the worker copied a file it was going to refuse unread"
+    allocated = sum(path.stat().st_blocks * 512 for path in queue_root.rglob("*") if path.is_file())
+    assert allocated < 16 * 1024 * 1024, f"the queue holds {allocated} bytes on disk"
+
+
 # ----- result_file: the queue's own folders under another name ----------------------------------
 
 

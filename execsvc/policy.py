@@ -41,11 +41,13 @@ import contextlib
 import errno
 import fnmatch
 import os
+import secrets
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import TEMP_PREFIX
 from .jobfile import SHELL, RunRequest
 from .models import JobKind
 from .webhook_policy import WebhookRule
@@ -289,7 +291,9 @@ def write_result_file(result_file: Path, roots: tuple[Path, ...], source: Path) 
             folder = below
         name = parts[-1]
         queue.refuse_own_entry(folder, name)
-        temp = f".{name}.execsvc-{os.getpid()}.tmp"
+        # Short and unique whatever the name (which may take all 255 bytes a folder allows), so
+        # that jobs writing the same result_file at once do not meet at the temporary name either.
+        temp = f"{TEMP_PREFIX}result-{os.getpid()}-{secrets.token_hex(4)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(temp, flags, 0o666, dir_fd=folder)
         try:

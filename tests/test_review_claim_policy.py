@@ -92,6 +92,20 @@ def test_result_file_never_lands_in_the_queues_own_folders_under_another_name(
         assert "the queue's own" in (result.error or ""), result.error
 
 
+def test_a_result_file_with_the_longest_name_a_folder_allows_is_written(queue_root: Path, start_worker: Start) -> None:
+    """A result_file name of 255 bytes (the most a Linux folder allows) is a name like any other:
+    the file written beside and renamed into place must not need a longer one."""
+    name = "r" * 251 + ".txt"
+    worker = start_worker()
+    (queue_root / "out").mkdir()
+    drop(queue_root, "long.json", {"command": "echo", "args": ["hello"], "result_file": f"out/{name}"})
+    info = wait_finished(queue_root, "long")
+    assert worker.stop() == 0
+    assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
+    assert (queue_root / "out" / name).read_text() == "hello\n"
+    assert os.listdir(queue_root / "out") == [name]
+
+
 def test_a_result_folder_swapped_for_a_link_into_the_queue_while_the_job_runs_is_not_written(
     queue_root: Path, tmp_path: Path, start_worker: Start
 ) -> None:

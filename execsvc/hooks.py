@@ -192,10 +192,14 @@ class _Refused(Exception):
 
 
 def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule, stop: HookStop) -> int:
-    """One POST to an allowed address of ``url``'s host; returns the HTTP status. Its socket is
-    registered with ``stop`` while used, so a stop shuts it down.
+    """One POST to an allowed address of ``url``'s host; returns the HTTP status (the answer's
+    body is never read: a server cannot hold the hook thread or fill memory with it). The
+    socket is registered with ``stop`` while used, so a stop shuts it down.
 
-    Raises :class:`_Refused`, :class:`OSError` (resolving, connecting) or
+    Once connected, the whole try (TLS, request, status and headers) has ``timeout_s``
+    seconds: then the socket is shut down, so a server that trickles bytes, which no
+    per-read timeout catches, cannot hold the hook thread either. Raises :class:`_Refused`,
+    :class:`OSError` (resolving, connecting; :class:`TimeoutError` when the time is up) or
     :class:`http.client.HTTPException`.
     """
     problem = rule.url_problem(url)
@@ -206,9 +210,21 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule, stop:
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     sock = _connect(host, port, timeout_s, rule)
-    if not stop._add(sock):
+    watch = sock.dup()  # the same socket, whatever wraps it (TLS): shut down when the time is up
+    expired = threading.Event()
+
+    def hang_up() -> None:
+        expired.set()
+        with contextlib.suppress(OSError):
+            watch.shutdown(socket.SHUT_RDWR)
+
+    if not stop._add(watch):
+        watch.close()
         sock.close()
         raise ConnectionAbortedError("the worker is stopping")
+    deadline = threading.Timer(timeout_s, hang_up)
+    deadline.daemon = True
+    deadline.start()
     try:
         connection: http.client.HTTPConnection = (
             _PinnedHTTPSConnection(host, port, sock, timeout_s)
@@ -218,13 +234,20 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule, stop:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", "User-Agent": f"execsvc/{__version__}"}
         connection.request("POST", target, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        connection.close()
-        return response.status
+        status = connection.getresponse().status
+        connection.close()  # the status is the answer: its body, which may never end, is not read
+    except (OSError, http.client.HTTPException):
+        if not expired.is_set():
+            raise
+    else:
+        if not expired.is_set():  # else the headers were cut short: an end of file ends them too
+            return status
     finally:
-        stop._discard(sock)
+        stop._discard(watch)
+        deadline.cancel()
+        watch.close()
         sock.close()
+    raise TimeoutError(f"no whole answer within {timeout_s:g} s (webhook_timeout_s)")
 
 
 def _connect(host: str, port: int, timeout_s: float, rule: WebhookRule) -> socket.socket:

@@ -283,7 +283,8 @@ class QueueLayout:
         return any(os.path.lexists(f"{folder}/{job_id}{ending}") for folder in finished for ending in _FINISHED_ENDINGS)
 
     def ensure(self) -> None:
-        """Create the root and its folders (mode 0700) and check that they are private.
+        """Create the root, its folders and any missing folder above it (mode 0700, whatever the
+        umask) and check that they are private.
 
         Raises :class:`UnsafeQueue` when a queue folder is not a real
         directory, belongs to another user, or can be written by other users:
@@ -292,7 +293,10 @@ class QueueLayout:
         when a folder above the root could let another user move the queue
         away and put one of their own in its place (:func:`_check_ancestors`).
         """
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        missing = [folder for folder in self.root.parents if not os.path.lexists(folder)]
+        for folder in reversed(missing):  # private, as _check_ancestors wants them, not as the umask says
+            _make_private_dir(folder)
+        self.root.mkdir(mode=0o700, exist_ok=True)
         _check_ancestors(self.root)
         folders = [self.folder(state) for state in JobState] + [self.logs]
         for folder in folders:

@@ -24,10 +24,11 @@ recorded ``invalid`` with the rule that refused it.
   refused, naming the variable; nothing is stripped in silence. The rule
   applies to what the job sets (``env`` of a JSON job), not to the
   environment the worker itself was started with.
-- ``result_file``, always: it must lie under the queue root (not in one of
-  the queue's own folders or files) or under a folder of the config's
-  ``result_file_folders``, reached from there without a symbolic link
-  (:func:`result_file_problem` at the claim; :func:`write_result_file`
+- ``result_file``, always: it must lie under the queue root or under a
+  folder of the config's ``result_file_folders``, reached from there without
+  a symbolic link, and not in one of the queue's own folders or files, which
+  are told by what they are (device and inode), however the path reaches
+  them (:func:`result_file_problem` at the claim; :func:`write_result_file`
   follows no link when it writes, in case one appeared since).
 - ``webhook``, always: where it may go is :mod:`.webhook_policy`'s rule
   (``webhook_hosts``; by default anywhere but link-local and cloud metadata
@@ -40,21 +41,26 @@ import contextlib
 import errno
 import fnmatch
 import os
+import secrets
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import TEMP_PREFIX
 from .jobfile import SHELL, RunRequest
 from .models import JobKind
 from .webhook_policy import WebhookRule
 
 CODE_LOADING_VARIABLES = frozenset(
     {
-        # shells: a file read at start, options (xtrace with PS4 runs code), prompt hooks
-        "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+        # shells: a file read at start (zsh: $ZDOTDIR/.zshenv), options (xtrace with PS4 runs code), prompt hooks
+        "BASH_ENV", "ENV", "ZDOTDIR", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
         # glibc: modules loaded by iconv, locale and host look-ups, tunables
         "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCPATH", "NLSPATH", "RESOLV_HOST_CONF", "GLIBC_TUNABLES",
+        # OpenSSL's libcrypto, in every program that uses it (Python's hashlib too): a config whose
+        # provider or engine section loads any shared object, and where those are looked for
+        "OPENSSL_CONF", "OPENSSL_CONF_INCLUDE", "OPENSSL_MODULES", "OPENSSL_ENGINES",
         # Java, Tcl, PHP
         "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "TCLLIBPATH", "PHPRC",
         "PHP_INI_SCAN_DIR",
@@ -71,6 +77,9 @@ functions, and the start-up hooks and module paths of Python, Perl, Ruby, Node a
 QUEUE_OWN_NAMES = frozenset({"pending", "running", "completed", "failed", "logs", "worker.lock", "worker.json"})
 """Entries of the queue root that a ``result_file`` may not be in or be (so are ``daemon.log*`` and
 hidden names): a job's output there would be a job, a record or the worker's own state."""
+
+_OWN_FOLDERS = ("pending", "pending/.held", "running", "completed", "failed", "logs")
+"""The queue's folders (relative to its root) that no ``result_file`` may be in."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +198,9 @@ def _confining_root(path: Path, roots: tuple[Path, ...]) -> tuple[Path, tuple[st
 def result_file_problem(result_file: Path, roots: tuple[Path, ...]) -> str | None:
     """Why ``result_file`` (absolute) breaks the rule of the module docstring, or ``None``.
 
-    ``..`` is taken away as written; a folder on the way that does not exist is not a problem
-    here (the job then fails, saying so); a symbolic link on the way, or as the file, is.
+    ``roots[0]`` is the queue root. ``..`` is taken away as written; a folder on the way that
+    does not exist is not a problem here (the job then fails, saying so); a symbolic link on the
+    way, or as the file, is, and so is any of the queue's own folders, reached by any path.
     """
     path = Path(os.path.normpath(result_file))
     found = _confining_root(path, roots)
@@ -201,10 +211,16 @@ def result_file_problem(result_file: Path, roots: tuple[Path, ...]) -> str | Non
             "result_file_folders adds folders"
         )
     root, parts = found
-    if root == roots[0] and (parts[0] in QUEUE_OWN_NAMES or parts[0].startswith((".", "daemon.log"))):
-        return f"{result_file} is in the queue's own {parts[0]!r}, where output would be taken for a job or a record"
+    queue = _QueueFolders(roots[0])
     here = root
+    try:
+        info = os.stat(root)
+    except OSError as exc:
+        return f"{root} cannot be looked at ({exc.strerror})"
     for part in parts:
+        own = queue.own_entry(info, part)
+        if own is not None:
+            return f"{result_file} is in the queue's own {own!r}, where output would be taken for a job or a record"
         here = here / part
         try:
             info = os.lstat(here)
@@ -217,10 +233,46 @@ def result_file_problem(result_file: Path, roots: tuple[Path, ...]) -> str | Non
     return None
 
 
+class _QueueFolders:
+    """The queue root and its own folders (:data:`_OWN_FOLDERS`) by device and inode, so that they
+    are known under any name: a ``result_file_folders`` entry that is a link to the folder holding
+    the queue, a bind mount, an entry inside the queue. A folder that does not exist is left out."""
+
+    def __init__(self, queue_root: Path) -> None:
+        self.root = _key_of(queue_root)
+        self.folders = {key: name for name in _OWN_FOLDERS if (key := _key_of(queue_root / name)) is not None}
+
+    def own_entry(self, folder: os.stat_result, name: str) -> str | None:
+        """Which of the queue's own entries ``name`` in ``folder`` (its ``stat``) is or is in, or ``None``."""
+        key = (folder.st_dev, folder.st_ino)
+        if key in self.folders:
+            return self.folders[key]
+        if key == self.root and (name in QUEUE_OWN_NAMES or name.startswith((".", "daemon.log"))):
+            return name
+        return None
+
+    def refuse_own_entry(self, folder: int, name: str) -> None:
+        """Raise :class:`OSError` (``EPERM``) if ``name`` in the open ``folder`` is one of the queue's own entries."""
+        own = self.own_entry(os.fstat(folder), name)
+        if own is not None:
+            raise OSError(
+                errno.EPERM, f"it is in the queue's own {own!r}, where output would be taken for a job or a record"
+            )
+
+
+def _key_of(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def write_result_file(result_file: Path, roots: tuple[Path, ...], source: Path) -> None:
-    """Copy ``source`` to ``result_file``, following no symbolic link below its root (see
-    :func:`result_file_problem`); the file is written beside and renamed into place, so a link
-    or a hard link at its name is replaced, never written through.
+    """Copy ``source`` to ``result_file``, following no symbolic link below its root and never
+    into the queue's own folders (see :func:`result_file_problem`; ``roots[0]`` is the queue
+    root); the file is written beside and renamed into place, so a link or a hard link at its
+    name is replaced, never written through.
 
     Raises :class:`OSError` (its ``strerror`` says why) if the rule is broken now or the write fails.
     """
@@ -229,14 +281,19 @@ def write_result_file(result_file: Path, roots: tuple[Path, ...], source: Path) 
     if found is None:
         raise OSError(errno.EPERM, "it is outside the folders a result_file may be in")
     root, parts = found
+    queue = _QueueFolders(roots[0])
     folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts[:-1]:
+            queue.refuse_own_entry(folder, part)
             below = _open_folder_below(folder, part)
             os.close(folder)
             folder = below
         name = parts[-1]
-        temp = f".{name}.execsvc-{os.getpid()}.tmp"
+        queue.refuse_own_entry(folder, name)
+        # Short and unique whatever the name (which may take all 255 bytes a folder allows), so
+        # that jobs writing the same result_file at once do not meet at the temporary name either.
+        temp = f"{TEMP_PREFIX}result-{os.getpid()}-{secrets.token_hex(4)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(temp, flags, 0o666, dir_fd=folder)
         try:

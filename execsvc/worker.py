@@ -807,7 +807,9 @@ class Worker:
         its bytes, its ``fstat`` and whether a process has it open for
         writing. Being written, or not the file ``seen``: given back
         (:meth:`_give_back`), False. Other names: a private copy first (if
-        it cannot be written, the job is recorded ``failed``, False). Not
+        it cannot be written, the job is recorded ``failed``, False), unless
+        it is above ``max_job_file_bytes`` (never copied: :func:`read_job`
+        refuses it unread, and it is kept as it is). Not
         read (another ending) or not opened (a link, a socket): True,
         ``None``, and :func:`read_job` says why. Raises
         :class:`FileNotFoundError` if the file left ``running/``.
@@ -824,7 +826,7 @@ class Worker:
         if snapshot.writing or (regular and _identity(snapshot.info) != seen.seen):
             self._give_back(name, claimed, snapshot)
             return False, None
-        if regular and snapshot.info.st_nlink > 1:
+        if regular and snapshot.info.st_nlink > 1 and snapshot.data is not None:  # None: too big, refused unread
             try:
                 self.queue.unshare(claimed, name, snapshot.data, snapshot.info)
             except OSError as exc:  # the disk is full, say: it does not run from a file others can change

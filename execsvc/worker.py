@@ -92,14 +92,21 @@ class _ActiveJob:
     stop_status: JobStatus | None = None
     stop_error: str | None = None
     limit_exceeded: str | None = None
+    attempt: int = field(default_factory=itertools.count(1).__next__)  # unique per start: see _Deadline
 
 
 @dataclass(order=True)
 class _Deadline:
+    """``action`` due at ``at`` (monotonic seconds). A job's deadlines (timeout, kill, limits) name
+    the start they belong to (``attempt``, :attr:`_ActiveJob.attempt`), so a deadline set for one
+    attempt of a job never acts on the next; it holds no reference to the job, so a deadline
+    outliving its job keeps nothing of it in memory."""
+
     at: float
     seq: int
     action: str = field(compare=False)
     key: str = field(compare=False)
+    attempt: int = field(default=0, compare=False)  # 0: not a job's deadline
 
 
 class Worker:
@@ -600,9 +607,9 @@ class Worker:
                 process.pidfd = None
         if process.pidfd is None:
             self._waiters.submit(self._watch, job)
-        self._schedule(request.timeout_s, "timeout", job_id)
+        self._schedule(request.timeout_s, "timeout", job_id, job)
         if request.watched:
-            self._schedule(self.config.limit_check_interval_s, "limits", job_id)
+            self._schedule(self.config.limit_check_interval_s, "limits", job_id, job)
         self._log_claimed(claimed, request)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
@@ -914,15 +921,19 @@ class Worker:
 
     # ----- deadlines ------------------------------------------------------------------
 
-    def _schedule(self, delay_s: float, action: str, key: str) -> None:
-        heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key))
+    def _schedule(self, delay_s: float, action: str, key: str, job: _ActiveJob | None = None) -> None:
+        """Do ``action`` for ``key`` in ``delay_s`` seconds; a job's deadline names its attempt (``job``)."""
+        attempt = job.attempt if job is not None else 0
+        heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key, attempt))
         if len(self._deadlines) > 4 * (len(self._active) + len(self._candidates) + 64):
             self._deadlines = [d for d in self._deadlines if self._deadline_live(d)]
             heapq.heapify(self._deadlines)
 
     def _deadline_live(self, deadline: _Deadline) -> bool:
-        if deadline.action in ("timeout", "kill", "limits"):
-            return deadline.key in self._active
+        """Whether a deadline still has something to do: a job's, only while that attempt runs."""
+        if deadline.attempt:
+            job = self._active.get(deadline.key)
+            return job is not None and job.attempt == deadline.attempt
         return True
 
     def _time_to_next_deadline(self) -> float | None:
@@ -944,7 +955,7 @@ class Worker:
         elif limits.output_bytes is not None and max(job.process.output_sizes()) > limits.output_bytes:
             exceeded = "output_bytes"
         if exceeded is None:
-            self._schedule(self.config.limit_check_interval_s, "limits", job.claimed.job_id)
+            self._schedule(self.config.limit_check_interval_s, "limits", job.claimed.job_id, job)
             return
         job.stop_status, job.limit_exceeded = JobStatus.FAILED, exceeded
         job.stop_error = f"the job went beyond {describe(exceeded, limits)}; its process group got SIGKILL"
@@ -958,7 +969,7 @@ class Worker:
         while self._deadlines and self._deadlines[0].at <= current:
             deadline = heapq.heappop(self._deadlines)
             action, key = deadline.action, deadline.key
-            job = self._active.get(key)
+            job = self._active.get(key) if self._deadline_live(deadline) else None
             if action == "timeout" and job is not None and job.stop_status is None:
                 job.stop_status = JobStatus.TIMEOUT
                 job.stop_error = (
@@ -1001,7 +1012,7 @@ class Worker:
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
-            self._schedule(self.config.kill_grace_s, "kill", job.claimed.job_id)
+            self._schedule(self.config.kill_grace_s, "kill", job.claimed.job_id, job)
 
     def _interrupt_all(self, reason: str, sig: signal.Signals) -> None:
         for job in self._active.values():

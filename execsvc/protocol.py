@@ -394,6 +394,7 @@ class JobQueue:
             result = JobResult(
                 job_id=claimed.job_id,
                 status=JobStatus.CANCELLED,
+                returncode=None,  # set, so that the record says null: it never ran
                 error=error,
                 completed_at=datetime.now(UTC).astimezone(),
                 job_file=claimed.job_file,
@@ -410,9 +411,13 @@ class JobQueue:
         with os.scandir(self.layout.running) as entries:
             return [e.name[len(CANCEL_PREFIX) :] for e in entries if e.name.startswith(CANCEL_PREFIX)]
 
-    def drop_cancel_request(self, job_id: str) -> None:
-        """Remove the cancel request of ``job_id`` once acted on (or stale); a missing one is fine."""
-        unlink_if_exists(self.layout.cancel_request(job_id))
+    def drop_cancel_request(self, job_id: str) -> bool:
+        """Remove the cancel request of ``job_id`` once acted on (or stale); whether there was one."""
+        try:
+            os.unlink(self.layout.cancel_request(job_id))
+        except FileNotFoundError:
+            return False
+        return True
 
     # ----- holding -------------------------------------------------------------------
 

@@ -368,7 +368,8 @@ class Worker:
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
-        self.queue.drop_cancel_request(job_id)  # consumed: acted on below, or stale
+        if not self.queue.drop_cancel_request(job_id):
+            return  # already consumed: the event of that removal, or a rescan that found it first
         job = self._active.get(job_id)
         if job is None:
             self.log.info("cancel_ignored", job_id, reason="the job is not running (it ended, or never started here)")

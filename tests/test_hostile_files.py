@@ -8,11 +8,12 @@ file descriptors to open a job's logs; a retried job whose first attempt set a t
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import WorkerProcess, drop, wait_finished
+from conftest import WorkerProcess, daemon_log, drop, wait_finished
 
 from execsvc import JobQueue, JobSpec, JobStatus, WorkerConfig
 from execsvc.runner import JobProcess
@@ -66,3 +67,34 @@ def test_deadlines_neither_grow_nor_keep_finished_jobs(tmp_path: Path) -> None:
         while worker.loop():
             pass
         worker.shutdown()
+
+
+# ----- smaller worker defects (16.18) -------------------------------------------------------
+
+
+def test_a_cancelled_pending_jobs_record_says_returncode_null(queue_root: Path) -> None:
+    queue = JobQueue(queue_root)
+    queue.submit({"command": "true"}, job_id="never")
+    assert queue.cancel("never").outcome == "cancelled"
+    record = json.loads((queue_root / "failed" / "never.json").read_text())
+    assert "returncode" in record["result"] and record["result"]["returncode"] is None
+
+
+def test_an_unstarted_jobs_record_says_returncode_null(queue_root: Path, start_worker: Start) -> None:
+    start_worker()
+    drop(queue_root, "nocommand.json", {"command": "true", "cwd": "/nonexistent/folder"})
+    assert wait_finished(queue_root, "nocommand").status is JobStatus.FAILED
+    record = json.loads((queue_root / "failed" / "nocommand.json").read_text())
+    assert "returncode" in record["result"] and record["result"]["returncode"] is None
+
+
+def test_a_cancel_of_a_running_job_is_not_followed_by_cancel_ignored(queue_root: Path, start_worker: Start) -> None:
+    worker = start_worker()
+    drop(queue_root, "long.json", {"command": "sleep 30"})
+    worker.wait_for_line("started job=long")
+    assert JobQueue(queue_root).cancel("long").outcome == "requested"
+    assert wait_finished(queue_root, "long").status is JobStatus.CANCELLED
+    drop(queue_root, "later.json", {"command": "true"})  # the removal's file event came before this one
+    worker.wait_for_line("finished job=later")
+    assert "cancel_ignored" not in daemon_log(queue_root)
+    assert worker.stop() == 0

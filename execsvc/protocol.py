@@ -32,7 +32,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ from . import finish_index
 from .daemonlog import append_event
 from .durable import (
     TEMP_PREFIX,
+    MovedAside,
     fsync_dir,
     move_no_replace,
     read_regular_file,
@@ -150,6 +151,8 @@ class JobQueue:
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.layout = QueueLayout.at(root)
+        self.on_moved_aside: Callable[[MovedAside], None] | None = None
+        """Told of what :meth:`finish` found at an index's name and moved aside (the worker logs it)."""
         if create:
             self.layout.ensure()
 
@@ -351,7 +354,10 @@ class JobQueue:
     def worker_info(self) -> WorkerInfo | None:
         """The worker serving this queue (from ``worker.json``), or ``None`` if none is alive."""
         try:
-            info = WorkerInfo.model_validate_json(self.layout.worker_file.read_bytes())
+            data = read_regular_file(self.layout.worker_file, _SPEC_MAX_BYTES)  # a FIFO there: no wait
+            if data is None:
+                return None
+            info = WorkerInfo.model_validate_json(data)
         except (OSError, ValidationError):
             return None
         try:
@@ -534,7 +540,7 @@ class JobQueue:
             record = JobRecord.model_validate({**spec.model_dump(exclude_unset=True), "result": result})
             path = folder / f"{job.job_id}.json"
             written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
-            finish_index.append(folder, job.job_id, written)
+            self._index(folder, job.job_id, written)
             unlink_if_exists(job.path)
             return path
         sidecar = SidecarRecord(job_id=job.job_id, kind=job.kind, job_file=job.path.name, result=result)
@@ -542,7 +548,7 @@ class JobQueue:
         data = sidecar.model_dump_json(indent=2).encode("utf-8")
         beside = folder / job.path.name
         if stat.S_ISDIR(os.lstat(job.path).st_mode):  # a directory cannot be linked: record, then rename
-            finish_index.append(folder, job.job_id, write_durable(path, data))
+            self._index(folder, job.job_id, write_durable(path, data))
             move_no_replace(job.path, beside)
             return path
         # The job file is linked in beside its record before the record appears, so whoever
@@ -554,9 +560,15 @@ class JobQueue:
         except BaseException:
             unlink_if_exists(beside)
             raise
-        finish_index.append(folder, job.job_id, written)
+        self._index(folder, job.job_id, written)
         os.unlink(job.path)
         return path
+
+    def _index(self, folder: Path, job_id: str, record: os.stat_result) -> None:
+        """Append to ``folder``'s finish-time index; tell :attr:`on_moved_aside` what it moved aside."""
+        moved = finish_index.append(folder, job_id, record)
+        if moved is not None and self.on_moved_aside is not None:
+            self.on_moved_aside(moved)
 
     def requeue(self, job: ClaimedJob, data: bytes) -> Path:
         """Put a claimed job back into ``pending/`` under its id, with new contents (its next attempt).

@@ -50,7 +50,15 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
-from .durable import GroupFlusher, install_lease_guard, look_at_file, write_durable
+from .durable import (
+    GroupFlusher,
+    MovedAside,
+    install_lease_guard,
+    look_at_file,
+    move_no_replace,
+    read_regular_file,
+    write_durable,
+)
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import post_webhook, run_on_finish
 from .inbox import Inbox
@@ -64,7 +72,16 @@ from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
-from .runner import ExitInfo, JobProcess, SpawnError, find_job_processes, keep_descriptors_from_jobs, now
+from .runner import (
+    ExitInfo,
+    JobProcess,
+    SpawnError,
+    StartDeferred,
+    cut_log,
+    find_job_processes,
+    keep_descriptors_from_jobs,
+    now,
+)
 from .schedule import peek_bytes, schedule_from_head
 from .scheduler import Doomed, Scheduler
 from .watch import QueueWatch, open_watch
@@ -73,6 +90,9 @@ _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
+_START_RETRY_FIRST_S = 0.5
+_RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
+_START_RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -136,6 +156,9 @@ class Worker:
         self._stopping = False
         self._forced = False
         self._paused: str | None = None  # why claiming is paused: a record could not be written
+        self._starts_paused: str | None = None  # why claiming is paused: a job could not be started (see _defer)
+        self._starts_failing = False  # claims_paused was logged for starts; claims_resumed not yet
+        self._start_retry_s = _START_RETRY_FIRST_S
         self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
         self._claim_flusher: GroupFlusher | None = None
@@ -178,7 +201,9 @@ class Worker:
             max_bytes=self.config.log_max_bytes,
             backups=self.config.log_backups,
             stderr_level=self._stderr_level,
+            in_queue=True,
         )
+        self.queue.on_moved_aside = self._log_moved_aside
         previous = self.queue.worker_info()
         self._acquire_lock()
         self._claim_flusher = GroupFlusher(self.queue.claim_folders())
@@ -510,12 +535,14 @@ class Worker:
     # ----- starting jobs ------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        if self._stopping or self._paused is not None or not self._scheduler.has_ready():
+        if self._claims_held() or not self._scheduler.has_ready():
             return
         while (doomed := self._scheduler.take_doomed()) is not None:  # recorded at once: no slot needed
             if self._candidates.pop(doomed.name, None) is not None:
                 self._guarded(self._start, doomed.name, doomed, file=doomed.name)
         while len(self._active) < self.config.slots and self._recording < self._max_recording:
+            if self._starts_paused is not None:  # the last start in this loop was deferred
+                return
             name = self._scheduler.take_ready()
             if name is None:
                 return
@@ -523,6 +550,10 @@ class Worker:
             if candidate is None or not candidate.ready:
                 continue
             self._guarded(self._start, name, None, file=name)  # the worker never dies of a job
+
+    def _claims_held(self) -> bool:
+        """Whether no job may be claimed now: stopping, or paused (records, or starts, failing)."""
+        return self._stopping or self._paused is not None or self._starts_paused is not None
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
         """Where a dependency is and its status, from the folders (for the scheduler)."""
@@ -595,7 +626,7 @@ class Worker:
         try:
             process.start()
         except SpawnError as exc:
-            self._finish_unstarted(claimed, JobStatus.FAILED, str(exc), request)
+            self._not_started(name, claimed, request, process, exc)
             return
         job = _ActiveJob(claimed, request, process, self._flusher.request())
         self._active[job_id] = job
@@ -612,6 +643,7 @@ class Worker:
         if request.watched:
             self._schedule(self.config.limit_check_interval_s, "limits", job_id, job)
         self._log_claimed(claimed, request)
+        self._starts_work(job_id, process)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
             "started",
@@ -622,6 +654,64 @@ class Worker:
             attempt=request.options.attempt if request.options.attempt > 1 else None,
             argv=" ".join(request.argv)[:300],
         )
+
+    def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest, reason: str) -> None:
+        """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`):
+        nothing of it ran. Undo the claim (``running/`` back to ``pending/<name>``, by a rename that
+        never replaces) and pause claims with ``reason``; a ``resume_starts`` deadline lifts the
+        pause after 0.5 s, doubling up to 30 s while starts keep failing, and the next start that
+        works logs ``claims_resumed``. If the job cannot be put back (a new ``pending/<name>``
+        took its place), it is recorded ``failed`` with the reason instead."""
+        job_id = claimed.job_id
+        try:
+            move_no_replace(claimed.path, self.layout.pending / name)
+        except OSError as exc:
+            self._finish_unstarted(
+                claimed,
+                JobStatus.FAILED,
+                f"{reason}; the job was not started, and could not be put back into pending/: {exc}",
+                request,
+            )
+        else:
+            self.log.warning("unclaimed", job_id, file=name, reason=reason, note="it never ran; it is back in pending/")
+        if not self._starts_failing:
+            self._starts_failing = True
+            self.log.error(
+                "claims_paused",
+                reason=reason,
+                note="no job is claimed until jobs can be started again (free file descriptors, disk space or "
+                "inodes, or fix logs/); the worker retries by itself",
+            )
+        self._starts_paused = reason
+        self._schedule(self._start_retry_s, "resume_starts", "")
+        self._start_retry_s = min(self._start_retry_s * 2, _START_RETRY_MAX_S)
+
+    def _not_started(
+        self, name: str, claimed: ClaimedJob, request: RunRequest, process: JobProcess, exc: SpawnError
+    ) -> None:
+        """The job's process could not be started: the claim is undone if the worker is the cause
+        (:meth:`_defer`), else the job is recorded ``failed`` with the reason."""
+        self._log_moved_aside_logs(claimed.job_id, process)
+        if isinstance(exc, StartDeferred):
+            self._defer(name, claimed, request, str(exc))
+        else:
+            self._finish_unstarted(claimed, JobStatus.FAILED, str(exc), request)
+
+    def _starts_work(self, job_id: str, process: JobProcess) -> None:
+        """A job started: say what its logs' opening moved aside; if starts were failing, they
+        work again (``claims_resumed``)."""
+        self._log_moved_aside_logs(job_id, process)
+        if self._starts_failing:
+            self._starts_failing, self._start_retry_s = False, _START_RETRY_FIRST_S
+            self.log.info("claims_resumed", reason="jobs can be started again")
+
+    def _log_moved_aside_logs(self, job_id: str, process: JobProcess) -> None:
+        for moved in process.moved_aside:
+            self._log_moved_aside(moved, job_id)
+
+    def _log_moved_aside(self, moved: MovedAside, job_id: str | None = None) -> None:
+        """Something not a regular file was where the worker writes one (safe from any thread)."""
+        self.log.warning("moved_aside", job_id, file=str(moved.path), aside=moved.aside.name, reason=moved.describe())
 
     def _log_claimed(self, claimed: ClaimedJob, request: RunRequest | None) -> None:
         if claimed.renamed_from is not None:
@@ -828,9 +918,7 @@ class Worker:
         limit = job.request.limits.output_bytes
         assert limit is not None
         for path in (job.process.stdout_path, job.process.stderr_path):
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(path).st_size > limit:
-                    os.truncate(path, limit)
+            cut_log(path, limit)
 
     def _retry(self, job: _ActiveJob, result: JobResult) -> bool:
         """In the job's thread: keep this attempt's result and output, and put the job back into
@@ -851,7 +939,10 @@ class Worker:
                 result.model_dump_json(indent=2).encode("utf-8"),
                 replace=True,
             )
-            data = next_attempt(claimed.path.read_bytes(), claimed.kind, attempt + 1, due)
+            job_file = read_regular_file(claimed.path, self.config.max_job_file_bytes)
+            if job_file is None:
+                raise OSError(f"{claimed.path} is no longer the regular job file it was")
+            data = next_attempt(job_file, claimed.kind, attempt + 1, due)
             self.queue.requeue(claimed, data)
         except OSError as exc:
             result.error = f"{result.error}; it was not retried: {exc}"
@@ -884,9 +975,12 @@ class Worker:
                 event = "on_finish_done" if outcome.ok else "on_finish_failed"
                 (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
             if request.options.webhook is not None:
+                body = read_regular_file(record, _RECORD_MAX_BYTES)  # the record just written: never a FIFO
+                if body is None:
+                    raise OSError(f"{record} is no longer a regular file of at most {_RECORD_MAX_BYTES} bytes")
                 outcome = post_webhook(
                     request.options.webhook,
-                    record.read_bytes(),
+                    body,
                     timeout_s=self.config.webhook_timeout_s,
                     attempts=self.config.webhook_attempts,
                     stop=self._give_up,
@@ -984,6 +1078,8 @@ class Worker:
                 self._check_limits(job)
             elif action == "recheck":
                 self._consider(key)
+            elif action == "resume_starts":
+                self._starts_paused = None  # the next start tries again (see _defer)
             elif action == "rescan":
                 self._rescan_all()
                 self._schedule(self.config.rescan_interval_s, "rescan", "")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
+from pathlib import Path
 
 from .jobfile import RunRequest, submitted_by
 from .layout import QueueLayout
@@ -24,17 +27,40 @@ def status_of_exit(returncode: int) -> tuple[JobStatus, str | None]:
 def copy_result_file(
     layout: QueueLayout, claimed: ClaimedJob, request: RunRequest, status: JobStatus, error: str | None
 ) -> tuple[JobStatus, str | None]:
-    """Copy the job's whole stdout to its ``result_file``; a failed copy fails a completed job, saying why."""
+    """Copy the job's whole stdout to its ``result_file``; a failed copy fails a completed job, saying why.
+
+    The log is read only as a regular file (a link there is not followed: a job could point
+    its log at a file it may not read), and ``result_file`` is opened without waiting on a
+    FIFO with no reader; neither copy step blocks the worker on a special file.
+    """
     if request.result_file is None:
         return status, error
     try:
-        shutil.copyfile(layout.stdout_log(claimed.job_id), request.result_file)
+        _copy_log(layout.stdout_log(claimed.job_id), request.result_file)
     except OSError as exc:
         problem = f"stdout could not be written to result_file {request.result_file}: {exc.strerror or exc}"
         return (JobStatus.FAILED if status is JobStatus.COMPLETED else status), (
             f"{error}; {problem}" if error else problem
         )
     return status, error
+
+
+def _copy_log(log: Path, dest: Path) -> None:
+    """Copy the regular file ``log`` to ``dest`` (created or emptied, 0666 less the umask).
+    Raises :class:`OSError` (``ELOOP`` for a link, ``EINVAL`` for anything not a regular file)."""
+    src = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise OSError(errno.EINVAL, "the job's stdout log is not a regular file", str(log))
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        try:
+            os.set_blocking(out, True)  # opened without waiting for a FIFO's reader; written as usual
+            with open(src, "rb", closefd=False) as reading, open(out, "wb", closefd=False) as writing:
+                shutil.copyfileobj(reading, writing)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
 
 
 def build_result(

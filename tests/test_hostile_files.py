@@ -128,6 +128,31 @@ def test_a_symlink_at_an_on_finish_log_is_not_followed(queue_root: Path, start_w
     assert (queue_root / "logs" / "hooked.on_finish.stdout").read_text() == "hook\n"
 
 
+def test_result_file_is_not_copied_through_a_link_the_job_put_at_its_log(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the job\n")
+    log = queue_root / "logs" / "swap.stdout"
+    result = tmp_path / "result.txt"
+    start_worker()
+    drop(queue_root, "swap.json", {"command": f"echo mine; rm {log}; ln -s {secret} {log}", "result_file": str(result)})
+    info = wait_finished(queue_root, "swap", timeout_s=15)
+    assert not result.exists() or "not for the job" not in result.read_text()
+    assert info.result is not None and "not for the job" not in info.result.stdout
+    assert info.status is JobStatus.FAILED and "result_file" in (info.result.error or "")
+
+
+def test_a_fifo_as_result_file_does_not_block_the_record(queue_root: Path, start_worker: Start, tmp_path: Path) -> None:
+    result = tmp_path / "result.fifo"
+    os.mkfifo(result)
+    worker = start_worker()
+    drop(queue_root, "tofifo.json", {"command": "echo x", "result_file": str(result)})
+    info = wait_finished(queue_root, "tofifo", timeout_s=15)
+    assert info.status is JobStatus.FAILED and "result_file" in (info.result.error or "")  # type: ignore[union-attr]
+    assert worker.stop() == 0
+
+
 # ----- a job whose log files cannot be created (16.2) -------------------------------------
 
 

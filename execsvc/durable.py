@@ -146,7 +146,7 @@ def open_regular(
         try:
             info = os.fstat(fd)
             if stat.S_ISREG(info.st_mode) and not (truncate and info.st_nlink > 1):
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags & os.O_APPEND)  # O_NONBLOCK off (F_SETFL sets all)
                 if truncate and info.st_size:
                     os.ftruncate(fd, 0)
                 return fd, moved

@@ -90,9 +90,9 @@ _TEMP_MAX_AGE_S = 60.0
 _CATCH_UP_MAX_FILES = 256
 _RETENTION_EVERY_S = 86_400.0
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
-_START_RETRY_FIRST_S = 0.5
-_RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
+_START_RETRY_FIRST_S = 0.5  # after a start deferred (see Worker._defer); doubled up to the next
 _START_RETRY_MAX_S = 30.0
+_RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
 
 
 @dataclass

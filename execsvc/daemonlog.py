@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .durable import append_line
+from .durable import append_line, open_regular
 from .layout import readable_name
 from .visible import visible
 
@@ -56,8 +56,11 @@ class DaemonLog:
     fails is reported once, and the lines go on into ``daemon.log``.
     """
 
-    def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, backups: int, in_queue: bool = False) -> None:
+        """``in_queue``: ``path`` is a queue's ``daemon.log``, opened only as a regular file
+        (see :meth:`_open`); else it is opened as it is (a device such as ``/dev/full`` too)."""
         self.path = path
+        self.in_queue = in_queue
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = threading.Lock()
@@ -67,7 +70,18 @@ class DaemonLog:
         self._rotation_failed = False
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        """Open the log for appending; a queue's by :func:`~execsvc.durable.open_regular`, and what
+        that moved aside (a FIFO, a link...) is the first line written to the new file."""
+        if not self.in_queue:
+            return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd, moved = open_regular(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        if moved is not None:
+            event = format_event("moved_aside", file=str(moved.path), aside=moved.aside.name, reason=moved.describe())
+            line = f"{iso_stamp(time.time())} WARNING {event}\n"
+            with contextlib.suppress(OSError):
+                os.write(fd, line.encode("utf-8", "backslashreplace"))
+            print(f"execsvc: {moved.describe()}", file=sys.stderr, flush=True)
+        return fd
 
     def write(self, line: bytes) -> None:
         """Append ``line`` (one whole line, newline included)."""
@@ -180,8 +194,11 @@ class EventLog:
 
 
 def open_event_log(
-    daemon_log: Path, *, max_bytes: int, backups: int, stderr_level: int | None = logging.INFO
+    daemon_log: Path, *, max_bytes: int, backups: int, stderr_level: int | None = logging.INFO, in_queue: bool = False
 ) -> EventLog:
     """The worker's event log: every event to ``daemon_log`` (rotating, mode 0600), and the
-    events at ``stderr_level`` and above (a ``logging`` level; ``None``: none) to stderr."""
-    return EventLog(DaemonLog(daemon_log, max_bytes=max_bytes, backups=backups), stderr_level=stderr_level)
+    events at ``stderr_level`` and above (a ``logging`` level; ``None``: none) to stderr.
+    ``in_queue``: as for :class:`DaemonLog`."""
+    return EventLog(
+        DaemonLog(daemon_log, max_bytes=max_bytes, backups=backups, in_queue=in_queue), stderr_level=stderr_level
+    )

@@ -22,6 +22,7 @@ import stat
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,14 +97,108 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def append_line(path: Path, line: bytes) -> None:
+ASIDE_INFIX = ".aside-"
+"""``<name>.aside-<random>``: where :func:`open_regular` moves what was not a regular file."""
+
+_NOT_REGULAR_ERRNOS = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV)
+"""What ``open(O_NOFOLLOW | O_NONBLOCK)`` answers for a link, a folder, a FIFO without reader or a
+socket, a device without driver."""
+
+
+@dataclass(frozen=True)
+class MovedAside:
+    """Something not a regular file that :func:`open_regular` found at ``path`` and renamed to ``aside``."""
+
+    path: Path
+    aside: Path
+    what: str  # "a FIFO", "a symbolic link", "a directory", ...
+
+    def describe(self) -> str:
+        """A sentence for a warning: what was there and where it went."""
+        return f"{self.path} was {self.what}, not a regular file; it was moved aside to {self.aside.name}"
+
+
+def open_regular(
+    path: Path, flags: int, mode: int = 0o600, *, truncate: bool = False, move_aside: bool = True
+) -> tuple[int, MovedAside | None]:
+    """Open (or create) ``path``, a file of the queue, as a regular file of its own, never following
+    a link or blocking.
+
+    ``flags`` are ``os.open`` flags (``O_WRONLY | O_CREAT | O_APPEND`` ...);
+    ``O_NOFOLLOW``, ``O_NONBLOCK`` and ``O_CLOEXEC`` are added, and
+    ``O_NONBLOCK`` is taken off the open file again. Anything else at
+    ``path`` (a FIFO, which a plain ``open`` would wait on forever; a
+    symbolic link, which it would follow; a directory, socket or device) is
+    renamed to ``<name>.aside-<random>`` beside it, never removed, and the
+    open is tried again; so is a file with other hard links when
+    ``truncate`` asks that the file start empty (cutting it would cut the
+    other names' file too). Returns the descriptor and what was moved aside
+    (``None``: nothing). Raises :class:`OSError` when the file cannot be
+    opened or created (``EMFILE``, ``ENOSPC``, ``EACCES`` ...) or what is
+    there cannot be moved; with ``move_aside=False`` (a path outside the
+    queue, where renaming is not this program's business) whenever ``path``
+    is not a regular file.
+    """
+    moved: MovedAside | None = None
+    for _try in range(3):
+        try:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+        except OSError as exc:
+            if exc.errno not in _NOT_REGULAR_ERRNOS or not move_aside or not os.path.lexists(path):
+                raise
+            moved = _move_aside(path)
+            continue
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and not (truncate and info.st_nlink > 1):
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags & os.O_APPEND)  # O_NONBLOCK off (F_SETFL sets all)
+                if truncate and info.st_size:
+                    os.ftruncate(fd, 0)
+                return fd, moved
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        if not move_aside:
+            raise OSError(errno.EINVAL, f"not a regular file: {_kind_of(info)}", str(path))
+        moved = _move_aside(path, info)
+    raise OSError(errno.EEXIST, "something not a regular file keeps coming back", str(path))
+
+
+def _move_aside(path: Path, info: os.stat_result | None = None) -> MovedAside:
+    """Rename what is at ``path`` to a fresh ``<name>.aside-<random>`` beside it (never replacing)."""
+    if info is None:
+        info = os.lstat(path)
+    aside = path.with_name(f"{path.name[:180]}{ASIDE_INFIX}{secrets.token_hex(4)}")
+    move_no_replace(path, aside)
+    return MovedAside(path, aside, _kind_of(info))
+
+
+def _kind_of(info: os.stat_result) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    for test, what in kinds:
+        if test(info.st_mode):
+            return what
+    return f"a regular file with {info.st_nlink} hard links" if stat.S_ISREG(info.st_mode) else "not a regular file"
+
+
+def append_line(path: Path, line: bytes) -> MovedAside | None:
     """Append ``line`` to ``path`` (created 0600 if missing) with one ``O_APPEND`` write, which
-    never interleaves with other writers' appends. Not fsync'd. Raises :class:`OSError`."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    never interleaves with other writers' appends. Not fsync'd. Opened by :func:`open_regular`:
+    returns what it moved aside (``None``: nothing). Raises :class:`OSError`."""
+    fd, moved = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
+    return moved
 
 
 def move_no_replace(src: Path, dst: Path) -> None:

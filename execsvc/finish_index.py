@@ -24,28 +24,38 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .durable import append_line, write_durable
+from .durable import MovedAside, append_line, read_regular_file, write_durable
 
 INDEX_NAME = ".index"
 _LINE = re.compile(r"^([0-9]+) ([0-9]+) ([^\n]+)$", re.MULTILINE)
 
 
-def append(folder: Path, job_id: str, record: os.stat_result) -> None:
+_MAX_BYTES = 1 << 30
+"""A bigger index is not read (a listing then ``stat``s every record)."""
+
+
+def append(folder: Path, job_id: str, record: os.stat_result) -> MovedAside | None:
     """Note that ``job_id``'s record in ``folder`` is the file ``record`` (its ``stat``).
 
+    Returns what was found at the index's name instead of a regular file and
+    moved aside (see :func:`~execsvc.durable.open_regular`), else ``None``.
     Never raises: an index that cannot be written only makes listings ``stat`` that record.
     """
     line = f"{record.st_mtime_ns} {record.st_ino} {job_id}\n".encode("utf-8", "surrogateescape")
     with contextlib.suppress(OSError):
-        append_line(folder / INDEX_NAME, line)
+        return append_line(folder / INDEX_NAME, line)
+    return None
 
 
 def read(folder: Path) -> dict[str, tuple[int, int]]:
     """``{job id: (record mtime in ns, record inode)}`` from ``folder``'s index; the last line
-    for an id wins; lines that do not parse are skipped; no index reads as empty."""
+    for an id wins; lines that do not parse are skipped; no index, or one that is not a regular
+    file (never followed, never waited on), reads as empty."""
     try:
-        data = (folder / INDEX_NAME).read_bytes()
+        data = read_regular_file(folder / INDEX_NAME, _MAX_BYTES)
     except OSError:
+        return {}
+    if data is None:
         return {}
     text = data.decode("utf-8", "surrogateescape")  # once: 100,000 lines are read at every listing
     return {job_id: (int(mtime_ns), int(inode)) for mtime_ns, inode, job_id in _LINE.findall(text)}

@@ -128,7 +128,7 @@ def run_on_finish(
     try:
         process.start()
     except SpawnError as exc:
-        return HookOutcome(False, str(exc))
+        return HookOutcome(False, _with_moved(str(exc), process))
     if stop is not None and not stop._add(process):
         process.signal_group(signal.SIGKILL)
     timer = threading.Timer(timeout_s, process.signal_group, (signal.SIGKILL,))
@@ -140,12 +140,17 @@ def run_on_finish(
         if stop is not None:
             stop._discard(process)
     if exit_info.returncode == 0:
-        return HookOutcome(True, "exit code 0")
+        return HookOutcome(True, _with_moved("exit code 0", process))
     if stop is not None and stop.is_set():
-        return HookOutcome(False, "stopped: the worker was stopping")
+        return HookOutcome(False, _with_moved("stopped: the worker was stopping", process))
     if exit_info.returncode == -signal.SIGKILL and exit_info.duration_s >= timeout_s:
-        return HookOutcome(False, f"stopped after hook_timeout_s ({timeout_s:g} s)")
-    return HookOutcome(False, f"exit code {exit_info.returncode}")
+        return HookOutcome(False, _with_moved(f"stopped after hook_timeout_s ({timeout_s:g} s)", process))
+    return HookOutcome(False, _with_moved(f"exit code {exit_info.returncode}", process))
+
+
+def _with_moved(detail: str, process: JobProcess) -> str:
+    """``detail``, and what the opening of the hook's logs moved aside (a FIFO, a link...)."""
+    return "; ".join([detail, *(moved.describe() for moved in process.moved_aside)])
 
 
 def post_webhook(

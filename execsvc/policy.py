@@ -47,7 +47,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .durable import TEMP_PREFIX
+from .durable import TEMP_PREFIX, open_regular
 from .jobfile import SHELL, RunRequest
 from .models import JobKind
 from .webhook_policy import WebhookRule
@@ -295,15 +295,17 @@ def write_result_file(result_file: Path, roots: tuple[Path, ...], source: Path) 
         # that jobs writing the same result_file at once do not meet at the temporary name either.
         temp = f"{TEMP_PREFIX}result-{os.getpid()}-{secrets.token_hex(4)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        out = os.open(temp, flags, 0o666, dir_fd=folder)
-        try:
-            with open(out, "wb") as target, open(source, "rb") as data:
-                shutil.copyfileobj(data, target)
-            os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=folder)
-            raise
+        source_fd, _moved = open_regular(source, os.O_RDONLY, move_aside=False)  # never a link, a FIFO
+        with open(source_fd, "rb") as data:
+            out = os.open(temp, flags, 0o666, dir_fd=folder)
+            try:
+                with open(out, "wb") as target:
+                    shutil.copyfileobj(data, target)
+                os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=folder)
+                raise
     finally:
         os.close(folder)
 

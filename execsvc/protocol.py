@@ -37,7 +37,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ from . import finish_index
 from .daemonlog import append_event
 from .durable import (
     TEMP_PREFIX,
+    MovedAside,
     copy_over,
     fsync_dir,
     move_no_replace,
@@ -190,6 +191,8 @@ class JobQueue:
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.layout = QueueLayout.at(root)
+        self.on_moved_aside: Callable[[MovedAside], None] | None = None
+        """Told of what :meth:`finish` found at an index's name and moved aside (the worker logs it)."""
         if create:
             self.layout.ensure()
 
@@ -408,7 +411,10 @@ class JobQueue:
     def worker_info(self) -> WorkerInfo | None:
         """The worker serving this queue (from ``worker.json``), or ``None`` if none is alive."""
         try:
-            info = WorkerInfo.model_validate_json(self.layout.worker_file.read_bytes())
+            data = read_regular_file(self.layout.worker_file, _SPEC_MAX_BYTES)  # a FIFO there: no wait
+            if data is None:
+                return None
+            info = WorkerInfo.model_validate_json(data)
         except (OSError, ValidationError):
             return None
         try:
@@ -452,6 +458,7 @@ class JobQueue:
             result = JobResult(
                 job_id=claimed.job_id,
                 status=JobStatus.CANCELLED,
+                returncode=None,  # set, so that the record says null: it never ran
                 error=error,
                 completed_at=datetime.now(UTC).astimezone(),
                 job_file=claimed.job_file,
@@ -468,9 +475,13 @@ class JobQueue:
         with os.scandir(self.layout.running) as entries:
             return [e.name[len(CANCEL_PREFIX) :] for e in entries if e.name.startswith(CANCEL_PREFIX)]
 
-    def drop_cancel_request(self, job_id: str) -> None:
-        """Remove the cancel request of ``job_id`` once acted on (or stale); a missing one is fine."""
-        unlink_if_exists(self.layout.cancel_request(job_id))
+    def drop_cancel_request(self, job_id: str) -> bool:
+        """Remove the cancel request of ``job_id`` once acted on (or stale); whether there was one."""
+        try:
+            os.unlink(self.layout.cancel_request(job_id))
+        except FileNotFoundError:
+            return False
+        return True
 
     # ----- holding -------------------------------------------------------------------
 
@@ -637,7 +648,7 @@ class JobQueue:
                 written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
             except FileExistsError:  # another file has the record's name: keep the job beside a sidecar record
                 return self._finish_beside(job, result, folder)
-            finish_index.append(folder, job.job_id, written)
+            self._index(folder, job.job_id, written)
             unlink_if_exists(job.path)
             return path
         return self._finish_beside(job, result, folder)
@@ -647,7 +658,7 @@ class JobQueue:
         path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
         if stat.S_ISDIR(os.lstat(job.path).st_mode):  # a directory cannot be linked: record, then rename
             name = _free_name(folder, job.path.name)
-            finish_index.append(folder, job.job_id, write_durable(path, self._sidecar(job, result, folder, name)))
+            self._index(folder, job.job_id, write_durable(path, self._sidecar(job, result, folder, name)))
             move_no_replace(job.path, folder / name)
             return path
         # The job file is linked in beside its record before the record appears, so whoever
@@ -669,7 +680,7 @@ class JobQueue:
         except BaseException:
             unlink_if_exists(folder / name)
             raise
-        finish_index.append(folder, job.job_id, written)
+        self._index(folder, job.job_id, written)
         os.unlink(job.path)
         return path
 
@@ -741,6 +752,12 @@ class JobQueue:
             f"the job {what} its own job file running/{readable_name(job.path.name)} while it ran; "
             "the file kept with this record is the job as it was claimed"
         )
+
+    def _index(self, folder: Path, job_id: str, record: os.stat_result) -> None:
+        """Append to ``folder``'s finish-time index; tell :attr:`on_moved_aside` what it moved aside."""
+        moved = finish_index.append(folder, job_id, record)
+        if moved is not None and self.on_moved_aside is not None:
+            self.on_moved_aside(moved)
 
     def requeue(self, job: ClaimedJob, data: bytes) -> Path:
         """Put a claimed job back into ``pending/`` under its id, with new contents (its next attempt).

@@ -94,6 +94,7 @@ def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request
     return JobResult(
         job_id=claimed.job_id,
         status=status,
+        returncode=None,  # set, so that a JSON job's record says null (it is written with exclude_unset)
         error=error,
         completed_at=now(),
         job_file=claimed.job_file,

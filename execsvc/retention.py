@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import finish_index
+from .durable import read_regular_file
 from .layout import JOB_SUFFIXES, SIDECAR_SUFFIX, is_kept_name_of
 from .models import JobState, SidecarRecord
 from .protocol import FINISHED_STATES, JobQueue
+
+_SIDECAR_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
 
 
 @dataclass
@@ -117,7 +120,10 @@ def _kept_names(folder: Path, job_id: str) -> list[str]:
 
 
 def _job_file_beside(record: Path) -> str | None:
-    name = SidecarRecord.model_validate_json(record.read_bytes()).job_file
+    data = read_regular_file(record, _SIDECAR_MAX_BYTES)  # never a FIFO waited on, nor a link followed
+    if data is None:
+        return None
+    name = SidecarRecord.model_validate_json(data).job_file
     return name if name and "/" not in name and name not in (".", "..") else None
 
 

@@ -31,6 +31,7 @@ import errno
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,12 +45,23 @@ from typing import IO
 import psutil
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
+from .durable import MovedAside, open_regular
 from .jobfile import RunRequest
 from .limits import prlimit_prefix
 
 
 class SpawnError(Exception):
     """The job could not be started; the message says why, for a person."""
+
+
+class StartDeferred(SpawnError):
+    """The job could not be started for a reason of the worker's, not of the job: its log files
+    cannot be created (too many open files, no space or inodes left, ``logs/`` not writable), or
+    no process can be made now. Nothing of the job ran; it may start once the cause is gone."""
+
+
+_WORKER_SHORTAGES = (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT)
+"""Spawn failures that are about the worker's resources (descriptors, processes, memory), not the job."""
 
 
 @dataclass(frozen=True)
@@ -109,12 +121,17 @@ class JobProcess:
         self._exited = False
         self._signalled = False
         self._registered = False
+        self.moved_aside: list[MovedAside] = []  # not regular files found where the logs go
 
     def start(self) -> None:
         """Start the job in its own session, output to the log files.
 
         Raises :class:`SpawnError` (working directory missing, command not
-        found, not executable...) with nothing left running.
+        found, not executable...) with nothing left running; its subclass
+        :class:`StartDeferred` when the cause is the worker's, not the job's
+        (a log file cannot be created, no file descriptor or process left).
+        Each log is opened by :func:`~execsvc.durable.open_regular`: what
+        it moved aside is in :attr:`moved_aside`.
         """
         request = self.request
         if not request.cwd.is_dir():
@@ -127,14 +144,19 @@ class JobProcess:
         argv, executable = request.argv, request.executable
         if prefix:  # prlimit sets the rlimits on itself, then execs the job (see execsvc.limits)
             argv, executable = [*prefix, executable or argv[0], *argv[1:]], None
-        out_fd = _open_log(self.stdout_path)
+        out_fd = self._open_log(self.stdout_path)
         try:
-            err_fd = _open_log(self.stderr_path)
+            err_fd = self._open_log(self.stderr_path)
             try:
-                stdin_file = _stdin_file(request.stdin)
+                try:
+                    stdin_file = _stdin_file(request.stdin)
+                except OSError as exc:
+                    raise StartDeferred(f"its stdin could not be stored: {exc.strerror or exc}") from exc
                 try:
                     self.pid = self._spawn(argv, executable, stdin_file, out_fd, err_fd)
                 except OSError as exc:
+                    if exc.errno in _WORKER_SHORTAGES:
+                        raise StartDeferred(f"the job could not be started: {exc.strerror or exc}") from exc
                     raise SpawnError(_describe_spawn_error(request.argv[0], exc)) from exc
                 finally:
                     if stdin_file is not None:
@@ -146,6 +168,16 @@ class JobProcess:
         self.started_at = now()
         self._started_mono = time.monotonic()
         self.pidfd = _pidfd_open(self.pid)
+
+    def _open_log(self, path: Path) -> int:
+        """A descriptor of the log at ``path``, created 0600 or emptied; raises :class:`StartDeferred`."""
+        try:
+            fd, moved = open_regular(path, os.O_WRONLY | os.O_CREAT, truncate=True)
+        except OSError as exc:
+            raise StartDeferred(f"its log file {path} cannot be created: {exc.strerror or exc}") from exc
+        if moved is not None:
+            self.moved_aside.append(moved)
+        return fd
 
     def _spawn(self, argv: list[str], executable: str | None, stdin: IO[bytes] | None, out_fd: int, err_fd: int) -> int:
         """Start the process (see :meth:`_spawn_process`) and register it as this process's own
@@ -285,14 +317,22 @@ def read_tail(path: Path, max_bytes: int) -> OutputTail:
     """The last ``max_bytes`` of a log file, as UTF-8 text with invalid bytes replaced.
 
     A cut that falls inside a multi-byte character skips that character's
-    remaining bytes. A missing file reads as empty.
+    remaining bytes. A missing file reads as empty, and so does anything not a
+    regular file (never followed if a link, never waited on if a FIFO).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError):
         return OutputTail("", False, 0)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENODEV):
+            return OutputTail("", False, 0)
+        raise
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return OutputTail("", False, 0)
+        size = info.st_size
         start = max(0, size - max_bytes)
         data = os.pread(fd, size - start, start) if size else b""
     finally:
@@ -311,6 +351,21 @@ def queue_identity(root: str | os.PathLike[str]) -> str:
     directory that replaced it. Raises :class:`OSError` when ``root`` cannot be looked at."""
     info = os.stat(root)
     return f"{info.st_dev}:{info.st_ino}"
+
+
+def cut_log(path: Path, max_bytes: int) -> None:
+    """Cut the log at ``path`` to at most ``max_bytes``; a missing log, or anything not a regular
+    file there (never followed, never waited on), is left alone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
+            os.ftruncate(fd, max_bytes)
+    finally:
+        os.close(fd)
 
 
 def find_job_processes(queue_root: Path, job_ids: set[str]) -> dict[str, list[psutil.Process]]:
@@ -367,10 +422,6 @@ def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(alive, timeout=grace_s)
-
-
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
 
 def _stdin_file(data: bytes | None) -> IO[bytes] | None:

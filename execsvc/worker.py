@@ -51,7 +51,16 @@ from filelock import FileLock, Timeout
 from . import __version__
 from .config import QUEUE_ID_ENV, WorkerConfig
 from .daemonlog import EventLog, open_event_log
-from .durable import GroupFlusher, Snapshot, install_lease_guard, look_at_file, read_unwritten, write_durable
+from .durable import (
+    GroupFlusher,
+    MovedAside,
+    Snapshot,
+    install_lease_guard,
+    look_at_file,
+    read_regular_file,
+    read_unwritten,
+    write_durable,
+)
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import HookStop, post_webhook, run_on_finish
 from .inbox import Inbox
@@ -69,7 +78,9 @@ from .runner import (
     ExitInfo,
     JobProcess,
     SpawnError,
+    StartDeferred,
     become_subreaper,
+    cut_log,
     find_job_processes,
     keep_descriptors_from_jobs,
     now,
@@ -117,6 +128,10 @@ again, on whatever the queue path names now."""
 
 _QUEUE_CHECK_S = 1.0  # how often the root, pending/ and running/ are checked to be the ones served
 
+_START_RETRY_FIRST_S = 0.5  # after a start deferred (see Worker._defer); doubled up to the next
+_START_RETRY_MAX_S = 30.0
+_RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
+
 
 @dataclass
 class _Candidate:
@@ -146,6 +161,7 @@ class _ActiveJob:
     kept: ClaimedFile | None = None  # its job file as last put back in running/, if the job removed it
     file_note: str | None = None  # what the job did to its own file, for the record's note
     put_back: int = 0  # times its file was put back while it ran
+    attempt: int = field(default_factory=itertools.count(1).__next__)  # unique per start: see _Deadline
 
 
 class _AwaitedOrRunning:
@@ -161,10 +177,16 @@ class _AwaitedOrRunning:
 
 @dataclass(order=True)
 class _Deadline:
+    """``action`` due at ``at`` (monotonic seconds). A job's deadlines (timeout, kill, limits) name
+    the start they belong to (``attempt``, :attr:`_ActiveJob.attempt`), so a deadline set for one
+    attempt of a job never acts on the next; it holds no reference to the job, so a deadline
+    outliving its job keeps nothing of it in memory."""
+
     at: float
     seq: int
     action: str = field(compare=False)
     key: str = field(compare=False)
+    attempt: int = field(default=0, compare=False)  # 0: not a job's deadline
 
 
 class Worker:
@@ -201,6 +223,9 @@ class Worker:
         self._stopping = False
         self._forced = False
         self._paused: str | None = None  # why claiming is paused: a record could not be written
+        self._starts_paused: str | None = None  # why claiming is paused: a job could not be started (see _defer)
+        self._starts_failing = False  # claims_paused was logged for starts; claims_resumed not yet
+        self._start_retry_s = _START_RETRY_FIRST_S
         self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
         self._root_fd: int | None = None  # the queue root, flock'ed: see _acquire_lock
@@ -257,7 +282,9 @@ class Worker:
             max_bytes=self.config.log_max_bytes,
             backups=self.config.log_backups,
             stderr_level=self._stderr_level,
+            in_queue=True,
         )
+        self.queue.on_moved_aside = self._log_moved_aside
         previous = self.queue.worker_info()
         self._acquire_lock(previous)
         self._environ[QUEUE_ID_ENV] = self._queue_id or ""  # every job knows its queue by identity
@@ -506,7 +533,8 @@ class Worker:
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
-        self.queue.drop_cancel_request(job_id)  # consumed: acted on below, or stale
+        if not self.queue.drop_cancel_request(job_id):
+            return  # already consumed: the event of that removal, or a rescan that found it first
         job = self._active.get(job_id)
         if job is None:
             self.log.info("cancel_ignored", job_id, reason="the job is not running (it ended, or never started here)")
@@ -665,13 +693,15 @@ class Worker:
     # ----- starting jobs ------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        if self._stopping or self._paused is not None or not self._scheduler.has_ready():
+        if self._claims_held() or not self._scheduler.has_ready():
             return
         while (doomed := self._scheduler.take_doomed()) is not None:  # recorded at once: no slot needed
             candidate = self._candidates.pop(doomed.name, None)
             if candidate is not None:
                 self._guarded(self._start, doomed.name, candidate, doomed, file=doomed.name)
         while len(self._active) < self.config.slots and self._recording < self._max_recording:
+            if self._starts_paused is not None:  # the last start in this loop was deferred
+                return
             name = self._scheduler.take_ready()
             if name is None:
                 return
@@ -679,6 +709,10 @@ class Worker:
             if candidate is None or not candidate.ready:
                 continue
             self._guarded(self._start, name, candidate, None, file=name)  # the worker never dies of a job
+
+    def _claims_held(self) -> bool:
+        """Whether no job may be claimed now: stopping, or paused (records, or starts, failing)."""
+        return self._stopping or self._paused is not None or self._starts_paused is not None
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
         """Where a dependency is and its status, from the folders (for the scheduler, which looks
@@ -772,7 +806,7 @@ class Worker:
         try:
             process.start()
         except SpawnError as exc:
-            self._finish_unstarted(claimed, JobStatus.FAILED, str(exc), request)
+            self._not_started(name, claimed, request, process, exc)
             return
         job = _ActiveJob(claimed, request, process, self._flusher.request())
         self._active[job_id] = job
@@ -785,10 +819,11 @@ class Worker:
                 process.pidfd = None
         if process.pidfd is None:
             self._waiters.submit(self._watch, job)
-        self._schedule(request.timeout_s, "timeout", job_id)
+        self._schedule(request.timeout_s, "timeout", job_id, job)
         if request.watched:
-            self._schedule(self.config.limit_check_interval_s, "limits", job_id)
+            self._schedule(self.config.limit_check_interval_s, "limits", job_id, job)
         self._log_claimed(claimed, request)
+        self._starts_work(job_id, process)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
         self.log.info(
             "started",
@@ -864,6 +899,64 @@ class Worker:
         self._candidates[name] = _Candidate(False, _UNSEEN)
         if not snapshot.writing:
             self._schedule(0, "recheck", name)
+
+    def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest, reason: str) -> None:
+        """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`):
+        nothing of it ran. Undo the claim (``running/`` back to ``pending/<name>``, by a rename that
+        never replaces) and pause claims with ``reason``; a ``resume_starts`` deadline lifts the
+        pause after 0.5 s, doubling up to 30 s while starts keep failing, and the next start that
+        works logs ``claims_resumed``. If the job cannot be put back (a new ``pending/<name>``
+        took its place), it is recorded ``failed`` with the reason instead."""
+        job_id = claimed.job_id
+        try:
+            self.queue.unclaim(claimed, name)
+        except OSError as exc:
+            self._finish_unstarted(
+                claimed,
+                JobStatus.FAILED,
+                f"{reason}; the job was not started, and could not be put back into pending/: {exc}",
+                request,
+            )
+        else:
+            self.log.warning("unclaimed", job_id, file=name, reason=reason, note="it never ran; it is back in pending/")
+        if not self._starts_failing:
+            self._starts_failing = True
+            self.log.error(
+                "claims_paused",
+                reason=reason,
+                note="no job is claimed until jobs can be started again (free file descriptors, disk space or "
+                "inodes, or fix logs/); the worker retries by itself",
+            )
+        self._starts_paused = reason
+        self._schedule(self._start_retry_s, "resume_starts", "")
+        self._start_retry_s = min(self._start_retry_s * 2, _START_RETRY_MAX_S)
+
+    def _not_started(
+        self, name: str, claimed: ClaimedJob, request: RunRequest, process: JobProcess, exc: SpawnError
+    ) -> None:
+        """The job's process could not be started: the claim is undone if the worker is the cause
+        (:meth:`_defer`), else the job is recorded ``failed`` with the reason."""
+        self._log_moved_aside_logs(claimed.job_id, process)
+        if isinstance(exc, StartDeferred):
+            self._defer(name, claimed, request, str(exc))
+        else:
+            self._finish_unstarted(claimed, JobStatus.FAILED, str(exc), request)
+
+    def _starts_work(self, job_id: str, process: JobProcess) -> None:
+        """A job started: say what its logs' opening moved aside; if starts were failing, they
+        work again (``claims_resumed``)."""
+        self._log_moved_aside_logs(job_id, process)
+        if self._starts_failing:
+            self._starts_failing, self._start_retry_s = False, _START_RETRY_FIRST_S
+            self.log.info("claims_resumed", reason="jobs can be started again")
+
+    def _log_moved_aside_logs(self, job_id: str, process: JobProcess) -> None:
+        for moved in process.moved_aside:
+            self._log_moved_aside(moved, job_id)
+
+    def _log_moved_aside(self, moved: MovedAside, job_id: str | None = None) -> None:
+        """Something not a regular file was where the worker writes one (safe from any thread)."""
+        self.log.warning("moved_aside", job_id, file=str(moved.path), aside=moved.aside.name, reason=moved.describe())
 
     def _log_claimed(self, claimed: ClaimedJob, request: RunRequest | None) -> None:
         if claimed.renamed_from is not None:
@@ -1116,9 +1209,7 @@ class Worker:
         limit = job.request.limits.output_bytes
         assert limit is not None
         for path in (job.process.stdout_path, job.process.stderr_path):
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(path).st_size > limit:
-                    os.truncate(path, limit)
+            cut_log(path, limit)
 
     def _retry(self, job: _ActiveJob, result: JobResult) -> bool:
         """In the job's thread: keep this attempt's result and output, and put the job back into
@@ -1139,7 +1230,10 @@ class Worker:
                 result.model_dump_json(indent=2).encode("utf-8"),
                 replace=True,
             )
-            data = next_attempt(claimed.path.read_bytes(), claimed.kind, attempt + 1, due)
+            job_file = read_regular_file(claimed.path, self.config.max_job_file_bytes)
+            if job_file is None:
+                raise OSError(f"{claimed.path} is no longer the regular job file it was")
+            data = next_attempt(job_file, claimed.kind, attempt + 1, due)
             self.queue.requeue(claimed, data)
         except OSError as exc:
             result.error = f"{result.error}; it was not retried: {exc}"
@@ -1206,9 +1300,12 @@ class Worker:
                 if self._hook_stop.is_set():
                     self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned)
                 else:
+                    body = read_regular_file(record, _RECORD_MAX_BYTES)  # the record just written: never a FIFO
+                    if body is None:
+                        raise OSError(f"{record} is no longer a regular file of at most {_RECORD_MAX_BYTES} bytes")
                     outcome = post_webhook(
                         url,
-                        record.read_bytes(),
+                        body,
                         timeout_s=self.config.webhook_timeout_s,
                         attempts=self.config.webhook_attempts,
                         rule=self._webhook_rule,
@@ -1260,15 +1357,19 @@ class Worker:
 
     # ----- deadlines ------------------------------------------------------------------
 
-    def _schedule(self, delay_s: float, action: str, key: str) -> None:
-        heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key))
+    def _schedule(self, delay_s: float, action: str, key: str, job: _ActiveJob | None = None) -> None:
+        """Do ``action`` for ``key`` in ``delay_s`` seconds; a job's deadline names its attempt (``job``)."""
+        attempt = job.attempt if job is not None else 0
+        heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key, attempt))
         if len(self._deadlines) > 4 * (len(self._active) + len(self._candidates) + 64):
             self._deadlines = [d for d in self._deadlines if self._deadline_live(d)]
             heapq.heapify(self._deadlines)
 
     def _deadline_live(self, deadline: _Deadline) -> bool:
-        if deadline.action in ("timeout", "kill", "limits"):
-            return deadline.key in self._active
+        """Whether a deadline still has something to do: a job's, only while that attempt runs."""
+        if deadline.attempt:
+            job = self._active.get(deadline.key)
+            return job is not None and job.attempt == deadline.attempt
         return True
 
     def _time_to_next_deadline(self) -> float | None:
@@ -1290,7 +1391,7 @@ class Worker:
         elif limits.output_bytes is not None and max(job.process.output_sizes()) > limits.output_bytes:
             exceeded = "output_bytes"
         if exceeded is None:
-            self._schedule(self.config.limit_check_interval_s, "limits", job.claimed.job_id)
+            self._schedule(self.config.limit_check_interval_s, "limits", job.claimed.job_id, job)
             return
         job.stop_status, job.limit_exceeded = JobStatus.FAILED, exceeded
         job.stop_error = f"the job went beyond {describe(exceeded, limits)}; its process group got SIGKILL"
@@ -1304,7 +1405,7 @@ class Worker:
         while self._deadlines and self._deadlines[0].at <= current:
             deadline = heapq.heappop(self._deadlines)
             action, key = deadline.action, deadline.key
-            job = self._active.get(key)
+            job = self._active.get(key) if self._deadline_live(deadline) else None
             if action == "timeout" and job is not None and job.stop_status is None:
                 job.stop_status = JobStatus.TIMEOUT
                 job.stop_error = (
@@ -1318,6 +1419,8 @@ class Worker:
                 self._check_limits(job)
             elif action == "recheck":
                 self._consider(key)
+            elif action == "resume_starts":
+                self._starts_paused = None  # the next start tries again (see _defer)
             elif action == "rescan":
                 if self._subreaper:
                     reap_orphans()
@@ -1354,7 +1457,7 @@ class Worker:
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
-            self._schedule(self.config.kill_grace_s, "kill", job.claimed.job_id)
+            self._schedule(self.config.kill_grace_s, "kill", job.claimed.job_id, job)
 
     def _interrupt_all(self, reason: str, sig: signal.Signals) -> None:
         for job in self._active.values():

@@ -27,6 +27,7 @@ rescan catches anything an event missed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import heapq
 import itertools
@@ -128,6 +129,9 @@ again, on whatever the queue path names now."""
 
 _QUEUE_CHECK_S = 1.0  # how often the root, pending/ and running/ are checked to be the ones served
 
+_READ_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+"""Errors opening or reading a claimed job file that are the worker's want (descriptors, memory),
+not the job's: the claim is undone (:meth:`Worker._defer`), never recorded ``invalid``."""
 _START_RETRY_FIRST_S = 0.5  # after a start deferred (see Worker._defer); doubled up to the next
 _START_RETRY_MAX_S = 30.0
 _RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
@@ -855,7 +859,10 @@ class Worker:
             snapshot = read_unwritten(claimed.path, self.config.max_job_file_bytes)
         except FileNotFoundError:
             raise
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _READ_SHORTAGES:  # the worker's own want, not the job's: it never ran
+                self._defer(name, claimed, None, f"its job file cannot be read: {exc.strerror or exc}")
+                return False, None
             return True, None
         regular = stat.S_ISREG(snapshot.info.st_mode)  # anything else is refused, whatever it holds
         if snapshot.writing or (regular and _identity(snapshot.info) != seen.seen):
@@ -900,9 +907,9 @@ class Worker:
         if not snapshot.writing:
             self._schedule(0, "recheck", name)
 
-    def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest, reason: str) -> None:
-        """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`):
-        nothing of it ran. Undo the claim (``running/`` back to ``pending/<name>``, by a rename that
+    def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest | None, reason: str) -> None:
+        """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`,
+        or its file could not be read for want of descriptors or memory): nothing of it ran. Undo the claim (``running/`` back to ``pending/<name>``, by a rename that
         never replaces) and pause claims with ``reason``; a ``resume_starts`` deadline lifts the
         pause after 0.5 s, doubling up to 30 s while starts keep failing, and the next start that
         works logs ``claims_resumed``. If the job cannot be put back (a new ``pending/<name>``

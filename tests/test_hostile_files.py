@@ -214,6 +214,29 @@ def test_too_few_file_descriptors_defer_jobs_until_some_are_free(
     assert worker.stop() == 0
 
 
+def test_a_job_file_that_cannot_be_read_for_want_of_descriptors_is_deferred_not_invalid(
+    queue_root: Path, start_worker: Start
+) -> None:
+    """No descriptor left at the claim: the job file itself cannot be opened. That is the worker's
+    want, not the job's: the claim is undone and the job runs once descriptors are free again."""
+    worker = start_worker()
+    pid = worker.proc.pid
+    try:
+        hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (psutil.Process(pid).num_fds(), hard))  # none left
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot lower the worker's RLIMIT_NOFILE: {exc}")
+    drop(queue_root, "starved.json", {"command": "echo fed"})
+    line = worker.wait_for_line("claims_paused", timeout_s=15)
+    assert "Too many open files" in line, line
+    worker.wait_for_line("unclaimed job=starved")
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (1024, hard))  # the cause is gone
+    info = wait_finished(queue_root, "starved")
+    assert info.status is JobStatus.COMPLETED, info.result
+    assert info.result is not None and info.result.stdout == "fed\n"
+    assert worker.stop() == 0
+
+
 # ----- a deadline belongs to the attempt that set it (16.8) -------------------------------
 
 

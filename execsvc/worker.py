@@ -58,6 +58,7 @@ from .durable import (
     Snapshot,
     install_lease_guard,
     look_at_file,
+    open_regular,
     read_regular_file,
     read_unwritten,
     write_durable,
@@ -909,11 +910,13 @@ class Worker:
 
     def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest | None, reason: str) -> None:
         """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`,
-        or its file could not be read for want of descriptors or memory): nothing of it ran. Undo the claim (``running/`` back to ``pending/<name>``, by a rename that
-        never replaces) and pause claims with ``reason``; a ``resume_starts`` deadline lifts the
-        pause after 0.5 s, doubling up to 30 s while starts keep failing, and the next start that
-        works logs ``claims_resumed``. If the job cannot be put back (a new ``pending/<name>``
-        took its place), it is recorded ``failed`` with the reason instead."""
+        or its file could not be read for want of descriptors or memory): nothing of it ran.
+
+        The claim is undone (:meth:`JobQueue.unclaim`: back to ``pending/<name>``, never
+        replacing) and claims pause with ``reason``; a ``resume_starts`` deadline lifts the pause
+        after 0.5 s, doubling up to 30 s while starts keep failing, and the next start that works
+        logs ``claims_resumed``. If the job cannot be put back (a new ``pending/<name>`` took its
+        place), it is recorded ``failed`` with the reason instead."""
         job_id = claimed.job_id
         try:
             self.queue.unclaim(claimed, name)
@@ -1511,6 +1514,12 @@ class Worker:
             identity = f"{info.st_dev}:{info.st_ino}"
             if queue_identity(root) != identity:
                 raise QueueLocked(f"the queue root {root} was replaced while this worker started; start it again", None)
+            # filelock opens worker.lock with O_TRUNC and follows a link: a link or FIFO put there
+            # would have another file emptied or the start blocked. Only a regular file is left there.
+            lock_fd, moved = open_regular(self.layout.lock_file, os.O_RDWR | os.O_CREAT)
+            os.close(lock_fd)
+            if moved is not None:
+                self._log_moved_aside(moved)
             try:
                 lock.acquire()
             except Timeout:

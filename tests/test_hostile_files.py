@@ -237,6 +237,29 @@ def test_a_job_file_that_cannot_be_read_for_want_of_descriptors_is_deferred_not_
     assert worker.stop() == 0
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_link_or_fifo_at_worker_lock_is_moved_aside_not_followed(
+    kind: str, queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    """The lock library opens worker.lock with O_TRUNC, following a link: a link there would
+    have the worker empty the file it names, a FIFO would block its start."""
+    JobQueue(queue_root)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    lock = queue_root / "worker.lock"
+    if kind == "symlink":
+        lock.symlink_to(precious)
+    else:
+        os.mkfifo(lock)
+    worker = start_worker()
+    assert "moved_aside" in worker.wait_for_line("moved_aside")
+    assert precious.read_text() == "keep me\n"
+    drop(queue_root, "after.json", {"command": "echo ok"})
+    assert wait_finished(queue_root, "after").status is JobStatus.COMPLETED
+    assert lock.is_file() and not lock.is_symlink()
+    assert worker.stop() == 0
+
+
 # ----- a deadline belongs to the attempt that set it (16.8) -------------------------------
 
 

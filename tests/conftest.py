@@ -17,10 +17,11 @@ from typing import Any
 import psutil
 import pytest
 
-from execsvc import JobInfo, JobQueue, JobState
+from execsvc import JobInfo, JobQueue, JobState, WorkerConfig
 from execsvc.daemonlog import EventLog
 from execsvc.layout import split_job_name
 from execsvc.runner import find_job_processes
+from execsvc.worker import Worker
 
 # Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.
 os.environ["EXECSVC_CONFIG"] = "/nonexistent/execsvc-tests/config.toml"
@@ -41,10 +42,12 @@ def console_script(name: str) -> str:
 class WorkerProcess:
     """``execsvc run`` as a real child process; its stderr lines are collected as they come."""
 
-    def __init__(self, queue_root: Path, *args: str) -> None:
+    def __init__(self, queue_root: Path, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a command the worker runs under (``unshare --net --`` ...)."""
         self.queue_root = queue_root
+        execsvc = [console_script("execsvc"), "run", "--queue-dir", str(queue_root), "--stderr-level", "info"]
         self.proc = subprocess.Popen(
-            [console_script("execsvc"), "run", "--queue-dir", str(queue_root), "--stderr-level", "info", *args],
+            [*prefix, *execsvc, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -207,3 +210,30 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.01)
     assert not leaked, f"threads leaked: {leaked}"
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """In-process workers on ``tmp_path/q`` (``make_worker(**config)``), initialized; stopped at the end."""
+    workers: list[Worker] = []
+
+    def make(**settings: object) -> Worker:
+        worker = Worker(tmp_path / "q", WorkerConfig(**settings), stderr_level=None)  # type: ignore[arg-type]
+        worker.initialize()
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.request_stop()
+        while worker.loop():
+            pass
+        worker.shutdown()
+
+
+def run_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Drive an in-process worker's loop step by step until ``done()``; fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "the worker did not get there in time"
+        worker.loop()

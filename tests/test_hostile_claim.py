@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WorkerProcess, daemon_log, drop, silent_event_log, wait_finished, wait_until
+from conftest import WorkerProcess, daemon_log, drop, run_until, silent_event_log, wait_finished, wait_until
 
-from execsvc import JobQueue, JobSpec, JobState, JobStatus, WorkerConfig
+from execsvc import JobQueue, JobSpec, JobState, JobStatus
 from execsvc.recovery import settle_running
 from execsvc.results import unstarted_result
 from execsvc.worker import Worker
@@ -246,31 +246,6 @@ def test_a_job_replaced_by_rename_after_it_was_seen_runs_on_the_new_schedule(
 # ----- the claim itself, driven step by step ---------------------------------------------
 
 
-@pytest.fixture
-def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    workers: list[Worker] = []
-
-    def make(**settings: object) -> Worker:
-        worker = Worker(tmp_path / "q", WorkerConfig(**settings), stderr_level=None)  # type: ignore[arg-type]
-        worker.initialize()
-        workers.append(worker)
-        return worker
-
-    yield make
-    for worker in workers:
-        worker.request_stop()
-        while worker.loop():
-            pass
-        worker.shutdown()
-
-
-def _step_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "the worker did not get there in time"
-        worker.loop()
-
-
 def test_the_claim_gives_back_a_file_replaced_since_it_was_seen(
     tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
@@ -285,7 +260,7 @@ def test_the_claim_gives_back_a_file_replaced_since_it_was_seen(
     log = worker.layout.daemon_log
     assert "claim_returned file=a.json" in log.read_text()
     queue.submit(JobSpec(command="true"), job_id="z")
-    _step_until(worker, lambda: queue.record_path("z") is not None and not worker.busy)
+    run_until(worker, lambda: queue.record_path("z") is not None and not worker.busy)
     assert not marker.exists() and queue.get("a").state is JobState.PENDING
 
 
@@ -305,5 +280,5 @@ def test_the_claim_gives_back_a_file_open_for_writing(tmp_path: Path, make_worke
         os.write(fd, json.dumps({"command": f"echo second > {marker}"}).encode())
     finally:
         os.close(fd)
-    _step_until(worker, lambda: queue.record_path("a") is not None and not worker.busy)
+    run_until(worker, lambda: queue.record_path("a") is not None and not worker.busy)
     assert queue.get("a").status is JobStatus.COMPLETED and marker.read_text() == "second\n"

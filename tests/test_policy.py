@@ -108,6 +108,9 @@ def test_the_policy_is_shown_by_worker_json_queue_view_and_mcp(
         ("[policy]\nallowed_commands = '/usr/bin'\n", "allowed_commands"),
         ("[worker\n", "cannot read the config file"),
         ("[policy]\nallowed_commands = ['bin']\n", "allowed_commands must be absolute folders"),
+        ("[policy]\nwebhook_hosts = ['hooks example']\n", "'hooks example' is neither a host name nor an address"),
+        ("[policy]\nresult_file_folders = ['out']\n", "result_file_folders must be absolute folders"),
+        ("[worker]\nrefused_env = ['GIT_*']\n", "unknown key(s) ['refused_env'] in [worker]"),
     ],
 )
 def test_a_bad_config_file_stops_the_worker_saying_why(

@@ -6,41 +6,16 @@ import errno
 import os
 import selectors
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import drop
+from conftest import drop, run_until
 
-from execsvc import JobQueue, JobSpec, JobState, JobStatus, WorkerConfig, runner
+from execsvc import JobQueue, JobSpec, JobState, JobStatus, runner
 from execsvc.durable import write_durable
 from execsvc.watch import InotifyFD
 from execsvc.worker import Worker
-
-
-@pytest.fixture
-def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    workers: list[Worker] = []
-
-    def make(**settings: object) -> Worker:
-        worker = Worker(tmp_path / "q", WorkerConfig(**settings), stderr_level=None)  # type: ignore[arg-type]
-        worker.initialize()
-        workers.append(worker)
-        return worker
-
-    yield make
-    for worker in workers:
-        worker.request_stop()
-        while worker.loop():
-            pass
-        worker.shutdown()
-
-
-def run_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "the worker did not get there in time"
-        worker.loop()
 
 
 def finished(worker: Worker, *job_ids: str) -> Callable[[], bool]:

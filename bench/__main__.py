@@ -3,8 +3,8 @@
 Installs the peers if missing (Debian: task-spooler, nq, inotify-tools), then
 runs every system in turn inside each repetition and prints one table of
 medians with min–max over the repetitions, and ratios against the peers
-measured in the same run. See the README's "Performance" section for what
-each figure means.
+measured in the same run. See docs/performance.md for what each
+figure means.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Programs drop job files into ``pending/``; a worker runs them in FIFO order and
 records each result in ``completed/`` or ``failed/`` (the queue protocol,
-described in the README). This package's public API is the protocol side::
+described in docs/protocol.md). This package's public API is the protocol side::
 
     from execsvc import JobQueue, JobSpec, default_queue_dir
 

@@ -28,7 +28,7 @@ QUEUE_ID_ENV = "EXECSVC_QUEUE_ID"
 queue the job belongs to, whatever path (a bind mount, a symbolic link) reached it."""
 
 DEFAULT_TIMEOUT_S = 300.0
-"""A job's timeout when it names none (PROTOCOL.md)."""
+"""A job's timeout when it names none (docs/protocol.md, "JSON jobs")."""
 
 
 def default_queue_dir() -> Path:

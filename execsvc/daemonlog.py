@@ -1,4 +1,4 @@
-"""``daemon.log``: one timestamped line per worker event (PROTOCOL.md, "daemon.log").
+"""``daemon.log``: one timestamped line per worker event (docs/protocol.md, "daemon.log").
 
 A line reads ``<ISO 8601 time> <LEVEL> <event> job=<id> key=value ...``, for
 example::

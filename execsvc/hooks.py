@@ -1,4 +1,4 @@
-"""What runs after a job's final record is written: ``on_finish`` and ``webhook`` (README, "Finish hooks").
+"""What runs after a job's final record is written: ``on_finish`` and ``webhook`` (docs/protocol.md, "Finish hooks").
 
 Both run in the worker's hook threads, never in the loop or a job's thread,
 so a slow hook never holds up the queue. They run at most once per job: a

@@ -1,4 +1,4 @@
-"""Reading a claimed job file into what to run (PROTOCOL.md, "JSON jobs", "Text jobs").
+"""Reading a claimed job file into what to run (docs/protocol.md, "JSON jobs", "Text jobs").
 
 :func:`read_job` is the one entry point: it returns a :class:`RunRequest`
 (argv, working directory, environment, stdin, timeout) or raises

@@ -1,4 +1,4 @@
-"""The queue directory's layout, job file names and job ids (PROTOCOL.md, "Layout").
+"""The queue directory's layout, job file names and job ids (docs/protocol.md, "Layout").
 
 Pure path logic: which folder is which, which names are jobs, which are
 ignored, how a file name maps to a job id and to its record names. The only

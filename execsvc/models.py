@@ -1,9 +1,9 @@
 """Records that cross the queue boundary, as pydantic models.
 
-Every shape here comes from the queue protocol (``shared/PROTOCOL.md``,
-restated in the README): the JSON job a producer drops into ``pending/``, the
-``result`` object the worker adds when the job ends, the ``<id>.result.json``
-sidecar record for text and invalid jobs, and ``worker.json``.
+Every shape here comes from the queue protocol (docs/protocol.md): the JSON
+job a producer drops into ``pending/``, the ``result`` object the worker adds
+when the job ends, the ``<id>.result.json`` sidecar record for text and
+invalid jobs, and ``worker.json``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ AfterMode = Literal["success", "any"]
 
 
 class JobLimits(BaseModel):
-    """``limits``: what one job may use (README, "Scheduling fields"); each ``None`` is no limit.
+    """``limits``: what one job may use (docs/protocol.md, "Scheduling fields"); each ``None`` is no limit.
 
     ``cpu_s`` (CPU seconds, RLIMIT_CPU), ``memory_mb`` (address space in MiB,
     RLIMIT_AS), ``open_files`` (RLIMIT_NOFILE) are set in the job's process by
@@ -91,7 +91,7 @@ def parse_time(value: str) -> datetime:
 class JobOptions(BaseModel):
     """The fields that say when and how a job runs, shared by JSON jobs and text jobs' headers.
 
-    Scheduling (README, "Scheduling fields"): ``priority`` (higher first among
+    Scheduling (docs/protocol.md, "Scheduling fields"): ``priority`` (higher first among
     ready jobs, FIFO within one), ``after`` (job ids) with ``after_mode``
     (``success``: all must complete, else this job is cancelled; ``any``: all
     must have finished), ``not_before`` (ISO 8601) and ``delay_s`` (seconds after
@@ -203,7 +203,7 @@ class JobSpec(JobOptions):
 
 
 class JobResult(BaseModel):
-    """The ``result`` object of a finished job (PROTOCOL.md, "Finishing").
+    """The ``result`` object of a finished job (docs/protocol.md, "Finishing").
 
     ``returncode`` is the exit code, a negative number for the signal that
     killed the process (as in :mod:`subprocess`), or ``None`` when the job never

@@ -1,4 +1,4 @@
-"""The queue protocol as a Python API: submit, read, claim, finish (PROTOCOL.md).
+"""The queue protocol as a Python API: submit, read, claim, finish (docs/protocol.md).
 
 Pure file operations on one queue root; nothing here knows about MCP, the CLI
 or how jobs are run. Clients (``queue_tools``, foreign Python code) use
@@ -9,13 +9,17 @@ or how jobs are run. Clients (``queue_tools``, foreign Python code) use
 Guarantees, each on one file system:
 
 - submit: the job appears in ``pending/`` whole or not at all (hidden temp
-  file, fsync, ``link`` to the final name, folder fsync); an existing file is
-  never replaced.
-- claim: ``link`` into ``running/`` then ``unlink`` from ``pending/`` (see
-  :func:`~execsvc.durable.move_no_replace`); both folders are fsync'd before
-  the job may start, so a job that ran can never reappear in ``pending/``
-  after a power cut. A crash between the two calls leaves one file under two
-  names, which :meth:`JobQueue.settle_running` undoes (the job had not started).
+  file, fsync, a rename to the final name that never replaces, folder fsync:
+  :func:`~execsvc.durable.write_durable`); an existing file is never replaced.
+- claim: one rename from ``pending/`` into ``running/`` that never replaces
+  (:func:`~execsvc.durable.move_no_replace`: ``renameat2(RENAME_NOREPLACE)`` on
+  Linux, ``link`` then ``unlink`` where that call is missing). Both folders are
+  fsync'd before :meth:`~JobQueue.claim` returns, or, with ``flush=False`` (the
+  worker's way, by its flusher while the job starts), before the job's record
+  is written (docs/protocol.md, "Order and claiming"). Where the move is
+  ``link`` + ``unlink``, a crash between the two calls leaves
+  one file under two names, which :meth:`JobQueue.settle_running` undoes (the
+  job had not started).
   A claimed file that has other names (hard links) gets an inode of its own
   before it runs (:meth:`JobQueue.unshare`); one that is not the file the
   worker chose goes back to ``pending/`` unstarted (:meth:`JobQueue.unclaim`).
@@ -428,7 +432,7 @@ class JobQueue:
     # ----- cancelling -----------------------------------------------------------------
 
     def cancel(self, job_id: str, *, requested_by: str = "a client") -> Cancellation:
-        """Cancel a job (PROTOCOL.md, "Timeouts and cancelling"); see :class:`Cancellation`.
+        """Cancel a job (docs/protocol.md, "Timeouts and cancelling"); see :class:`Cancellation`.
 
         A pending job is claimed exactly as a worker claims it (so it can never
         also start) and finished at once with status ``cancelled``; the line

@@ -1,4 +1,4 @@
-"""Settling what a dead worker left in ``running/`` (PROTOCOL.md, "Crashes and restarts").
+"""Settling what a dead worker left in ``running/`` (docs/protocol.md, "Crashes and restarts").
 
 Every job found there is finished exactly once: a claim cut short is undone
 (the job had not started and stays pending), a finish cut short is

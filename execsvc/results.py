@@ -1,4 +1,4 @@
-"""Building a job's ``result`` record (PROTOCOL.md, "Finishing") from how it ended."""
+"""Building a job's ``result`` record (docs/protocol.md, "Finishing") from how it ended."""
 
 from __future__ import annotations
 

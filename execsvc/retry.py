@@ -1,4 +1,4 @@
-"""Retries: when a failed job gets another attempt, and what its file says then (README, "Retries").
+"""Retries: when a failed job gets another attempt, and what its file says then (docs/protocol.md, "Retries").
 
 A job with ``retries`` left that ends ``failed`` or ``timeout`` is put back
 into ``pending/`` under its own id (:meth:`~execsvc.protocol.JobQueue.requeue`)

@@ -1,4 +1,4 @@
-"""One job's process group: start it, wait for it, stop it (PROTOCOL.md, "Timeouts").
+"""One job's process group: start it, wait for it, stop it (docs/protocol.md, "Timeouts and cancelling").
 
 The job runs in a new session (``start_new_session=True``, never
 ``preexec_fn``, which is unsafe in a threaded process), so its process id is

@@ -1,4 +1,4 @@
-"""What a pending job's scheduling fields say, read without claiming it (README, "Scheduling fields").
+"""What a pending job's scheduling fields say, read without claiming it (docs/protocol.md, "Scheduling fields").
 
 A JSON job carries the fields (:class:`~execsvc.models.JobOptions`); a text
 job carries them in header comments at its top, one or more lines like::

@@ -1,4 +1,4 @@
-"""The worker's order of pending jobs: priority, FIFO, due times, dependencies (PROTOCOL.md, "Order").
+"""The worker's order of pending jobs: priority, FIFO, due times, dependencies (docs/protocol.md, "Order and claiming").
 
 In memory only, rebuilt from the files at every start: everything it knows
 came from a job file (:class:`~execsvc.schedule.Schedule`) or from where a

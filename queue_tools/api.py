@@ -68,7 +68,7 @@ class QueueStatus(BaseModel):
 
 
 class Waiting(BaseModel):
-    """Why a pending job has not started (README, "Scheduling fields").
+    """Why a pending job has not started (docs/protocol.md, "Scheduling fields").
 
     ``held`` (``execsvc release`` lets it go), ``due_at`` (``not_before``,
     ``delay_s`` or its next retry), ``waiting_for`` (ids in ``after`` that have

@@ -231,7 +231,7 @@ def test_bad_input_gets_a_reason_and_the_worker_keeps_serving(
     else:
         assert result.error is not None and case.reason in result.error, result.error
     assert not (root / "pending" / case.name).exists() and not os.path.lexists(root / "pending" / case.name)
-    # the job leaves running/ just after its record appears (PROTOCOL.md, "Finishing")
+    # the job leaves running/ just after its record appears (docs/protocol.md, "Finishing")
     wait_until(lambda: all(n.startswith(".") for n in os.listdir(root / "running")), what="running/ to empty")
     log = (root / "daemon.log").read_text(errors="replace")
     assert f"job={result.job_id}" in log or f"job={json.dumps(result.job_id)}" in log

@@ -1,4 +1,4 @@
-"""Cancelling (PROTOCOL.md, "Timeouts and cancelling"): a pending job is removed, a running one stopped."""
+"""Cancelling (docs/protocol.md, "Timeouts and cancelling"): a pending job is removed, a running one stopped."""
 
 from __future__ import annotations
 

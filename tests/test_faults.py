@@ -2,7 +2,7 @@
 
 The long forms run by hand (``python -m tests.chaos --cycles 300``, and
 ``EXECSVC_PRODUCER_JOBS=500 pytest tests/test_faults.py -k producers``); the
-README's reliability section holds their figures.
+docs/reliability.md holds their figures.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The README tells the truth: its shell examples run as written, and CI runs its test command."""
+"""The README and docs/ tell the truth: their marked examples run as written, and CI runs the test command.
+
+A block marked ``<!-- readme-test: KIND -->`` in README.md or any docs/*.md is run by the
+test for its KIND, wherever it lives; a marker of a kind no test runs fails the suite.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,33 @@ from execsvc import JobQueue, JobState, JobStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+KINDS = {"shell": "sh", "mcp-config": "json", "scheduling": "sh"}  # each run by a test below
+
+
+def marked_blocks(kind: str) -> list[str]:
+    """The fenced blocks marked `<!-- readme-test: KIND -->` in the README and docs/*.md, in that order."""
+    fence = re.escape(KINDS[kind])
+    pattern = rf"<!-- readme-test: {re.escape(kind)} -->\n```{fence}\n(.*?)```"
+    return [block for page in PAGES for block in re.findall(pattern, page.read_text(), flags=re.DOTALL)]
 
 
 def shell_blocks() -> list[str]:
-    """The ```sh blocks marked `<!-- readme-test: shell -->` in the README."""
-    return re.findall(r"<!-- readme-test: shell -->\n```sh\n(.*?)```", README, flags=re.DOTALL)
+    """The ```sh blocks marked `<!-- readme-test: shell -->`."""
+    return marked_blocks("shell")
+
+
+def test_every_marked_block_is_one_a_test_runs() -> None:
+    """A marker of an unknown kind, or one not right above a fence of its kind's language, would
+    be a tested-looking example that nothing runs."""
+    for page in PAGES:
+        text = page.read_text()
+        for kind in re.findall(r"<!-- readme-test: ([\w-]+) -->", text):
+            assert kind in KINDS, f"{page.name}: no test runs readme-test blocks of kind {kind!r}"
+        markers = len(re.findall(r"<!-- readme-test: [\w-]+ -->", text))
+        fenced = [rf"<!-- readme-test: {re.escape(k)} -->\n```{re.escape(lang)}\n" for k, lang in KINDS.items()]
+        found = sum(len(re.findall(pattern, text)) for pattern in fenced)
+        assert found == markers, f"{page.name}: a readme-test marker is not right above a fence of its language"
 
 
 def run_block(block: str, queue_root: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -84,7 +110,7 @@ def test_the_mcp_client_configuration_works_verbatim(
     import anyio
     from mcp import Client, StdioServerParameters
 
-    block = re.findall(r"<!-- readme-test: mcp-config -->\n```json\n(.*?)```", README, flags=re.DOTALL)
+    block = marked_blocks("mcp-config")
     assert len(block) == 1
     text = block[0].replace("/path/to/execsvc/.venv/bin/execsvc", str(BIN / "execsvc"))
     server = json.loads(text.replace("/path/to/queue", str(queue_root)))["mcpServers"]["execsvc"]
@@ -103,7 +129,7 @@ def test_the_mcp_client_configuration_works_verbatim(
 def test_the_scheduling_example_runs_as_written(
     queue_root: Path, start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    block = re.findall(r"<!-- readme-test: scheduling -->\n```sh\n(.*?)```", README, flags=re.DOTALL)
+    block = marked_blocks("scheduling")
     assert len(block) == 1
     start_worker("--slots", "2")
     done = run_block(block[0], queue_root, tmp_path)

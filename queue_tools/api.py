@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel
 
 from execsvc import InvalidJobId, JobIdTaken, JobInfo, JobNotFound, JobQueue, JobResult, JobState, JobStatus
-from execsvc.durable import NotRegularFile, open_regular
+from execsvc.durable import NotRegularFile, open_regular, read_regular_file
 from execsvc.layout import split_job_name
 from execsvc.models import SidecarRecord
 from execsvc.protocol import FINISHED_STATES, JobEntry
@@ -501,17 +501,39 @@ def retry_job(queue: JobQueue, job_id: str) -> str:
                 assert info.spec is not None
                 return queue.submit({**info.spec, "retry_of": info.job_id}, job_id=new_id)
             record = Path(info.path)  # a text job's script sits beside its record, under the name it gives
-            name = SidecarRecord.model_validate_json(record.read_bytes()).job_file
-            script = record.parent / name
-            if "/" in name or not script.is_file() or split_job_name(name)[1] not in (".sh", ".txt"):
+            sidecar = _read_queue_file(record, _RETRIED_MAX_BYTES)
+            if sidecar is None:
+                raise ValueError(f"the record of job {job_id!r} is no longer a regular file; nothing was retried")
+            name = SidecarRecord.model_validate_json(sidecar).job_file
+            if "/" in name or split_job_name(name)[1] not in (".sh", ".txt"):
                 raise ValueError(f"the script of job {job_id!r} is no longer beside its record")
-            return queue.submit_script(script.read_bytes(), job_id=new_id, suffix=split_job_name(name)[1])
+            script = _read_queue_file(record.parent / name, _RETRIED_MAX_BYTES)
+            if script is None:
+                raise ValueError(
+                    f"the script of job {job_id!r} is no longer beside its record as a regular file "
+                    f"(of at most {_RETRIED_MAX_BYTES // 2**20} MiB); nothing was retried"
+                )
+            return queue.submit_script(script, job_id=new_id, suffix=split_job_name(name)[1])
         except JobIdTaken:
             continue
     raise ValueError(f"job {job_id!r} has been retried too many times")
 
 
 # ----- helpers ----------------------------------------------------------------------
+
+
+_RETRIED_MAX_BYTES = 64 * 1024 * 1024
+"""The most a record or script read by :func:`retry_job` may hold (a worker refuses job files
+above its ``max_job_file_bytes``, 16 MiB unless configured)."""
+
+
+def _read_queue_file(path: Path, max_bytes: int) -> bytes | None:
+    """``path``'s bytes if it is a regular file of at most ``max_bytes``; ``None`` if it is gone,
+    is anything else (never followed, never waited on) or is bigger."""
+    try:
+        return read_regular_file(path, max_bytes)
+    except FileNotFoundError:
+        return None
 
 
 def _fill_page(queue: JobQueue, ordered: list[JobEntry], limit: int) -> tuple[list[JobSummary], int]:

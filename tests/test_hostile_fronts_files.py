@@ -185,6 +185,26 @@ def test_a_record_worker_file_and_pending_job_that_are_not_files_cost_their_own_
         assert_still_there(path, kind)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_retry_refuses_a_script_that_is_not_a_file_beside_its_record(
+    queue_root: Path, start_worker: Start, tmp_path: Path, kind: str
+) -> None:
+    secret = secret_file(tmp_path, f"echo {SECRET}\n")
+    worker = start_worker()
+    drop(queue_root, "scr.sh", "echo from the script\n")
+    wait_finished(queue_root, "scr")
+    worker.stop()
+    script = queue_root / "completed" / "scr.sh"
+    assert script.is_file()
+    plant(script, kind, secret)
+    proc = run(queue_root, "execsvc", "retry", "scr")
+    both = assert_calm(proc)
+    assert proc.returncode == 1 and "scr" in proc.stderr, both
+    resubmitted = [path.read_text() for path in (queue_root / "pending").iterdir() if path.is_file()]
+    assert resubmitted == [], "the file the link points at was enqueued as the job's script"
+    assert_still_there(script, kind)
+
+
 def mcp_text(result: CallToolResult) -> str:
     return json.dumps(result.structured_content) + "".join(getattr(part, "text", "") for part in result.content)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import WorkerProcess, console_script, drop, wait_finished
+from conftest import WorkerProcess, console_script, drop, wait_finished, wait_until
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextResourceContents
 
@@ -125,6 +125,24 @@ def test_queue_view_shows_a_job_that_swapped_its_logs_without_them(
     assert overview.returncode == 0 and "swap" in overview.stdout, both
     assert_still_there(queue_root / "logs" / "swap.stdout", kind)
     assert_still_there(queue_root / "logs" / "swap.stderr", kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_queue_view_follows_a_running_job_until_its_log_is_no_file(
+    queue_root: Path, start_worker: Start, tmp_path: Path, kind: str
+) -> None:
+    secret = secret_file(tmp_path)
+    worker = start_worker()
+    drop(queue_root, "busy.json", {"command": swapping_job(kind, secret) + "; sleep 60", "timeout_s": 60})
+    worker.wait_for_line("started job=busy")
+    log = queue_root / "logs" / "busy.stdout"
+    wait_until(lambda: os.path.lexists(log) and not stat.S_ISREG(os.lstat(log).st_mode), what="the swapped log")
+    followed = run(queue_root, "queue-view", "logs", "busy", "--follow")
+    both = assert_calm(followed)
+    assert followed.returncode == 1 and "not a regular file" in followed.stderr, both
+    assert run(queue_root, "execsvc", "cancel", "busy").returncode == 0
+    assert wait_finished(queue_root, "busy").status.value == "cancelled"
+    assert_still_there(log, kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -223,6 +223,21 @@ def test_retry_refuses_a_script_that_is_not_a_file_beside_its_record(
     assert_still_there(script, kind)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_status_sh_names_a_daemon_log_that_is_not_a_file(
+    queue_root: Path, start_worker: Start, tmp_path: Path, kind: str
+) -> None:
+    secret = secret_file(tmp_path)
+    start_worker().stop()
+    plant(queue_root / "daemon.log", kind, secret)
+    script = Path(__file__).resolve().parent.parent / "status.sh"
+    proc = subprocess.run([str(script), str(queue_root)], capture_output=True, text=True, timeout=BOUND_S, check=False)
+    both = assert_calm(proc)
+    assert proc.returncode == 1 and "not running" in proc.stdout, both
+    assert "daemon.log is not a regular file" in proc.stdout, both
+    assert_still_there(queue_root / "daemon.log", kind)
+
+
 def mcp_text(result: CallToolResult) -> str:
     return json.dumps(result.structured_content) + "".join(getattr(part, "text", "") for part in result.content)
 

@@ -82,7 +82,10 @@ else
     echo "worker:  not running"
 fi
 
-if [ -f "$queue/daemon.log" ]; then
+# A link there is never followed (it may point at a file a job may not read), nor a FIFO read.
+if [ -L "$queue/daemon.log" ] || { [ -e "$queue/daemon.log" ] && [ ! -f "$queue/daemon.log" ]; }; then
+    echo "daemon.log is not a regular file; it is not read"
+elif [ -f "$queue/daemon.log" ]; then
     echo "daemon.log (last 5 lines):"
     tail -n 5 "$queue/daemon.log" | sed 's/^/  /'
 fi

@@ -25,6 +25,7 @@ from .config import DEFAULT_TIMEOUT_S, default_queue_dir, load_config
 from .errors import ExecsvcError, validation_problems
 from .layout import QueueLayout
 from .models import JobSpec
+from .visible import visible
 from .worker import Worker
 
 app = typer.Typer(
@@ -279,7 +280,8 @@ def submit(
             f"queue-view show {job}",
             1,
         ) from None
-    copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer)
+    for problem in copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer):
+        typer.echo(visible(problem), err=True)
     note = describe_end(info)
     if note:
         typer.echo(note, err=True)

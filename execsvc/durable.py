@@ -105,6 +105,20 @@ _NOT_REGULAR_ERRNOS = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV)
 socket, a device without driver."""
 
 
+class NotRegularFile(OSError):
+    """What :func:`open_regular` raises with ``move_aside=False`` when ``path`` is not a regular file
+    (a FIFO, a symbolic link, a directory, a socket, a device): ``what`` says which, as
+    :class:`MovedAside` does. An :class:`OSError` with ``errno`` ``EINVAL`` and ``strerror``
+    ``"not a regular file: <what>"``; ``str()`` is a sentence naming the path."""
+
+    def __init__(self, path: Path | str, what: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file: {what}", str(path))
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.filename} is {self.what}, not a regular file"
+
+
 @dataclass(frozen=True)
 class MovedAside:
     """Something not a regular file that :func:`open_regular` found at ``path`` and renamed to ``aside``."""
@@ -136,16 +150,19 @@ def open_regular(
     (``None``: nothing). Raises :class:`OSError` when the file cannot be
     opened or created (``EMFILE``, ``ENOSPC``, ``EACCES`` ...) or what is
     there cannot be moved; with ``move_aside=False`` (a path outside the
-    queue, where renaming is not this program's business) whenever ``path``
-    is not a regular file.
+    queue, where renaming is not this program's business, or a client of the
+    queue, which only reads) whenever ``path`` is not a regular file
+    (:class:`NotRegularFile`, saying what is there; nothing is moved).
     """
     moved: MovedAside | None = None
     for _try in range(3):
         try:
             fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
         except OSError as exc:
-            if exc.errno not in _NOT_REGULAR_ERRNOS or not move_aside or not os.path.lexists(path):
+            if exc.errno not in _NOT_REGULAR_ERRNOS or not os.path.lexists(path):
                 raise
+            if not move_aside:
+                raise NotRegularFile(path, _kind_of(os.lstat(path))) from None
             moved = _move_aside(path)
             continue
         try:
@@ -160,7 +177,7 @@ def open_regular(
             raise
         os.close(fd)
         if not move_aside:
-            raise OSError(errno.EINVAL, f"not a regular file: {_kind_of(info)}", str(path))
+            raise NotRegularFile(path, _kind_of(info))
         moved = _move_aside(path, info)
     raise OSError(errno.EEXIST, "something not a regular file keeps coming back", str(path))
 

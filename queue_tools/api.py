@@ -9,6 +9,12 @@ Errors: :class:`~execsvc.errors.JobNotFound` for an unknown id,
 :class:`~execsvc.errors.InvalidJobId` for an id the protocol refuses,
 :class:`ValueError` for a bad cursor or stream name, :class:`OSError` when
 the queue cannot be read or written.
+
+Every file of the queue is read as a regular file only (:func:`open_for_reading`,
+:func:`~execsvc.durable.read_regular_file`): a symbolic link there is never
+followed, a FIFO never waited on, and nothing is moved (a client only reads).
+A job's log that is not a regular file is named in the chunk's ``problem``;
+a ``daemon.log`` that is not raises :class:`~execsvc.durable.NotRegularFile`.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel
 
 from execsvc import InvalidJobId, JobIdTaken, JobInfo, JobNotFound, JobQueue, JobResult, JobState, JobStatus
+from execsvc.durable import NotRegularFile, open_regular, read_regular_file
 from execsvc.layout import split_job_name
 from execsvc.models import SidecarRecord
 from execsvc.protocol import FINISHED_STATES, JobEntry
@@ -154,6 +161,8 @@ class OutputChunk(BaseModel):
     ``next_offset`` are byte offsets into the log; ``size_bytes`` is the log's
     size now (it grows while the job runs). ``complete`` is true once the job
     has finished and ``next_offset`` reached the end: there is nothing more.
+    ``problem`` says why the log is not read (it is a FIFO, a symbolic link ...,
+    not a regular file); ``text`` is empty then.
     """
 
     job_id: str
@@ -164,6 +173,7 @@ class OutputChunk(BaseModel):
     text: str
     job_finished: bool
     complete: bool
+    problem: str | None = None
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -383,8 +393,9 @@ def read_output(
     """Up to ``max_bytes`` of a job's full output from byte ``offset``, or its last ``tail_lines``.
 
     Works while the job runs (the log grows) and after it ended. A chunk never
-    ends inside a UTF-8 character unless the job has finished. Raises
-    :class:`ValueError` for a negative offset or an unknown stream.
+    ends inside a UTF-8 character unless the job has finished. A log that is not
+    a regular file is not read: the chunk is empty and its ``problem`` says what
+    is there. Raises :class:`ValueError` for a negative offset or an unknown stream.
     """
     if stream not in ("stdout", "stderr"):
         raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
@@ -393,8 +404,9 @@ def read_output(
     info = queue.get(job_id)
     finished = info.state in FINISHED_STATES
     log = queue.layout.stdout_log(info.job_id) if stream == "stdout" else queue.layout.stderr_log(info.job_id)
+    problem = None
     try:
-        with open(log, "rb") as handle:
+        with open_for_reading(log) as handle:
             size = os.fstat(handle.fileno()).st_size
             if tail_lines is not None:
                 offset = _tail_offset(handle, size, tail_lines, max_bytes)
@@ -402,6 +414,9 @@ def read_output(
             data = handle.read(min(max_bytes, max(0, size - offset)))
     except FileNotFoundError:
         size, data = 0, b""  # not started yet, or it never ran
+    except NotRegularFile as exc:
+        size, data = 0, b""
+        problem = f"the {stream} log {log} is {exc.what}, not a regular file; it is not read"
     if not finished:
         data = data[: _whole_utf8_length(data)]
     next_offset = min(offset, size) + len(data)
@@ -414,16 +429,28 @@ def read_output(
         text=data.decode("utf-8", errors="replace"),
         job_finished=finished,
         complete=finished and next_offset >= size,
+        problem=problem,
     )
 
 
+def open_for_reading(path: Path) -> BinaryIO:
+    """The file of the queue at ``path``, opened read-only as a regular file (by
+    :func:`~execsvc.durable.open_regular`): a symbolic link is never followed, a FIFO never
+    waited on, and nothing is moved aside. Raises :class:`FileNotFoundError`,
+    :class:`~execsvc.durable.NotRegularFile` (saying what is there), :class:`OSError`."""
+    fd, _moved = open_regular(path, os.O_RDONLY, move_aside=False)
+    return open(fd, "rb")
+
+
 def daemon_log_tail(queue: JobQueue, lines: int = 50) -> list[str]:
-    """The last ``lines`` lines of ``daemon.log`` (empty if there is none yet)."""
+    """The last ``lines`` lines of ``daemon.log`` (empty if there is none yet). Raises
+    :class:`~execsvc.durable.NotRegularFile` when it is not a regular file (it is not read)."""
     try:
-        with open(queue.layout.daemon_log, encoding="utf-8", errors="replace") as handle:
-            return [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+        with open_for_reading(queue.layout.daemon_log) as handle:
+            tail = deque(handle, maxlen=lines)
     except FileNotFoundError:
         return []
+    return [line.decode("utf-8", errors="replace").rstrip("\n") for line in tail]
 
 
 def wait_for_job(
@@ -474,17 +501,39 @@ def retry_job(queue: JobQueue, job_id: str) -> str:
                 assert info.spec is not None
                 return queue.submit({**info.spec, "retry_of": info.job_id}, job_id=new_id)
             record = Path(info.path)  # a text job's script sits beside its record, under the name it gives
-            name = SidecarRecord.model_validate_json(record.read_bytes()).job_file
-            script = record.parent / name
-            if "/" in name or not script.is_file() or split_job_name(name)[1] not in (".sh", ".txt"):
+            sidecar = _read_queue_file(record, _RETRIED_MAX_BYTES)
+            if sidecar is None:
+                raise ValueError(f"the record of job {job_id!r} is no longer a regular file; nothing was retried")
+            name = SidecarRecord.model_validate_json(sidecar).job_file
+            if "/" in name or split_job_name(name)[1] not in (".sh", ".txt"):
                 raise ValueError(f"the script of job {job_id!r} is no longer beside its record")
-            return queue.submit_script(script.read_bytes(), job_id=new_id, suffix=split_job_name(name)[1])
+            script = _read_queue_file(record.parent / name, _RETRIED_MAX_BYTES)
+            if script is None:
+                raise ValueError(
+                    f"the script of job {job_id!r} is no longer beside its record as a regular file "
+                    f"(of at most {_RETRIED_MAX_BYTES // 2**20} MiB); nothing was retried"
+                )
+            return queue.submit_script(script, job_id=new_id, suffix=split_job_name(name)[1])
         except JobIdTaken:
             continue
     raise ValueError(f"job {job_id!r} has been retried too many times")
 
 
 # ----- helpers ----------------------------------------------------------------------
+
+
+_RETRIED_MAX_BYTES = 64 * 1024 * 1024
+"""The most a record or script read by :func:`retry_job` may hold (a worker refuses job files
+above its ``max_job_file_bytes``, 16 MiB unless configured)."""
+
+
+def _read_queue_file(path: Path, max_bytes: int) -> bytes | None:
+    """``path``'s bytes if it is a regular file of at most ``max_bytes``; ``None`` if it is gone,
+    is anything else (never followed, never waited on) or is bigger."""
+    try:
+        return read_regular_file(path, max_bytes)
+    except FileNotFoundError:
+        return None
 
 
 def _fill_page(queue: JobQueue, ordered: list[JobEntry], limit: int) -> tuple[list[JobSummary], int]:

@@ -39,6 +39,7 @@ from execsvc import (
     __version__,
     default_queue_dir,
 )
+from execsvc.durable import NotRegularFile
 from execsvc.models import MAX_DELAY_S, MAX_RETRIES, JobLimits
 
 from . import api
@@ -306,12 +307,12 @@ class QueueTools:
     def stdout_resource(self, job_id: str) -> str:
         """The last 200 lines of a job's stdout."""
         with _resource_errors(self.root):
-            return api.read_output(self.queue(), job_id, "stdout", tail_lines=200).text
+            return _text_of(api.read_output(self.queue(), job_id, "stdout", tail_lines=200))
 
     def stderr_resource(self, job_id: str) -> str:
         """The last 200 lines of a job's stderr."""
         with _resource_errors(self.root):
-            return api.read_output(self.queue(), job_id, "stderr", tail_lines=200).text
+            return _text_of(api.read_output(self.queue(), job_id, "stderr", tail_lines=200))
 
     def log_resource(self) -> str:
         """The last 100 lines of daemon.log: one timestamped line per worker event."""
@@ -324,7 +325,8 @@ class QueueTools:
         """Ask for a diagnosis of a failed job, with its record, command and stderr tail."""
         with _user_errors(self.root):
             detail = api.get_job(self.queue(), job_id)
-            stderr = api.read_output(self.queue(), job_id, "stderr", tail_lines=80).text
+            chunk = api.read_output(self.queue(), job_id, "stderr", tail_lines=80)
+            stderr = chunk.text if chunk.problem is None else f"({chunk.problem})"
         record = detail.result.model_dump_json(indent=2, exclude={"stdout", "stderr"}) if detail.result else "none yet"
         return (
             f"The job {detail.job_id} ran through the execsvc queue and ended as {detail.status.value}.\n\n"
@@ -409,11 +411,20 @@ def _user_errors(root: Path) -> Iterator[None]:
         raise ToolError(str(exc)) from exc
     except ExecsvcError as exc:
         raise ToolError(str(exc)) from exc
+    except NotRegularFile as exc:  # a FIFO or a link at a file of the queue: named, never read
+        raise ToolError(f"{exc}; it is not read") from exc
     except OSError as exc:
         raise ToolError(
             f"the queue at {root} could not be read or written ({exc.strerror or exc}); "
             "check that the folder exists and belongs to you"
         ) from exc
+
+
+def _text_of(chunk: api.OutputChunk) -> str:
+    """A log's text; a log that is not a regular file is a :class:`ToolError` saying so."""
+    if chunk.problem is not None:
+        raise ToolError(chunk.problem)
+    return chunk.text
 
 
 @contextmanager

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from execsvc import JobInfo, JobQueue, JobSpec, JobStatus
+from execsvc.durable import NotRegularFile
 from execsvc.errors import InvalidJob
 from execsvc.jobfile import parse_json_job
 from execsvc.layout import JOB_SUFFIXES
 from execsvc.models import JobLimits
+
+from .api import open_for_reading
 
 EXIT_TIMEOUT = 124
 """Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
@@ -94,19 +97,34 @@ def exit_code(info: JobInfo) -> int:
     return 1
 
 
-def copy_output(queue: JobQueue, info: JobInfo, stdout: BinaryIO, stderr: BinaryIO) -> None:
-    """Write a finished job's whole stdout and stderr (from ``logs/``) to the given streams."""
+def copy_output(queue: JobQueue, info: JobInfo, stdout: BinaryIO, stderr: BinaryIO) -> list[str]:
+    """Write a finished job's whole stdout and stderr (``logs/<id>.stdout``, ``.stderr``) to the
+    given streams; return a sentence for each log not copied because it is not a regular file.
+
+    The logs are the protocol's names for the job's id, whatever its record says; each is opened
+    by :func:`~queue_tools.api.open_for_reading` (a symbolic link is never followed, a FIFO never
+    waited on). A missing log is skipped; other errors raise :class:`OSError`.
+    """
     if info.result is None:
-        return
-    for log, stream in ((info.result.stdout_log, stdout), (info.result.stderr_log, stderr)):
-        if not log:
+        return []
+    problems: list[str] = []
+    logs = (
+        (info.result.stdout_log, queue.layout.stdout_log(info.job_id), stdout),
+        (info.result.stderr_log, queue.layout.stderr_log(info.job_id), stderr),
+    )
+    for recorded, log, stream in logs:
+        if not recorded:
             continue
         try:
-            with open(queue.root / log, "rb") as handle:
+            with open_for_reading(log) as handle:
                 shutil.copyfileobj(handle, stream)
         except FileNotFoundError:
             continue
+        except NotRegularFile as exc:
+            problems.append(f"execsvc: job {info.job_id}: {exc}; it is not shown")
+            continue
         stream.flush()
+    return problems
 
 
 def describe_end(info: JobInfo) -> str | None:

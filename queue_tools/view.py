@@ -5,7 +5,9 @@ scripts; colours and live views appear only on a terminal. Whatever comes from a
 job (id, command, fields, error, output) is shown as text: never read as rich
 markup, its control and format characters written as escapes
 (:func:`execsvc.visible.visible`; ``logs`` into a pipe passes the output as written). Exit codes: 0, 1 for
-an unknown job id (or an unreadable queue), 2 for a usage error.
+an unknown job id (or an unreadable queue, or a log that is not a regular file), 2 for a usage error.
+Files of the queue are read through :mod:`queue_tools.api` and :func:`api.open_for_reading`: a
+symbolic link there is never followed, a FIFO never waited on, nothing is moved.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rich.text import Text
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
+from execsvc.durable import NotRegularFile
 from execsvc.protocol import POLL_S, watch_folders
 from execsvc.visible import visible
 
@@ -183,6 +186,10 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
     table.add_row("path", _plain(detail.path))
     console.print(table)
     for name, chunk in (("stdout", out), ("stderr", err)):
+        if chunk.problem is not None:
+            console.rule(f"{name} (not read)", style="dim")
+            console.print(_plain(chunk.problem, style="red"))
+            continue
         console.rule(f"{name} ({chunk.size_bytes} bytes, last {lines} lines)", style="dim")
         text = visible(chunk.text, keep="\n\t")
         console.out(text, end="" if text.endswith("\n") or not text else "\n")
@@ -205,6 +212,8 @@ def logs(
     with _changes(queue, [queue.layout.logs, queue.layout.completed, queue.layout.failed]) as changed:
         while True:
             chunk = api.read_output(queue, detail.job_id, stream, offset=offset, max_bytes=1024 * 1024)
+            if chunk.problem is not None:  # a FIFO or a link at the log: named, never read or waited on
+                _fail(visible(chunk.problem), 1)
             sys.stdout.write(visible(chunk.text, keep="\n\t") if on_terminal else chunk.text)
             sys.stdout.flush()
             offset = chunk.next_offset
@@ -241,14 +250,14 @@ def daemon_log(
 ) -> None:
     """The last lines of daemon.log, and with --follow the new ones as the worker writes them."""
     queue = _queue()
-    for line in api.daemon_log_tail(queue, lines):
-        typer.echo(visible(line))
-    if not follow:
-        return
     path = queue.layout.daemon_log
     try:
+        for line in api.daemon_log_tail(queue, lines):
+            typer.echo(visible(line))
+        if not follow:
+            return
         with _changes(queue, [queue.root]) as changed:
-            handle = open(path, "rb")  # noqa: SIM115 - reopened on rotation below
+            handle = api.open_for_reading(path)  # reopened on rotation below
             handle.seek(0, os.SEEK_END)
             while True:
                 data = handle.read()
@@ -257,9 +266,11 @@ def daemon_log(
                     sys.stdout.flush()
                 elif _rotated(handle, path):
                     handle.close()
-                    handle = open(path, "rb")  # noqa: SIM115
+                    handle = api.open_for_reading(path)
                     continue
                 changed(5.0)
+    except NotRegularFile as exc:
+        _fail(f"{visible(str(exc))}; it is not read", 1)
     except KeyboardInterrupt:
         pass
 
@@ -369,7 +380,7 @@ def _duration(text: str) -> timedelta:
 
 def _rotated(handle: object, path: Path) -> bool:
     try:
-        return os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino  # type: ignore[attr-defined]
+        return os.lstat(path).st_ino != os.fstat(handle.fileno()).st_ino  # type: ignore[attr-defined]
     except FileNotFoundError:
         return False
 

@@ -54,7 +54,7 @@ _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 def __getattr__(name: str) -> Any:
     """The public names, each imported from its module on first use (``import execsvc`` alone loads no
-    submodule: a client that submits a job never loads the worker's modules, watchdog or psutil).
+    submodule: a client that submits a job never loads the worker's modules or watchdog).
 
     Raises :class:`AttributeError` for any other name.
     """

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import WorkerProcess
 
 from execsvc import JobQueue, JobSpec, JobState
 
@@ -76,6 +78,16 @@ def test_submit_loads_no_worker_watcher_process_tool_mcp_or_rich(queue_root: Pat
     assert job.spec is not None and job.spec["command"] == "true"  # the submit path ran to the end
     assert "pydantic" in modules  # the job was validated
     assert loaded(modules, NEVER_ON_THE_CLIENT_PATH) == []
+
+
+def test_submit_to_a_serving_worker_loads_psutil_only_to_check_its_pid(
+    queue_root: Path, tmp_path: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker()
+    code, modules = run_command(tmp_path, "execsvc", "submit", "--queue-dir", str(queue_root), "--", "true")
+    assert code == 0
+    assert "psutil" in modules  # worker.json names a pid: is it the worker's (its start time), or reused?
+    assert loaded(modules, tuple(name for name in NEVER_ON_THE_CLIENT_PATH if name != "psutil")) == []
 
 
 @pytest.mark.parametrize("command", ["cancel", "hold", "release", "retry"])

@@ -142,3 +142,18 @@ def test_queue_dir_of_status_sh_loads_no_job_model(tmp_path: Path) -> None:
     code, modules = run_command(tmp_path, "execsvc", "queue-dir", "--queue-dir", str(tmp_path / "q"))
     assert code == 0
     assert loaded(modules, ("execsvc.models", "execsvc.protocol", *NEVER_ON_THE_CLIENT_PATH)) == []
+
+
+def test_bench_client_prints_every_command_with_its_ratio() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.client", "--repeats", "1", "--jobs", "5"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("  ")[0]: line for line in run.stdout.splitlines()}
+    for command in ("python3 -c pass", "execsvc submit -- true", "queue-view list --json", "execsvc cancel"):
+        assert any(label.startswith(command) and line.endswith("\u00d7") for label, line in rows.items()), run.stdout

@@ -16,19 +16,55 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import DEFAULT_TIMEOUT_S, QUEUE_DIR_ENV, WorkerConfig, default_queue_dir
-from .errors import (
-    ExecsvcError,
-    InvalidJob,
-    InvalidJobId,
-    JobIdTaken,
-    JobNotFound,
-    QueueLocked,
-    UnsafeQueue,
-    WatchFailed,
-)
-from .models import JobInfo, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
-from .protocol import JobQueue, new_job_id
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import DEFAULT_TIMEOUT_S, QUEUE_DIR_ENV, WorkerConfig, default_queue_dir
+    from .errors import (
+        ExecsvcError,
+        InvalidJob,
+        InvalidJobId,
+        JobIdTaken,
+        JobNotFound,
+        QueueLocked,
+        UnsafeQueue,
+        WatchFailed,
+    )
+    from .models import JobInfo, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
+    from .protocol import JobQueue, new_job_id
+
+_HOMES = {
+    "config": ("DEFAULT_TIMEOUT_S", "QUEUE_DIR_ENV", "WorkerConfig", "default_queue_dir"),
+    "errors": (
+        "ExecsvcError",
+        "InvalidJob",
+        "InvalidJobId",
+        "JobIdTaken",
+        "JobNotFound",
+        "QueueLocked",
+        "UnsafeQueue",
+        "WatchFailed",
+    ),
+    "models": ("JobInfo", "JobRecord", "JobResult", "JobSpec", "JobState", "JobStatus", "SidecarRecord", "WorkerInfo"),
+    "protocol": ("JobQueue", "new_job_id"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, each imported from its module on first use (``import execsvc`` alone loads no
+    submodule: a client that submits a job never loads the worker's modules or watchdog).
+
+    Raises :class:`AttributeError` for any other name.
+    """
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next look-up is a plain global
+    return value
+
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -55,3 +91,7 @@ __all__ = [
     "default_queue_dir",
     "new_job_id",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

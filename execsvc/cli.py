@@ -7,7 +7,6 @@ the platform's user data dir (see :func:`execsvc.config.default_queue_dir`).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from enum import Enum
@@ -15,18 +14,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-
-from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, scheduling_fields, submit_file
 
 from . import __version__
 from .cli_manage import QueueDirOption, fail, open_queue, register
-from .config import DEFAULT_TIMEOUT_S, default_queue_dir, load_config
-from .errors import ExecsvcError, validation_problems
-from .layout import QueueLayout
-from .models import JobSpec
-from .visible import visible
-from .worker import Worker
+from .config import DEFAULT_TIMEOUT_S, default_queue_dir
+from .errors import ExecsvcError
+
+# Each command imports what only it needs (the worker, pydantic, the submit helpers, the MCP SDK)
+# when it runs: `execsvc submit` loads no worker module, watchdog, psutil or MCP SDK.
 
 app = typer.Typer(
     name="execsvc",
@@ -48,6 +43,8 @@ class StderrLevel(str, Enum):
 
     def logging_level(self, terminal: bool) -> int | None:
         """The ``logging`` level to print from (``None``: nothing); ``auto`` is info on a terminal."""
+        import logging
+
         if self is StderrLevel.AUTO:
             return logging.INFO if terminal else logging.WARNING
         return {
@@ -111,6 +108,10 @@ def run(
     Exits 0 after a stop, 1 when it cannot serve (another worker serves the queue), 75 when the
     queue root, pending/ or running/ was removed or replaced while it served.
     """
+    from .config import load_config
+    from .models import JobSpec
+    from .worker import Worker
+
     try:
         config = load_config(
             config_file,
@@ -205,6 +206,13 @@ def submit(
     With --wait: print the job's stdout and stderr when it ends and exit with its exit code
     (124 on timeout, 128+N when killed by signal N).
     """
+    from pydantic import ValidationError
+
+    from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, scheduling_fields, submit_file
+
+    from .errors import validation_problems
+    from .visible import visible
+
     queue = open_queue(queue_dir)
     options = scheduling_fields(
         priority=priority,
@@ -310,6 +318,8 @@ def mcp(
 @app.command("queue-dir")
 def queue_dir_command(queue_dir: QueueDirOption = None) -> None:
     """Print the queue root this command would use (handy in scripts: Q=$(execsvc queue-dir))."""
+    from .layout import QueueLayout
+
     typer.echo(QueueLayout.at(_queue_dir(queue_dir)).root)
 
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from queue_tools import api, service
-
 from .config import default_queue_dir
 from .errors import ExecsvcError, JobNotFound
-from .models import JobState
-from .protocol import FINISHED_STATES, JobQueue
-from .retention import clean as clean_jobs
+
+if TYPE_CHECKING:  # each command imports what it uses when it runs (see execsvc.cli)
+    from queue_tools import service
+
+    from .protocol import JobQueue
 
 QueueDirOption = Annotated[
     Optional[Path],
@@ -36,6 +36,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def open_queue(queue_dir: Path | None) -> JobQueue:
+    from .protocol import JobQueue
+
     try:
         return JobQueue(queue_dir if queue_dir is not None else default_queue_dir())
     except (ExecsvcError, OSError) as exc:
@@ -84,6 +86,8 @@ def release(job_id: Annotated[str, typer.Argument(help="A held job.")], queue_di
 
 def retry(job_id: Annotated[str, typer.Argument(help="A finished job.")], queue_dir: QueueDirOption = None) -> None:
     """Enqueue a finished job again under a new id (printed), linked to the old one by retry_of."""
+    from queue_tools import api
+
     queue = open_queue(queue_dir)
     try:
         typer.echo(api.retry_job(queue, job_id))
@@ -102,6 +106,12 @@ def clean(
     queue_dir: QueueDirOption = None,
 ) -> None:
     """Remove (or archive) finished jobs' records, job files and logs older than --older-than."""
+    from queue_tools import api
+
+    from .models import JobState
+    from .protocol import FINISHED_STATES
+    from .retention import clean as clean_jobs
+
     try:
         age = api.parse_duration(older_than)
     except ValueError as exc:
@@ -132,6 +142,8 @@ def service_install(
     queue_dir: QueueDirOption = None,
 ) -> None:
     """Write the agent or unit with this installation's paths, and load it."""
+    from queue_tools import service
+
     unit = _service_file(queue_dir)
     if dry_run:
         typer.echo(f"# {unit.path}")
@@ -150,6 +162,8 @@ def service_install(
 @service_app.command("uninstall")
 def service_uninstall(queue_dir: QueueDirOption = None) -> None:
     """Stop the service and remove its file."""
+    from queue_tools import service
+
     for line in service.uninstall(_service_file(queue_dir)):
         typer.echo(line)
 
@@ -157,6 +171,8 @@ def service_uninstall(queue_dir: QueueDirOption = None) -> None:
 @service_app.command("status")
 def service_status(queue_dir: QueueDirOption = None) -> None:
     """Is the service installed and running? Exit 0 only when it runs."""
+    from queue_tools import service
+
     unit = _service_file(queue_dir)
     installed, running, said = service.status(unit)
     typer.echo(f"file:    {unit.path} ({'installed' if installed else 'not installed'})")
@@ -165,6 +181,8 @@ def service_status(queue_dir: QueueDirOption = None) -> None:
 
 
 def _service_file(queue_dir: Path | None) -> service.ServiceFile:
+    from queue_tools import service
+
     try:
         return service.service_files(queue_dir if queue_dir is not None else default_queue_dir())
     except (FileNotFoundError, ValueError) as exc:

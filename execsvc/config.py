@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import platformdirs
-import pydantic
+if TYPE_CHECKING:
+    from .models import JobLimits
 
-from .models import JobLimits
-from .webhook_policy import WebhookRule
+# The job models (pydantic), tomllib, platformdirs and the webhook policy are imported where they are
+# used: `execsvc queue-dir` (status.sh) needs none, a client that submits only the models.
 
 CONFIG_ENV = "EXECSVC_CONFIG"
 """Environment variable naming the worker's config file."""
@@ -40,6 +39,8 @@ def default_queue_dir() -> Path:
     configured = os.environ.get(QUEUE_DIR_ENV)
     if configured:
         return Path(configured).expanduser()
+    import platformdirs
+
     return Path(platformdirs.user_data_dir("execsvc", appauthor=False)) / "command_queue"
 
 
@@ -126,6 +127,8 @@ class WorkerConfig:
             raise ValueError(
                 "retry delays cannot be negative; hook and webhook timeouts and limit_check_interval_s > 0"
             )
+        from .webhook_policy import WebhookRule
+
         WebhookRule(self.webhook_hosts)  # raises ValueError naming a wrong entry
         for key in ("allowed_commands", "result_file_folders"):
             relative = [root for root in getattr(self, key) or () if not os.path.isabs(root)]
@@ -143,6 +146,8 @@ def default_config_file() -> Path:
     configured = os.environ.get(CONFIG_ENV)
     if configured:
         return Path(configured).expanduser()
+    import platformdirs
+
     return Path(platformdirs.user_config_dir("execsvc", appauthor=False)) / "config.toml"
 
 
@@ -156,6 +161,12 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     it exists, else uses the defaults; an explicit ``path`` must exist. Raises
     :class:`ConfigError` naming the file and the key for anything wrong.
     """
+    import tomllib
+
+    import pydantic
+
+    from .models import JobLimits  # noqa: F401 - pydantic resolves the fields' "JobLimits | None" in this frame
+
     explicit = path is not None
     path = path if path is not None else default_config_file()
     values: dict[str, Any] = {}

@@ -16,9 +16,12 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InvalidJobId, UnsafeQueue
-from .models import JobKind, JobState
+
+if TYPE_CHECKING:  # imported where used: `execsvc queue-dir` (status.sh) needs a queue's paths, not pydantic
+    from .models import JobKind, JobState
 
 JOB_SUFFIXES: dict[str, JobKind] = {".json": "json", ".sh": "text", ".txt": "text"}
 """File name endings that make a job, and the kind of job each makes."""
@@ -298,6 +301,8 @@ class QueueLayout:
             _make_private_dir(folder)
         self.root.mkdir(mode=0o700, exist_ok=True)
         _check_ancestors(self.root)
+        from .models import JobState
+
         folders = [self.folder(state) for state in JobState] + [self.logs]
         for folder in folders:
             _make_private_dir(folder)

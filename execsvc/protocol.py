@@ -34,7 +34,6 @@ import contextlib
 import errno
 import itertools
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -45,16 +44,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import psutil
 from pydantic import ValidationError
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
 
 from . import finish_index
-from .daemonlog import append_event
 from .durable import (
     TEMP_PREFIX,
     MovedAside,
@@ -86,6 +80,12 @@ from .layout import (
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
 from .schedule import peek
 
+if TYPE_CHECKING:  # watchdog, psutil and logging are imported where they are used: a client that submits needs none
+    import logging
+
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers.api import BaseObserver
+
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
 _GET_PASSES = 8
 """Most lookups of one job in get(); each further pass means it moved while being looked up."""
@@ -93,16 +93,18 @@ _EMPTY_PASS_PAUSES_S = (0.0, 0.001, 0.005, 0.02)
 """The pauses in get() after each pass that found a job nowhere; after the last, it is missing (see get())."""
 
 
-class _QuietObserverStop(logging.Filter):
-    """Drops watchdog's "queue_events() called when the thread is inactive": an ERROR it logs
+def _not_observer_stop(record: logging.LogRecord) -> bool:
+    return "called when the thread is inactive" not in record.getMessage()
+
+
+def quiet_observer_stop() -> None:
+    """Drop watchdog's "queue_events() called when the thread is inactive": an ERROR it logs
     when an observer is stopped while its emitter is mid-read. Harmless, but with no logging
-    configured Python prints it on the user's terminal."""
+    configured Python prints it on the user's terminal. Called before an observer is made;
+    calling it again changes nothing."""
+    import logging
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "called when the thread is inactive" not in record.getMessage()
-
-
-logging.getLogger("watchdog.observers.inotify").addFilter(_QuietObserverStop())
+    logging.getLogger("watchdog.observers.inotify").addFilter(_not_observer_stop)
 
 
 POLL_S = 0.5
@@ -116,6 +118,11 @@ def watch_folders(handler: FileSystemEventHandler, folders: builtins.list[Path],
     ``execsvc`` logger says so, naming ``what`` was to be watched for. Stop a returned
     observer with ``stop()`` and ``join()``.
     """
+    import logging
+
+    from watchdog.observers import Observer
+
+    quiet_observer_stop()
     observer: BaseObserver | None = None
     try:
         observer = Observer()  # may take an inotify instance already
@@ -394,7 +401,7 @@ class JobQueue:
         check_job_id(job_id)
         changed = threading.Event()
         observer = watch_folders(
-            _NameWatcher(job_id, changed), [self.layout.folder(state) for state in FINISHED_STATES], "a job's end"
+            _name_watcher(job_id, changed), [self.layout.folder(state) for state in FINISHED_STATES], "a job's end"
         )
         try:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -421,6 +428,8 @@ class JobQueue:
             info = WorkerInfo.model_validate_json(data)
         except (OSError, ValidationError):
             return None
+        import psutil
+
         try:
             proc = psutil.Process(info.pid)
             if abs(proc.create_time() - info.started_at.timestamp()) > 5:
@@ -469,6 +478,8 @@ class JobQueue:
                 submitted_by=submitted_by(spec),
             )
             self.finish(claimed, result, spec)
+            from .daemonlog import append_event
+
             with contextlib.suppress(OSError):
                 append_event(self.layout.daemon_log, "WARNING", "cancelled", claimed.job_id, reason=error)
             return Cancellation("cancelled", self.get(claimed.job_id))
@@ -860,6 +871,8 @@ class JobQueue:
         a file being written by a live process is left alone. A temporary file
         that names no pid is removed once older than ``unnamed_older_than_s``.
         """
+        import psutil
+
         removed = 0
         cutoff = time.time() - unnamed_older_than_s
         for state in JobState:
@@ -1035,18 +1048,17 @@ def _same_file(path: str | Path, info: os.stat_result) -> bool:
     return (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
 
 
-class _NameWatcher(FileSystemEventHandler):
-    """Sets an event when a file whose name starts with the job id appears."""
+def _name_watcher(job_id: str, changed: threading.Event) -> FileSystemEventHandler:
+    """A watchdog handler that sets ``changed`` when a file whose name starts with ``job_id`` appears."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-    def __init__(self, job_id: str, changed: threading.Event) -> None:
-        self._prefix = job_id
-        self._changed = changed
+    class NameWatcher(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            for path in (event.src_path, getattr(event, "dest_path", "")):
+                if os.path.basename(os.fsdecode(path)).startswith(job_id):
+                    changed.set()
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        for path in (event.src_path, getattr(event, "dest_path", "")):
-            name = os.path.basename(os.fsdecode(path))
-            if name.startswith(self._prefix):
-                self._changed.set()
+    return NameWatcher()
 
 
 _SPEC_MAX_BYTES = 1024 * 1024

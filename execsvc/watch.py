@@ -281,6 +281,9 @@ class ObserverWatch:
     """A watchdog ``Observer`` (FSEvents, kqueue or inotify) with one handler per folder."""
 
     def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
+        from .protocol import quiet_observer_stop
+
+        quiet_observer_stop()
         self._observer = Observer()
         self._observer.schedule(
             _PendingEvents(inbox),

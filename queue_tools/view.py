@@ -16,18 +16,14 @@ import json
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
 from execsvc.durable import NotRegularFile
@@ -35,6 +31,12 @@ from execsvc.protocol import POLL_S, watch_folders
 from execsvc.visible import visible
 
 from . import api
+
+if TYPE_CHECKING:  # rich is imported where a table or a live view is drawn, watchdog where a folder is watched:
+    # a listing with --json loads neither
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
 
 app = typer.Typer(
     name="queue-view",
@@ -76,6 +78,8 @@ def _queue() -> JobQueue:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -138,6 +142,8 @@ def list_command(
             json.dumps({"jobs": _jobs_json(page), "counts": page.counts.model_dump(), "more": bool(page.next_cursor)})
         )
         return
+    from rich.text import Text
+
     console = _console()
     console.print(_jobs_table(page.jobs))
     if page.next_cursor:
@@ -159,6 +165,9 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
         payload["stdout_tail"], payload["stderr_tail"] = out.text, err.text
         typer.echo(json.dumps(payload))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     console = _console()
     table = Table.grid(padding=(0, 2))
     table.add_row("job", _plain(detail.job_id, style="bold"))
@@ -233,6 +242,8 @@ def watch(limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 15) -> N
     if not sys.stdout.isatty():
         _fail("watch needs a terminal; use `queue-view --json` or `queue-view list --json` in scripts", 2)
     folders = [queue.layout.folder(state) for state in JobState]
+    from rich.live import Live
+
     try:
         with _changes(queue, folders) as changed, Live(console=_console(), auto_refresh=False) as live:
             while True:
@@ -252,13 +263,15 @@ def daemon_log(
     queue = _queue()
     path = queue.layout.daemon_log
     try:
-        for line in api.daemon_log_tail(queue, lines):
-            typer.echo(visible(line))
         if not follow:
+            for line in api.daemon_log_tail(queue, lines):
+                typer.echo(visible(line))
             return
         with _changes(queue, [queue.root]) as changed:
             handle = api.open_for_reading(path)  # reopened on rotation below
-            handle.seek(0, os.SEEK_END)
+            # The tail comes from the handle that then follows: a line written meanwhile is shown once.
+            for raw in deque(handle, maxlen=lines):
+                typer.echo(visible(raw.decode("utf-8", errors="replace").rstrip("\n")))
             while True:
                 data = handle.read()
                 if data:
@@ -279,6 +292,9 @@ def daemon_log(
 
 
 def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> Group:
+    from rich.console import Group
+    from rich.text import Text
+
     counts = page.counts
     head = Text()
     head.append("queue   ", style="dim").append(visible(str(queue.root)) + "\n")
@@ -299,6 +315,9 @@ def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> G
 
 
 def _jobs_table(jobs: list[api.JobSummary]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("id", no_wrap=True)
     table.add_column("state", no_wrap=True)
@@ -330,6 +349,8 @@ def _jobs_table(jobs: list[api.JobSummary]) -> Table:
 def _plain(value: object, style: str = "") -> Text:
     """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read
     as markup, control and format characters written as escapes (``\\x1b``, ``\\u202e``)."""
+    from rich.text import Text
+
     return Text(visible(str(value)), style=style)
 
 
@@ -385,14 +406,6 @@ def _rotated(handle: object, path: Path) -> bool:
         return False
 
 
-class _Wake(FileSystemEventHandler):
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self._event.set()
-
-
 @contextmanager
 def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float], None]]:
     """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes.
@@ -400,8 +413,14 @@ def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float],
     Where they cannot be watched (no inotify instance left) it returns every
     :data:`~execsvc.protocol.POLL_S` seconds instead (a warning on stderr says so once).
     """
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+    class Wake(FileSystemEventHandler):
+        def on_any_event(self, _: FileSystemEvent) -> None:
+            event.set()
+
     event = threading.Event()
-    observer = watch_folders(_Wake(event), folders, "changes")
+    observer = watch_folders(Wake(), folders, "changes")
     most_s = float("inf") if observer is not None else POLL_S
 
     def changed(timeout_s: float) -> None:

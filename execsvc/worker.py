@@ -469,9 +469,13 @@ class Worker:
             signal.signal(signal.SIGCHLD, self._on_child)
 
     def _on_child(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGCHLD: reap orphans at the loop's next step, without waking it for that: nearly every
+        SIGCHLD is a job's own exit, whose pidfd wakes the loop anyway, and an orphan's zombie costs
+        nothing until then (a job thread waiting for its group to empty reaps the group's zombies
+        itself, and the rescan reaps at the latest)."""
         if not self._child_posted:
             self._child_posted = True
-            self._inbox.put(("child", ""), wake=True)
+            self._inbox.put(("child", ""), wake=False)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._inbox.put(("signal", str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here

@@ -237,3 +237,17 @@ def run_until(worker: Worker, done: Callable[[], bool], timeout_s: float = 30) -
     while not done():
         assert time.monotonic() < deadline, "the worker did not get there in time"
         worker.loop()
+
+
+def build_marker_library(folder: Path, marker: Path) -> Path:
+    """A shared object whose constructor creates ``marker`` when anything loads it (built with gcc),
+    to prove that a loader variable ran code the policy never saw."""
+    source = folder / "evil.c"
+    source.write_text(
+        "#include <stdio.h>\n__attribute__((constructor)) static void evil(void) "
+        f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n'
+    )
+    library = folder / "evil.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    return library
+

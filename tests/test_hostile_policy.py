@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished
+from conftest import WorkerProcess, build_marker_library, console_script, daemon_log, drop, wait_finished
 from mcp import Client
 from test_mcp import run, structured
 
@@ -96,13 +96,7 @@ def test_variables_that_load_other_code_are_refused(
     queue_root: Path, start_worker: Start, tmp_path: Path, tools: Path
 ) -> None:
     marker = tmp_path / "pwned"
-    source = tmp_path / "evil.c"
-    source.write_text(
-        "#include <stdio.h>\n__attribute__((constructor)) static void evil(void) "
-        f'{{ FILE *f = fopen("{marker}.so", "w"); if (f) fclose(f); }}\n'
-    )
-    evil_so = tmp_path / "evil.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(evil_so), str(source)], check=True)
+    evil_so = build_marker_library(tmp_path, marker.with_name(marker.name + ".so"))
     evil_sh = tmp_path / "evil.sh"
     evil_sh.write_text(f"touch {marker}.sh\n")
     evil_bin = tmp_path / "evil-bin"

@@ -10,13 +10,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, daemon_log, drop, wait_finished
+from conftest import WorkerProcess, build_marker_library, daemon_log, drop, wait_finished
 
 from execsvc import JobStatus
 
@@ -137,13 +136,7 @@ def test_variables_that_make_openssl_or_zsh_load_other_code_are_refused(
     (no PYTHON* variable needed). ZDOTDIR makes every zsh, scripts too, source
     ``$ZDOTDIR/.zshenv``, as BASH_ENV does for bash. With allowed_commands set, refused."""
     marker = tmp_path / "pwned"
-    source = tmp_path / "evil.c"
-    source.write_text(
-        "#include <stdio.h>\n__attribute__((constructor)) static void evil(void) "
-        f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n'
-    )
-    evil_so = tmp_path / "evil.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(evil_so), str(source)], check=True)
+    evil_so = build_marker_library(tmp_path, marker)
     conf = tmp_path / "evil.cnf"
     conf.write_text(
         "openssl_conf = init\n[init]\nproviders = providers\n[providers]\nevil = evil\n"

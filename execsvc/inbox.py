@@ -1,7 +1,8 @@
 """The worker's mailbox: messages from other threads, with a file descriptor that wakes a selector.
 
 Threads (the file-event reader, job threads, signal handlers) post
-``(kind, value)`` tuples with :meth:`Inbox.put`; the worker's loop waits in
+``(kind, value)`` tuples (a :class:`MessageKind` and a string, see there)
+with :meth:`Inbox.put`; the worker's loop waits in
 one ``selectors`` call on :meth:`Inbox.fileno` together with the pidfds of
 its running jobs, so a job's exit and a message wake it the same way, with
 no thread in between. The wake-up is one byte in a non-blocking pipe (as
@@ -14,9 +15,46 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from enum import StrEnum, unique
 from queue import Empty, SimpleQueue
 
-Message = tuple[str, str]
+
+@unique
+class MessageKind(StrEnum):
+    """What a message tells the worker's loop; the value that comes with it is a string (``""``: none).
+
+    A ``StrEnum`` so that a message reads and compares as the ``(kind, value)`` strings it is
+    (``MessageKind.EVENT == "event"``); the loop dispatches on the member (``Worker._handle``),
+    and ``mypy`` sees a kind it does not handle.
+    """
+
+    EVENT = "event"
+    """A name appeared in ``pending/`` (created, moved in, or closed after writing): the file's name."""
+    EXITED = "exited"
+    """A job's main process exited, seen by its job thread (no pidfd): the job id."""
+    RECORDED = "recorded"
+    """A job's record and log line are written: the job id."""
+    LEFT_RUNNING = "left_running"
+    """A job that others wait for, or a running job's own file, left ``running/``: the job id."""
+    RECORD_FAILING = "record_failing"
+    """A record cannot be written (full disk, permissions): the reason, in words."""
+    RECORD_WRITTEN = "record_written"
+    """A record was written again after a failing one: the job id."""
+    CHILD = "child"
+    """SIGCHLD as a subreaper: an orphan may wait to be reaped (no value)."""
+    SIGNAL = "signal"
+    """A stop or status signal reached the worker: its number, in decimal."""
+    HOOKS_DONE = "hooks_done"
+    """A job's finish hooks ended: the job id (a wake-up, so that a stopping loop sees them done)."""
+    CANCEL = "cancel"
+    """A ``running/.cancel.<id>`` request appeared: the job id."""
+    RESCAN = "rescan"
+    """File events may have been lost (the kernel's queue overflowed): no value."""
+    WATCH_LOST = "watch_lost"
+    """A watched folder was removed, moved or replaced: ``pending``, ``running`` or ``root``."""
+
+
+Message = tuple[MessageKind, str]
 
 
 class Inbox:

@@ -1,6 +1,7 @@
 """File events for the worker: names appearing in ``pending/``, cancel requests in ``running/``.
 
-Events are a wake-up call, posted to the worker's inbox as messages:
+Events are a wake-up call, posted to the worker's inbox as messages (:data:`~.inbox.Message`,
+a :class:`~.inbox.MessageKind` and a string):
 ``("event", name)`` for a file created, moved in, or closed after writing in
 ``pending/``; ``("cancel", job_id)`` for a ``running/.cancel.<id>`` request;
 ``("left_running", job_id)`` when a job that others wait for leaves ``running/``;
@@ -43,13 +44,14 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from .inbox import Message, MessageKind
 from .layout import CANCEL_PREFIX, split_job_name
 
 
 class Inbox(Protocol):
     """Where events are posted as ``(kind, value)`` (the worker's :class:`~.inbox.Inbox`, or a ``SimpleQueue``)."""
 
-    def put(self, item: tuple[str, str], /) -> None:
+    def put(self, item: Message, /) -> None:
         """Post one message; safe from any thread."""
 
 
@@ -105,7 +107,7 @@ def open_watch(
 def _left_running(name: str, awaited: Container[str], inbox: Inbox) -> None:
     job_id = split_job_name(name)[0]
     if job_id in awaited:
-        inbox.put(("left_running", job_id))
+        inbox.put((MessageKind.LEFT_RUNNING, job_id))
 
 
 class _PendingCallback:
@@ -116,15 +118,15 @@ class _PendingCallback:
 
     def on_event(self, event: InotifyEvent) -> None:
         if event.name:
-            self._inbox.put(("event", os.fsdecode(event.name)))
+            self._inbox.put((MessageKind.EVENT, os.fsdecode(event.name)))
         elif event.is_move_self:
-            self._inbox.put(("watch_lost", "pending"))
+            self._inbox.put((MessageKind.WATCH_LOST, "pending"))
 
     def on_watch_deleted(self, wd: int) -> None:
-        self._inbox.put(("watch_lost", "pending"))
+        self._inbox.put((MessageKind.WATCH_LOST, "pending"))
 
     def on_queue_overflow(self) -> None:
-        self._inbox.put(("rescan", ""))
+        self._inbox.put((MessageKind.RESCAN, ""))
 
 
 class _RunningCallback(_PendingCallback):
@@ -136,16 +138,16 @@ class _RunningCallback(_PendingCallback):
 
     def on_event(self, event: InotifyEvent) -> None:
         if event.is_move_self:
-            self._inbox.put(("watch_lost", "running"))
+            self._inbox.put((MessageKind.WATCH_LOST, "running"))
             return
         name = os.fsdecode(event.name)
         if name.startswith(CANCEL_PREFIX):
-            self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
+            self._inbox.put((MessageKind.CANCEL, name[len(CANCEL_PREFIX) :]))
         elif event.is_delete or event.is_moved_from:
             _left_running(name, self._awaited, self._inbox)
 
     def on_watch_deleted(self, wd: int) -> None:
-        self._inbox.put(("watch_lost", "running"))
+        self._inbox.put((MessageKind.WATCH_LOST, "running"))
 
 
 class _RootCallback(_PendingCallback):
@@ -153,10 +155,10 @@ class _RootCallback(_PendingCallback):
 
     def on_event(self, event: InotifyEvent) -> None:
         if event.is_delete_self or event.is_move_self:
-            self._inbox.put(("watch_lost", "root"))
+            self._inbox.put((MessageKind.WATCH_LOST, "root"))
 
     def on_watch_deleted(self, wd: int) -> None:
-        self._inbox.put(("watch_lost", "root"))
+        self._inbox.put((MessageKind.WATCH_LOST, "root"))
 
 
 if InotifyFD is not None:
@@ -260,7 +262,7 @@ class _PendingEvents(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) else event.src_path
         if path:
-            self._inbox.put(("event", os.path.basename(os.fsdecode(path))))
+            self._inbox.put((MessageKind.EVENT, os.path.basename(os.fsdecode(path))))
 
 
 class _CancelEvents(FileSystemEventHandler):
@@ -272,7 +274,7 @@ class _CancelEvents(FileSystemEventHandler):
         path = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
         name = os.path.basename(os.fsdecode(path)) if path else ""
         if name.startswith(CANCEL_PREFIX):
-            self._inbox.put(("cancel", name[len(CANCEL_PREFIX) :]))
+            self._inbox.put((MessageKind.CANCEL, name[len(CANCEL_PREFIX) :]))
         elif isinstance(event, FileDeletedEvent):
             _left_running(name, self._awaited, self._inbox)
 

@@ -43,8 +43,10 @@ from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import Enum, unique
 from pathlib import Path
 from types import FrameType
+from typing import assert_never
 
 import psutil
 from filelock import FileLock, Timeout
@@ -65,7 +67,7 @@ from .durable import (
 )
 from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
 from .hooks import HookStop, post_webhook, run_on_finish
-from .inbox import Inbox
+from .inbox import Inbox, Message, MessageKind
 from .jobfile import ClaimedFile, RunRequest, parse_json_job, read_job, submitted_by
 from .layout import is_ignored_name, split_job_name
 from .limits import describe, diagnose, is_empty
@@ -180,6 +182,30 @@ class _AwaitedOrRunning:
         return job_id in self._running or job_id in self._awaited
 
 
+@unique
+class DeadlineAction(Enum):
+    """What a deadline does when due (:meth:`Worker._run_due_deadlines`), and what its ``key`` names."""
+
+    TIMEOUT = "timeout"
+    """A job ran past its timeout: stop its process group (key: the job id)."""
+    KILL = "kill"
+    """A stopped job's kill grace ended: SIGKILL its process group (key: the job id)."""
+    LIMITS = "limits"
+    """Look at a job's ``processes`` and ``output_bytes`` (key: the job id)."""
+    RECHECK = "recheck"
+    """Look at a file in ``pending/`` again (key: its name)."""
+    RESUME_STARTS = "resume_starts"
+    """Try starting jobs again after a start was deferred (no key)."""
+    RESCAN = "rescan"
+    """Read the queue's folders, for anything a file event missed (no key)."""
+    QUEUE_CHECK = "queue_check"
+    """Check that the queue root and its folders are still the ones served (no key)."""
+    RETENTION = "retention"
+    """Remove finished jobs older than ``retention_days`` (no key)."""
+    DRAIN = "drain"
+    """The drain period of a stop ended: interrupt the jobs still running (no key)."""
+
+
 @dataclass(order=True)
 class _Deadline:
     """``action`` due at ``at`` (monotonic seconds). A job's deadlines (timeout, kill, limits) name
@@ -189,7 +215,7 @@ class _Deadline:
 
     at: float
     seq: int
-    action: str = field(compare=False)
+    action: DeadlineAction = field(compare=False)
     key: str = field(compare=False)
     attempt: int = field(default=0, compare=False)  # 0: not a job's deadline
 
@@ -351,10 +377,10 @@ class Worker:
             self._watch_poll.register(watch_fd, select.POLLIN)
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
-        self._schedule(self.config.rescan_interval_s, "rescan", "")
-        self._schedule(_QUEUE_CHECK_S, "queue_check", "")
+        self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+        self._schedule(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
         if self.config.retention_days is not None:
-            self._schedule(0, "retention", "")
+            self._schedule(0, DeadlineAction.RETENTION, "")
         self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
 
     def loop(self) -> bool:
@@ -424,7 +450,7 @@ class Worker:
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the worker to stop, as SIGTERM does (safe from any thread or a signal handler)."""
-        self._inbox.put(("signal", str(signum)), wake=True)
+        self._inbox.put((MessageKind.SIGNAL, str(signum)), wake=True)
 
     @property
     def busy(self) -> bool:
@@ -475,53 +501,60 @@ class Worker:
         itself, and the rescan reaps at the latest)."""
         if not self._child_posted:
             self._child_posted = True
-            self._inbox.put(("child", ""), wake=False)
+            self._inbox.put((MessageKind.CHILD, ""), wake=False)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._inbox.put(("signal", str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here
+        self._inbox.put((MessageKind.SIGNAL, str(signum)), wake=True)  # SimpleQueue.put is reentrant: safe here
 
-    def _handle(self, message: tuple[str, str]) -> None:
+    def _handle(self, message: Message) -> None:
         kind, value = message
-        if kind == "event":
-            self._consider(value)
-        elif kind == "exited":
-            self._slot_freed(value)
-            self._catch_up()
-        elif kind == "recorded":
-            self._recording -= 1
-            self._scheduler.settled(value, time.time())
-        elif kind == "left_running":
-            job = self._active.get(value)
-            if job is not None:  # still running: the job removed or moved its own file
-                self._put_back_while_running(job)
-            else:  # a job another program recorded (execsvc cancel): its dependents may go on
+        match kind:
+            case MessageKind.EVENT:
+                self._consider(value)
+            case MessageKind.EXITED:
+                self._slot_freed(value)
+                self._catch_up()
+            case MessageKind.RECORDED:
+                self._recording -= 1
                 self._scheduler.settled(value, time.time())
-        elif kind == "record_failing":
-            if self._paused is None:
-                self.log.error(
-                    "claims_paused",
-                    reason=value,
-                    note="no job is claimed until records can be written again (free disk space, or fix the "
-                    "permissions of completed/ and failed/); the worker retries by itself",
-                )
-            self._paused = value
-        elif kind == "record_written" and self._paused is not None:
-            self._paused = None
-            self.log.info("claims_resumed", reason="records can be written again")
-        elif kind == "child":
-            self._child_posted = False
-            reap_orphans()
-        elif kind == "signal" and int(value) in STATUS_SIGNALS:
-            self._log_status(int(value))
-        elif kind == "signal":
-            self._on_stop_request(int(value))
-        elif kind == "cancel":
-            self._on_cancel_request(value)
-        elif kind == "rescan":
-            self.log.warning("events_lost", reason="the kernel's event queue overflowed; reading the folders")
-            self._rescan_all()
-        elif kind == "watch_lost":
-            self._check_queue()
+            case MessageKind.LEFT_RUNNING:
+                job = self._active.get(value)
+                if job is not None:  # still running: the job removed or moved its own file
+                    self._put_back_while_running(job)
+                else:  # a job another program recorded (execsvc cancel): its dependents may go on
+                    self._scheduler.settled(value, time.time())
+            case MessageKind.RECORD_FAILING:
+                if self._paused is None:
+                    self.log.error(
+                        "claims_paused",
+                        reason=value,
+                        note="no job is claimed until records can be written again (free disk space, or fix the "
+                        "permissions of completed/ and failed/); the worker retries by itself",
+                    )
+                self._paused = value
+            case MessageKind.RECORD_WRITTEN:
+                if self._paused is not None:
+                    self._paused = None
+                    self.log.info("claims_resumed", reason="records can be written again")
+            case MessageKind.CHILD:
+                self._child_posted = False
+                reap_orphans()
+            case MessageKind.SIGNAL:
+                if int(value) in STATUS_SIGNALS:
+                    self._log_status(int(value))
+                else:
+                    self._on_stop_request(int(value))
+            case MessageKind.CANCEL:
+                self._on_cancel_request(value)
+            case MessageKind.RESCAN:
+                self.log.warning("events_lost", reason="the kernel's event queue overflowed; reading the folders")
+                self._rescan_all()
+            case MessageKind.WATCH_LOST:
+                self._check_queue()
+            case MessageKind.HOOKS_DONE:
+                pass  # a wake-up only: loop() looks at _hooks_idle() after this step
+            case _:
+                assert_never(kind)
 
     def _put_back_while_running(self, job: _ActiveJob) -> None:
         """A running job removed or moved its own file: put it back in ``running/`` at once (at most
@@ -575,7 +608,7 @@ class Worker:
             self.log.info(
                 "worker_stopping", signal=name, running=len(self._active), drain_timeout_s=self.config.drain_timeout_s
             )
-            self._schedule(self.config.drain_timeout_s, "drain", "")
+            self._schedule(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
         elif not self._forced:
             self._forced = True
             self._give_up.set()
@@ -629,7 +662,7 @@ class Worker:
         # writes one, so the look is skipped when none is, as for every file at start-up).
         if self._recording and os.path.lexists(f"{self._running_dir}/{name}"):
             self._candidates[name] = _Candidate(False, seen)
-            self._schedule(0.005, "recheck", name)
+            self._schedule(0.005, DeadlineAction.RECHECK, name)
             return
         self._candidates[name] = _Candidate(True, seen)
         schedule = schedule_from_head(head, kind, info.st_mtime)
@@ -655,7 +688,7 @@ class Worker:
                 return True
             except InvalidJob:
                 pass
-        self._schedule(self.config.settle_s - quiet_for + 0.01, "recheck", name)
+        self._schedule(self.config.settle_s - quiet_for + 0.01, DeadlineAction.RECHECK, name)
         return False
 
     def _catch_up(self) -> None:
@@ -828,9 +861,9 @@ class Worker:
                 process.pidfd = None
         if process.pidfd is None:
             self._waiters.submit(self._watch, job)
-        self._schedule(request.timeout_s, "timeout", job_id, job)
+        self._schedule(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.watched:
-            self._schedule(self.config.limit_check_interval_s, "limits", job_id, job)
+            self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
@@ -910,7 +943,7 @@ class Worker:
         self.log.info("claim_returned", file=name, reason=f"{reason}; it stays pending and is looked at again")
         self._candidates[name] = _Candidate(False, _UNSEEN)
         if not snapshot.writing:
-            self._schedule(0, "recheck", name)
+            self._schedule(0, DeadlineAction.RECHECK, name)
 
     def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest | None, reason: str) -> None:
         """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`,
@@ -942,7 +975,7 @@ class Worker:
                 "inodes, or fix logs/); the worker retries by itself",
             )
         self._starts_paused = reason
-        self._schedule(self._start_retry_s, "resume_starts", "")
+        self._schedule(self._start_retry_s, DeadlineAction.RESUME_STARTS, "")
         self._start_retry_s = min(self._start_retry_s * 2, _START_RETRY_MAX_S)
 
     def _not_started(
@@ -1054,13 +1087,14 @@ class Worker:
                         raise
                     continue
                 failed = True
-                self._inbox.put(("record_failing", f"the record of job {claimed.job_id} cannot be written: {exc}"))
+                reason = f"the record of job {claimed.job_id} cannot be written: {exc}"
+                self._inbox.put((MessageKind.RECORD_FAILING, reason))
                 if self._give_up.wait(delay_s):
                     raise
                 delay_s = min(delay_s * 2, 30.0)
                 continue
             if failed:
-                self._inbox.put(("record_written", claimed.job_id))
+                self._inbox.put((MessageKind.RECORD_WRITTEN, claimed.job_id))
             return record
 
     def _restore_job_file(self, claimed: ClaimedJob, kept: ClaimedFile, result: JobResult) -> ClaimedFile:
@@ -1122,7 +1156,7 @@ class Worker:
         ``_records_awaited`` and then looks at the inbox; this posts and then
         reads the flag, so one of the two sees the other.
         """
-        self._inbox.put(("recorded", job_id), wake=False)
+        self._inbox.put((MessageKind.RECORDED, job_id), wake=False)
         if self._records_awaited:
             self._inbox.wake()
 
@@ -1131,7 +1165,7 @@ class Worker:
         try:
             job.process.stop_leftovers(exit_info)
         finally:
-            self._inbox.put(("exited", job.claimed.job_id))
+            self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
         self._record(job, exit_info)
 
     def _watch(self, job: _ActiveJob) -> None:
@@ -1139,7 +1173,7 @@ class Worker:
         try:
             exit_info = job.process.wait()
         finally:
-            self._inbox.put(("exited", job.claimed.job_id))
+            self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
         self._record(job, exit_info)
 
     def _record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
@@ -1150,7 +1184,7 @@ class Worker:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
         if not self._serves_root():  # a record now would land in another queue: see _check_queue
             self.log.error("not_recorded", job_id, reason=self._root_lost or "the queue root was replaced")
-            self._inbox.put(("watch_lost", "root"))
+            self._inbox.put((MessageKind.WATCH_LOST, "root"))
             self._post_recorded(job_id)
             return
         try:
@@ -1337,7 +1371,7 @@ class Worker:
         finally:
             with self._hooks_lock:
                 self._hooks_in_flight -= 1
-            self._inbox.put(("hooks_done", job_id))  # the inbox outlives the hook threads: see shutdown
+            self._inbox.put((MessageKind.HOOKS_DONE, job_id))  # the inbox outlives the hook threads: see shutdown
 
     def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
         """After every end of a job (exit, timeout, cancel, interrupt, limit): name the job's
@@ -1371,7 +1405,7 @@ class Worker:
 
     # ----- deadlines ------------------------------------------------------------------
 
-    def _schedule(self, delay_s: float, action: str, key: str, job: _ActiveJob | None = None) -> None:
+    def _schedule(self, delay_s: float, action: DeadlineAction, key: str, job: _ActiveJob | None = None) -> None:
         """Do ``action`` for ``key`` in ``delay_s`` seconds; a job's deadline names its attempt (``job``)."""
         attempt = job.attempt if job is not None else 0
         heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key, attempt))
@@ -1381,10 +1415,25 @@ class Worker:
 
     def _deadline_live(self, deadline: _Deadline) -> bool:
         """Whether a deadline still has something to do: a job's, only while that attempt runs."""
-        if deadline.attempt:
-            job = self._active.get(deadline.key)
-            return job is not None and job.attempt == deadline.attempt
-        return True
+        match deadline.action:
+            case DeadlineAction.TIMEOUT | DeadlineAction.KILL | DeadlineAction.LIMITS:
+                return self._job_of(deadline) is not None
+            case (
+                DeadlineAction.RECHECK
+                | DeadlineAction.RESUME_STARTS
+                | DeadlineAction.RESCAN
+                | DeadlineAction.QUEUE_CHECK
+                | DeadlineAction.RETENTION
+                | DeadlineAction.DRAIN
+            ):
+                return True
+            case _:
+                assert_never(deadline.action)
+
+    def _job_of(self, deadline: _Deadline) -> _ActiveJob | None:
+        """The running job a job's deadline was set for, or ``None`` once that attempt has ended."""
+        job = self._active.get(deadline.key)
+        return job if job is not None and job.attempt == deadline.attempt else None
 
     def _time_to_next_deadline(self) -> float | None:
         """Seconds until the next deadline or the next timed job is due (``None``: none)."""
@@ -1405,7 +1454,7 @@ class Worker:
         elif limits.output_bytes is not None and max(job.process.output_sizes()) > limits.output_bytes:
             exceeded = "output_bytes"
         if exceeded is None:
-            self._schedule(self.config.limit_check_interval_s, "limits", job.claimed.job_id, job)
+            self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job.claimed.job_id, job)
             return
         job.stop_status, job.limit_exceeded = JobStatus.FAILED, exceeded
         job.stop_error = f"the job went beyond {describe(exceeded, limits)}; its process group got SIGKILL"
@@ -1418,43 +1467,50 @@ class Worker:
         current = time.monotonic()
         while self._deadlines and self._deadlines[0].at <= current:
             deadline = heapq.heappop(self._deadlines)
-            action, key = deadline.action, deadline.key
-            job = self._active.get(key) if self._deadline_live(deadline) else None
-            if action == "timeout" and job is not None and job.stop_status is None:
-                job.stop_status = JobStatus.TIMEOUT
-                job.stop_error = (
-                    f"the job ran past its timeout of {job.request.timeout_s:g} s; its process group "
-                    f"got SIGTERM, then SIGKILL after {self.config.kill_grace_s:g} s"
-                )
-                self._stop_job(job, signal.SIGTERM)
-            elif action == "kill" and job is not None:
-                job.process.signal_group(signal.SIGKILL)
-            elif action == "limits" and job is not None and job.stop_status is None:
-                self._check_limits(job)
-            elif action == "recheck":
-                self._consider(key)
-            elif action == "resume_starts":
-                self._starts_paused = None  # the next start tries again (see _defer)
-            elif action == "rescan":
-                if self._subreaper:
-                    reap_orphans()
-                self._rescan_all()
-                self._schedule(self.config.rescan_interval_s, "rescan", "")
-            elif action == "queue_check":
-                self._check_queue()
-                if self._root_lost is None:
-                    self._schedule(_QUEUE_CHECK_S, "queue_check", "")
-            elif action == "retention":
-                self._schedule(_RETENTION_EVERY_S, "retention", "")
-                self._apply_retention()
-            elif action == "drain":
-                self._give_up.set()  # a record still being retried is left for the next start
-                self._hook_stop.set()  # hooks still queued or running are abandoned
-                self._interrupt_all(
-                    f"the worker was stopping and the job did not finish within the "
-                    f"{self.config.drain_timeout_s:g} s drain period",
-                    signal.SIGTERM,
-                )
+            match deadline.action:
+                case DeadlineAction.TIMEOUT:
+                    job = self._job_of(deadline)
+                    if job is not None and job.stop_status is None:
+                        job.stop_status = JobStatus.TIMEOUT
+                        job.stop_error = (
+                            f"the job ran past its timeout of {job.request.timeout_s:g} s; its process group "
+                            f"got SIGTERM, then SIGKILL after {self.config.kill_grace_s:g} s"
+                        )
+                        self._stop_job(job, signal.SIGTERM)
+                case DeadlineAction.KILL:
+                    job = self._job_of(deadline)
+                    if job is not None:
+                        job.process.signal_group(signal.SIGKILL)
+                case DeadlineAction.LIMITS:
+                    job = self._job_of(deadline)
+                    if job is not None and job.stop_status is None:
+                        self._check_limits(job)
+                case DeadlineAction.RECHECK:
+                    self._consider(deadline.key)
+                case DeadlineAction.RESUME_STARTS:
+                    self._starts_paused = None  # the next start tries again (see _defer)
+                case DeadlineAction.RESCAN:
+                    if self._subreaper:
+                        reap_orphans()
+                    self._rescan_all()
+                    self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+                case DeadlineAction.QUEUE_CHECK:
+                    self._check_queue()
+                    if self._root_lost is None:
+                        self._schedule(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
+                case DeadlineAction.RETENTION:
+                    self._schedule(_RETENTION_EVERY_S, DeadlineAction.RETENTION, "")
+                    self._apply_retention()
+                case DeadlineAction.DRAIN:
+                    self._give_up.set()  # a record still being retried is left for the next start
+                    self._hook_stop.set()  # hooks still queued or running are abandoned
+                    self._interrupt_all(
+                        f"the worker was stopping and the job did not finish within the "
+                        f"{self.config.drain_timeout_s:g} s drain period",
+                        signal.SIGTERM,
+                    )
+                case _:
+                    assert_never(deadline.action)
 
     def _apply_retention(self) -> None:
         """Remove finished jobs older than ``retention_days`` (once a day, in the loop thread)."""
@@ -1471,7 +1527,7 @@ class Worker:
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
-            self._schedule(self.config.kill_grace_s, "kill", job.claimed.job_id, job)
+            self._schedule(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)
 
     def _interrupt_all(self, reason: str, sig: signal.Signals) -> None:
         for job in self._active.values():
@@ -1626,4 +1682,4 @@ class Worker:
             )
             if not self._stopping:
                 self._stopping = True
-                self._schedule(self.config.drain_timeout_s, "drain", "")
+                self._schedule(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")

@@ -7,11 +7,12 @@ cases are tested directly here, and the front against a real worker.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import drop, wait_finished
+from conftest import EXECSVC, drop, wait_finished
 
 from execsvc import JobQueue, JobState, JobStatus
 from execsvc.schedule import Schedule
@@ -114,3 +115,25 @@ def test_ready_jobs_are_behind_higher_priority_then_older_ones() -> None:
     ]
     assert count_ahead(mine, keys) == 2
     assert wait_reason(Schedule(priority=1), where(), time.time()).blocked is False
+
+
+# ----- status.sh counts what the installed command counts ------------------------------------------
+
+STATUS = Path(__file__).resolve().parent.parent / "status.sh"
+
+
+def test_status_sh_counts_held_jobs_and_leaves_out_files_the_worker_refuses_as_the_api_does(
+    queue_root: Path,
+) -> None:
+    queue = JobQueue(queue_root)
+    for job_id in ("a", "b", "c"):
+        drop(queue_root, f"{job_id}.json", {"command": "true"})
+    for job_id in ("b", "c"):
+        subprocess.run([EXECSVC, "hold", job_id, "--queue-dir", str(queue_root)], check=True, capture_output=True)
+    drop(queue_root, "notes.md", "not a job\n")  # an unknown ending: a worker refuses it, no front lists it
+    counts = api.counts(queue)
+    assert (counts.pending, counts.running, counts.completed, counts.failed) == (3, 0, 0, 0)
+    result = subprocess.run([str(STATUS), str(queue_root)], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "jobs:    pending 3, running 0, completed 0, failed 0\n" in result.stdout, result.stdout
+    assert "worker:  not running" in result.stdout

@@ -317,6 +317,7 @@ class _Rules:
         self.queue = queue
         self.now = time.time()
         self._pending: dict[str, tuple[JobEntry, Schedule]] | None = None
+        self._infos: dict[str, JobInfo | None] = {}
 
     def pending(self) -> dict[str, tuple[JobEntry, Schedule]]:
         """Every pending job (held ones too) by id, with its scheduling fields (read once)."""
@@ -326,19 +327,25 @@ class _Rules:
             }
         return self._pending
 
+    def info(self, job_id: str) -> JobInfo | None:
+        """The job with this id (``None``: in no folder), looked up once per call of the API."""
+        if job_id not in self._infos:
+            try:
+                self._infos[job_id] = self.queue.get(job_id)
+            except (JobNotFound, InvalidJobId):
+                self._infos[job_id] = None
+        return self._infos[job_id]
+
     def lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
-        try:
-            info = self.queue.get(job_id)
-        except (JobNotFound, InvalidJobId):
-            return None
-        return info.state, info.status
+        info = self.info(job_id)
+        return None if info is None else (info.state, info.status)
 
     def after_of(self, job_id: str) -> tuple[str, ...] | None:
         """A pending job's ``after`` list, as the worker's scheduler knows it (a held job is not offered)."""
-        found = self.pending().get(job_id)
-        if found is None or self.held(found[0]):
+        info = self.info(job_id)
+        if info is None or info.state is not JobState.PENDING or info.held:
             return None
-        return found[1].after
+        return _schedule_of(info.path, info.mtime.timestamp()).after
 
     def held(self, entry: JobEntry) -> bool:
         return os.path.dirname(entry.path) == str(self.queue.layout.held)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # status.sh: is an execsvc worker serving the queue? Prints what it finds and exits
-# 0 only when a worker is serving, 1 when none is, 2 when the queue cannot be found.
+# 0 only when a worker is serving, 1 when none is, 2 when the queue cannot be found or read.
+# The counts and the worker are what `queue-view --json` says (installed with execsvc).
 # Also says whether the launchd agent / systemd user unit is loaded (execsvc service install).
 #
 # Usage: ./status.sh [QUEUE_DIR]
@@ -45,38 +46,34 @@ if [ ! -d "$queue/pending" ]; then
     exit 1
 fi
 
-# Jobs in a folder: visible entries, counting a finished job once (its record).
-count_jobs() {
-    n=0
-    for entry in "$1"/* "$1"/.[!.]* ; do
-        [ -e "$entry" ] || [ -L "$entry" ] || continue
-        name=${entry##*/}
-        case $name in
-            .*|*.tmp) continue ;;
-            *.result.json) n=$((n + 1)); continue ;;
-        esac
-        if [ "$2" = finished ]; then
-            stem=${name%.json}
-            [ "$stem" != "$name" ] && [ ! -e "$1/$stem.result.json" ] && n=$((n + 1))
-        else
-            n=$((n + 1))
-        fi
-    done
-    echo "$n"
+# The counts and the worker come from the installed command (`queue-view --json`, the fronts'
+# own api.queue_status): this script counts nothing itself, so it cannot disagree with them.
+if [ -x "$here/.venv/bin/queue-view" ]; then
+    view="$here/.venv/bin/queue-view"
+elif command -v queue-view >/dev/null 2>&1; then
+    view="queue-view"
+else
+    echo "status.sh: queue-view is not installed (pip install execsvc), so the queue cannot be read" >&2
+    exit 2
+fi
+if ! json=$("$view" --queue-dir "$queue" --json --limit 1); then
+    echo "worker:  unknown (queue-view could not read the queue: its message is above)"
+    exit 2
+fi
+# One line of JSON: {"status": {"queue_dir": ..., "counts": {...}, "worker": {...}}, "jobs": [...]}.
+# Only the status part is read; a key's quotes are never escaped, a string's always are.
+status_json=${json%%', "jobs": '*}
+field() {
+    printf '%s\n' "$status_json" | sed -n "s/.*\"$1\": \([0-9a-z][0-9a-z]*\).*/\1/p"
 }
 
 printf 'jobs:    pending %s, running %s, completed %s, failed %s\n' \
-    "$(count_jobs "$queue/pending" waiting)" "$(count_jobs "$queue/running" waiting)" \
-    "$(count_jobs "$queue/completed" finished)" "$(count_jobs "$queue/failed" finished)"
+    "$(field pending)" "$(field running)" "$(field completed)" "$(field failed)"
 
 serving=1
-pid=""
-if [ -f "$queue/worker.json" ]; then
-    pid=$(sed -n 's/.*"pid":[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$queue/worker.json")
-fi
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -ww -o args= -p "$pid" 2>/dev/null | grep -q execsvc; then
-    slots=$(sed -n 's/.*"slots":[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$queue/worker.json")
-    echo "worker:  serving (pid $pid, ${slots:-?} slots)"
+if [ "$(field serving)" = true ]; then
+    slots=$(field slots)
+    echo "worker:  serving (pid $(field pid), ${slots:-?} slots)"
     serving=0
 else
     echo "worker:  not running"

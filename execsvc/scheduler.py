@@ -17,6 +17,13 @@ one of four places here:
   when a second look, ``CONFIRM_MISSING_AFTER_S`` after the first (the job
   waits among the timed ones meanwhile), finds it nowhere either: a job being
   moved between folders can be missed by one look.
+
+Why a pending job waits is decided by :func:`wait_reason` (a pure function of
+its :class:`~execsvc.schedule.Schedule` and where its dependencies are): the
+scheduler places jobs by it, and the fronts (``queue_tools.api``) explain
+pending jobs with it, so both give one answer. :func:`order_key` is the order
+among ready jobs, :func:`count_ahead` how many start before one, and
+:func:`find_cycle` finds a cycle of ``after`` lists.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, KeysView
+from collections.abc import Callable, Iterable, KeysView, Sequence
 from dataclasses import dataclass, field
 
 from .models import JobState, JobStatus
@@ -35,6 +42,12 @@ CONFIRM_MISSING_AFTER_S = 0.05
 
 Lookup = Callable[[str], "tuple[JobState, JobStatus] | None"]
 """Where a job id is now and its status (``None``: in no folder of the queue)."""
+
+AfterOf = Callable[[str], "Sequence[str] | None"]
+"""The ``after`` list of a pending job by id (``None``: no such pending job)."""
+
+OrderKey = tuple[int, int, str]
+"""A ready job's place in line: ``(-priority, mtime_ns, file name)``, smallest first."""
 
 
 @dataclass
@@ -54,6 +67,117 @@ class Doomed:
     name: str
     status: JobStatus
     reason: str
+
+
+@dataclass(frozen=True)
+class WaitReason:
+    """Why a pending job has not started, by the worker's rules (see :func:`wait_reason`).
+
+    ``doomed``: it can never run and is recorded at its claim (``name`` is the
+    job's id there); ``missing``: the dependency found nowhere that dooms it (the
+    worker looks once more, ``CONFIRM_MISSING_AFTER_S`` later, before it records
+    it); ``held``: in ``pending/.held/`` until released; ``due_at``: seconds since
+    the epoch it becomes due, when later than ``now``; ``waiting_for``: the ids in
+    ``after`` still pending or running. Nothing set: ready, waiting for its turn.
+    """
+
+    doomed: Doomed | None = None
+    missing: str | None = None
+    held: bool = False
+    due_at: float | None = None
+    waiting_for: tuple[str, ...] = ()
+
+    @property
+    def blocked(self) -> bool:
+        """Whether something other than jobs ahead keeps it waiting."""
+        return self.doomed is not None or self.held or self.due_at is not None or bool(self.waiting_for)
+
+    @property
+    def doomed_sentence(self) -> str | None:
+        """``will be recorded <status>: <reason>``, for a doomed job (else ``None``)."""
+        if self.doomed is None:
+            return None
+        return f"will be recorded {self.doomed.status.value}: {self.doomed.reason}"
+
+
+def cycle_reason(cycle: Sequence[str]) -> str:
+    """The reason a member of ``cycle`` (ids, as :func:`find_cycle` gives them) is recorded invalid."""
+    return f"its 'after' list closes a dependency cycle: {' → '.join([*cycle, cycle[0]])}"
+
+
+def find_cycle(job_id: str, after_of: AfterOf) -> list[str]:
+    """The ids of a cycle of ``after`` lists among pending jobs that passes ``job_id`` (starting
+    with it), or ``[]``. ``after_of`` gives a pending job's ``after`` list (``None``: not pending)."""
+    path: list[str] = []
+    seen: set[str] = set()
+
+    def visit(current: str) -> bool:
+        after = after_of(current)
+        if after is None:
+            return False
+        path.append(current)
+        for dep in after:
+            if dep == job_id:
+                return True
+            if dep not in seen:
+                seen.add(dep)
+                if visit(dep):
+                    return True
+        path.pop()
+        return False
+
+    return path if visit(job_id) else []
+
+
+def wait_reason(
+    schedule: Schedule,
+    lookup: Lookup,
+    now: float,
+    *,
+    held: bool = False,
+    job_id: str = "",
+    after_of: AfterOf | None = None,
+) -> WaitReason:
+    """Why a pending job with ``schedule`` waits at ``now`` (seconds since the epoch); pure but for ``lookup``.
+
+    The ``after`` list is read in order and the first dependency that dooms
+    the job decides: one found nowhere (``invalid``), or one that ended other
+    than completed under ``after_mode`` ``"success"`` (``cancelled``). With
+    ``after_of`` (the pending jobs' ``after`` lists) a cycle through ``job_id``
+    dooms it ``invalid`` first. A job ``held`` is not offered to the scheduler;
+    the fronts pass it.
+    """
+    if after_of is not None and schedule.after:
+        cycle = find_cycle(job_id, after_of)
+        if cycle:
+            return WaitReason(doomed=Doomed(job_id, JobStatus.INVALID, cycle_reason(cycle)), held=held)
+    unsettled: list[str] = []
+    for dep in schedule.after:
+        where = lookup(dep)
+        if where is None:
+            reason = f"it runs after job {dep!r}, which is not in this queue"
+            return WaitReason(doomed=Doomed(job_id, JobStatus.INVALID, reason), missing=dep, held=held)
+        state, status = where
+        if state in (JobState.PENDING, JobState.RUNNING):
+            unsettled.append(dep)
+        elif schedule.after_mode == "success" and status is not JobStatus.COMPLETED:
+            reason = (
+                f"job {dep!r}, which it runs after, ended {status.value}; with after_mode 'success' every "
+                "job in 'after' must complete, so this one never ran"
+            )
+            return WaitReason(doomed=Doomed(job_id, JobStatus.CANCELLED, reason), held=held)
+    due_at = schedule.due_at if schedule.due_at is not None and schedule.due_at > now else None
+    return WaitReason(held=held, due_at=due_at, waiting_for=tuple(unsettled))
+
+
+def order_key(schedule: Schedule, mtime_ns: int, name: str) -> OrderKey:
+    """A ready job's place in line (:data:`OrderKey`): highest ``priority`` first, then oldest file, then name."""
+    return (-schedule.priority, mtime_ns, name)
+
+
+def count_ahead(mine: OrderKey, keys: Iterable[OrderKey]) -> int:
+    """How many of the ready jobs ``keys`` start before the one at ``mine``."""
+    return sum(key < mine for key in keys)
 
 
 class Scheduler:
@@ -81,15 +205,12 @@ class Scheduler:
         self._entries[name] = entry
         self._names_by_id[job_id] = name
         if schedule.after:
-            cycle = self._cycle_through(job_id)
+            cycle = find_cycle(job_id, self._after_of)
             if cycle:
-                shown = " → ".join([*cycle, cycle[0]])
                 for member in cycle:
                     member_name = self._names_by_id.get(member)
                     if member_name is not None:
-                        self._doom(
-                            member_name, JobStatus.INVALID, f"its 'after' list closes a dependency cycle: {shown}"
-                        )
+                        self._doom(member_name, JobStatus.INVALID, cycle_reason(cycle))
                 return
         self._place(name, now)
 
@@ -166,37 +287,24 @@ class Scheduler:
     def _place(self, name: str, now: float, *, due_checked: bool = False) -> None:
         entry = self._entries[name]
         schedule = entry.schedule
-        unsettled: set[str] = set()
-        for dep in schedule.after:
-            where = self._lookup(dep)
-            if where is None and dep not in entry.unseen:  # never on one look: a job moving can be missed
-                entry.unseen.add(dep)
-                heapq.heappush(self._timed, (now + CONFIRM_MISSING_AFTER_S, name, entry.generation))
-                return
-            if where is None:
-                self._doom(name, JobStatus.INVALID, f"it runs after job {dep!r}, which is not in this queue")
-                return
-            entry.unseen.discard(dep)
-            state, status = where
-            if state in (JobState.PENDING, JobState.RUNNING):
-                unsettled.add(dep)
-            elif schedule.after_mode == "success" and status is not JobStatus.COMPLETED:
-                self._doom(
-                    name,
-                    JobStatus.CANCELLED,
-                    f"job {dep!r}, which it runs after, ended {status.value}; with after_mode 'success' every "
-                    "job in 'after' must complete, so this one never ran",
-                )
-                return
-        if not due_checked and schedule.due_at is not None and schedule.due_at > now:
-            heapq.heappush(self._timed, (schedule.due_at, name, entry.generation))
+        reason = wait_reason(schedule, self._lookup, now)
+        if reason.missing is not None and reason.missing not in entry.unseen:  # a job moving can be missed
+            entry.unseen = {reason.missing}
+            heapq.heappush(self._timed, (now + CONFIRM_MISSING_AFTER_S, name, entry.generation))
             return
-        if unsettled:
-            entry.waiting_for = unsettled
-            for dep in unsettled:
+        entry.unseen.clear()
+        if reason.doomed is not None:
+            self._doom(name, reason.doomed.status, reason.doomed.reason)
+            return
+        if not due_checked and reason.due_at is not None:
+            heapq.heappush(self._timed, (reason.due_at, name, entry.generation))
+            return
+        if reason.waiting_for:
+            entry.waiting_for = set(reason.waiting_for)
+            for dep in reason.waiting_for:
                 self._dependents.setdefault(dep, set()).add(name)
             return
-        heapq.heappush(self._ready, (-schedule.priority, entry.mtime_ns, name, entry.generation))
+        heapq.heappush(self._ready, (*order_key(schedule, entry.mtime_ns, name), entry.generation))
 
     def _doom(self, name: str, status: JobStatus, reason: str) -> None:
         entry = self._entries.get(name)
@@ -205,24 +313,6 @@ class Scheduler:
         entry.generation = next(self._generations)  # out of every heap
         self._doomed.append(Doomed(name, status, reason))
 
-    def _cycle_through(self, job_id: str) -> list[str]:
-        """The ids of a cycle of ``after`` lists among pending jobs that passes ``job_id``, or ``[]``."""
-        path: list[str] = []
-        seen: set[str] = set()
-
-        def visit(current: str) -> bool:
-            name = self._names_by_id.get(current)
-            if name is None:
-                return False
-            path.append(current)
-            for dep in self._entries[name].schedule.after:
-                if dep == job_id:
-                    return True
-                if dep not in seen:
-                    seen.add(dep)
-                    if visit(dep):
-                        return True
-            path.pop()
-            return False
-
-        return path if visit(job_id) else []
+    def _after_of(self, job_id: str) -> tuple[str, ...] | None:
+        name = self._names_by_id.get(job_id)
+        return None if name is None else self._entries[name].schedule.after

@@ -37,6 +37,7 @@ from execsvc.layout import split_job_name
 from execsvc.models import SidecarRecord
 from execsvc.protocol import FINISHED_STATES, JobEntry
 from execsvc.schedule import PLAIN, Schedule, peek
+from execsvc.scheduler import OrderKey, count_ahead, order_key, wait_reason
 
 Stream = Literal["stdout", "stderr"]
 COMMAND_WIDTH = 120
@@ -81,7 +82,10 @@ class Waiting(BaseModel):
     ``delay_s`` or its next retry), ``waiting_for`` (ids in ``after`` that have
     not finished), ``jobs_ahead`` (ready jobs that start before it: higher
     ``priority``, or the same and older), ``problem`` (its fields are not valid,
-    so a worker refuses it). ``reason`` says it in one sentence.
+    so a worker refuses it), ``doomed`` (it can never run: ``will be recorded
+    <status>: <why>``, as the worker will record it). All of it is decided by the
+    worker's own rules (:func:`execsvc.scheduler.wait_reason`). ``reason`` says it
+    in one sentence.
     """
 
     priority: int = 0
@@ -93,12 +97,13 @@ class Waiting(BaseModel):
     retries: int | None = None
     jobs_ahead: int | None = None
     problem: str | None = None  # why its scheduling fields are not valid: a worker refuses it when it claims it
+    doomed: str | None = None  # it never runs: "will be recorded <status>: <why>"
     reason: str = ""
 
     @property
     def blocked(self) -> bool:
-        """Whether something other than jobs ahead keeps it waiting (held, not due, dependencies)."""
-        return self.held or self.due_at is not None or bool(self.waiting_for)
+        """Whether something other than jobs ahead keeps it waiting (doomed, held, not due, dependencies)."""
+        return self.doomed is not None or self.held or self.due_at is not None or bool(self.waiting_for)
 
 
 class JobSummary(BaseModel):
@@ -242,11 +247,8 @@ def list_jobs(
         if state in states:
             entries.extend(found)
     if waiting_only:
-        entries = [
-            entry
-            for entry in entries
-            if entry.state is JobState.PENDING and _blocked(queue, entry, _entry_schedule(entry))
-        ]
+        rules = _Rules(queue)
+        entries = [entry for entry in entries if entry.state is JobState.PENDING and rules.blocked(entry)]
     if since is not None:
         cutoff_ns = time.time_ns() - int(since.total_seconds() * 1e9)
         entries = [entry for entry in entries if entry.mtime_ns >= cutoff_ns]
@@ -299,58 +301,106 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
 
 
 def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> Waiting:
-    """Why the pending job ``info`` waits (see :class:`Waiting`), from the files alone.
+    """Why the pending job ``info`` waits (see :class:`Waiting`), from the files alone, by the
+    worker's rules (:func:`execsvc.scheduler.wait_reason`).
 
     ``count_ahead`` also counts the ready jobs that start before it (reads
     every pending job's scheduling fields).
     """
-    schedule = _schedule_of(info.path, info.mtime.timestamp())
-    waiting = Waiting(
-        priority=schedule.priority,
-        held=info.held,
-        attempt=schedule.attempt,
-        retries=schedule.retries,
-        after_mode=schedule.after_mode if schedule.after else None,
-    )
-    waiting.problem = schedule.problem
-    if schedule.due_at is not None and schedule.due_at > time.time():
-        waiting.due_at = moment(schedule.due_at)
-        if waiting.due_at is None:
-            waiting.problem = f"its due time ({schedule.due_at:g} s after 1970) is past the year 9999"
-    waiting.waiting_for = [dep for dep in schedule.after if _unfinished(queue, dep)]
-    if count_ahead and not waiting.blocked:
-        waiting.jobs_ahead = _jobs_ahead(queue, info.job_id)
-    waiting.reason = _waiting_reason(waiting)
-    return waiting
+    return _Rules(queue).waiting(info, count_ahead=count_ahead)
 
 
-def _jobs_ahead(queue: JobQueue, job_id: str) -> int | None:
-    """How many ready pending jobs start before ``job_id`` (the worker's order: priority, mtime, name)."""
-    keys: dict[str, tuple[int, int, str]] = {}
-    for entry in queue.entries(JobState.PENDING):
-        schedule = _entry_schedule(entry)
-        if entry.job_id == job_id or not _blocked(queue, entry, schedule):
-            keys[entry.job_id] = (-schedule.priority, entry.mtime_ns, os.path.basename(entry.path))
-    mine = keys.get(job_id)
-    return None if mine is None else sum(key < mine for key in keys.values())
+class _Rules:
+    """The scheduler's rules applied to the queue's files, read once per call of the API."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self.now = time.time()
+        self._pending: dict[str, tuple[JobEntry, Schedule]] | None = None
+        self._infos: dict[str, JobInfo | None] = {}
+
+    def pending(self) -> dict[str, tuple[JobEntry, Schedule]]:
+        """Every pending job (held ones too) by id, with its scheduling fields (read once)."""
+        if self._pending is None:
+            self._pending = {
+                entry.job_id: (entry, _entry_schedule(entry)) for entry in self.queue.entries(JobState.PENDING)
+            }
+        return self._pending
+
+    def info(self, job_id: str) -> JobInfo | None:
+        """The job with this id (``None``: in no folder), looked up once per call of the API."""
+        if job_id not in self._infos:
+            try:
+                self._infos[job_id] = self.queue.get(job_id)
+            except (JobNotFound, InvalidJobId):
+                self._infos[job_id] = None
+        return self._infos[job_id]
+
+    def lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
+        info = self.info(job_id)
+        return None if info is None else (info.state, info.status)
+
+    def after_of(self, job_id: str) -> tuple[str, ...] | None:
+        """A pending job's ``after`` list, as the worker's scheduler knows it (a held job is not offered)."""
+        info = self.info(job_id)
+        if info is None or info.state is not JobState.PENDING or info.held:
+            return None
+        return _schedule_of(info.path, info.mtime.timestamp()).after
+
+    def held(self, entry: JobEntry) -> bool:
+        return os.path.dirname(entry.path) == str(self.queue.layout.held)
+
+    def blocked(self, entry: JobEntry, schedule: Schedule | None = None) -> bool:
+        """Whether a pending job waits for more than its turn (doomed, held, not yet due, a dependency)."""
+        schedule = _entry_schedule(entry) if schedule is None else schedule
+        held = self.held(entry)
+        after_of = self.after_of if schedule.after else None
+        reason = wait_reason(schedule, self.lookup, self.now, held=held, job_id=entry.job_id, after_of=after_of)
+        return reason.blocked
+
+    def waiting(self, info: JobInfo, *, count_ahead: bool) -> Waiting:
+        schedule = _schedule_of(info.path, info.mtime.timestamp())
+        after_of = self.after_of if schedule.after else None
+        why = wait_reason(schedule, self.lookup, self.now, held=info.held, job_id=info.job_id, after_of=after_of)
+        waiting = Waiting(
+            priority=schedule.priority,
+            held=why.held,
+            attempt=schedule.attempt,
+            retries=schedule.retries,
+            after_mode=schedule.after_mode if schedule.after else None,
+            waiting_for=list(why.waiting_for),
+            doomed=why.doomed_sentence,
+            problem=schedule.problem,
+        )
+        if why.due_at is not None:
+            waiting.due_at = moment(why.due_at)
+            if waiting.due_at is None:
+                waiting.problem = f"its due time ({why.due_at:g} s after 1970) is past the year 9999"
+        if count_ahead and not waiting.blocked:
+            waiting.jobs_ahead = self.jobs_ahead(info.job_id)
+        waiting.reason = _waiting_reason(waiting)
+        return waiting
+
+    def jobs_ahead(self, job_id: str) -> int | None:
+        """How many ready pending jobs start before ``job_id`` (the worker's order: :func:`order_key`)."""
+        keys: dict[str, OrderKey] = {}
+        for other, (entry, schedule) in self.pending().items():
+            if other == job_id or not self.blocked(entry, schedule):
+                keys[other] = order_key(schedule, entry.mtime_ns, os.path.basename(entry.path))
+        mine = keys.get(job_id)
+        return None if mine is None else count_ahead(mine, keys.values())
 
 
 def _entry_schedule(entry: JobEntry) -> Schedule:
     return _schedule_of(entry.path, entry.mtime_ns / 1e9)
 
 
-def _blocked(queue: JobQueue, entry: JobEntry, schedule: Schedule) -> bool:
-    """Whether a pending job waits for more than its turn: held, not yet due, or for a dependency."""
-    if os.path.dirname(entry.path) == str(queue.layout.held):
-        return True
-    due = schedule.due_at is not None and schedule.due_at > time.time()
-    return due or any(_unfinished(queue, dep) for dep in schedule.after)
-
-
 def _waiting_reason(waiting: Waiting) -> str:
     parts = []
     if waiting.problem:
         parts.append(f"not valid, a worker refuses it: {waiting.problem}")
+    if waiting.doomed:
+        parts.append(waiting.doomed)
     if waiting.held:
         parts.append("held: it does not start until released (execsvc release)")
     if waiting.due_at is not None:
@@ -372,13 +422,6 @@ def _schedule_of(path: str, written_at: float) -> Schedule:
         return peek(path, split_job_name(os.path.basename(path))[2], written_at)
     except OSError:
         return PLAIN
-
-
-def _unfinished(queue: JobQueue, job_id: str) -> bool:
-    try:
-        return queue.get(job_id).state not in FINISHED_STATES
-    except (JobNotFound, InvalidJobId):
-        return False
 
 
 def read_output(

@@ -1,0 +1,139 @@
+"""Why a pending job waits: the fronts (queue_tools.api) and the worker's scheduler give one answer.
+
+The answer comes from one function, :func:`execsvc.scheduler.wait_reason`, which the
+worker's :class:`~execsvc.scheduler.Scheduler` and ``queue_tools.api`` both call; its
+cases are tested directly here, and the front against a real worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import EXECSVC, drop, wait_finished
+
+from execsvc import JobQueue, JobState, JobStatus
+from execsvc.schedule import Schedule
+from execsvc.scheduler import count_ahead, find_cycle, order_key, wait_reason
+from queue_tools import api
+
+MISSING = "it runs after job 'no-such-job', which is not in this queue"
+
+
+def test_the_front_says_a_job_after_an_unknown_id_will_be_recorded_invalid_and_the_worker_does(
+    queue_root: Path, start_worker: Any
+) -> None:
+    drop(queue_root, "orphan.json", {"command": "true", "after": ["no-such-job"]})
+    queue = JobQueue(queue_root)
+    detail = api.get_job(queue, "orphan")
+    assert detail.waiting is not None
+    assert f"will be recorded invalid: {MISSING}" in detail.waiting.reason, detail.waiting.reason
+    assert "behind" not in detail.waiting.reason and detail.jobs_ahead is None
+    assert [job.job_id for job in api.list_jobs(queue, waiting_only=True).jobs] == ["orphan"]
+    start_worker()
+    orphan = wait_finished(queue_root, "orphan")
+    assert orphan.status is JobStatus.INVALID
+    assert orphan.result is not None and MISSING in (orphan.result.error or "")
+
+
+def test_the_front_names_a_cycle_and_a_failed_dependency_as_the_worker_records_them(
+    queue_root: Path, start_worker: Any
+) -> None:
+    drop(queue_root, "x.json", {"command": "true", "after": ["y"]})
+    drop(queue_root, "y.json", {"command": "true", "after": ["x"]})
+    queue = JobQueue(queue_root)
+    said = api.get_job(queue, "x").waiting
+    assert said is not None and "will be recorded invalid: its 'after' list closes a dependency cycle" in said.reason
+    start_worker()
+    x = wait_finished(queue_root, "x")
+    assert x.status is JobStatus.INVALID and "closes a dependency cycle" in (x.result.error or "")  # type: ignore[union-attr]
+
+
+# ----- the pure function, case by case ------------------------------------------------------------
+
+NOW = 1_000_000.0
+
+
+def where(**jobs: tuple[JobState, JobStatus]) -> Any:
+    return jobs.get
+
+
+def test_unknown_after_id_dooms_it_invalid() -> None:
+    reason = wait_reason(Schedule(after=("no-such-job",)), where(), NOW)
+    assert reason.doomed is not None and reason.doomed.status is JobStatus.INVALID
+    assert reason.doomed.reason == MISSING and reason.missing == "no-such-job"
+    assert reason.blocked and reason.waiting_for == ()
+
+
+def test_after_a_failed_job_with_after_mode_success_dooms_it_cancelled_but_any_runs() -> None:
+    failed = where(build=(JobState.FAILED, JobStatus.FAILED))
+    strict = wait_reason(Schedule(after=("build",)), failed, NOW)
+    assert strict.doomed is not None and strict.doomed.status is JobStatus.CANCELLED
+    assert "job 'build', which it runs after, ended failed" in strict.doomed.reason and strict.missing is None
+    tolerant = wait_reason(Schedule(after=("build",), after_mode="any"), failed, NOW)
+    assert tolerant.doomed is None and not tolerant.blocked
+
+
+def test_an_unfinished_dependency_is_waited_for() -> None:
+    running = where(a=(JobState.RUNNING, JobStatus.RUNNING), b=(JobState.COMPLETED, JobStatus.COMPLETED))
+    reason = wait_reason(Schedule(after=("a", "b")), running, NOW)
+    assert reason.waiting_for == ("a",) and reason.doomed is None and reason.blocked
+
+
+def test_a_cycle_dooms_it_invalid() -> None:
+    afters = {"x": ("y",), "y": ("z",), "z": ("x",)}
+    assert find_cycle("x", afters.get) == ["x", "y", "z"]
+    assert find_cycle("x", {"x": ("y",), "y": ()}.get) == []
+    pending = where(y=(JobState.PENDING, JobStatus.PENDING))
+    reason = wait_reason(Schedule(after=("y",)), pending, NOW, job_id="x", after_of=afters.get)
+    assert reason.doomed is not None and reason.doomed.status is JobStatus.INVALID
+    assert reason.doomed.reason == "its 'after' list closes a dependency cycle: x → y → z → x"
+
+
+def test_not_before_in_the_future_is_due_later_and_in_the_past_is_ready() -> None:
+    later = wait_reason(Schedule(due_at=NOW + 60), where(), NOW)
+    assert later.due_at == NOW + 60 and later.blocked
+    past = wait_reason(Schedule(due_at=NOW - 60), where(), NOW)
+    assert past.due_at is None and not past.blocked
+
+
+def test_held_waits_for_release() -> None:
+    reason = wait_reason(Schedule(), where(), NOW, held=True)
+    assert reason.held and reason.blocked and reason.doomed is None
+
+
+def test_ready_jobs_are_behind_higher_priority_then_older_ones() -> None:
+    mine = order_key(Schedule(priority=1), 500, "mine.json")
+    keys = [
+        mine,
+        order_key(Schedule(priority=2), 900, "urgent.json"),  # higher priority, newer: ahead
+        order_key(Schedule(priority=1), 100, "older.json"),  # same priority, older: ahead
+        order_key(Schedule(priority=1), 900, "newer.json"),  # same priority, newer: behind
+        order_key(Schedule(), 1, "low.json"),  # lower priority, oldest: behind
+    ]
+    assert count_ahead(mine, keys) == 2
+    assert wait_reason(Schedule(priority=1), where(), time.time()).blocked is False
+
+
+# ----- status.sh counts what the installed command counts ------------------------------------------
+
+STATUS = Path(__file__).resolve().parent.parent / "status.sh"
+
+
+def test_status_sh_counts_held_jobs_and_leaves_out_files_the_worker_refuses_as_the_api_does(
+    queue_root: Path,
+) -> None:
+    queue = JobQueue(queue_root)
+    for job_id in ("a", "b", "c"):
+        drop(queue_root, f"{job_id}.json", {"command": "true"})
+    for job_id in ("b", "c"):
+        subprocess.run([EXECSVC, "hold", job_id, "--queue-dir", str(queue_root)], check=True, capture_output=True)
+    drop(queue_root, "notes.md", "not a job\n")  # an unknown ending: a worker refuses it, no front lists it
+    counts = api.counts(queue)
+    assert (counts.pending, counts.running, counts.completed, counts.failed) == (3, 0, 0, 0)
+    result = subprocess.run([str(STATUS), str(queue_root)], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "jobs:    pending 3, running 0, completed 0, failed 0\n" in result.stdout, result.stdout
+    assert "worker:  not running" in result.stdout

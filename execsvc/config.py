@@ -181,9 +181,9 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     try:
         return pydantic.TypeAdapter(WorkerConfig).validate_python(values, strict=False)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        from .errors import validation_problems
+
+        problems = validation_problems(exc)
         source = path if "config_file" in values else "the command line"
         raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 

@@ -53,8 +53,10 @@ class QueueLocked(ExecsvcError):
 
 
 def validation_problems(exc: ValidationError) -> str:
-    """What a pydantic error says is wrong with a job's fields, as sentences joined by ``; ``
-    (``'limits.memory_mb': Input should be greater than 0``), for :class:`InvalidJob` reasons."""
+    """What a pydantic error says is wrong with a job's (or the worker's settings') fields, as
+    sentences joined by ``; `` (``'limits.memory_mb': Input should be greater than 0``): the one
+    wording of :class:`InvalidJob` reasons, :class:`~execsvc.config.ConfigError` messages, the MCP
+    server's and ``execsvc submit``'s refusals."""
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "job"

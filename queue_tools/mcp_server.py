@@ -40,6 +40,7 @@ from execsvc import (
     default_queue_dir,
 )
 from execsvc.durable import NotRegularFile
+from execsvc.errors import validation_problems
 from execsvc.models import MAX_DELAY_S, MAX_RETRIES, JobLimits
 
 from . import api
@@ -405,8 +406,7 @@ def _user_errors(root: Path) -> Iterator[None]:
     except JobIdTaken as exc:
         raise ToolError(str(exc)) from exc
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in exc.errors())
-        raise ToolError(f"the job is not valid: {problems}") from exc
+        raise ToolError(f"the job is not valid: {validation_problems(exc)}") from exc
     except ValueError as exc:
         raise ToolError(str(exc)) from exc
     except ExecsvcError as exc:

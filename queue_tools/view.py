@@ -24,6 +24,7 @@ import typer
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
 from execsvc.durable import NotRegularFile
+from execsvc.models import SCHEDULING_FIELDS
 from execsvc.protocol import folder_changes
 from execsvc.visible import visible
 
@@ -147,9 +148,6 @@ def list_command(
         console.print(Text(f"(more: --limit {limit * 2})", style="dim"))
 
 
-_SCHEDULING_KEYS = ("priority", "after", "after_mode", "not_before", "delay_s", "retries", "limits", "on_finish")
-
-
 @app.command()
 def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.Option("-n", min=1)] = 20) -> None:
     """A job's record, then the last lines of its stdout and stderr."""
@@ -170,7 +168,7 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
     table.add_row("job", _plain(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
     table.add_row("command", _plain(detail.command or ""))
-    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *_SCHEDULING_KEYS):
+    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *SCHEDULING_FIELDS):
         if detail.spec and key in detail.spec:
             table.add_row(key, _plain(detail.spec[key]))
     if detail.waiting is not None:

@@ -95,7 +95,7 @@ class QueueTools:
         while True:
             step = min(PROGRESS_EVERY_S, max(0.0, timeout_s - waited))
             with _user_errors(self.root):
-                detail = await anyio.to_thread.run_sync(partial(api.wait_for_job, q, job_id, step, tick_s=step))
+                detail = await anyio.to_thread.run_sync(partial(api.wait_for_job, q, job_id, step))
             waited += step
             if detail.finished or waited >= timeout_s:
                 return detail

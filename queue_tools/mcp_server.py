@@ -289,7 +289,7 @@ class QueueTools:
         )
 
     def queue_status(self) -> api.QueueStatus:
-        """Counts per state, whether a worker serves the queue (PID, slots, uptime), and the queue self.root."""
+        """Counts per state, whether a worker serves the queue (PID, slots, uptime), and the queue's root folder."""
         with _user_errors(self.root):
             return api.queue_status(self.queue())
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ExecsvcError
+
 if TYPE_CHECKING:
     from .models import JobLimits
 
@@ -136,7 +138,7 @@ class WorkerConfig:
                 raise ValueError(f"{key} must be absolute folders, not {relative}")
 
 
-class ConfigError(ValueError):
+class ConfigError(ExecsvcError, ValueError):
     """The worker's config file cannot be read or holds a wrong key or value; the message says which."""
 
 

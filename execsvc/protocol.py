@@ -61,7 +61,7 @@ from .durable import (
     unlink_if_exists,
     write_durable,
 )
-from .errors import JobIdTaken, JobNotFound
+from .errors import JobFileNameTaken, JobIdTaken, JobNotFound, JobNotPending
 from .jobfile import ClaimedFile, spec_if_valid, submitted_by
 from .layout import (
     CANCEL_PREFIX,
@@ -525,24 +525,26 @@ class JobQueue:
         One ``rename``, atomic even against a crash, so it races safely with a
         worker's claim: exactly one of the two wins. Holding a held job does
         nothing. Raises :class:`JobNotFound` for an unknown id,
-        :class:`ValueError` when the job has already started or finished, and
-        :class:`FileExistsError` when a held file already has its name.
+        :class:`~execsvc.errors.JobNotPending` (a :class:`ValueError`) when the
+        job has already started or finished, and
+        :class:`~execsvc.errors.JobFileNameTaken` (a :class:`FileExistsError`)
+        when a held file already has its name.
         """
         check_job_id(job_id)
         info = self.get(job_id)
         if info.held:
             return info
         if info.state is not JobState.PENDING:
-            raise ValueError(f"job {job_id!r} is {info.state.value}; only a pending job can be held")
+            raise JobNotPending(f"job {job_id!r} is {info.state.value}; only a pending job can be held")
         source = Path(info.path)
         target = self.layout.ensure_held() / source.name
         if os.path.lexists(target):
-            raise FileExistsError(errno.EEXIST, "a held job already has this name", str(target))
+            raise JobFileNameTaken(errno.EEXIST, "a held job already has this name", str(target))
         try:
             os.rename(source, target)
         except FileNotFoundError:
             now = self.get(job_id)
-            raise ValueError(f"job {job_id!r} is {now.state.value}; it started before it could be held") from None
+            raise JobNotPending(f"job {job_id!r} is {now.state.value}; it started before it could be held") from None
         self._flush(self.layout.held, self.layout.pending)
         return self.get(job_id)
 

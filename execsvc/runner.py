@@ -50,11 +50,12 @@ import psutil
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
 from .durable import MovedAside, open_regular
+from .errors import ExecsvcError
 from .jobfile import RunRequest
 from .limits import prlimit_prefix
 
 
-class SpawnError(Exception):
+class SpawnError(ExecsvcError):
     """The job could not be started; the message says why, for a person."""
 
 

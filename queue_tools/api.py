@@ -649,7 +649,9 @@ def _description_of(info: JobInfo) -> str | None:
 
 
 def _running_for_s(path: Path) -> float | None:
-    """Seconds since the claim (the claim's ``link`` set the file's change time)."""
+    """Seconds since the claim: the claim's move into ``running/`` (``renameat2`` with
+    ``RENAME_NOREPLACE``, or ``link`` and ``unlink`` where that is missing; see
+    :func:`~execsvc.durable.move_no_replace`) sets the file's change time."""
     try:
         return round(max(0.0, time.time() - path.lstat().st_ctime), 3)
     except FileNotFoundError:

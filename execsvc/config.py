@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ExecsvcError
+
 if TYPE_CHECKING:
     from .models import JobLimits
 
@@ -136,7 +138,7 @@ class WorkerConfig:
                 raise ValueError(f"{key} must be absolute folders, not {relative}")
 
 
-class ConfigError(ValueError):
+class ConfigError(ExecsvcError, ValueError):
     """The worker's config file cannot be read or holds a wrong key or value; the message says which."""
 
 
@@ -181,9 +183,9 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     try:
         return pydantic.TypeAdapter(WorkerConfig).validate_python(values, strict=False)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        from .errors import validation_problems
+
+        problems = validation_problems(exc)
         source = path if "config_file" in values else "the command line"
         raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 

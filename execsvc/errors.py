@@ -2,6 +2,9 @@
 
 One root, :class:`ExecsvcError`, with a few precise children, so a caller can
 catch everything from this package with one clause or pick the case it handles.
+The children defined elsewhere are :class:`~execsvc.config.ConfigError` and
+:class:`~execsvc.runner.SpawnError`. A failure of the file system itself stays
+an :class:`OSError` (so does :class:`~execsvc.durable.NotRegularFile`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ class InvalidJobId(ExecsvcError):
 
 class JobIdTaken(ExecsvcError):
     """A caller asked for a job id that the queue already holds."""
+
+
+class JobNotPending(ExecsvcError, ValueError):
+    """A job asked to be held that has already started or finished (only a pending job can be)."""
+
+
+class JobFileNameTaken(ExecsvcError, FileExistsError):
+    """A job file cannot be held: ``pending/.held/`` has a file of its name; nothing was moved.
+    An :class:`OSError` with ``errno`` ``EEXIST`` and the taken path as ``filename``."""
 
 
 class InvalidJob(ExecsvcError):
@@ -53,8 +65,10 @@ class QueueLocked(ExecsvcError):
 
 
 def validation_problems(exc: ValidationError) -> str:
-    """What a pydantic error says is wrong with a job's fields, as sentences joined by ``; ``
-    (``'limits.memory_mb': Input should be greater than 0``), for :class:`InvalidJob` reasons."""
+    """What a pydantic error says is wrong with a job's (or the worker's settings') fields, as
+    sentences joined by ``; `` (``'limits.memory_mb': Input should be greater than 0``): the one
+    wording of :class:`InvalidJob` reasons, :class:`~execsvc.config.ConfigError` messages, the MCP
+    server's and ``execsvc submit``'s refusals."""
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "job"

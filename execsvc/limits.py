@@ -28,8 +28,6 @@ from .models import JobLimits
 PRLIMIT = shutil.which("prlimit")
 """The ``prlimit`` program, if this system has it."""
 
-RLIMIT_FIELDS = ("cpu_s", "memory_mb", "open_files")
-WATCHED_FIELDS = ("processes", "output_bytes")
 
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc", "memory exhausted")
 _FILES_SIGNS = ("Too many open files",)
@@ -59,11 +57,6 @@ def effective(job: JobLimits | None, defaults: JobLimits | None, caps: JobLimits
 def is_empty(limits: JobLimits | None) -> bool:
     """True when no limit is set."""
     return limits is None or all(getattr(limits, name) is None for name in JobLimits.model_fields)
-
-
-def watched(limits: JobLimits | None) -> bool:
-    """Whether the worker must check this job while it runs (``processes`` or ``output_bytes``)."""
-    return limits is not None and any(getattr(limits, name) is not None for name in WATCHED_FIELDS)
 
 
 def prlimit_prefix(limits: JobLimits) -> list[str]:

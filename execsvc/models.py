@@ -164,6 +164,11 @@ class JobOptions(BaseModel):
         return max(due) if due else None
 
 
+SCHEDULING_FIELDS = tuple(name for name in JobOptions.model_fields if name != "timeout_s")
+"""The names of the scheduling fields (docs/protocol.md, "Scheduling fields"), and the worker's
+``attempt`` and ``retry_at``: a job naming none of them needs no :class:`JobOptions` before its claim."""
+
+
 class JobSpec(JobOptions):
     """A JSON job, in either shape of the protocol.
 

@@ -40,7 +40,8 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +61,7 @@ from .durable import (
     unlink_if_exists,
     write_durable,
 )
-from .errors import JobIdTaken, JobNotFound
+from .errors import JobFileNameTaken, JobIdTaken, JobNotFound, JobNotPending
 from .jobfile import ClaimedFile, spec_if_valid, submitted_by
 from .layout import (
     CANCEL_PREFIX,
@@ -83,7 +84,6 @@ from .schedule import peek
 if TYPE_CHECKING:  # watchdog, psutil and logging are imported where they are used: a client that submits needs none
     import logging
 
-    from watchdog.events import FileSystemEventHandler
     from watchdog.observers.api import BaseObserver
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED)
@@ -111,32 +111,59 @@ POLL_S = 0.5
 """How often a client looks at the queue when its folders cannot be watched (seconds)."""
 
 
-def watch_folders(handler: FileSystemEventHandler, folders: builtins.list[Path], what: str) -> BaseObserver | None:
-    """A started watchdog observer sending the events of ``folders`` to ``handler``, or ``None``
-    when they cannot be watched (no inotify instance left: EMFILE; a folder that refuses a
-    watch). Then the caller looks every :data:`POLL_S` seconds instead; a warning of the
-    ``execsvc`` logger says so, naming ``what`` was to be watched for. Stop a returned
-    observer with ``stop()`` and ``join()``.
+@contextmanager
+def folder_changes(
+    folders: Sequence[Path], what: str, *, name_prefix: str = ""
+) -> Iterator[Callable[[float | None], None]]:
+    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until a file event in them names a
+    file or folder whose name starts with ``name_prefix`` (``""``: any), or ``timeout_s`` seconds
+    pass (``None``: no limit). Events while nobody waits are kept for the next call.
+
+    Where the folders cannot be watched (no inotify instance left: EMFILE; a folder that
+    refuses a watch) ``changed`` returns at least every :data:`POLL_S` seconds instead, and a
+    warning of the ``execsvc`` logger says so once, naming ``what`` was to be watched for.
+    The watch starts before the body runs, so a change right after entering is not missed.
     """
     import logging
 
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
+
+    event = threading.Event()
+
+    class Wake(FileSystemEventHandler):
+        def on_any_event(self, seen: FileSystemEvent) -> None:
+            paths = (seen.src_path, getattr(seen, "dest_path", ""))
+            if not name_prefix or any(os.path.basename(os.fsdecode(path)).startswith(name_prefix) for path in paths):
+                event.set()
 
     quiet_observer_stop()
     observer: BaseObserver | None = None
     try:
         observer = Observer()  # may take an inotify instance already
         for folder in folders:
-            observer.schedule(handler, str(folder))
+            observer.schedule(Wake(), str(folder))
         observer.start()
     except OSError as exc:
         if observer is not None:
             observer.stop()  # never started: stops the watches that did start and its inotify reader
+        observer = None
         logging.getLogger("execsvc").warning(
             "execsvc: cannot watch the queue for %s (%s); looking every %g s instead", what, exc.strerror or exc, POLL_S
         )
-        return None
-    return observer
+
+    def changed(timeout_s: float | None) -> None:
+        if observer is None:
+            timeout_s = POLL_S if timeout_s is None else min(timeout_s, POLL_S)
+        event.wait(timeout_s)
+        event.clear()
+
+    try:
+        yield changed
+    finally:
+        if observer is not None:
+            observer.stop()
+            observer.join()
 
 
 @dataclass(frozen=True)
@@ -399,11 +426,8 @@ class JobQueue:
         Raises :class:`JobNotFound` if the job is in no folder.
         """
         check_job_id(job_id)
-        changed = threading.Event()
-        observer = watch_folders(
-            _name_watcher(job_id, changed), [self.layout.folder(state) for state in FINISHED_STATES], "a job's end"
-        )
-        try:
+        finished = [self.layout.folder(state) for state in FINISHED_STATES]
+        with folder_changes(finished, "a job's end", name_prefix=job_id) as changed:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while True:
                 info = self.get(job_id)
@@ -412,12 +436,7 @@ class JobQueue:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return info
-                changed.wait(remaining if observer is not None else min(remaining or POLL_S, POLL_S))
-                changed.clear()
-        finally:
-            if observer is not None:
-                observer.stop()
-                observer.join()
+                changed(remaining)
 
     def worker_info(self) -> WorkerInfo | None:
         """The worker serving this queue (from ``worker.json``), or ``None`` if none is alive."""
@@ -506,24 +525,26 @@ class JobQueue:
         One ``rename``, atomic even against a crash, so it races safely with a
         worker's claim: exactly one of the two wins. Holding a held job does
         nothing. Raises :class:`JobNotFound` for an unknown id,
-        :class:`ValueError` when the job has already started or finished, and
-        :class:`FileExistsError` when a held file already has its name.
+        :class:`~execsvc.errors.JobNotPending` (a :class:`ValueError`) when the
+        job has already started or finished, and
+        :class:`~execsvc.errors.JobFileNameTaken` (a :class:`FileExistsError`)
+        when a held file already has its name.
         """
         check_job_id(job_id)
         info = self.get(job_id)
         if info.held:
             return info
         if info.state is not JobState.PENDING:
-            raise ValueError(f"job {job_id!r} is {info.state.value}; only a pending job can be held")
+            raise JobNotPending(f"job {job_id!r} is {info.state.value}; only a pending job can be held")
         source = Path(info.path)
         target = self.layout.ensure_held() / source.name
         if os.path.lexists(target):
-            raise FileExistsError(errno.EEXIST, "a held job already has this name", str(target))
+            raise JobFileNameTaken(errno.EEXIST, "a held job already has this name", str(target))
         try:
             os.rename(source, target)
         except FileNotFoundError:
             now = self.get(job_id)
-            raise ValueError(f"job {job_id!r} is {now.state.value}; it started before it could be held") from None
+            raise JobNotPending(f"job {job_id!r} is {now.state.value}; it started before it could be held") from None
         self._flush(self.layout.held, self.layout.pending)
         return self.get(job_id)
 
@@ -1046,19 +1067,6 @@ def _same_file(path: str | Path, info: os.stat_result) -> bool:
     except FileNotFoundError:
         return False
     return (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
-
-
-def _name_watcher(job_id: str, changed: threading.Event) -> FileSystemEventHandler:
-    """A watchdog handler that sets ``changed`` when a file whose name starts with ``job_id`` appears."""
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
-    class NameWatcher(FileSystemEventHandler):
-        def on_any_event(self, event: FileSystemEvent) -> None:
-            for path in (event.src_path, getattr(event, "dest_path", "")):
-                if os.path.basename(os.fsdecode(path)).startswith(job_id):
-                    changed.set()
-
-    return NameWatcher()
 
 
 _SPEC_MAX_BYTES = 1024 * 1024

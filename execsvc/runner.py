@@ -1,8 +1,11 @@
 """One job's process group: start it, wait for it, stop it (docs/protocol.md, "Timeouts and cancelling").
 
-The job runs in a new session (``start_new_session=True``, never
-``preexec_fn``, which is unsafe in a threaded process), so its process id is
-also its process group id and the whole tree can be signalled at once.
+The job runs in a new session, started by ``os.posix_spawn`` with
+``setsid=True`` (``subprocess.Popen`` with ``start_new_session=True`` only
+where ``posix_spawn`` cannot do what is asked, see
+:meth:`JobProcess._spawn_process`; never ``preexec_fn``, which is unsafe in a
+threaded process), so its process id is also its process group id and the
+whole tree can be signalled at once.
 stdout and stderr go straight to files in ``logs/`` through the kernel: the
 worker holds none of the output in memory and reads back only a bounded tail.
 
@@ -14,10 +17,11 @@ leave a process running starts it in a session of its own (``setsid``).
 ``execsvc run`` makes the worker a child subreaper (:func:`become_subreaper`,
 Linux ``prctl(PR_SET_CHILD_SUBREAPER)``; a worker that is PID 1 is one by
 nature): every process a job leaves behind is re-parented to the worker, not
-to init. The worker then reaps what it inherits (:func:`reap_orphans`, on
-SIGCHLD and while it waits for a job's process group to empty), so their
-zombies never keep a group "alive", and it sees cheaply, by its own children,
-which processes of a job left the job's process group (:func:`orphans_of`).
+to init. The worker then reaps what it inherits (:func:`reap_orphans`, at
+the loop's next step after a SIGCHLD, and while a job thread waits for a job's
+process group to empty), so their zombies never keep a group "alive", and it
+sees cheaply, by its own children, which processes of a job left the job's
+process group (:func:`orphans_of`).
 The processes this module starts itself (jobs, hooks) are told apart from
 inherited ones by a registry filled under a lock at the spawn, so the reaper
 never takes the exit status a job's own wait is for.
@@ -46,11 +50,12 @@ import psutil
 
 from .config import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
 from .durable import MovedAside, open_regular
+from .errors import ExecsvcError
 from .jobfile import RunRequest
 from .limits import prlimit_prefix
 
 
-class SpawnError(Exception):
+class SpawnError(ExecsvcError):
     """The job could not be started; the message says why, for a person."""
 
 
@@ -100,7 +105,10 @@ def signal_name(returncode: int | None) -> str | None:
 
 
 class JobProcess:
-    """A job's process group. :meth:`start` once, then :meth:`wait` in one thread.
+    """A job's process group. :meth:`start` once; then, when :attr:`pidfd` is readable (the
+    worker's loop waits on it with every other job's), :meth:`reap`, and :meth:`stop_leftovers`
+    in a job thread if the answer says processes remain. Where there is no pidfd (macOS, Linux
+    before 5.3) :meth:`wait` does all that in the one thread that calls it.
 
     :meth:`signal_group` may be called from any thread at any time; it does
     nothing once the job's main process has exited and been reaped, so it can

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from .durable import read_regular_file
 from .errors import InvalidJob, validation_problems
-from .models import AfterMode, JobKind, JobLimits, JobOptions
+from .models import SCHEDULING_FIELDS, AfterMode, JobKind, JobLimits, JobOptions
 
 HEADER_PREFIX = "execsvc:"
 _HEADER_MAX_BYTES = 8192
@@ -165,10 +165,7 @@ def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> 
     return schedule_of(options, written_at) if options is not None else PLAIN
 
 
-_SCHEDULING_KEYS = ("priority", "after", "not_before", "delay_s", "retries", "attempt", "retry_at")
-
-
-_MAY_SCHEDULE = re.compile(rb'\\u|"(?:' + b"|".join(key.encode() for key in _SCHEDULING_KEYS) + rb')"')
+_MAY_SCHEDULE = re.compile(rb'\\u|"(?:' + b"|".join(key.encode() for key in SCHEDULING_FIELDS) + rb')"')
 
 
 def _may_schedule(data: bytes) -> bool:
@@ -181,5 +178,5 @@ def _may_schedule(data: bytes) -> bool:
 
 
 def _schedules(raw: dict[str, Any]) -> bool:
-    """Whether a JSON job names any field that changes when it runs (most do not: skip validating them)."""
-    return any(key in raw for key in _SCHEDULING_KEYS)
+    """Whether a JSON job names any scheduling field (most do not: skip validating them)."""
+    return any(key in raw for key in SCHEDULING_FIELDS)

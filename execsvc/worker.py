@@ -2,8 +2,8 @@
 
 Shaped like huey's consumer: :meth:`Worker.initialize`, then :meth:`Worker.loop`
 (one step: wait for the next message or deadline, act, start what may start)
-until it returns False, then :meth:`Worker.shutdown`. :meth:`Worker.run` does
-all three.
+until it returns False, then :meth:`Worker.shutdown`; ``execsvc run``
+(:func:`execsvc.cli.run`) is that life cycle.
 
 The loop waits in one ``selectors`` call on three kinds of descriptor: the
 inotify descriptor of watchdog's wrapper (read right there, see :mod:`.watch`),
@@ -287,17 +287,6 @@ class Worker:
         self._hooks_in_flight = 0  # jobs whose hooks are queued or running (see _hooks_idle)
 
     # ----- life cycle -------------------------------------------------------------
-
-    def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; return the exit code (0 after a clean stop,
-        :data:`QUEUE_LOST_EXIT` when the queue's folders were removed or replaced)."""
-        self.initialize()
-        try:
-            while self.loop():
-                pass
-        finally:
-            self.shutdown()
-        return self.exit_code
 
     def initialize(self) -> None:
         """Create and check the folders, take the lock, settle what a dead worker left, start watching.

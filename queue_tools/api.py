@@ -24,7 +24,6 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -496,28 +495,14 @@ def daemon_log_tail(queue: JobQueue, lines: int = 50) -> list[str]:
     return [line.decode("utf-8", errors="replace").rstrip("\n") for line in tail]
 
 
-def wait_for_job(
-    queue: JobQueue,
-    job_id: str,
-    timeout_s: float,
-    *,
-    tick_s: float = 5.0,
-    on_tick: Callable[[float], None] | None = None,
-) -> JobDetail:
-    """Block until the job finishes or ``timeout_s`` passes; return its detail either way.
+def wait_for_job(queue: JobQueue, job_id: str, timeout_s: float) -> JobDetail:
+    """Block until the job finishes or ``timeout_s`` seconds pass; return its detail either way.
 
-    Woken by file events (:meth:`JobQueue.wait`); every ``tick_s`` seconds of
-    waiting ``on_tick(seconds_waited)`` is called (MCP progress notifications).
+    Woken by file events (:meth:`JobQueue.wait`). Raises :class:`~execsvc.errors.JobNotFound`
+    for a job in no folder.
     """
-    start = time.monotonic()
-    while True:
-        waited = time.monotonic() - start
-        remaining = timeout_s - waited
-        info = queue.wait(job_id, max(0.0, min(remaining, tick_s)))
-        if info.state in FINISHED_STATES or remaining <= tick_s:
-            return get_job(queue, job_id)
-        if on_tick is not None:
-            on_tick(time.monotonic() - start)
+    queue.wait(job_id, max(0.0, timeout_s))
+    return get_job(queue, job_id)
 
 
 def retry_job(queue: JobQueue, job_id: str) -> str:
@@ -707,7 +692,9 @@ def _description_of(info: JobInfo) -> str | None:
 
 
 def _running_for_s(path: Path) -> float | None:
-    """Seconds since the claim (the claim's ``link`` set the file's change time)."""
+    """Seconds since the claim: the claim's move into ``running/`` (``renameat2`` with
+    ``RENAME_NOREPLACE``, or ``link`` and ``unlink`` where that is missing; see
+    :func:`~execsvc.durable.move_no_replace`) sets the file's change time."""
     try:
         return round(max(0.0, time.time() - path.lstat().st_ctime), 3)
     except FileNotFoundError:

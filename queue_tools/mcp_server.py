@@ -40,6 +40,7 @@ from execsvc import (
     default_queue_dir,
 )
 from execsvc.durable import NotRegularFile
+from execsvc.errors import validation_problems
 from execsvc.models import MAX_DELAY_S, MAX_RETRIES, JobLimits
 
 from . import api
@@ -94,7 +95,7 @@ class QueueTools:
         while True:
             step = min(PROGRESS_EVERY_S, max(0.0, timeout_s - waited))
             with _user_errors(self.root):
-                detail = await anyio.to_thread.run_sync(partial(api.wait_for_job, q, job_id, step, tick_s=step))
+                detail = await anyio.to_thread.run_sync(partial(api.wait_for_job, q, job_id, step))
             waited += step
             if detail.finished or waited >= timeout_s:
                 return detail
@@ -288,7 +289,7 @@ class QueueTools:
         )
 
     def queue_status(self) -> api.QueueStatus:
-        """Counts per state, whether a worker serves the queue (PID, slots, uptime), and the queue self.root."""
+        """Counts per state, whether a worker serves the queue (PID, slots, uptime), and the queue's root folder."""
         with _user_errors(self.root):
             return api.queue_status(self.queue())
 
@@ -405,8 +406,7 @@ def _user_errors(root: Path) -> Iterator[None]:
     except JobIdTaken as exc:
         raise ToolError(str(exc)) from exc
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}" for e in exc.errors())
-        raise ToolError(f"the job is not valid: {problems}") from exc
+        raise ToolError(f"the job is not valid: {validation_problems(exc)}") from exc
     except ValueError as exc:
         raise ToolError(str(exc)) from exc
     except ExecsvcError as exc:

@@ -149,13 +149,6 @@ def service_files(queue_dir: Path, platform: Platform | None = None, program: Pa
     )
 
 
-def write_examples(folder: Path) -> None:
-    """Write the shipped example agent and unit (``launchagents/``) for :data:`EXAMPLE_PROGRAM`."""
-    program, queue = Path(EXAMPLE_PROGRAM), Path(EXAMPLE_QUEUE)
-    (folder / f"{LAUNCHD_LABEL}.plist").write_bytes(launchd_plist(program, queue, home=Path(EXAMPLE_HOME)))
-    (folder / SYSTEMD_UNIT).write_bytes(systemd_unit(Path(EXAMPLE_LINUX_PROGRAM), Path(EXAMPLE_LINUX_QUEUE)))
-
-
 def install(service: ServiceFile) -> list[str]:
     """Write the file (mode 0644, replacing an older one) and load it; return what was done.
 

@@ -15,10 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
@@ -27,7 +24,8 @@ import typer
 
 from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
 from execsvc.durable import NotRegularFile
-from execsvc.protocol import POLL_S, watch_folders
+from execsvc.models import SCHEDULING_FIELDS
+from execsvc.protocol import folder_changes
 from execsvc.visible import visible
 
 from . import api
@@ -150,9 +148,6 @@ def list_command(
         console.print(Text(f"(more: --limit {limit * 2})", style="dim"))
 
 
-_SCHEDULING_KEYS = ("priority", "after", "after_mode", "not_before", "delay_s", "retries", "limits", "on_finish")
-
-
 @app.command()
 def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.Option("-n", min=1)] = 20) -> None:
     """A job's record, then the last lines of its stdout and stderr."""
@@ -173,7 +168,7 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
     table.add_row("job", _plain(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
     table.add_row("command", _plain(detail.command or ""))
-    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *_SCHEDULING_KEYS):
+    for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *SCHEDULING_FIELDS):
         if detail.spec and key in detail.spec:
             table.add_row(key, _plain(detail.spec[key]))
     if detail.waiting is not None:
@@ -218,7 +213,7 @@ def logs(
     stream: api.Stream = "stderr" if stderr else "stdout"
     offset = 0
     on_terminal = sys.stdout.isatty()  # a terminal gets control characters made visible; a pipe the bytes as written
-    with _changes(queue, [queue.layout.logs, queue.layout.completed, queue.layout.failed]) as changed:
+    with folder_changes([queue.layout.logs, queue.layout.completed, queue.layout.failed], "changes") as changed:
         while True:
             chunk = api.read_output(queue, detail.job_id, stream, offset=offset, max_bytes=1024 * 1024)
             if chunk.problem is not None:  # a FIFO or a link at the log: named, never read or waited on
@@ -245,7 +240,7 @@ def watch(limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 15) -> N
     from rich.live import Live
 
     try:
-        with _changes(queue, folders) as changed, Live(console=_console(), auto_refresh=False) as live:
+        with folder_changes(folders, "changes") as changed, Live(console=_console(), auto_refresh=False) as live:
             while True:
                 page = api.list_jobs(queue, limit=limit)
                 live.update(_overview(queue, page, api.worker_status(queue)), refresh=True)
@@ -267,7 +262,7 @@ def daemon_log(
             for line in api.daemon_log_tail(queue, lines):
                 typer.echo(visible(line))
             return
-        with _changes(queue, [queue.root]) as changed:
+        with folder_changes([queue.root], "changes") as changed:
             handle = api.open_for_reading(path)  # reopened on rotation below
             # The tail comes from the handle that then follows: a line written meanwhile is shown once.
             for raw in deque(handle, maxlen=lines):
@@ -404,35 +399,6 @@ def _rotated(handle: object, path: Path) -> bool:
         return os.lstat(path).st_ino != os.fstat(handle.fileno()).st_ino  # type: ignore[attr-defined]
     except FileNotFoundError:
         return False
-
-
-@contextmanager
-def _changes(queue: JobQueue, folders: list[Path]) -> Iterator[Callable[[float], None]]:
-    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until something in them changes.
-
-    Where they cannot be watched (no inotify instance left) it returns every
-    :data:`~execsvc.protocol.POLL_S` seconds instead (a warning on stderr says so once).
-    """
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
-    class Wake(FileSystemEventHandler):
-        def on_any_event(self, _: FileSystemEvent) -> None:
-            event.set()
-
-    event = threading.Event()
-    observer = watch_folders(Wake(), folders, "changes")
-    most_s = float("inf") if observer is not None else POLL_S
-
-    def changed(timeout_s: float) -> None:
-        event.wait(min(timeout_s, most_s))
-        event.clear()
-
-    try:
-        yield changed
-    finally:
-        if observer is not None:
-            observer.stop()
-            observer.join()
 
 
 def main() -> None:

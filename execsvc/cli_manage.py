@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from .config import default_queue_dir
-from .errors import ExecsvcError, JobNotFound
+from .errors import ExecsvcError
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs (see execsvc.cli)
-    from queue_tools import service
+    from queue_tools import api, service
 
     from .protocol import JobQueue
 
@@ -45,23 +45,36 @@ def open_queue(queue_dir: Path | None) -> JobQueue:
 
 
 def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")], queue_dir: QueueDirOption = None) -> None:
-    """Cancel a job: a pending one never runs; a running one has its process group stopped."""
+    """Cancel a job: a pending one never runs; a running one has its process group stopped (waits up to 10 s)."""
+    from queue_tools import api
+
     queue = open_queue(queue_dir)
     try:
-        done = queue.cancel(job_id, requested_by="execsvc cancel")
-    except (JobNotFound, ExecsvcError) as exc:
+        done = api.cancel_job(queue, job_id, requested_by="execsvc cancel")
+    except KeyboardInterrupt:
+        raise fail(f"stopped waiting; the cancel request for {job_id} stands", 130) from None
+    except (ExecsvcError, OSError) as exc:
         raise fail(str(exc)) from exc
-    if done.outcome == "cancelled":
-        typer.echo(f"{done.info.job_id}: cancelled (it was pending and will never run)")
-    elif done.outcome == "requested":
-        serving = queue.worker_info() is not None
-        typer.echo(
-            f"{job_id}: cancel requested; the worker stops its process group"
-            if serving
-            else f"{job_id}: cancel requested, but no worker is serving; it is recorded when one starts"
-        )
-    else:
-        typer.echo(f"{job_id}: already finished ({done.info.status.value}); nothing to cancel")
+    typer.echo(cancel_message(done))
+
+
+def cancel_message(done: api.Cancelled) -> str:
+    """The line ``execsvc cancel`` prints for what :func:`queue_tools.api.cancel_job` did."""
+    from queue_tools.api import CancelOutcome
+
+    job = done.job
+    if done.outcome is CancelOutcome.CANCELLED:
+        return f"{job.job_id}: cancelled (it was pending and will never run)"
+    if done.outcome is CancelOutcome.STOPPED:
+        return f"{job.job_id}: cancel requested; the worker stopped its process group and recorded it cancelled"
+    if done.outcome is CancelOutcome.ALREADY_FINISHED and done.serving is not None:
+        return f"{job.job_id}: it finished ({job.status.value}) before the cancel took effect"
+    if done.outcome is CancelOutcome.ALREADY_FINISHED:
+        return f"{job.job_id}: already finished ({job.status.value}); nothing to cancel"
+    if not done.serving:
+        return f"{job.job_id}: cancel requested, but no worker is serving; it is recorded when one starts"
+    stopping = f"still stopping after {done.waited_s:g} s"
+    return f"{job.job_id}: cancel requested; the worker stops its process group ({stopping})"
 
 
 def hold(job_id: Annotated[str, typer.Argument(help="A pending job.")], queue_dir: QueueDirOption = None) -> None:

@@ -24,7 +24,9 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -41,6 +43,10 @@ from execsvc.scheduler import OrderKey, count_ahead, order_key, wait_reason
 Stream = Literal["stdout", "stderr"]
 COMMAND_WIDTH = 120
 """Longest command shown in a summary (characters); the record holds the whole one."""
+CANCEL_WAIT_S = 10.0
+"""How long :func:`cancel_job` waits for a running job to be stopped and recorded (seconds)."""
+CANCEL_PROGRESS_EVERY_S = 2.0
+"""Seconds between calls of :func:`cancel_job`'s ``progress`` while it waits."""
 
 
 class StateCounts(BaseModel):
@@ -545,6 +551,80 @@ def retry_job(queue: JobQueue, job_id: str) -> str:
         except JobIdTaken:
             continue
     raise ValueError(f"job {job_id!r} has been retried too many times")
+
+
+class CancelOutcome(str, Enum):
+    """What :func:`cancel_job` did to a job."""
+
+    CANCELLED = "cancelled"
+    """It was pending: it is now in ``failed/`` with status ``cancelled`` and never ran."""
+    STOPPED = "stopped"
+    """It was running: the worker stopped its process group and recorded it ``cancelled``."""
+    REQUESTED = "requested"
+    """It is running and a cancel request is in ``running/``: no worker serves the queue (the next
+    one to start acts on it), or the job was still stopping when the wait ended."""
+    ALREADY_FINISHED = "already_finished"
+    """It had finished, or finished with another status before the request took effect."""
+
+
+class Cancelled(BaseModel):
+    """The result of :func:`cancel_job`: the ``outcome``, the ``job`` as it stands after,
+    whether a worker serves the queue (``serving``: ``None`` when it was not looked at, the job
+    not being running) and how long it waited for a running job (``waited_s``, seconds)."""
+
+    outcome: CancelOutcome
+    job: JobDetail
+    serving: bool | None = None
+    waited_s: float = 0.0
+
+
+def cancel_job(
+    queue: JobQueue,
+    job_id: str,
+    *,
+    requested_by: str,
+    wait_s: float = CANCEL_WAIT_S,
+    progress: Callable[[float, JobDetail], None] | None = None,
+) -> Cancelled:
+    """Cancel a job, the one way every front does (``execsvc cancel``, the MCP ``cancel_job``).
+
+    A pending job is finished at once, never run (:meth:`JobQueue.cancel`): ``cancelled``.
+    For a running job a cancel request is written; when a worker serves the queue this waits,
+    woken by file events, up to ``wait_s`` seconds for the job to be recorded: ``stopped`` if
+    it is recorded ``cancelled``, ``already_finished`` if it ended otherwise first, else
+    ``requested`` (also at once when no worker serves the queue). A finished job is left as it
+    is: ``already_finished``. ``progress(waited_s, job)`` is called every
+    :data:`CANCEL_PROGRESS_EVERY_S` seconds of the wait while the job runs on.
+
+    Raises :class:`~execsvc.errors.JobNotFound` for an unknown id (or a job removed while it
+    waits), :class:`~execsvc.errors.InvalidJobId` for an id the protocol refuses and
+    :class:`OSError` when the queue cannot be written.
+    """
+    done = queue.cancel(job_id, requested_by=requested_by)
+    if done.outcome == "cancelled":
+        return Cancelled(outcome=CancelOutcome.CANCELLED, job=get_job(queue, done.info.job_id))
+    if done.outcome == "finished":
+        return Cancelled(outcome=CancelOutcome.ALREADY_FINISHED, job=get_job(queue, done.info.job_id))
+    job_id = done.info.job_id
+    serving = queue.worker_info() is not None
+    started = time.monotonic()
+    waited = 0.0
+    while serving:
+        step = min(CANCEL_PROGRESS_EVERY_S, max(0.0, wait_s - waited))
+        info = queue.wait(job_id, step)
+        waited = time.monotonic() - started
+        if info.state in FINISHED_STATES or waited >= wait_s:
+            break
+        if progress is not None:
+            progress(waited, get_job(queue, job_id))
+    detail = get_job(queue, job_id)
+    if not detail.finished:
+        outcome = CancelOutcome.REQUESTED
+    elif detail.status is JobStatus.CANCELLED:
+        outcome = CancelOutcome.STOPPED
+    else:
+        outcome = CancelOutcome.ALREADY_FINISHED
+    return Cancelled(outcome=outcome, job=detail, serving=serving, waited_s=round(waited, 3))
 
 
 # ----- helpers ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -50,7 +51,7 @@ logger = logging.getLogger("execsvc.mcp")
 
 MAX_WAIT_S = 50.0
 """Longest a tool call waits for a job (seconds): under common clients' request timeouts."""
-CANCEL_WAIT_S = 10.0
+CANCEL_WAIT_S = api.CANCEL_WAIT_S
 """How long ``cancel_job`` waits for a running job to be stopped and recorded (seconds)."""
 PROGRESS_EVERY_S = 2.0
 """Seconds between progress notifications while a tool waits for a job."""
@@ -63,7 +64,7 @@ class CancelResult(BaseModel):
     running and is now recorded cancelled), ``requested`` (the worker was asked and has not
     recorded it yet), or ``already_finished``; ``job`` is its state after."""
 
-    outcome: Literal["cancelled", "stopped", "requested", "already_finished"]
+    outcome: api.CancelOutcome
     message: str
     job: api.JobDetail
 
@@ -250,43 +251,15 @@ class QueueTools:
         """Cancel a job: a pending one is removed (status cancelled, never run); a running one has its
         whole process group stopped by the worker (SIGTERM, then SIGKILL) and is recorded cancelled."""
         q = self.queue()
+
+        def report(waited_s: float, job: api.JobDetail) -> None:  # called in the cancelling thread
+            anyio.from_thread.run(ctx.report_progress, waited_s, CANCEL_WAIT_S, f"job {job_id} is {job.state.value}")
+
         with _user_errors(self.root):
-            done = q.cancel(job_id, requested_by="mcp")
-        if done.outcome == "cancelled":
-            return CancelResult(
-                outcome="cancelled",
-                message="the job was pending; it was removed and will never run",
-                job=api.get_job(q, done.info.job_id),
+            done = await anyio.to_thread.run_sync(
+                partial(api.cancel_job, q, job_id, requested_by="mcp", wait_s=CANCEL_WAIT_S, progress=report)
             )
-        if done.outcome == "finished":
-            return CancelResult(
-                outcome="already_finished",
-                message=f"the job had already finished ({done.info.status.value}); nothing was done",
-                job=api.get_job(q, job_id),
-            )
-        if not api.worker_status(q).serving:
-            return CancelResult(
-                outcome="requested",
-                message="no worker is serving the queue; the job will be recorded when one starts",
-                job=api.get_job(q, job_id),
-            )
-        detail = await self.wait_and_report(job_id, CANCEL_WAIT_S, ctx)
-        if detail.finished:
-            stopped = detail.status.value == "cancelled"
-            return CancelResult(
-                outcome="stopped" if stopped else "already_finished",
-                message=(
-                    "the job's process group was stopped; it is recorded as cancelled"
-                    if stopped
-                    else f"the job finished ({detail.status.value}) before the cancel took effect"
-                ),
-                job=detail,
-            )
-        return CancelResult(
-            outcome="requested",
-            message=f"the worker was asked to stop the job; it was still stopping after {CANCEL_WAIT_S:g} s",
-            job=detail,
-        )
+        return CancelResult(outcome=done.outcome, message=_cancel_message(done), job=done.job)
 
     def queue_status(self) -> api.QueueStatus:
         """Counts per state, whether a worker serves the queue (PID, slots, uptime), and the queue's root folder."""
@@ -390,6 +363,22 @@ def build_server(queue_dir: Path | None = None, *, log_level: LogLevel = "WARNIN
     server.prompt()(tools.diagnose_failed_job)
     server.prompt()(tools.summarize_queue)
     return server
+
+
+def _cancel_message(done: api.Cancelled) -> str:
+    """The sentence ``cancel_job`` gives for what :func:`api.cancel_job` did."""
+    status = done.job.status.value
+    if done.outcome is api.CancelOutcome.CANCELLED:
+        return "the job was pending; it was removed and will never run"
+    if done.outcome is api.CancelOutcome.STOPPED:
+        return "the job's process group was stopped; it is recorded as cancelled"
+    if done.outcome is api.CancelOutcome.ALREADY_FINISHED:
+        if done.serving is None:
+            return f"the job had already finished ({status}); nothing was done"
+        return f"the job finished ({status}) before the cancel took effect"
+    if not done.serving:
+        return "no worker is serving the queue; the job will be recorded when one starts"
+    return f"the worker was asked to stop the job; it was still stopping after {done.waited_s:g} s"
 
 
 @contextmanager

@@ -208,7 +208,16 @@ def submit(
     """
     from pydantic import ValidationError
 
-    from queue_tools.submit import command_spec, copy_output, describe_end, exit_code, scheduling_fields, submit_file
+    from queue_tools.submit import (
+        command_spec,
+        copy_output,
+        describe_end,
+        exit_code,
+        option_problem,
+        parse_env,
+        scheduling_fields,
+        submit_file,
+    )
 
     from .errors import validation_problems
     from .visible import visible
@@ -230,40 +239,35 @@ def submit(
         on_finish=on_finish,
         webhook=webhook,
     )
-    if options and not (command or shell):
-        raise fail(
-            f"--{sorted(options)[0].replace('_', '-')} and the other scheduling options go with a command (after --) "
-            "or --shell; a job file carries them itself (JSON fields, or a '# execsvc:' header in a script)",
-            2,
-        )
-    given = {"--timeout-s": timeout_s, "--cwd": cwd, "--env": env, "--description": description}
-    stray = [name for name, value in given.items() if value is not None]
-    if stray and not (command or shell):  # never dropped in silence
-        raise fail(
-            f"{stray[0]} goes with a command (after --) or --shell; a job file or a script on stdin carries its own "
-            "fields (timeout_s, cwd, env, description in JSON; timeout_s in a script's '# execsvc:' header)",
-            2,
-        )
+    problem = option_problem(
+        command=command,
+        shell=shell,
+        file=file,
+        options=options,
+        timeout_s=timeout_s,
+        cwd=cwd,
+        env=env,
+        description=description,
+        stdin_is_terminal=sys.stdin.isatty(),
+    )
+    if problem is not None:
+        raise fail(problem, 2)
     try:
         if file is not None:
-            if command or shell:
-                raise fail("give --file alone, without a command or --shell", 2)
             job = submit_file(queue, file, job_id=job_id, held=hold)
         elif command or shell:
             spec = command_spec(
                 command,
                 shell,
                 cwd=str(cwd or os.getcwd()),
-                env=_parse_env(env),
+                env=parse_env(env),
                 timeout_s=timeout_s,
                 description=description,
                 options=options,
             )
             job = queue.submit(spec, job_id=job_id, submitted_by="execsvc submit", held=hold)
-        elif not sys.stdin.isatty():
-            job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id, held=hold)
         else:
-            raise fail("nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin", 2)
+            job = queue.submit_script(sys.stdin.buffer.read(), job_id=job_id, held=hold)
     except ValidationError as exc:
         raise fail(f"the job is not valid: {validation_problems(exc)}", 2) from exc
     except (ExecsvcError, ValueError) as exc:
@@ -327,16 +331,6 @@ def queue_dir_command(queue_dir: QueueDirOption = None) -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
-
-
-def _parse_env(pairs: list[str] | None) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--env takes KEY=VALUE, not {pair!r}")
-        env[key] = value
-    return env
 
 
 register(app)  # cancel, retry, clean, service: after the commands above in --help

@@ -63,6 +63,58 @@ def scheduling_fields(**given: Any) -> dict[str, Any]:
     return fields
 
 
+def option_problem(
+    *,
+    command: list[str] | None,
+    shell: str | None,
+    file: Path | None,
+    options: dict[str, Any],
+    timeout_s: float | None = None,
+    cwd: Path | str | None = None,
+    env: list[str] | None = None,
+    description: str | None = None,
+    stdin_is_terminal: bool = True,
+) -> str | None:
+    """Why ``execsvc submit``'s options cannot go together (a sentence naming the option), or ``None``.
+
+    ``options`` are the given scheduling fields (:func:`scheduling_fields`); they, and
+    ``timeout_s``, ``cwd``, ``env`` and ``description``, go with a command or ``shell`` only:
+    a job file or a script on stdin carries its own, and an option is never dropped in
+    silence. ``file`` goes alone. With none of ``command``, ``shell`` and ``file``, the job is
+    a script on stdin, so stdin must not be a terminal (``stdin_is_terminal``).
+    """
+    inline = bool(command or shell)
+    if options and not inline:
+        return (
+            f"--{sorted(options)[0].replace('_', '-')} and the other scheduling options go with a command (after --) "
+            "or --shell; a job file carries them itself (JSON fields, or a '# execsvc:' header in a script)"
+        )
+    given = {"--timeout-s": timeout_s, "--cwd": cwd, "--env": env, "--description": description}
+    stray = [name for name, value in given.items() if value is not None]
+    if stray and not inline:
+        return (
+            f"{stray[0]} goes with a command (after --) or --shell; a job file or a script on stdin carries its own "
+            "fields (timeout_s, cwd, env, description in JSON; timeout_s in a script's '# execsvc:' header)"
+        )
+    if file is not None and inline:
+        return "give --file alone, without a command or --shell"
+    if file is None and not inline and stdin_is_terminal:
+        return "nothing to submit: give a command after --, --shell 'line', --file, or a script on stdin"
+    return None
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str]:
+    """``--env KEY=VALUE`` pairs as a mapping (a later key wins); raises :class:`ValueError`
+    for a pair without ``=`` or with an empty key."""
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env takes KEY=VALUE, not {pair!r}")
+        env[key] = value
+    return env
+
+
 def submit_file(queue: JobQueue, path: Path, *, job_id: str | None, held: bool = False) -> str:
     """Enqueue a job file (``.json``, ``.sh`` or ``.txt``) safely; return its job id.
 
@@ -144,6 +196,8 @@ __all__ = [
     "copy_output",
     "describe_end",
     "exit_code",
+    "option_problem",
+    "parse_env",
     "scheduling_fields",
     "submit_file",
 ]

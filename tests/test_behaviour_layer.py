@@ -1,5 +1,6 @@
 """The behaviour layer every front calls: :func:`queue_tools.api.cancel_job` (``execsvc cancel``
-and the MCP ``cancel_job``), on real queues under ``tmp_path`` with real workers."""
+and the MCP ``cancel_job``) and :func:`queue_tools.submit.option_problem` (``execsvc submit``'s
+option checks), on real queues under ``tmp_path`` with real workers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from conftest import EXECSVC, WorkerProcess, drop, process_gone, start_job_with_
 from execsvc import InvalidJobId, JobNotFound, JobQueue, JobSpec, JobState, JobStatus
 from queue_tools import api
 from queue_tools.api import CancelOutcome
+from queue_tools.submit import option_problem, parse_env
 
 Start = Callable[..., WorkerProcess]
 
@@ -109,3 +111,59 @@ def test_execsvc_cancel_waits_and_says_the_job_was_stopped(queue_root: Path, sta
     said = execsvc(queue_root, "cancel", "long")
     assert said.returncode == 0 and "stopped its process group and recorded it cancelled" in said.stdout
     assert JobQueue(queue_root).get("long").status is JobStatus.CANCELLED  # recorded before the command returned
+
+
+# ----- submit's option checks --------------------------------------------------------
+
+
+def problem(**given: object) -> str | None:
+    fields: dict[str, object] = {"command": None, "shell": None, "file": None, "options": {}}
+    fields.update(given)
+    return option_problem(**fields)  # type: ignore[arg-type]
+
+
+def test_command_options_are_refused_with_a_job_file_or_a_script_on_stdin(tmp_path: Path) -> None:
+    job_file = tmp_path / "job.json"
+    for name, value in (("timeout_s", 5.0), ("cwd", tmp_path), ("env", ["A=1"]), ("description", "x")):
+        flag = f"--{name.replace('_', '-')}"
+        said = problem(file=job_file, **{name: value})
+        assert said is not None and said.startswith(f"{flag} goes with a command"), said
+        said = problem(stdin_is_terminal=False, **{name: value})
+        assert said is not None and said.startswith(f"{flag} goes with a command"), said
+        assert problem(command=["true"], **{name: value}) is None
+        assert problem(shell="true", **{name: value}) is None
+
+
+def test_scheduling_options_go_with_a_command_only(tmp_path: Path) -> None:
+    said = problem(file=tmp_path / "job.json", options={"priority": 3, "after": ["a"]})
+    assert said is not None and said.startswith("--after and the other scheduling options go with a command")
+    said = problem(stdin_is_terminal=False, options={"retry_delay_s": 1.0})
+    assert said is not None and said.startswith("--retry-delay-s and the other scheduling options")
+    assert problem(command=["true"], options={"priority": 3}) is None
+
+
+def test_file_goes_alone_and_something_must_be_given(tmp_path: Path) -> None:
+    assert problem(file=tmp_path / "job.json", command=["true"]) == "give --file alone, without a command or --shell"
+    assert problem(file=tmp_path / "job.json", shell="true") == "give --file alone, without a command or --shell"
+    said = problem(stdin_is_terminal=True)
+    assert said is not None and said.startswith("nothing to submit")
+    assert problem(stdin_is_terminal=False) is None  # a script on stdin
+    assert problem(file=tmp_path / "job.json") is None
+
+
+def test_parse_env_takes_key_value_pairs() -> None:
+    assert parse_env(["A=1", "B=x=y", "A=2", "C="]) == {"A": "2", "B": "x=y", "C": ""}
+    assert parse_env(None) == {}
+    for bad in ("A", "=1"):
+        with pytest.raises(ValueError, match="--env takes KEY=VALUE"):
+            parse_env([bad])
+
+
+def test_execsvc_submit_refuses_with_the_checks_sentence_and_queues_nothing(queue_root: Path, tmp_path: Path) -> None:
+    job_file = tmp_path / "job.json"
+    job_file.write_text('{"command": "true"}')
+    said = execsvc(queue_root, "submit", "--file", str(job_file), "--timeout-s", "5")
+    assert said.returncode == 2 and problem(file=job_file, timeout_s=5.0) in said.stderr
+    said = execsvc(queue_root, "submit", "--file", str(job_file), "--priority", "1")
+    assert said.returncode == 2 and problem(file=job_file, options={"priority": 1}) in said.stderr
+    assert JobQueue(queue_root).list(JobState.PENDING) == []

@@ -6,7 +6,7 @@ example::
     2026-11-21T10:14:00.123+00:00 INFO finished job=hello status=completed exit_code=0 duration_s=0.004
 
 Values with spaces, quotes or characters that act on a terminal are JSON-quoted,
-those characters as ``\\u`` escapes (:mod:`.visible`), so each event is one line that
+those characters as ``\\u`` escapes (:mod:`.logline`), so each event is one line that
 ``grep`` and ``cut`` can take apart and ``tail`` can show safely. The file rotates by size
 (``daemon.log.1`` ... ``daemon.log.N``) so it never fills the disk.
 """
@@ -14,32 +14,16 @@ those characters as ``\\u`` escapes (:mod:`.visible`), so each event is one line
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .durable import append_line, open_regular
-from .layout import readable_name
-from .visible import visible
-
-_PLAIN = re.compile(r"[^\s\"'=\\]+")  # a value needs no quotes: no white space, quote, '=' or backslash
-
-
-def iso_stamp(seconds: float) -> str:
-    """ISO 8601 local time with milliseconds and offset, e.g. ``2026-11-21T10:14:00.123+01:00``."""
-    local = time.localtime(seconds)
-    offset = local.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    millis = int(seconds % 1 * 1000)
-    return (
-        f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
-    )
+from .durable import open_regular
+from .logline import format_event, iso_stamp
 
 
 class DaemonLog:
@@ -129,33 +113,6 @@ class DaemonLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-
-def append_event(daemon_log: Path, level: str, event: str, job: str | None = None, **fields: Any) -> None:
-    """Append one line to ``daemon_log`` from a process that is not the worker (a client's cancel).
-
-    One ``O_APPEND`` write of a short line, so it never interleaves with the
-    worker's lines; around a rotation it may land in ``daemon.log.1``.
-    Raises :class:`OSError` if the log cannot be written.
-    """
-    append_line(daemon_log, f"{iso_stamp(time.time())} {level} {format_event(event, job, **fields)}\n".encode())
-
-
-def format_event(event: str, job: str | None = None, **fields: Any) -> str:
-    """``event job=<id> k=v ...`` with values quoted where needed; ``None`` values are left out."""
-    parts = [event]
-    if job is not None:
-        parts.append(f"job={_quote(job)}")
-    parts.extend(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
-    return " ".join(parts)
-
-
-def _quote(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    if _PLAIN.fullmatch(text) and text.isprintable():
-        return text
-    quoted = json.dumps(readable_name(text), ensure_ascii=False)  # C0 controls escaped; DEL, C1, U+202E... not
-    return quoted if quoted.isprintable() else visible(quoted, json=True)
 
 
 class EventLog:

@@ -53,6 +53,7 @@ from . import finish_index
 from .durable import (
     TEMP_PREFIX,
     MovedAside,
+    append_line,
     copy_over,
     fsync_dir,
     move_no_replace,
@@ -78,6 +79,7 @@ from .layout import (
     sanitize_job_id,
     split_job_name,
 )
+from .logline import event_line
 from .models import JobInfo, JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
 from .schedule import peek
 
@@ -497,10 +499,8 @@ class JobQueue:
                 submitted_by=submitted_by(spec),
             )
             self.finish(claimed, result, spec)
-            from .daemonlog import append_event
-
-            with contextlib.suppress(OSError):
-                append_event(self.layout.daemon_log, "WARNING", "cancelled", claimed.job_id, reason=error)
+            with contextlib.suppress(OSError):  # one O_APPEND line; never interleaves with the worker's
+                append_line(self.layout.daemon_log, event_line("WARNING", "cancelled", claimed.job_id, reason=error))
             return Cancellation("cancelled", self.get(claimed.job_id))
         return Cancellation("finished", self.get(job_id))  # it kept moving on: report where it ended up
 

@@ -96,6 +96,7 @@ def read_job(
     environ: Mapping[str, str] | None = None,
     home: Path | None = None,
     data: bytes | None = None,
+    info: os.stat_result | None = None,
 ) -> RunRequest:
     """Read the job file at ``path`` (a claimed job in ``running/``).
 
@@ -103,17 +104,20 @@ def read_job(
     job's own ``env`` over it; its working directory defaults to ``home``
     (default: the user's home). A worker passes both once, from its start,
     and ``data``, the file's bytes, when it has read them already (see
-    :func:`~execsvc.durable.read_unwritten`); else the file is read here.
-    Raises :class:`InvalidJob` for anything that is not a runnable job: not a
-    regular file, an unknown ending, too big, empty, not UTF-8 or not valid
-    JSON, or fields of the wrong type. Raises :class:`OSError` only for
+    :func:`~execsvc.durable.read_unwritten`), with ``info``, the ``fstat`` of
+    the file those bytes came from, when it is still the file at ``path``;
+    else the file is read (and looked up) here. Raises :class:`InvalidJob`
+    for anything that is not a runnable job: not a regular file, an unknown
+    ending, too big, empty, not UTF-8 or not valid JSON, or fields of the
+    wrong type. Raises :class:`OSError` only for
     unexpected file-system failures.
     """
     if kind == "other":
         raise InvalidJob(_describe_other(path))
     if data is None:
         data = _read_job_file(path, config.max_job_file_bytes)
-    info = os.lstat(path)  # after any private copy (JobQueue.unshare): the file as it runs
+    if info is None:
+        info = os.lstat(path)  # after any private copy (JobQueue.unshare): the file as it runs
     claimed = ClaimedFile(data, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
     # The markers go last: a job's own env must not hide it from crash recovery.
     markers = {QUEUE_DIR_ENV: str(queue_root), JOB_ID_ENV: job_id}

@@ -784,7 +784,7 @@ class Worker:
                 self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
             return
         job_id = claimed.job_id
-        kept, data = self._check_claim(name, seen, claimed)
+        kept, data, info = self._check_claim(name, seen, claimed)
         if not kept:
             return
         try:
@@ -797,6 +797,7 @@ class Worker:
                 environ=self._environ,
                 home=self._home,
                 data=data,
+                info=info,
             )
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
@@ -866,8 +867,12 @@ class Worker:
             argv=" ".join(request.argv)[:300],
         )
 
-    def _check_claim(self, name: str, seen: _Candidate, claimed: ClaimedJob) -> tuple[bool, bytes | None]:
-        """Whether the claim of ``pending/<name>`` stands, and the job file's bytes if they were read.
+    def _check_claim(
+        self, name: str, seen: _Candidate, claimed: ClaimedJob
+    ) -> tuple[bool, bytes | None, os.stat_result | None]:
+        """Whether the claim of ``pending/<name>`` stands, and the job file's bytes and ``fstat`` if
+        they were read (the ``fstat`` only while it is still the file in ``running/``: not after a
+        private copy).
 
         One open of the claimed file (:func:`~execsvc.durable.read_unwritten`):
         its bytes, its ``fstat`` and whether a process has it open for
@@ -877,11 +882,11 @@ class Worker:
         it is above ``max_job_file_bytes`` (never copied: :func:`read_job`
         refuses it unread, and it is kept as it is). Not
         read (another ending) or not opened (a link, a socket): True,
-        ``None``, and :func:`read_job` says why. Raises
+        ``None``, ``None``, and :func:`read_job` says why. Raises
         :class:`FileNotFoundError` if the file left ``running/``.
         """
         if claimed.kind == "other":
-            return True, None
+            return True, None, None
         try:
             snapshot = read_unwritten(claimed.path, self.config.max_job_file_bytes)
         except FileNotFoundError:
@@ -889,20 +894,21 @@ class Worker:
         except OSError as exc:
             if exc.errno in _READ_SHORTAGES:  # the worker's own want, not the job's: it never ran
                 self._defer(name, claimed, None, f"its job file cannot be read: {exc.strerror or exc}")
-                return False, None
-            return True, None
+                return False, None, None
+            return True, None, None
         regular = stat.S_ISREG(snapshot.info.st_mode)  # anything else is refused, whatever it holds
         if snapshot.writing or (regular and _identity(snapshot.info) != seen.seen):
             self._give_back(name, claimed, snapshot)
-            return False, None
+            return False, None, None
         if regular and snapshot.info.st_nlink > 1 and snapshot.data is not None:  # None: too big, refused unread
             try:
                 self.queue.unshare(claimed, name, snapshot.data, snapshot.info)
             except OSError as exc:  # the disk is full, say: it does not run from a file others can change
                 reason = f"the job file has other names (hard links) and its private copy could not be written: {exc}"
                 self._finish_unstarted(claimed, JobStatus.FAILED, f"{reason}; it was not run", None)
-                return False, None
-        return True, snapshot.data
+                return False, None, None
+            return True, snapshot.data, None  # a new inode: read_job looks it up
+        return True, snapshot.data, snapshot.info
 
     def _give_back(self, name: str, claimed: ClaimedJob, snapshot: Snapshot) -> None:
         """The claimed file is being written, or is not the file whose schedule was read: undo the

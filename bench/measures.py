@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from execsvc import JobQueue, finish_index
+from execsvc import JobQueue
+from execsvc.protocol import finish_index
 
 from .peers import EXECSVC, Execsvc, System
 
@@ -192,7 +193,7 @@ def backlog_queue(parent: Path, pending: int, stamps: Path) -> Path:
 
 def history_queue(parent: Path, name: str, records: int) -> Path:
     """A queue with ``records`` finished records in ``completed/`` (copies of one real record),
-    with the finish-time index a worker writes beside them (:mod:`execsvc.finish_index`)."""
+    with the finish-time index a worker writes beside them (:mod:`execsvc.protocol.finish_index`)."""
     root = parent / name
     worker = Execsvc(1, root=root)
     worker.start()

@@ -14,14 +14,15 @@ described in docs/protocol.md). This package's public API is the protocol side::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .protocol import __version__
+
 if TYPE_CHECKING:
-    from .config import DEFAULT_TIMEOUT_S, QUEUE_DIR_ENV, WorkerConfig, default_queue_dir
-    from .errors import (
+    from .config import WorkerConfig
+    from .protocol.defaults import DEFAULT_TIMEOUT_S, QUEUE_DIR_ENV, default_queue_dir
+    from .protocol.errors import (
         ExecsvcError,
         InvalidJob,
         InvalidJobId,
@@ -31,12 +32,13 @@ if TYPE_CHECKING:
         UnsafeQueue,
         WatchFailed,
     )
-    from .models import JobInfo, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
-    from .protocol import JobQueue, new_job_id
+    from .protocol.models import JobInfo, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord, WorkerInfo
+    from .protocol.queue import JobQueue, new_job_id
 
 _HOMES = {
-    "config": ("DEFAULT_TIMEOUT_S", "QUEUE_DIR_ENV", "WorkerConfig", "default_queue_dir"),
-    "errors": (
+    "config": ("WorkerConfig",),
+    "protocol.defaults": ("DEFAULT_TIMEOUT_S", "QUEUE_DIR_ENV", "default_queue_dir"),
+    "protocol.errors": (
         "ExecsvcError",
         "InvalidJob",
         "InvalidJobId",
@@ -46,8 +48,17 @@ _HOMES = {
         "UnsafeQueue",
         "WatchFailed",
     ),
-    "models": ("JobInfo", "JobRecord", "JobResult", "JobSpec", "JobState", "JobStatus", "SidecarRecord", "WorkerInfo"),
-    "protocol": ("JobQueue", "new_job_id"),
+    "protocol.models": (
+        "JobInfo",
+        "JobRecord",
+        "JobResult",
+        "JobSpec",
+        "JobState",
+        "JobStatus",
+        "SidecarRecord",
+        "WorkerInfo",
+    ),
+    "protocol.queue": ("JobQueue", "new_job_id"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

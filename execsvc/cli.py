@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
 from .cli_manage import QueueDirOption, fail, open_queue, register
-from .config import DEFAULT_TIMEOUT_S, default_queue_dir
-from .errors import ExecsvcError
+from .protocol import __version__
+from .protocol.defaults import DEFAULT_TIMEOUT_S, default_queue_dir
+from .protocol.errors import ExecsvcError
 
 # Each command imports what only it needs (the worker, pydantic, the submit helpers, the MCP SDK)
 # when it runs: `execsvc submit` loads no worker module, watchdog, psutil or MCP SDK.
@@ -109,7 +109,8 @@ def run(
     queue root, pending/ or running/ was removed or replaced while it served.
     """
     from .config import load_config
-    from .models import JobSpec
+    from .protocol.models import JobSpec
+    from .protocol.queue import JobQueue
     from .worker import Worker
 
     try:
@@ -142,7 +143,7 @@ def run(
         os.chdir(Path.home())
     try:
         if demo:
-            worker.queue.submit(
+            JobQueue(worker.layout.root, create=False).submit(
                 JobSpec(command="echo", args=["Hello, World!"], description="example job from execsvc run --demo"),
                 submitted_by="execsvc run --demo",
             )
@@ -219,8 +220,8 @@ def submit(
         submit_file,
     )
 
-    from .errors import validation_problems
-    from .visible import visible
+    from .protocol.errors import validation_problems
+    from .protocol.visible import visible
 
     queue = open_queue(queue_dir)
     options = scheduling_fields(
@@ -322,7 +323,7 @@ def mcp(
 @app.command("queue-dir")
 def queue_dir_command(queue_dir: QueueDirOption = None) -> None:
     """Print the queue root this command would use (handy in scripts: Q=$(execsvc queue-dir))."""
-    from .layout import QueueLayout
+    from .protocol.layout import QueueLayout
 
     typer.echo(QueueLayout.at(_queue_dir(queue_dir)).root)
 

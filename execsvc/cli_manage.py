@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .config import default_queue_dir
-from .errors import ExecsvcError
+from .protocol.defaults import default_queue_dir
+from .protocol.errors import ExecsvcError
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs (see execsvc.cli)
     from queue_tools import api, service
@@ -121,8 +121,8 @@ def clean(
     """Remove (or archive) finished jobs' records, job files and logs older than --older-than."""
     from queue_tools import api
 
-    from .models import JobState
     from .protocol import FINISHED_STATES
+    from .protocol.models import JobState
     from .retention import clean as clean_jobs
 
     try:

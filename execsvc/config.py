@@ -1,4 +1,4 @@
-"""Worker settings and where the default queue lives."""
+"""Worker settings: the TOML config file and its defaults (docs/service.md, "Configuration")."""
 
 from __future__ import annotations
 
@@ -7,43 +7,20 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExecsvcError
+from .protocol.defaults import (
+    DEFAULT_TIMEOUT_S,
+    MAX_JOB_FILE_BYTES,
+)
+from .protocol.errors import ExecsvcError
 
 if TYPE_CHECKING:
-    from .models import JobLimits
+    from .protocol.models import JobLimits
 
 # The job models (pydantic), tomllib, platformdirs and the webhook policy are imported where they are
 # used: `execsvc queue-dir` (status.sh) needs none, a client that submits only the models.
 
 CONFIG_ENV = "EXECSVC_CONFIG"
 """Environment variable naming the worker's config file."""
-
-QUEUE_DIR_ENV = "EXECSVC_QUEUE_DIR"
-"""Environment variable naming the queue root."""
-
-JOB_ID_ENV = "EXECSVC_JOB_ID"
-"""Set in every job's environment to its job id (also how leftover processes are found)."""
-
-QUEUE_ID_ENV = "EXECSVC_QUEUE_ID"
-"""Set in every job's environment to the queue root's identity, ``<st_dev>:<st_ino>``: which
-queue the job belongs to, whatever path (a bind mount, a symbolic link) reached it."""
-
-DEFAULT_TIMEOUT_S = 300.0
-"""A job's timeout when it names none (docs/protocol.md, "JSON jobs")."""
-
-
-def default_queue_dir() -> Path:
-    """``$EXECSVC_QUEUE_DIR`` if set, else the platform's user data dir + ``/command_queue``.
-
-    That is ``~/.local/share/execsvc/command_queue`` on Linux and
-    ``~/Library/Application Support/execsvc/command_queue`` on macOS.
-    """
-    configured = os.environ.get(QUEUE_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("execsvc", appauthor=False)) / "command_queue"
 
 
 @dataclass(frozen=True)
@@ -86,7 +63,7 @@ class WorkerConfig:
     kill_grace_s: float = 5.0
     drain_timeout_s: float = 15.0
     output_tail_bytes: int = 64 * 1024
-    max_job_file_bytes: int = 16 * 1024 * 1024
+    max_job_file_bytes: int = MAX_JOB_FILE_BYTES
     settle_s: float = 0.5
     rescan_interval_s: float = 60.0
     log_max_bytes: int = 10 * 1024 * 1024
@@ -167,7 +144,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
 
     import pydantic
 
-    from .models import JobLimits  # noqa: F401 - pydantic resolves the fields' "JobLimits | None" in this frame
+    from .protocol.models import JobLimits  # noqa: F401 - pydantic resolves the fields' "JobLimits | None" in this frame
 
     explicit = path is not None
     path = path if path is not None else default_config_file()
@@ -183,7 +160,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     try:
         return pydantic.TypeAdapter(WorkerConfig).validate_python(values, strict=False)
     except pydantic.ValidationError as exc:
-        from .errors import validation_problems
+        from .protocol.errors import validation_problems
 
         problems = validation_problems(exc)
         source = path if "config_file" in values else "the command line"

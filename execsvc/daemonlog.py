@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .durable import open_regular
-from .logline import format_event, iso_stamp
+from .protocol.durable import open_regular
+from .protocol.logline import format_event, iso_stamp
 
 
 class DaemonLog:
@@ -54,7 +54,7 @@ class DaemonLog:
         self._rotation_failed = False
 
     def _open(self) -> int:
-        """Open the log for appending; a queue's by :func:`~execsvc.durable.open_regular`, and what
+        """Open the log for appending; a queue's by :func:`~execsvc.protocol.durable.open_regular`, and what
         that moved aside (a FIFO, a link...) is the first line written to the new file."""
         if not self.in_queue:
             return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)

@@ -36,9 +36,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import __version__
-from .jobfile import SHELL, RunRequest
-from .models import JobLimits
+from .protocol import __version__
+from .protocol.jobfile import SHELL
+from .protocol.models import JobLimits
+from .run_request import RunRequest
 from .runner import JobProcess, SpawnError
 from .webhook_policy import WebhookRule
 

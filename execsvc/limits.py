@@ -23,7 +23,7 @@ import resource
 import shutil
 import signal
 
-from .models import JobLimits
+from .protocol.models import JobLimits
 
 PRLIMIT = shutil.which("prlimit")
 """The ``prlimit`` program, if this system has it."""

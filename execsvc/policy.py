@@ -47,9 +47,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .durable import TEMP_PREFIX, open_regular
-from .jobfile import SHELL, RunRequest
-from .models import JobKind
+from .protocol.durable import TEMP_PREFIX, open_regular
+from .protocol.jobfile import SHELL
+from .protocol.models import JobKind
+from .run_request import RunRequest
 from .webhook_policy import WebhookRule
 
 CODE_LOADING_VARIABLES = frozenset(

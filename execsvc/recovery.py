@@ -20,16 +20,16 @@ from pathlib import Path
 import psutil
 
 from .daemonlog import EventLog
-from .jobfile import spec_if_valid
-from .layout import split_job_name
-from .models import JobStatus, WorkerInfo
-from .protocol import ClaimedJob, JobQueue
+from .protocol import ClaimedJob, JobStore
+from .protocol.jobfile import spec_if_valid
+from .protocol.layout import split_job_name
+from .protocol.models import JobStatus, WorkerInfo
 from .results import build_result
 from .runner import find_job_processes, stop_processes
 
 
 def settle_running(
-    queue: JobQueue, log: EventLog, *, previous: WorkerInfo | None, kill_grace_s: float, tail_bytes: int
+    queue: JobStore, log: EventLog, *, previous: WorkerInfo | None, kill_grace_s: float, tail_bytes: int
 ) -> None:
     """Settle every entry of ``running/``. One that cannot be settled (say ``failed/`` is not
     writable) is logged and left where it is, never started; this never raises for it, so a
@@ -46,7 +46,7 @@ def settle_running(
 
 
 def _settle(
-    queue: JobQueue,
+    queue: JobStore,
     log: EventLog,
     job_id: str,
     path: Path,

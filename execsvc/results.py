@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .jobfile import RunRequest, submitted_by
-from .layout import QueueLayout
-from .models import JobResult, JobSpec, JobStatus
 from .policy import write_result_file
 from .protocol import ClaimedJob
+from .protocol.jobfile import submitted_by
+from .protocol.layout import QueueLayout
+from .protocol.models import JobResult, JobSpec, JobStatus
+from .run_request import RunRequest
 from .runner import ExitInfo, now, read_tail, signal_name
 
 

@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import finish_index
-from .durable import read_regular_file
-from .layout import JOB_SUFFIXES, SIDECAR_SUFFIX, is_kept_name_of
-from .models import JobState, SidecarRecord
-from .protocol import FINISHED_STATES, JobQueue
+from .protocol import FINISHED_STATES, JobStore, finish_index
+from .protocol.durable import read_regular_file
+from .protocol.layout import JOB_SUFFIXES, SIDECAR_SUFFIX, is_kept_name_of
+from .protocol.models import JobState, SidecarRecord
 
 _SIDECAR_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
 
@@ -39,7 +38,7 @@ class CleanReport:
 
 
 def clean(
-    queue: JobQueue,
+    queue: JobStore,
     *,
     older_than_s: float,
     states: tuple[JobState, ...] = FINISHED_STATES,
@@ -79,7 +78,7 @@ def clean(
     return report
 
 
-def _compact_index(queue: JobQueue, state: JobState) -> None:
+def _compact_index(queue: JobStore, state: JobState) -> None:
     """Rewrite the folder's finish-time index without the jobs no longer there (see
     :mod:`.finish_index`; a line the worker appends meanwhile may be lost, which costs a
     listing one ``stat``)."""
@@ -89,7 +88,7 @@ def _compact_index(queue: JobQueue, state: JobState) -> None:
     finish_index.rewrite(folder, [line for line in kept if line[0] in present])
 
 
-def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:
+def _files_of(queue: JobStore, job_id: str, record: Path) -> list[Path]:
     layout = queue.layout
     files = [layout.stdout_log(job_id), layout.stderr_log(job_id)]
     files += [layout.hook_log(job_id, stream) for stream in ("stdout", "stderr")]
@@ -113,7 +112,7 @@ def _files_of(queue: JobQueue, job_id: str, record: Path) -> list[Path]:
 
 
 def _kept_names(folder: Path, job_id: str) -> list[str]:
-    """Names in ``folder`` that :func:`~execsvc.layout.kept_name` gives a file of job ``job_id``."""
+    """Names in ``folder`` that :func:`~execsvc.protocol.layout.kept_name` gives a file of job ``job_id``."""
     own = [job_id + suffix for suffix in ("", *JOB_SUFFIXES)]
     with os.scandir(folder) as entries:
         return [entry.name for entry in entries if any(is_kept_name_of(entry.name, name) for name in own)]

@@ -1,7 +1,7 @@
 """Retries: when a failed job gets another attempt, and what its file says then (docs/protocol.md, "Retries").
 
 A job with ``retries`` left that ends ``failed`` or ``timeout`` is put back
-into ``pending/`` under its own id (:meth:`~execsvc.protocol.JobQueue.requeue`)
+into ``pending/`` under its own id (:meth:`~execsvc.protocol.store.JobStore.requeue`)
 with ``attempt`` raised by one and ``retry_at`` set; the attempt's result is
 kept in ``logs/<id>.attempt-<n>.result.json`` and its output in
 ``logs/<id>.attempt-<n>.stdout`` / ``.stderr``. A JSON job gets the two
@@ -16,8 +16,8 @@ import re
 from datetime import datetime
 
 from .config import WorkerConfig
-from .jobfile import RunRequest
-from .models import JobKind, JobStatus
+from .protocol.models import JobKind, JobStatus
+from .run_request import RunRequest
 
 RETRIED_STATUSES = (JobStatus.FAILED, JobStatus.TIMEOUT)
 _OUR_HEADER = re.compile(rb"^# execsvc: attempt=\d+ retry_at=\S+\n", re.MULTILINE)

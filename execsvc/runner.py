@@ -48,11 +48,11 @@ from typing import IO
 
 import psutil
 
-from .config import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
-from .durable import MovedAside, open_regular
-from .errors import ExecsvcError
-from .jobfile import RunRequest
 from .limits import prlimit_prefix
+from .protocol.defaults import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
+from .protocol.durable import MovedAside, open_regular
+from .protocol.errors import ExecsvcError
+from .run_request import RunRequest
 
 
 class SpawnError(ExecsvcError):
@@ -138,7 +138,7 @@ class JobProcess:
         found, not executable...) with nothing left running; its subclass
         :class:`StartDeferred` when the cause is the worker's, not the job's
         (a log file cannot be created, no file descriptor or process left).
-        Each log is opened by :func:`~execsvc.durable.open_regular`: what
+        Each log is opened by :func:`~execsvc.protocol.durable.open_regular`: what
         it moved aside is in :attr:`moved_aside`.
         """
         request = self.request

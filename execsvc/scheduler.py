@@ -1,7 +1,7 @@
 """The worker's order of pending jobs: priority, FIFO, due times, dependencies (docs/protocol.md, "Order and claiming").
 
 In memory only, rebuilt from the files at every start: everything it knows
-came from a job file (:class:`~execsvc.schedule.Schedule`) or from where a
+came from a job file (:class:`~execsvc.protocol.scheduling.SchedulingFields`) or from where a
 dependency's file is (the ``lookup`` the worker passes). A pending job is in
 one of four places here:
 
@@ -18,12 +18,9 @@ one of four places here:
   waits among the timed ones meanwhile), finds it nowhere either: a job being
   moved between folders can be missed by one look.
 
-Why a pending job waits is decided by :func:`wait_reason` (a pure function of
-its :class:`~execsvc.schedule.Schedule` and where its dependencies are): the
-scheduler places jobs by it, and the fronts (``queue_tools.api``) explain
-pending jobs with it, so both give one answer. :func:`order_key` is the order
-among ready jobs, :func:`count_ahead` how many start before one, and
-:func:`find_cycle` finds a cycle of ``after`` lists.
+Why a pending job waits is decided by :func:`execsvc.protocol.readiness.wait_reason`:
+the scheduler places jobs by it, and the fronts (``queue_tools.api``) explain
+pending jobs with it, so both give one answer.
 """
 
 from __future__ import annotations
@@ -31,153 +28,30 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, KeysView, Sequence
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 
-from .models import JobState, JobStatus
-from .schedule import Schedule
-
-CONFIRM_MISSING_AFTER_S = 0.05
-"""A dependency found nowhere is looked for again this much later before its dependent is doomed."""
-
-Lookup = Callable[[str], "tuple[JobState, JobStatus] | None"]
-"""Where a job id is now and its status (``None``: in no folder of the queue)."""
-
-AfterOf = Callable[[str], "Sequence[str] | None"]
-"""The ``after`` list of a pending job by id (``None``: no such pending job)."""
-
-OrderKey = tuple[int, int, str]
-"""A ready job's place in line: ``(-priority, mtime_ns, file name)``, smallest first."""
+from .protocol.models import JobStatus
+from .protocol.readiness import (
+    CONFIRM_MISSING_AFTER_S,
+    Doomed,
+    Lookup,
+    cycle_reason,
+    find_cycle,
+    order_key,
+    wait_reason,
+)
+from .protocol.scheduling import SchedulingFields
 
 
 @dataclass
 class _Entry:
     job_id: str
-    schedule: Schedule
+    schedule: SchedulingFields
     mtime_ns: int
     generation: int
     waiting_for: set[str] = field(default_factory=set)
     unseen: set[str] = field(default_factory=set)  # dependencies found nowhere once: confirmed at the next look
-
-
-@dataclass(frozen=True)
-class Doomed:
-    """A pending job that must be recorded without running: ``status`` and the ``reason``."""
-
-    name: str
-    status: JobStatus
-    reason: str
-
-
-@dataclass(frozen=True)
-class WaitReason:
-    """Why a pending job has not started, by the worker's rules (see :func:`wait_reason`).
-
-    ``doomed``: it can never run and is recorded at its claim (``name`` is the
-    job's id there); ``missing``: the dependency found nowhere that dooms it (the
-    worker looks once more, ``CONFIRM_MISSING_AFTER_S`` later, before it records
-    it); ``held``: in ``pending/.held/`` until released; ``due_at``: seconds since
-    the epoch it becomes due, when later than ``now``; ``waiting_for``: the ids in
-    ``after`` still pending or running. Nothing set: ready, waiting for its turn.
-    """
-
-    doomed: Doomed | None = None
-    missing: str | None = None
-    held: bool = False
-    due_at: float | None = None
-    waiting_for: tuple[str, ...] = ()
-
-    @property
-    def blocked(self) -> bool:
-        """Whether something other than jobs ahead keeps it waiting."""
-        return self.doomed is not None or self.held or self.due_at is not None or bool(self.waiting_for)
-
-    @property
-    def doomed_sentence(self) -> str | None:
-        """``will be recorded <status>: <reason>``, for a doomed job (else ``None``)."""
-        if self.doomed is None:
-            return None
-        return f"will be recorded {self.doomed.status.value}: {self.doomed.reason}"
-
-
-def cycle_reason(cycle: Sequence[str]) -> str:
-    """The reason a member of ``cycle`` (ids, as :func:`find_cycle` gives them) is recorded invalid."""
-    return f"its 'after' list closes a dependency cycle: {' → '.join([*cycle, cycle[0]])}"
-
-
-def find_cycle(job_id: str, after_of: AfterOf) -> list[str]:
-    """The ids of a cycle of ``after`` lists among pending jobs that passes ``job_id`` (starting
-    with it), or ``[]``. ``after_of`` gives a pending job's ``after`` list (``None``: not pending)."""
-    path: list[str] = []
-    seen: set[str] = set()
-
-    def visit(current: str) -> bool:
-        after = after_of(current)
-        if after is None:
-            return False
-        path.append(current)
-        for dep in after:
-            if dep == job_id:
-                return True
-            if dep not in seen:
-                seen.add(dep)
-                if visit(dep):
-                    return True
-        path.pop()
-        return False
-
-    return path if visit(job_id) else []
-
-
-def wait_reason(
-    schedule: Schedule,
-    lookup: Lookup,
-    now: float,
-    *,
-    held: bool = False,
-    job_id: str = "",
-    after_of: AfterOf | None = None,
-) -> WaitReason:
-    """Why a pending job with ``schedule`` waits at ``now`` (seconds since the epoch); pure but for ``lookup``.
-
-    The ``after`` list is read in order and the first dependency that dooms
-    the job decides: one found nowhere (``invalid``), or one that ended other
-    than completed under ``after_mode`` ``"success"`` (``cancelled``). With
-    ``after_of`` (the pending jobs' ``after`` lists) a cycle through ``job_id``
-    dooms it ``invalid`` first. A job ``held`` is not offered to the scheduler;
-    the fronts pass it.
-    """
-    if after_of is not None and schedule.after:
-        cycle = find_cycle(job_id, after_of)
-        if cycle:
-            return WaitReason(doomed=Doomed(job_id, JobStatus.INVALID, cycle_reason(cycle)), held=held)
-    unsettled: list[str] = []
-    for dep in schedule.after:
-        where = lookup(dep)
-        if where is None:
-            reason = f"it runs after job {dep!r}, which is not in this queue"
-            return WaitReason(doomed=Doomed(job_id, JobStatus.INVALID, reason), missing=dep, held=held)
-        state, status = where
-        if state in (JobState.PENDING, JobState.RUNNING):
-            unsettled.append(dep)
-        elif schedule.after_mode == "success" and status is not JobStatus.COMPLETED:
-            reason = (
-                f"job {dep!r}, which it runs after, ended {status.value}; with after_mode 'success' every "
-                "job in 'after' must complete, so this one never ran"
-            )
-            return WaitReason(doomed=Doomed(job_id, JobStatus.CANCELLED, reason), held=held)
-    due_at = schedule.due_at if schedule.due_at is not None and schedule.due_at > now else None
-    return WaitReason(held=held, due_at=due_at, waiting_for=tuple(unsettled))
-
-
-def order_key(schedule: Schedule, mtime_ns: int, name: str) -> OrderKey:
-    """A ready job's place in line (:data:`OrderKey`): highest ``priority`` first, then oldest file, then name."""
-    return (-schedule.priority, mtime_ns, name)
-
-
-def count_ahead(mine: OrderKey, keys: Iterable[OrderKey]) -> int:
-    """How many of the ready jobs ``keys`` start before the one at ``mine``."""
-    return sum(key < mine for key in keys)
 
 
 class Scheduler:
@@ -198,7 +72,7 @@ class Scheduler:
         """Ids that waiting jobs depend on (a live view; ``in`` is safe from the file-event thread)."""
         return self._dependents.keys()
 
-    def offer(self, name: str, job_id: str, schedule: Schedule, mtime_ns: int, now: float) -> None:
+    def offer(self, name: str, job_id: str, schedule: SchedulingFields, mtime_ns: int, now: float) -> None:
         """A complete job file in ``pending/``: place it (again, if it was known)."""
         self.forget(name)
         entry = _Entry(job_id, schedule, mtime_ns, next(self._generations))

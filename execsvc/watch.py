@@ -45,7 +45,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from .inbox import Message, MessageKind
-from .layout import CANCEL_PREFIX, split_job_name
+from .protocol.layout import CANCEL_PREFIX, split_job_name
 
 
 class Inbox(Protocol):
@@ -283,7 +283,7 @@ class ObserverWatch:
     """A watchdog ``Observer`` (FSEvents, kqueue or inotify) with one handler per folder."""
 
     def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
-        from .protocol import quiet_observer_stop
+        from .protocol.changes import quiet_observer_stop
 
         quiet_observer_stop()
         self._observer = Observer()

@@ -51,10 +51,15 @@ from typing import assert_never
 import psutil
 from filelock import FileLock, Timeout
 
-from . import __version__
-from .config import QUEUE_ID_ENV, WorkerConfig
+from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
-from .durable import (
+from .hooks import HookStop, post_webhook, run_on_finish
+from .inbox import Inbox, Message, MessageKind
+from .limits import describe, diagnose, is_empty
+from .policy import judge, result_roots
+from .protocol import ClaimedJob, JobStore, __version__
+from .protocol.defaults import QUEUE_ID_ENV
+from .protocol.durable import (
     GroupFlusher,
     MovedAside,
     Snapshot,
@@ -65,19 +70,17 @@ from .durable import (
     read_unwritten,
     write_durable,
 )
-from .errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
-from .hooks import HookStop, post_webhook, run_on_finish
-from .inbox import Inbox, Message, MessageKind
-from .jobfile import ClaimedFile, RunRequest, parse_json_job, read_job, submitted_by
-from .layout import is_ignored_name, split_job_name
-from .limits import describe, diagnose, is_empty
-from .models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
-from .policy import judge, result_roots
-from .protocol import ClaimedJob, JobQueue
+from .protocol.errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
+from .protocol.jobfile import ClaimedFile, parse_json_job, submitted_by
+from .protocol.layout import is_ignored_name, split_job_name
+from .protocol.models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
+from .protocol.readiness import Doomed
+from .protocol.scheduling import peek_bytes, schedule_from_head
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
+from .run_request import RunRequest, read_job
 from .runner import (
     ExitInfo,
     JobProcess,
@@ -92,8 +95,7 @@ from .runner import (
     queue_identity,
     reap_orphans,
 )
-from .schedule import peek_bytes, schedule_from_head
-from .scheduler import Doomed, Scheduler
+from .scheduler import Scheduler
 from .watch import QueueWatch, open_watch
 from .webhook_policy import WebhookRule
 
@@ -113,6 +115,7 @@ def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
         return kept.describes(os.lstat(claimed.path))
     except FileNotFoundError:
         return False
+
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 """Signals that stop the worker the normal way: no more claims, running jobs drain for
@@ -236,7 +239,7 @@ class Worker:
         leave behind (see :func:`~execsvc.runner.become_subreaper`); only for a process that
         owns all its children, as ``execsvc run`` does (every child it did not start is reaped)."""
         self.config = config or WorkerConfig()
-        self.queue = JobQueue(queue_dir, create=False)
+        self.queue = JobStore(queue_dir, create=False)
         self.layout = self.queue.layout
         self._pending_dir, self._running_dir = str(self.layout.pending), str(self.layout.running)
         self._stderr_level = stderr_level
@@ -291,10 +294,10 @@ class Worker:
     def initialize(self) -> None:
         """Create and check the folders, take the lock, settle what a dead worker left, start watching.
 
-        Raises :class:`~execsvc.errors.UnsafeQueue` for folders others can
-        write to, :class:`~execsvc.errors.QueueLocked` (naming the holder's
+        Raises :class:`~execsvc.protocol.errors.UnsafeQueue` for folders others can
+        write to, :class:`~execsvc.protocol.errors.QueueLocked` (naming the holder's
         PID) when another worker serves this queue, and
-        :class:`~execsvc.errors.WatchFailed` when ``pending/`` cannot be watched.
+        :class:`~execsvc.protocol.errors.WatchFailed` when ``pending/`` cannot be watched.
         """
         self.layout.ensure()
         self._log = open_event_log(
@@ -548,7 +551,7 @@ class Worker:
     def _put_back_while_running(self, job: _ActiveJob) -> None:
         """A running job removed or moved its own file: put it back in ``running/`` at once (at most
         ``_PUT_BACK_WHILE_RUNNING`` times), so that the job is still found there while it runs (by
-        :meth:`JobQueue.get`, cancel, its dependents) and settled after a crash; the record says so."""
+        :meth:`JobStore.get`, cancel, its dependents) and settled after a crash; the record says so."""
         kept = job.kept or job.request.claimed
         if kept is None or job.put_back >= _PUT_BACK_WHILE_RUNNING:
             return
@@ -768,7 +771,7 @@ class Worker:
         not the file ``seen`` when its schedule was read (rewritten in place,
         replaced by a rename), goes back to ``pending/`` unstarted and is
         looked at again; a file with other names (hard links) runs from a
-        private copy (:meth:`JobQueue.unshare`).
+        private copy (:meth:`JobStore.unshare`).
 
         The claim is made durable by the flusher thread while the job starts
         (the job's own thread waits for it before the record, see :meth:`_watch`),
@@ -874,7 +877,7 @@ class Worker:
         they were read (the ``fstat`` only while it is still the file in ``running/``: not after a
         private copy).
 
-        One open of the claimed file (:func:`~execsvc.durable.read_unwritten`):
+        One open of the claimed file (:func:`~execsvc.protocol.durable.read_unwritten`):
         its bytes, its ``fstat`` and whether a process has it open for
         writing. Being written, or not the file ``seen``: given back
         (:meth:`_give_back`), False. Other names: a private copy first (if
@@ -944,7 +947,7 @@ class Worker:
         """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`,
         or its file could not be read for want of descriptors or memory): nothing of it ran.
 
-        The claim is undone (:meth:`JobQueue.unclaim`: back to ``pending/<name>``, never
+        The claim is undone (:meth:`JobStore.unclaim`: back to ``pending/<name>``, never
         replacing) and claims pause with ``reason``; a ``resume_starts`` deadline lifts the pause
         after 0.5 s, doubling up to 30 s while starts keep failing, and the next start that works
         logs ``claims_resumed``. If the job cannot be put back (a new ``pending/<name>`` took its
@@ -1094,7 +1097,7 @@ class Worker:
 
     def _restore_job_file(self, claimed: ClaimedJob, kept: ClaimedFile, result: JobResult) -> ClaimedFile:
         """If the job removed, moved, replaced or changed its own file in ``running/``, put it back
-        as it was claimed (:meth:`JobQueue.restore_job_file`) and say so in the record's ``note``
+        as it was claimed (:meth:`JobStore.restore_job_file`) and say so in the record's ``note``
         and in ``daemon.log``; return the file now there. Raises :class:`OSError` when ``running/``
         cannot be written."""
         kept, note = self.queue.restore_job_file(claimed, kept)
@@ -1534,7 +1537,7 @@ class Worker:
     # ----- start-up -------------------------------------------------------------------
 
     def _acquire_lock(self, previous: WorkerInfo | None) -> None:
-        """Take the queue for this worker alone, or raise :class:`~execsvc.errors.QueueLocked`.
+        """Take the queue for this worker alone, or raise :class:`~execsvc.protocol.errors.QueueLocked`.
 
         The lock is an exclusive ``flock`` on the queue root directory itself,
         through a descriptor held until :meth:`shutdown`. A lock on a path's

@@ -5,16 +5,16 @@ shaped for people and LLMs (the MCP tools return these as their structured
 output). Everything here is built on the protocol's public API: it reads the
 queue folders, enqueues and cancels; it never runs a job.
 
-Errors: :class:`~execsvc.errors.JobNotFound` for an unknown id,
-:class:`~execsvc.errors.InvalidJobId` for an id the protocol refuses,
+Errors: :class:`~execsvc.protocol.errors.JobNotFound` for an unknown id,
+:class:`~execsvc.protocol.errors.InvalidJobId` for an id the protocol refuses,
 :class:`ValueError` for a bad cursor or stream name, :class:`OSError` when
 the queue cannot be read or written.
 
 Every file of the queue is read as a regular file only (:func:`open_for_reading`,
-:func:`~execsvc.durable.read_regular_file`): a symbolic link there is never
+:func:`~execsvc.protocol.durable.read_regular_file`): a symbolic link there is never
 followed, a FIFO never waited on, and nothing is moved (a client only reads).
 A job's log that is not a regular file is named in the chunk's ``problem``;
-a ``daemon.log`` that is not raises :class:`~execsvc.durable.NotRegularFile`.
+a ``daemon.log`` that is not raises :class:`~execsvc.protocol.durable.NotRegularFile`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel
 
-from execsvc import InvalidJobId, JobIdTaken, JobInfo, JobNotFound, JobQueue, JobResult, JobState, JobStatus
-from execsvc.durable import NotRegularFile, open_regular, read_regular_file
-from execsvc.layout import split_job_name
-from execsvc.models import SidecarRecord
 from execsvc.protocol import FINISHED_STATES, JobEntry
-from execsvc.schedule import PLAIN, Schedule, peek
-from execsvc.scheduler import OrderKey, count_ahead, order_key, wait_reason
+from execsvc.protocol.durable import NotRegularFile, open_regular, read_regular_file
+from execsvc.protocol.errors import InvalidJobId, JobIdTaken, JobNotFound
+from execsvc.protocol.layout import split_job_name
+from execsvc.protocol.models import JobInfo, JobResult, JobState, JobStatus, SidecarRecord
+from execsvc.protocol.queue import JobQueue
+from execsvc.protocol.readiness import OrderKey, count_ahead, order_key, wait_reason
+from execsvc.protocol.scheduling import PLAIN, SchedulingFields, peek
 
 Stream = Literal["stdout", "stderr"]
 COMMAND_WIDTH = 120
@@ -89,7 +90,7 @@ class Waiting(BaseModel):
     ``priority``, or the same and older), ``problem`` (its fields are not valid,
     so a worker refuses it), ``doomed`` (it can never run: ``will be recorded
     <status>: <why>``, as the worker will record it). All of it is decided by the
-    worker's own rules (:func:`execsvc.scheduler.wait_reason`). ``reason`` says it
+    worker's own rules (:func:`execsvc.protocol.readiness.wait_reason`). ``reason`` says it
     in one sentence.
     """
 
@@ -307,7 +308,7 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
 
 def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> Waiting:
     """Why the pending job ``info`` waits (see :class:`Waiting`), from the files alone, by the
-    worker's rules (:func:`execsvc.scheduler.wait_reason`).
+    worker's rules (:func:`execsvc.protocol.readiness.wait_reason`).
 
     ``count_ahead`` also counts the ready jobs that start before it (reads
     every pending job's scheduling fields).
@@ -321,10 +322,10 @@ class _Rules:
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
         self.now = time.time()
-        self._pending: dict[str, tuple[JobEntry, Schedule]] | None = None
+        self._pending: dict[str, tuple[JobEntry, SchedulingFields]] | None = None
         self._infos: dict[str, JobInfo | None] = {}
 
-    def pending(self) -> dict[str, tuple[JobEntry, Schedule]]:
+    def pending(self) -> dict[str, tuple[JobEntry, SchedulingFields]]:
         """Every pending job (held ones too) by id, with its scheduling fields (read once)."""
         if self._pending is None:
             self._pending = {
@@ -355,7 +356,7 @@ class _Rules:
     def held(self, entry: JobEntry) -> bool:
         return os.path.dirname(entry.path) == str(self.queue.layout.held)
 
-    def blocked(self, entry: JobEntry, schedule: Schedule | None = None) -> bool:
+    def blocked(self, entry: JobEntry, schedule: SchedulingFields | None = None) -> bool:
         """Whether a pending job waits for more than its turn (doomed, held, not yet due, a dependency)."""
         schedule = _entry_schedule(entry) if schedule is None else schedule
         held = self.held(entry)
@@ -396,7 +397,7 @@ class _Rules:
         return None if mine is None else count_ahead(mine, keys.values())
 
 
-def _entry_schedule(entry: JobEntry) -> Schedule:
+def _entry_schedule(entry: JobEntry) -> SchedulingFields:
     return _schedule_of(entry.path, entry.mtime_ns / 1e9)
 
 
@@ -422,7 +423,7 @@ def _waiting_reason(waiting: Waiting) -> str:
     return "; ".join(parts)
 
 
-def _schedule_of(path: str, written_at: float) -> Schedule:
+def _schedule_of(path: str, written_at: float) -> SchedulingFields:
     try:
         return peek(path, split_job_name(os.path.basename(path))[2], written_at)
     except OSError:
@@ -483,16 +484,16 @@ def read_output(
 
 def open_for_reading(path: Path) -> BinaryIO:
     """The file of the queue at ``path``, opened read-only as a regular file (by
-    :func:`~execsvc.durable.open_regular`): a symbolic link is never followed, a FIFO never
+    :func:`~execsvc.protocol.durable.open_regular`): a symbolic link is never followed, a FIFO never
     waited on, and nothing is moved aside. Raises :class:`FileNotFoundError`,
-    :class:`~execsvc.durable.NotRegularFile` (saying what is there), :class:`OSError`."""
+    :class:`~execsvc.protocol.durable.NotRegularFile` (saying what is there), :class:`OSError`."""
     fd, _moved = open_regular(path, os.O_RDONLY, move_aside=False)
     return open(fd, "rb")
 
 
 def daemon_log_tail(queue: JobQueue, lines: int = 50) -> list[str]:
     """The last ``lines`` lines of ``daemon.log`` (empty if there is none yet). Raises
-    :class:`~execsvc.durable.NotRegularFile` when it is not a regular file (it is not read)."""
+    :class:`~execsvc.protocol.durable.NotRegularFile` when it is not a regular file (it is not read)."""
     try:
         with open_for_reading(queue.layout.daemon_log) as handle:
             tail = deque(handle, maxlen=lines)
@@ -504,7 +505,7 @@ def daemon_log_tail(queue: JobQueue, lines: int = 50) -> list[str]:
 def wait_for_job(queue: JobQueue, job_id: str, timeout_s: float) -> JobDetail:
     """Block until the job finishes or ``timeout_s`` seconds pass; return its detail either way.
 
-    Woken by file events (:meth:`JobQueue.wait`). Raises :class:`~execsvc.errors.JobNotFound`
+    Woken by file events (:meth:`JobQueue.wait`). Raises :class:`~execsvc.protocol.errors.JobNotFound`
     for a job in no folder.
     """
     queue.wait(job_id, max(0.0, timeout_s))
@@ -596,8 +597,8 @@ def cancel_job(
     is: ``already_finished``. ``progress(waited_s, job)`` is called every
     :data:`CANCEL_PROGRESS_EVERY_S` seconds of the wait while the job runs on.
 
-    Raises :class:`~execsvc.errors.JobNotFound` for an unknown id (or a job removed while it
-    waits), :class:`~execsvc.errors.InvalidJobId` for an id the protocol refuses and
+    Raises :class:`~execsvc.protocol.errors.JobNotFound` for an unknown id (or a job removed while it
+    waits), :class:`~execsvc.protocol.errors.InvalidJobId` for an id the protocol refuses and
     :class:`OSError` when the queue cannot be written.
     """
     done = queue.cancel(job_id, requested_by=requested_by)
@@ -774,7 +775,7 @@ def _description_of(info: JobInfo) -> str | None:
 def _running_for_s(path: Path) -> float | None:
     """Seconds since the claim: the claim's move into ``running/`` (``renameat2`` with
     ``RENAME_NOREPLACE``, or ``link`` and ``unlink`` where that is missing; see
-    :func:`~execsvc.durable.move_no_replace`) sets the file's change time."""
+    :func:`~execsvc.protocol.durable.move_no_replace`) sets the file's change time."""
     try:
         return round(max(0.0, time.time() - path.lstat().st_ctime), 3)
     except FileNotFoundError:

@@ -27,22 +27,19 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from execsvc import (
+from execsvc.protocol import __version__
+from execsvc.protocol.defaults import default_queue_dir
+from execsvc.protocol.durable import NotRegularFile
+from execsvc.protocol.errors import (
     ExecsvcError,
     InvalidJobId,
     JobIdTaken,
     JobNotFound,
-    JobQueue,
-    JobSpec,
-    JobState,
-    JobStatus,
     UnsafeQueue,
-    __version__,
-    default_queue_dir,
+    validation_problems,
 )
-from execsvc.durable import NotRegularFile
-from execsvc.errors import validation_problems
-from execsvc.models import MAX_DELAY_S, MAX_RETRIES, JobLimits
+from execsvc.protocol.models import MAX_DELAY_S, MAX_RETRIES, JobLimits, JobSpec, JobState, JobStatus
+from execsvc.protocol.queue import JobQueue
 
 from . import api
 from .submit import scheduling_fields

@@ -10,12 +10,12 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from execsvc import JobInfo, JobQueue, JobSpec, JobStatus
-from execsvc.durable import NotRegularFile
-from execsvc.errors import InvalidJob
-from execsvc.jobfile import parse_json_job
-from execsvc.layout import JOB_SUFFIXES
-from execsvc.models import JobLimits
+from execsvc.protocol.durable import NotRegularFile
+from execsvc.protocol.errors import InvalidJob
+from execsvc.protocol.jobfile import parse_json_job
+from execsvc.protocol.layout import JOB_SUFFIXES
+from execsvc.protocol.models import JobInfo, JobLimits, JobSpec, JobStatus
+from execsvc.protocol.queue import JobQueue
 
 from .api import open_for_reading
 
@@ -52,7 +52,7 @@ def command_spec(
 def scheduling_fields(**given: Any) -> dict[str, Any]:
     """The scheduling fields of a job from keyword values, leaving out the ``None`` ones.
 
-    Takes the :class:`~execsvc.models.JobOptions` names, and the limit names
+    Takes the :class:`~execsvc.protocol.models.JobOptions` names, and the limit names
     (``cpu_s``, ``memory_mb``, ``open_files``, ``processes``, ``output_bytes``),
     which are gathered into ``limits``. An empty ``after`` is left out.
     """
@@ -119,7 +119,7 @@ def submit_file(queue: JobQueue, path: Path, *, job_id: str | None, held: bool =
     """Enqueue a job file (``.json``, ``.sh`` or ``.txt``) safely; return its job id.
 
     A JSON file is checked first, so a bad one is refused here with the
-    reason (:class:`~execsvc.errors.InvalidJob`) instead of failing in the queue.
+    reason (:class:`~execsvc.protocol.errors.InvalidJob`) instead of failing in the queue.
     """
     data = path.read_bytes()
     kind = JOB_SUFFIXES.get(path.suffix)

@@ -4,7 +4,7 @@ A thin front over :mod:`queue_tools.api`. Every listing takes ``--json`` for
 scripts; colours and live views appear only on a terminal. Whatever comes from a
 job (id, command, fields, error, output) is shown as text: never read as rich
 markup, its control and format characters written as escapes
-(:func:`execsvc.visible.visible`; ``logs`` into a pipe passes the output as written). Exit codes: 0, 1 for
+(:func:`execsvc.protocol.visible.visible`; ``logs`` into a pipe passes the output as written). Exit codes: 0, 1 for
 an unknown job id (or an unreadable queue, or a log that is not a regular file), 2 for a usage error.
 Files of the queue are read through :mod:`queue_tools.api` and :func:`api.open_for_reading`: a
 symbolic link there is never followed, a FIFO never waited on, nothing is moved.
@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
-from execsvc import ExecsvcError, JobQueue, JobState, JobStatus, default_queue_dir
-from execsvc.durable import NotRegularFile
-from execsvc.models import SCHEDULING_FIELDS
 from execsvc.protocol import folder_changes
-from execsvc.visible import visible
+from execsvc.protocol.defaults import default_queue_dir
+from execsvc.protocol.durable import NotRegularFile
+from execsvc.protocol.errors import ExecsvcError
+from execsvc.protocol.models import SCHEDULING_FIELDS, JobState, JobStatus
+from execsvc.protocol.queue import JobQueue
+from execsvc.protocol.visible import visible
 
 from . import api
 

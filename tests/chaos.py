@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execsvc import JobNotFound, JobQueue, JobStatus
-from execsvc.finish_index import INDEX_NAME
+from execsvc.protocol.finish_index import INDEX_NAME
 
 EXECSVC = str(Path(sys.executable).parent / "execsvc")
 

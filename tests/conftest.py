@@ -19,7 +19,7 @@ import pytest
 
 from execsvc import JobInfo, JobQueue, JobState, WorkerConfig
 from execsvc.daemonlog import EventLog
-from execsvc.layout import split_job_name
+from execsvc.protocol.layout import split_job_name
 from execsvc.runner import find_job_processes
 from execsvc.worker import Worker
 
@@ -250,4 +250,3 @@ def build_marker_library(folder: Path, marker: Path) -> Path:
     library = folder / "evil.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
     return library
-

@@ -22,7 +22,7 @@ import pytest
 from conftest import WorkerProcess, drop, wait_until
 
 from execsvc import JobInfo, JobQueue, JobState, JobStatus
-from execsvc.layout import readable_name
+from execsvc.protocol.layout import readable_name
 
 Setup = Callable[[Path, Path], None]
 """Puts one entry at its path in ``pending/`` (first argument); the second is a scratch folder."""
@@ -209,7 +209,7 @@ def find_record(root: Path, name: str, timeout_s: float = 30.0) -> JobInfo:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for state in (JobState.COMPLETED, JobState.FAILED):
-            for info in queue.list(state):
+            for info in queue.jobs(state):
                 if info.result is not None and info.result.job_file == readable_name(name):
                     return info
         time.sleep(0.02)

@@ -55,7 +55,7 @@ def test_a_running_job_is_stopped_with_its_process_group(queue_root: Path, start
 def test_a_running_job_with_no_worker_serving_is_requested(queue_root: Path) -> None:
     queue = JobQueue(queue_root)
     job_id = queue.submit(JobSpec(command="sleep", args=["600"]))
-    [entry] = queue.list(JobState.PENDING)
+    [entry] = queue.jobs(JobState.PENDING)
     queue.claim(entry.path.rsplit("/", 1)[1])  # running/, as a worker that then died leaves it
     done = api.cancel_job(queue, job_id, requested_by="test")
     assert done.outcome is CancelOutcome.REQUESTED and done.serving is False and done.waited_s == 0
@@ -166,4 +166,4 @@ def test_execsvc_submit_refuses_with_the_checks_sentence_and_queues_nothing(queu
     assert said.returncode == 2 and problem(file=job_file, timeout_s=5.0) in said.stderr
     said = execsvc(queue_root, "submit", "--file", str(job_file), "--priority", "1")
     assert said.returncode == 2 and problem(file=job_file, options={"priority": 1}) in said.stderr
-    assert JobQueue(queue_root).list(JobState.PENDING) == []
+    assert JobQueue(queue_root).jobs(JobState.PENDING) == []

@@ -13,8 +13,8 @@ from pathlib import Path
 from conftest import WorkerProcess, daemon_log, process_gone, start_job_with_child, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
-from execsvc.errors import JobNotFound
-from execsvc.finish_index import INDEX_NAME
+from execsvc.protocol.errors import JobNotFound
+from execsvc.protocol.finish_index import INDEX_NAME
 
 Start = Callable[..., WorkerProcess]
 

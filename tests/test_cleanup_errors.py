@@ -9,7 +9,7 @@ import pytest
 
 from execsvc import JobQueue
 from execsvc.config import ConfigError, load_config
-from execsvc.errors import ExecsvcError, JobFileNameTaken, JobNotPending
+from execsvc.protocol.errors import ExecsvcError, JobFileNameTaken, JobNotPending
 from execsvc.runner import SpawnError, StartDeferred
 
 

@@ -74,7 +74,7 @@ def test_submit_loads_no_worker_watcher_process_tool_mcp_or_rich(queue_root: Pat
     JobQueue(queue_root)
     code, modules = run_command(tmp_path, "execsvc", "submit", "--queue-dir", str(queue_root), "--", "true")
     assert code == 0
-    [job] = JobQueue(queue_root).list(JobState.PENDING)
+    [job] = JobQueue(queue_root).jobs(JobState.PENDING)
     assert job.spec is not None and job.spec["command"] == "true"  # the submit path ran to the end
     assert "pydantic" in modules  # the job was validated
     assert loaded(modules, NEVER_ON_THE_CLIENT_PATH) == []
@@ -123,15 +123,16 @@ def test_queue_view_list_as_a_table_loads_rich_and_still_no_worker(queue_root: P
     assert loaded(modules, tuple(name for name in NEVER_ON_THE_CLIENT_PATH if name != "rich")) == []
 
 
-def test_import_execsvc_loads_no_submodule_and_its_names_still_resolve() -> None:
+def test_import_execsvc_loads_only_the_protocol_package_init_and_its_names_still_resolve() -> None:
     probe = (
         "import sys, execsvc; before = sorted(m for m in sys.modules if m.startswith('execsvc.'));"
         "from execsvc import JobQueue, JobSpec, WorkerConfig, ExecsvcError, default_queue_dir, new_job_id;"
-        "assert JobQueue.__module__ == 'execsvc.protocol' and callable(new_job_id);"
+        "assert JobQueue.__module__ == 'execsvc.protocol.queue' and callable(new_job_id);"
         "print(before, 'execsvc.worker' in sys.modules, 'watchdog' in sys.modules)"
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert run.stdout.split() == ["[]", "False", "False"]
+    # execsvc.protocol's __init__ (the version and lazy names) and nothing below it
+    assert run.stdout.split() == ["['execsvc.protocol']", "False", "False"]
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         import execsvc
 
@@ -141,7 +142,7 @@ def test_import_execsvc_loads_no_submodule_and_its_names_still_resolve() -> None
 def test_queue_dir_of_status_sh_loads_no_job_model(tmp_path: Path) -> None:
     code, modules = run_command(tmp_path, "execsvc", "queue-dir", "--queue-dir", str(tmp_path / "q"))
     assert code == 0
-    assert loaded(modules, ("execsvc.models", "execsvc.protocol", *NEVER_ON_THE_CLIENT_PATH)) == []
+    assert loaded(modules, ("execsvc.protocol.models", "execsvc.protocol.queue", *NEVER_ON_THE_CLIENT_PATH)) == []
 
 
 def test_bench_client_prints_every_command_with_its_ratio() -> None:

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PROTOCOL = ROOT / "docs" / "protocol.md"
-CODE = sorted([*(ROOT / "execsvc").glob("*.py"), *(ROOT / "queue_tools").glob("*.py")])
+CODE = sorted([*(ROOT / "execsvc").rglob("*.py"), *(ROOT / "queue_tools").rglob("*.py")])
 # `docs/protocol.md, "Layout"` or `protocol.md, "JSON jobs", "Text jobs"`: the headings cited.
 CITATION = re.compile(r'protocol\.md,\s+((?:"[^"]+"(?:,\s*)?)+)')
 LINK = re.compile(r"\]\(((?:\.\./)?(?:docs/)?[\w.-]+\.md)#([\w-]+)\)")

@@ -79,7 +79,7 @@ def test_concurrent_producers_every_job_once_and_fifo_per_producer(
     assert len(runs) == len(set(runs)) == producers * each
     assert not os.listdir(queue_root / "pending")
     wait_until(lambda: not os.listdir(queue_root / "running"), what="running/ to empty")  # left just after the record
-    assert len(queue.list(JobState.COMPLETED)) == producers * each
+    assert len(queue.jobs(JobState.COMPLETED)) == producers * each
     if slots == 1:  # one at a time: the start order is the order each producer dropped its jobs
         for p in range(producers):
             mine = [job for job in runs if job.startswith(f"p{p}-")]

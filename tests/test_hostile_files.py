@@ -98,7 +98,7 @@ def test_a_fifo_at_the_finish_index_does_not_block_a_listing(queue_root: Path) -
     queue = JobQueue(queue_root)
     queue.submit({"command": "true"}, job_id="x")
     os.mkfifo(queue_root / "completed" / ".index")
-    assert queue.list("completed") == []  # answers at once (a plain open would wait for a writer)
+    assert queue.jobs("completed") == []  # answers at once (a plain open would wait for a writer)
 
 
 def test_a_fifo_at_daemon_log_or_worker_json_does_not_stop_the_start(queue_root: Path, start_worker: Start) -> None:

@@ -29,7 +29,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from execsvc import InvalidJobId, JobQueue, JobState, JobStatus
-from execsvc.layout import job_id_problem, sanitize_job_id
+from execsvc.protocol.layout import job_id_problem, sanitize_job_id
 from queue_tools.mcp_server import build_server
 
 Start = Callable[..., WorkerProcess]

@@ -16,12 +16,13 @@ import pytest
 from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
-from execsvc.errors import JobNotFound
-from execsvc.layout import MAX_JOB_ID_BYTES, job_id_problem, sanitize_job_id
-from execsvc.models import JobResult, SidecarRecord
+from execsvc.protocol.errors import JobNotFound
+from execsvc.protocol.layout import MAX_JOB_ID_BYTES, job_id_problem, sanitize_job_id
+from execsvc.protocol.models import JobResult, SidecarRecord
+from execsvc.protocol.readiness import CONFIRM_MISSING_AFTER_S
+from execsvc.protocol.scheduling import SchedulingFields
 from execsvc.retention import clean
-from execsvc.schedule import Schedule
-from execsvc.scheduler import CONFIRM_MISSING_AFTER_S, Scheduler
+from execsvc.scheduler import Scheduler
 
 Start = Callable[..., WorkerProcess]
 
@@ -153,7 +154,7 @@ def test_dependents_of_a_job_being_held_and_released_keep_waiting(queue_root: Pa
         toggler.join()
     queue.submit({"command": "true"}, job_id="last")  # seen after every child: their places are known
     wait_finished(queue_root, "last")
-    invalid = [info.job_id for info in queue.list(JobState.FAILED)]
+    invalid = [info.job_id for info in queue.jobs(JobState.FAILED)]
     assert invalid == [], f"dependents recorded although 'dep' was pending all along: {invalid}"
     assert "invalid" not in "".join(line for line in worker.lines if "child-" in line)
 
@@ -170,9 +171,9 @@ def test_the_scheduler_never_declares_a_dependency_missing_on_one_look() -> None
 
     scheduler = Scheduler(lookup)
     now = time.time()
-    scheduler.offer("child.json", "child", Schedule(after=("dep",)), 0, now)
-    scheduler.offer("orphan.json", "orphan", Schedule(after=("gone",)), 0, now)
-    scheduler.offer("later.json", "later", Schedule(after=("gone",), due_at=now + 3600), 0, now)
+    scheduler.offer("child.json", "child", SchedulingFields(after=("dep",)), 0, now)
+    scheduler.offer("orphan.json", "orphan", SchedulingFields(after=("gone",)), 0, now)
+    scheduler.offer("later.json", "later", SchedulingFields(after=("gone",), due_at=now + 3600), 0, now)
     assert looks == ["dep", "gone", "gone"] and scheduler.take_doomed() is None and scheduler.take_ready() is None
     assert scheduler.next_due_at() == now + CONFIRM_MISSING_AFTER_S
     scheduler.wake(now + CONFIRM_MISSING_AFTER_S)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from execsvc import WorkerConfig
-from execsvc.errors import InvalidJob
-from execsvc.jobfile import parse_json_job, read_job
+from execsvc.protocol.errors import InvalidJob
+from execsvc.protocol.jobfile import parse_json_job
+from execsvc.run_request import read_job
 
 CONFIG = WorkerConfig(default_timeout_s=300, max_timeout_s=600)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import EXECSVC, WorkerProcess, drop, wait_finished
 
-from execsvc import JobQueue, JobStatus, finish_index
-from execsvc.finish_index import INDEX_NAME
+from execsvc import JobQueue, JobStatus
+from execsvc.protocol import finish_index
+from execsvc.protocol.finish_index import INDEX_NAME
 from queue_tools import service
 
 Start = Callable[..., WorkerProcess]
@@ -108,7 +109,7 @@ def test_the_worker_applies_its_retention_at_start(queue_root: Path, start_worke
     age(queue_root / "completed" / "ancient.json", 10)
     worker = start_worker("--retention-days", "7")
     worker.wait_for_line("retention removed=1")
-    assert queue.list("completed") == []
+    assert queue.jobs("completed") == []
 
 
 def test_dry_run_prints_a_valid_unit_for_this_platform(queue_root: Path, tmp_path: Path) -> None:

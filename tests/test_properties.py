@@ -25,13 +25,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from execsvc import JobQueue, WorkerConfig
-from execsvc.errors import InvalidJob, JobIdTaken
-from execsvc.jobfile import parse_json_job, read_job, spec_if_valid
-from execsvc.layout import SIDECAR_SUFFIX, is_ignored_name, split_job_name
-from execsvc.models import JobStatus
 from execsvc.protocol import ClaimedJob
+from execsvc.protocol.errors import InvalidJob, JobIdTaken
+from execsvc.protocol.jobfile import parse_json_job, spec_if_valid
+from execsvc.protocol.layout import SIDECAR_SUFFIX, is_ignored_name, split_job_name
+from execsvc.protocol.models import JobStatus
 from execsvc.recovery import settle_running
 from execsvc.results import unstarted_result
+from execsvc.run_request import read_job
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -87,7 +88,7 @@ def _crash_on_unlink_in(folder: Path) -> Any:
             raise _Crash
         real(path, *args, **kwargs)
 
-    with mock.patch("execsvc.protocol.os.unlink", unlink):
+    with mock.patch("execsvc.protocol.store.os.unlink", unlink):
         yield
 
 

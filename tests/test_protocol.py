@@ -23,13 +23,12 @@ from execsvc import (
     JobSpec,
     JobState,
     JobStatus,
-    durable,
-    finish_index,
 )
-from execsvc.durable import move_no_replace, write_durable
-from execsvc.errors import UnsafeQueue
-from execsvc.finish_index import INDEX_NAME
-from execsvc.layout import QueueLayout, check_job_id, job_id_problem, sanitize_job_id, split_job_name
+from execsvc.protocol import durable, finish_index
+from execsvc.protocol.durable import move_no_replace, write_durable
+from execsvc.protocol.errors import UnsafeQueue
+from execsvc.protocol.finish_index import INDEX_NAME
+from execsvc.protocol.layout import QueueLayout, check_job_id, job_id_problem, sanitize_job_id, split_job_name
 from execsvc.recovery import settle_running
 from execsvc.runner import now
 
@@ -263,11 +262,11 @@ def test_list_pairs_sidecars_and_sorts_oldest_first(queue: JobQueue) -> None:
         queue.submit(JobSpec(command="true"), job_id=job_id)
     for age, job_id in enumerate(("c", "a", "b")):
         os.utime(queue.layout.pending / f"{job_id}.json", (1_000_000 + age, 1_000_000 + age))
-    assert [info.job_id for info in queue.list("pending")] == ["c", "a", "b"]
+    assert [info.job_id for info in queue.jobs("pending")] == ["c", "a", "b"]
     queue.submit_script("true\n", job_id="s")
     queue.finish(queue.claim("s.sh"), result_for("s"), None)
     queue.finish(queue.claim("a.json"), result_for("a"), JobSpec(command="true"))
-    listed = queue.list(JobState.COMPLETED)
+    listed = queue.jobs(JobState.COMPLETED)
     assert sorted(info.job_id for info in listed) == ["a", "s"]
     assert all(info.result is not None for info in listed)
 
@@ -366,7 +365,7 @@ def test_a_damaged_record_does_not_break_reading_the_others(queue: JobQueue) -> 
     queue.finish(queue.claim("good.json"), result_for("good"), JobSpec(command="true"))
     (queue.layout.completed / "bad.json").write_text(json.dumps({"command": "true", "result": {"status": "nonsense"}}))
     (queue.layout.completed / "garbage.json").write_text("{not json")
-    assert [info.job_id for info in queue.list("completed")] == ["good"]
+    assert [info.job_id for info in queue.jobs("completed")] == ["good"]
     with pytest.raises(JobNotFound):
         queue.get("bad")
 
@@ -433,4 +432,4 @@ def test_finished_listings_take_their_times_from_the_index_only_while_it_is_righ
     assert listed == {**by_stat, "a": 5}, "...but only for the same inode: b's line names another file"
     index.unlink()  # no index: every time from stat
     assert {e.job_id: e.mtime_ns for e in queue.entries("completed")} == by_stat
-    assert [info.job_id for info in queue.list("completed")] == sorted(by_stat, key=lambda job_id: by_stat[job_id])
+    assert [info.job_id for info in queue.jobs("completed")] == sorted(by_stat, key=lambda job_id: by_stat[job_id])

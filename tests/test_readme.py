@@ -99,7 +99,7 @@ def test_run_demo_puts_one_job_through(queue_root: Path, start_worker: Callable[
     info = wait_finished(queue_root, job_id)
     assert info.state is JobState.COMPLETED and info.result is not None
     assert info.result.stdout == "Hello, World!\n"
-    assert JobQueue(queue_root).list("completed")[0].job_id == job_id
+    assert JobQueue(queue_root).jobs("completed")[0].job_id == job_id
 
 
 def test_the_mcp_client_configuration_works_verbatim(

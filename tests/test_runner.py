@@ -11,7 +11,7 @@ import psutil
 import pytest
 from conftest import process_gone, wait_until
 
-from execsvc.jobfile import RunRequest
+from execsvc.run_request import RunRequest
 from execsvc.runner import JobProcess, SpawnError, find_job_processes, read_tail, signal_name, stop_processes
 
 

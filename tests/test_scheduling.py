@@ -425,7 +425,7 @@ def test_a_release_cut_short_by_a_crash_runs_once(queue_root: Path, tmp_path: Pa
 
 def test_peek_reads_scheduling_keys_however_they_are_written(tmp_path: Path) -> None:
     """The worker skips parsing jobs that cannot name a scheduling field; an escaped key still counts."""
-    from execsvc.schedule import PLAIN, peek
+    from execsvc.protocol.scheduling import PLAIN, peek
 
     plain, escaped = tmp_path / "plain.json", tmp_path / "escaped.json"
     plain.write_text('{"command": "true", "description": "priority 9"}')

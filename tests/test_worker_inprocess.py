@@ -13,7 +13,8 @@ import pytest
 from conftest import drop, run_until
 
 from execsvc import JobQueue, JobSpec, JobState, JobStatus, runner
-from execsvc.durable import write_durable
+from execsvc.protocol.durable import write_durable
+from execsvc.protocol.store import JobStore
 from execsvc.watch import InotifyFD
 from execsvc.worker import Worker
 
@@ -114,7 +115,7 @@ def test_a_job_that_cannot_be_settled_does_not_stop_the_worker(
             raise OSError(errno.EIO, "Input/output error", str(path))
         return settle(self, job_id, path)
 
-    monkeypatch.setattr(JobQueue, "settle_running", failing)
+    monkeypatch.setattr(JobStore, "settle_running", failing)
     worker = make_worker()
     after = queue.submit(JobSpec(command="true"))
     run_until(worker, lambda: queue.record_path(after) is not None)

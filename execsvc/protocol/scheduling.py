@@ -1,6 +1,6 @@
 """What a pending job's scheduling fields say, read without claiming it (docs/protocol.md, "Scheduling fields").
 
-A JSON job carries the fields (:class:`~execsvc.models.JobOptions`); a text
+A JSON job carries the fields (:class:`~execsvc.protocol.models.JobOptions`); a text
 job carries them in header comments at its top, one or more lines like::
 
     #!/bin/sh
@@ -36,7 +36,7 @@ _PEEK_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Schedule:
+class SchedulingFields:
     """A pending job's place in the order: ``due_at`` in seconds since the epoch (``None``: now).
 
     ``problem`` says why the job's scheduling fields are not valid (then every
@@ -52,7 +52,7 @@ class Schedule:
     problem: str | None = None
 
 
-PLAIN = Schedule()
+PLAIN = SchedulingFields()
 """The schedule of a job that names no scheduling field (or cannot be read: its claim says why)."""
 
 
@@ -61,7 +61,7 @@ def header_fields(data: bytes) -> dict[str, Any]:
 
     Header lines are comment lines at the top of the script (after an
     optional ``#!`` line); the first line that is not a comment ends the
-    header. Raises :class:`~execsvc.errors.InvalidJob` for a word that is not
+    header. Raises :class:`~execsvc.protocol.errors.InvalidJob` for a word that is not
     ``key=value`` or a line the shell could not split.
     """
     fields: dict[str, Any] = {}
@@ -98,7 +98,7 @@ def header_fields(data: bytes) -> dict[str, Any]:
 def text_options(data: bytes) -> JobOptions:
     """The :class:`JobOptions` of a text job (its header; numbers given as words are converted).
 
-    Raises :class:`~execsvc.errors.InvalidJob` saying which field is wrong.
+    Raises :class:`~execsvc.protocol.errors.InvalidJob` saying which field is wrong.
     """
     fields = header_fields(data)
     try:
@@ -107,9 +107,9 @@ def text_options(data: bytes) -> JobOptions:
         raise InvalidJob(f"the '# execsvc:' header is not valid: {validation_problems(exc)}") from exc
 
 
-def schedule_of(options: JobOptions, written_at: float) -> Schedule:
-    """The :class:`Schedule` that ``options`` give a job whose file was written at ``written_at``."""
-    return Schedule(
+def schedule_of(options: JobOptions, written_at: float) -> SchedulingFields:
+    """The :class:`SchedulingFields` that ``options`` give a job whose file was written at ``written_at``."""
+    return SchedulingFields(
         priority=options.priority,
         after=tuple(options.after or ()),
         after_mode=options.after_mode,
@@ -119,7 +119,7 @@ def schedule_of(options: JobOptions, written_at: float) -> Schedule:
     )
 
 
-def peek(path: Path | str, kind: JobKind, written_at: float) -> Schedule:
+def peek(path: Path | str, kind: JobKind, written_at: float) -> SchedulingFields:
     """The schedule of the pending job file at ``path`` (``written_at``: its mtime, in seconds).
 
     Never raises for the job's content: a file that cannot be read or whose
@@ -144,7 +144,7 @@ def peek_bytes(kind: JobKind) -> int:
     return _PEEK_MAX_BYTES + 1 if kind == "json" else _HEADER_MAX_BYTES
 
 
-def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> Schedule:
+def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> SchedulingFields:
     """The schedule a pending job's first :func:`peek_bytes` bytes give it (see :func:`peek`).
 
     Fields that are not valid give a schedule with only ``problem`` set."""
@@ -157,9 +157,9 @@ def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> 
             raw = json.loads(data) if _may_schedule(data) else None
             options = JobOptions.model_validate(raw) if isinstance(raw, dict) and _schedules(raw) else None
     except ValidationError as exc:
-        return Schedule(problem=validation_problems(exc))
+        return SchedulingFields(problem=validation_problems(exc))
     except InvalidJob as exc:
-        return Schedule(problem=str(exc))
+        return SchedulingFields(problem=str(exc))
     except (ValueError, RecursionError):  # not JSON, or nested too deep: refused when claimed, saying so
         return PLAIN
     return schedule_of(options, written_at) if options is not None else PLAIN

@@ -3,7 +3,7 @@
 A listing of finished jobs sorts them by when they finished, which is the
 modification time of each record: one ``stat`` per record, the most of a
 listing over 100,000 of them. Every record written through
-:meth:`~execsvc.protocol.JobQueue.finish` also appends one line here::
+:meth:`~execsvc.protocol.store.JobStore.finish` also appends one line here::
 
     <record mtime, ns since the epoch> <record inode> <job id>\\n
 
@@ -38,7 +38,7 @@ def append(folder: Path, job_id: str, record: os.stat_result) -> MovedAside | No
     """Note that ``job_id``'s record in ``folder`` is the file ``record`` (its ``stat``).
 
     Returns what was found at the index's name instead of a regular file and
-    moved aside (see :func:`~execsvc.durable.open_regular`), else ``None``.
+    moved aside (see :func:`~execsvc.protocol.durable.open_regular`), else ``None``.
     Never raises: an index that cannot be written only makes listings ``stat`` that record.
     """
     line = f"{record.st_mtime_ns} {record.st_ino} {job_id}\n".encode("utf-8", "surrogateescape")

@@ -4,7 +4,7 @@ One root, :class:`ExecsvcError`, with a few precise children, so a caller can
 catch everything from this package with one clause or pick the case it handles.
 The children defined elsewhere are :class:`~execsvc.config.ConfigError` and
 :class:`~execsvc.runner.SpawnError`. A failure of the file system itself stays
-an :class:`OSError` (so does :class:`~execsvc.durable.NotRegularFile`).
+an :class:`OSError` (so does :class:`~execsvc.protocol.durable.NotRegularFile`).
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ def test_queue_dir_of_status_sh_loads_no_job_model(tmp_path: Path) -> None:
 def test_bench_client_prints_every_command_with_its_ratio() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench.client", "--repeats", "1", "--jobs", "5"],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=120,

@@ -119,7 +119,7 @@ def test_ready_jobs_are_behind_higher_priority_then_older_ones() -> None:
 
 # ----- status.sh counts what the installed command counts ------------------------------------------
 
-STATUS = Path(__file__).resolve().parent.parent / "status.sh"
+STATUS = Path(__file__).resolve().parents[2] / "status.sh"
 
 
 def test_status_sh_counts_held_jobs_and_leaves_out_files_the_worker_refuses_as_the_api_does(

@@ -20,7 +20,7 @@ from execsvc.protocol.finish_index import INDEX_NAME
 from queue_tools import service
 
 Start = Callable[..., WorkerProcess]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def execsvc(queue_root: Path, *args: str) -> subprocess.CompletedProcess[str]:

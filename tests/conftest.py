@@ -1,4 +1,10 @@
-"""Shared fixtures: a real worker process on a tmp_path queue, and ways to drop jobs."""
+"""Shared fixtures: a real worker process on a tmp_path queue, and ways to drop jobs.
+
+Every test file lives in one of the layers below; its folder gives it the layer's marker
+(``pytest -m unit``), and the inner loop is ``pytest tests/unit tests/integration``
+(tests/README.md). ``from conftest import ...`` works from every folder: pyproject's
+``pythonpath`` puts tests/ on ``sys.path``.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +32,23 @@ from execsvc.worker import Worker
 # Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.
 os.environ["EXECSVC_CONFIG"] = "/nonexistent/execsvc-tests/config.toml"
 
+# tests/<layer>/: each folder's name is the marker its tests get (registered in pyproject.toml).
+LAYERS = ("unit", "integration", "e2e", "faults")
+
 BIN = Path(sys.executable).parent
 EXECSVC = BIN / "execsvc"
 START_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 30.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer; a test file outside the layers is a mistake."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        folder = item.path.resolve().relative_to(tests).parts[0]
+        if folder not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: test files live in tests/{{{','.join(LAYERS)}}}/, not {folder}")
+        item.add_marker(folder)
 
 
 def console_script(name: str) -> str:

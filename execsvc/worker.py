@@ -13,7 +13,7 @@ job's exit frees its slot in the loop itself, and the file events already
 waiting in the kernel are read before that slot is filled (FIFO holds with
 no rescan). Threads: a job thread per job being recorded (it waits until the
 job's claim is on disk, then writes the record); one flusher thread makes
-claims durable, many per fsync (:class:`~.durable.GroupFlusher`); hook
+claims durable, many per fsync (:class:`~.protocol.flusher.GroupFlusher`); hook
 threads; signal handlers only post a message. Where there are no pidfds
 (macOS, Linux before 5.3) a job thread also waits for its job's exit and posts
 it, and the loop then reads ``pending/`` itself before filling the slot
@@ -59,20 +59,12 @@ from .limits import describe, diagnose, is_empty
 from .policy import judge, result_roots
 from .protocol import ClaimedJob, JobStore, __version__
 from .protocol.defaults import QUEUE_ID_ENV
-from .protocol.durable import (
-    GroupFlusher,
-    MovedAside,
-    Snapshot,
-    install_lease_guard,
-    look_at_file,
-    open_regular,
-    read_regular_file,
-    read_unwritten,
-    write_durable,
-)
+from .protocol.durable import MovedAside, open_regular, read_regular_file, write_durable
 from .protocol.errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
+from .protocol.flusher import GroupFlusher
 from .protocol.jobfile import ClaimedFile, parse_json_job, submitted_by
 from .protocol.layout import is_ignored_name, split_job_name
+from .protocol.leases import Snapshot, install_lease_guard, look_at_file, read_unwritten
 from .protocol.models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
 from .protocol.readiness import Doomed
 from .protocol.scheduling import peek_bytes, schedule_from_head
@@ -877,7 +869,7 @@ class Worker:
         they were read (the ``fstat`` only while it is still the file in ``running/``: not after a
         private copy).
 
-        One open of the claimed file (:func:`~execsvc.protocol.durable.read_unwritten`):
+        One open of the claimed file (:func:`~execsvc.protocol.leases.read_unwritten`):
         its bytes, its ``fstat`` and whether a process has it open for
         writing. Being written, or not the file ``seen``: given back
         (:meth:`_give_back`), False. Other names: a private copy first (if

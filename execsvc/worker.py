@@ -55,6 +55,8 @@ from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
 from .hooks import HookStop, post_webhook, run_on_finish
 from .inbox import Inbox, Message, MessageKind
+from .job_logs import cut_log
+from .job_processes import find_job_processes, queue_identity
 from .limits import describe, diagnose, is_empty
 from .policy import judge, result_roots
 from .protocol import ClaimedJob, JobStore, __version__
@@ -68,25 +70,13 @@ from .protocol.leases import Snapshot, install_lease_guard, look_at_file, read_u
 from .protocol.models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
 from .protocol.readiness import Doomed
 from .protocol.scheduling import peek_bytes, schedule_from_head
+from .reaper import become_subreaper, orphans_of, reap_orphans
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
 from .run_request import RunRequest, read_job
-from .runner import (
-    ExitInfo,
-    JobProcess,
-    SpawnError,
-    StartDeferred,
-    become_subreaper,
-    cut_log,
-    find_job_processes,
-    keep_descriptors_from_jobs,
-    now,
-    orphans_of,
-    queue_identity,
-    reap_orphans,
-)
+from .runner import ExitInfo, JobProcess, SpawnError, StartDeferred, keep_descriptors_from_jobs, now
 from .scheduler import Scheduler
 from .watch import QueueWatch, open_watch
 from .webhook_policy import WebhookRule
@@ -228,7 +218,7 @@ class Worker:
     ) -> None:
         """``stderr_level``: the least ``logging`` level also written to stderr (``None``: nothing);
         ``daemon.log`` always gets every event. ``subreaper``: become the reaper of what jobs
-        leave behind (see :func:`~execsvc.runner.become_subreaper`); only for a process that
+        leave behind (see :func:`~execsvc.reaper.become_subreaper`); only for a process that
         owns all its children, as ``execsvc run`` does (every child it did not start is reaped)."""
         self.config = config or WorkerConfig()
         self.queue = JobStore(queue_dir, create=False)
@@ -255,7 +245,7 @@ class Worker:
         self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
         self._root_fd: int | None = None  # the queue root, flock'ed: see _acquire_lock
-        self._queue_id: str | None = None  # the root's identity (runner.queue_identity) once locked
+        self._queue_id: str | None = None  # the root's identity (job_processes.queue_identity) once locked
         self._folder_ids: dict[str, str] = {}  # pending/ and running/ as watched: their identities
         self._root_lost: str | None = None  # why the root is no longer the one served (records stop)
         self._folder_lost = False
@@ -1373,7 +1363,7 @@ class Worker:
         running, since leaving the group is how a job keeps a process on
         purpose (see :mod:`.runner`). Where the worker is a subreaper, such
         processes were re-parented to it, so it looks only at its own
-        children (:func:`~execsvc.runner.orphans_of`); elsewhere it reads
+        children (:func:`~execsvc.reaper.orphans_of`); elsewhere it reads
         every process's environment for the job id.
         """
         job_id = job.claimed.job_id

@@ -25,8 +25,8 @@ import pytest
 
 from execsvc import JobInfo, JobQueue, JobState, WorkerConfig
 from execsvc.daemonlog import EventLog
+from execsvc.job_processes import find_job_processes
 from execsvc.protocol.layout import split_job_name
-from execsvc.runner import find_job_processes
 from execsvc.worker import Worker
 
 # Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.

@@ -53,6 +53,7 @@ from filelock import FileLock, Timeout
 
 from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
+from .file_events import FileEvents, open_file_events
 from .hooks import HookStop, post_webhook, run_on_finish
 from .inbox import Inbox, Message, MessageKind
 from .job_logs import cut_log
@@ -78,7 +79,6 @@ from .retry import delay_s, next_attempt, should_retry
 from .run_request import RunRequest, read_job
 from .runner import ExitInfo, JobProcess, SpawnError, StartDeferred, keep_descriptors_from_jobs, now
 from .scheduler import Scheduler
-from .watch import QueueWatch, open_watch
 from .webhook_policy import WebhookRule
 
 _TEMP_MAX_AGE_S = 60.0
@@ -253,8 +253,8 @@ class Worker:
         self._subreaper = subreaper  # asked for; then whether it holds (become_subreaper)
         self._child_posted = False  # a SIGCHLD waits in the inbox (they are coalesced)
         self._claim_flusher: GroupFlusher | None = None
-        self._queue_watch: QueueWatch | None = None
-        self._watch_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
+        self._file_events: FileEvents | None = None
+        self._events_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
         self._log: EventLog | None = None
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
@@ -329,26 +329,26 @@ class Worker:
             install_lease_guard()
             self._install_signal_handlers()
         try:
-            self._queue_watch = open_watch(
+            self._file_events = open_file_events(
                 str(self.layout.pending),
                 str(self.layout.running),
                 self._inbox,
                 _AwaitedOrRunning(self._scheduler.watched_ids, self._active.keys()),
                 root=str(self.layout.root),
             )
-            self._queue_watch.start(own_thread=False)
+            self._file_events.start(own_thread=False)
         except OSError as exc:
-            self._queue_watch = None
+            self._file_events = None
             self.log.error("cannot_watch", folder=str(self.layout.root), error=str(exc))
             raise WatchFailed(
                 f"cannot watch {self.layout.pending} and {self.layout.running}: {exc}. On Linux, raise the inotify "
                 "limits (sysctl fs.inotify.max_user_instances / fs.inotify.max_user_watches)"
             ) from exc
-        watch_fd = self._queue_watch.fileno()
-        if watch_fd is not None:
-            self._selector.register(watch_fd, selectors.EVENT_READ, self._queue_watch)
-            self._watch_poll = select.poll()  # asked without waiting when a slot frees: _events_waiting
-            self._watch_poll.register(watch_fd, select.POLLIN)
+        events_fd = self._file_events.fileno()
+        if events_fd is not None:
+            self._selector.register(events_fd, selectors.EVENT_READ, self._file_events)
+            self._events_poll = select.poll()  # asked without waiting when a slot frees: _events_waiting
+            self._events_poll.register(events_fd, select.POLLIN)
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
         self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
@@ -372,7 +372,7 @@ class Worker:
             if isinstance(key.data, str):  # a job's pidfd: its main process exited
                 self._guarded(self._on_exit, key.data, job=key.data)
                 exited = True
-            elif key.data is not None:  # the file events, read here (see open_watch)
+            elif key.data is not None:  # the file events, read here (see open_file_events)
                 events = True
             else:  # the inbox
                 woken = True
@@ -394,8 +394,8 @@ class Worker:
         Jobs still running here (the loop ended on an unexpected error) are killed
         and recorded as ``interrupted``, so that this never waits forever.
         """
-        if self._queue_watch is not None:
-            self._queue_watch.stop()
+        if self._file_events is not None:
+            self._file_events.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
             for job in self._active.values():  # reaped and recorded by job threads, which block
@@ -681,11 +681,11 @@ class Worker:
 
     def _events_waiting(self) -> bool:
         """Whether file events wait to be read by the loop (never blocks)."""
-        return self._watch_poll is not None and bool(self._watch_poll.poll(0))
+        return self._events_poll is not None and bool(self._events_poll.poll(0))
 
     def _read_events(self) -> None:
-        assert self._queue_watch is not None
-        self._queue_watch.read()
+        assert self._file_events is not None
+        self._file_events.read()
 
     def _rescan_all(self) -> None:
         """Read pending/, the cancel requests and the dependencies, in case a file event was lost."""

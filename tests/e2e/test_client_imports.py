@@ -41,7 +41,7 @@ NEVER_ON_THE_CLIENT_PATH = (
     "execsvc.worker",
     "execsvc.runner",
     "execsvc.hooks",
-    "execsvc.watch",
+    "execsvc.file_events",
     "queue_tools.mcp_server",
 )
 """Modules of the worker, the watchers, the MCP server and the tables: none is needed to hand a job

@@ -401,7 +401,7 @@ class Worker:
             for job in self._active.values():  # reaped and recorded by job threads, which block
                 if job.process.pidfd is not None:
                     self._selector.unregister(job.process.pidfd)
-                    self._waiters.submit(self._watch, job)
+                    self._waiters.submit(self._wait_for_exit, job)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
         self._hook_stop.set()  # hooks still queued or running (only after an internal error) are abandoned
@@ -756,7 +756,7 @@ class Worker:
         private copy (:meth:`JobStore.unshare`).
 
         The claim is made durable by the flusher thread while the job starts
-        (the job's own thread waits for it before the record, see :meth:`_watch`),
+        (the job's own thread waits for it before the record, see :meth:`_wait_for_exit`),
         and the ``claimed``/``started`` lines are written after the spawn, so
         neither an fsync nor a log write delays the job.
         """
@@ -831,11 +831,11 @@ class Worker:
             try:
                 self._selector.register(process.pidfd, selectors.EVENT_READ, job_id)
             except (OSError, ValueError) as exc:  # never seen; else its exit would go unnoticed
-                self.log.warning("watched_by_thread", job_id, reason=f"the loop cannot wait on its pidfd: {exc!r}")
+                self.log.warning("exit_waited_by_thread", job_id, reason=f"the loop cannot wait on its pidfd: {exc!r}")
                 os.close(process.pidfd)
                 process.pidfd = None
         if process.pidfd is None:
-            self._waiters.submit(self._watch, job)
+            self._waiters.submit(self._wait_for_exit, job)
         self._schedule(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.watched:
             self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
@@ -1148,7 +1148,7 @@ class Worker:
             self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
         self._record(job, exit_info)
 
-    def _watch(self, job: _ActiveJob) -> None:
+    def _wait_for_exit(self, job: _ActiveJob) -> None:
         """In a job thread, where jobs have no pidfd: wait for the exit, free the slot, record it."""
         try:
             exit_info = job.process.wait()

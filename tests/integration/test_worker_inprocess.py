@@ -184,7 +184,7 @@ def test_a_pidfd_the_loop_cannot_wait_on_is_watched_by_a_job_thread(
     ids = [queue.submit(JobSpec(command="true"), job_id=f"t{n}") for n in range(2)]
     run_until(worker, finished(worker, *ids))
     assert all(queue.get(job_id).status is JobStatus.COMPLETED for job_id in ids)
-    assert worker.layout.daemon_log.read_text().count("watched_by_thread") == 2
+    assert worker.layout.daemon_log.read_text().count("exit_waited_by_thread") == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open") or InotifyFD is None, reason="needs Linux pidfds and inotify")

@@ -63,7 +63,7 @@ class RunRequest:
     claimed: ClaimedFile | None = field(default=None, compare=False, repr=False)  # the job file as it was read
 
     @property
-    def watched(self) -> bool:
+    def polls_limits(self) -> bool:
         """Whether the worker must check the job while it runs (``processes`` or ``output_bytes``)."""
         return self.limits.processes is not None or self.limits.output_bytes is not None
 

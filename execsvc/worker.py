@@ -837,7 +837,7 @@ class Worker:
         if process.pidfd is None:
             self._waiters.submit(self._wait_for_exit, job)
         self._schedule(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
-        if request.watched:
+        if request.polls_limits:
             self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)

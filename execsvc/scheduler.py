@@ -68,7 +68,7 @@ class Scheduler:
         self._generations = itertools.count(1)
 
     @property
-    def watched_ids(self) -> KeysView[str]:
+    def depended_on_ids(self) -> KeysView[str]:
         """Ids that waiting jobs depend on (a live view; ``in`` is safe from the file-event thread)."""
         return self._dependents.keys()
 

@@ -333,7 +333,7 @@ class Worker:
                 str(self.layout.pending),
                 str(self.layout.running),
                 self._inbox,
-                _AwaitedOrRunning(self._scheduler.watched_ids, self._active.keys()),
+                _AwaitedOrRunning(self._scheduler.depended_on_ids, self._active.keys()),
                 root=str(self.layout.root),
             )
             self._file_events.start(own_thread=False)
@@ -1124,7 +1124,7 @@ class Worker:
             or self._stopping
             or self._paused is not None
             or self._recording >= self._max_recording
-            or bool(self._scheduler.watched_ids)
+            or bool(self._scheduler.depended_on_ids)
         )
 
     def _post_recorded(self, job_id: str) -> None:

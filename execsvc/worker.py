@@ -351,10 +351,10 @@ class Worker:
             self._events_poll.register(events_fd, select.POLLIN)
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
-        self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
-        self._schedule(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
+        self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+        self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
         if self.config.retention_days is not None:
-            self._schedule(0, DeadlineAction.RETENTION, "")
+            self._set_deadline(0, DeadlineAction.RETENTION, "")
         self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
 
     def loop(self) -> bool:
@@ -582,7 +582,7 @@ class Worker:
             self.log.info(
                 "worker_stopping", signal=name, running=len(self._active), drain_timeout_s=self.config.drain_timeout_s
             )
-            self._schedule(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
+            self._set_deadline(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
         elif not self._forced:
             self._forced = True
             self._give_up.set()
@@ -636,7 +636,7 @@ class Worker:
         # writes one, so the look is skipped when none is, as for every file at start-up).
         if self._recording and os.path.lexists(f"{self._running_dir}/{name}"):
             self._candidates[name] = _Candidate(False, seen)
-            self._schedule(0.005, DeadlineAction.RECHECK, name)
+            self._set_deadline(0.005, DeadlineAction.RECHECK, name)
             return
         self._candidates[name] = _Candidate(True, seen)
         schedule = schedule_from_head(head, kind, info.st_mtime)
@@ -662,7 +662,7 @@ class Worker:
                 return True
             except InvalidJob:
                 pass
-        self._schedule(self.config.settle_s - quiet_for + 0.01, DeadlineAction.RECHECK, name)
+        self._set_deadline(self.config.settle_s - quiet_for + 0.01, DeadlineAction.RECHECK, name)
         return False
 
     def _catch_up(self) -> None:
@@ -836,9 +836,9 @@ class Worker:
                 process.pidfd = None
         if process.pidfd is None:
             self._waiters.submit(self._wait_for_exit, job)
-        self._schedule(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
+        self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.polls_limits:
-            self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
+            self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
@@ -923,7 +923,7 @@ class Worker:
         self.log.info("claim_returned", file=name, reason=f"{reason}; it stays pending and is looked at again")
         self._candidates[name] = _Candidate(False, _UNSEEN)
         if not snapshot.writing:
-            self._schedule(0, DeadlineAction.RECHECK, name)
+            self._set_deadline(0, DeadlineAction.RECHECK, name)
 
     def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest | None, reason: str) -> None:
         """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`,
@@ -955,7 +955,7 @@ class Worker:
                 "inodes, or fix logs/); the worker retries by itself",
             )
         self._starts_paused = reason
-        self._schedule(self._start_retry_s, DeadlineAction.RESUME_STARTS, "")
+        self._set_deadline(self._start_retry_s, DeadlineAction.RESUME_STARTS, "")
         self._start_retry_s = min(self._start_retry_s * 2, _START_RETRY_MAX_S)
 
     def _not_started(
@@ -1385,7 +1385,7 @@ class Worker:
 
     # ----- deadlines ------------------------------------------------------------------
 
-    def _schedule(self, delay_s: float, action: DeadlineAction, key: str, job: _ActiveJob | None = None) -> None:
+    def _set_deadline(self, delay_s: float, action: DeadlineAction, key: str, job: _ActiveJob | None = None) -> None:
         """Do ``action`` for ``key`` in ``delay_s`` seconds; a job's deadline names its attempt (``job``)."""
         attempt = job.attempt if job is not None else 0
         heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key, attempt))
@@ -1434,7 +1434,7 @@ class Worker:
         elif limits.output_bytes is not None and max(job.process.output_sizes()) > limits.output_bytes:
             exceeded = "output_bytes"
         if exceeded is None:
-            self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job.claimed.job_id, job)
+            self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job.claimed.job_id, job)
             return
         job.stop_status, job.limit_exceeded = JobStatus.FAILED, exceeded
         job.stop_error = f"the job went beyond {describe(exceeded, limits)}; its process group got SIGKILL"
@@ -1473,13 +1473,13 @@ class Worker:
                     if self._subreaper:
                         reap_orphans()
                     self._rescan_all()
-                    self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+                    self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
                 case DeadlineAction.QUEUE_CHECK:
                     self._check_queue()
                     if self._root_lost is None:
-                        self._schedule(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
+                        self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
                 case DeadlineAction.RETENTION:
-                    self._schedule(_RETENTION_EVERY_S, DeadlineAction.RETENTION, "")
+                    self._set_deadline(_RETENTION_EVERY_S, DeadlineAction.RETENTION, "")
                     self._apply_retention()
                 case DeadlineAction.DRAIN:
                     self._give_up.set()  # a record still being retried is left for the next start
@@ -1507,7 +1507,7 @@ class Worker:
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
-            self._schedule(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)
+            self._set_deadline(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)
 
     def _interrupt_all(self, reason: str, sig: signal.Signals) -> None:
         for job in self._active.values():
@@ -1662,4 +1662,4 @@ class Worker:
             )
             if not self._stopping:
                 self._stopping = True
-                self._schedule(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
+                self._set_deadline(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")

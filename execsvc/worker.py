@@ -70,7 +70,7 @@ from .protocol.layout import is_ignored_name, split_job_name
 from .protocol.leases import Snapshot, install_lease_guard, look_at_file, read_unwritten
 from .protocol.models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
 from .protocol.readiness import Doomed
-from .protocol.scheduling import peek_bytes, schedule_from_head
+from .protocol.scheduling import fields_from_head, peek_bytes
 from .reaper import become_subreaper, orphans_of, reap_orphans
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
@@ -599,7 +599,7 @@ class Worker:
 
         On the path of every job (and of every file at start-up): plain string
         paths, and one open of the file both to ask whether it is still being
-        written and to read what its schedule needs. The candidate keeps which
+        written and to read what its scheduling fields need. The candidate keeps which
         file that was (``seen``); a second event for a ready file is skipped
         unless the name now holds another file or the file changed.
         """
@@ -639,8 +639,8 @@ class Worker:
             self._set_deadline(0.005, DeadlineAction.RECHECK, name)
             return
         self._candidates[name] = _Candidate(True, seen)
-        schedule = schedule_from_head(head, kind, info.st_mtime)
-        self._scheduler.offer(name, stem, schedule, info.st_mtime_ns, time.time())
+        fields = fields_from_head(head, kind, info.st_mtime)
+        self._scheduler.offer(name, stem, fields, info.st_mtime_ns, time.time())
 
     def _forget(self, name: str) -> None:
         """``pending/<name>`` is gone (claimed, held, cancelled or removed)."""
@@ -750,7 +750,7 @@ class Worker:
 
         What is claimed is checked in the one open that reads it
         (:meth:`_check_claim`): a file that is being written, or that is
-        not the file ``seen`` when its schedule was read (rewritten in place,
+        not the file ``seen`` when its scheduling fields were read (rewritten in place,
         replaced by a rename), goes back to ``pending/`` unstarted and is
         looked at again; a file with other names (hard links) runs from a
         private copy (:meth:`JobStore.unshare`).
@@ -896,7 +896,7 @@ class Worker:
         return True, snapshot.data, snapshot.info
 
     def _give_back(self, name: str, claimed: ClaimedJob, snapshot: Snapshot) -> None:
-        """The claimed file is being written, or is not the file whose schedule was read: undo the
+        """The claimed file is being written, or is not the file whose scheduling fields were read: undo the
         claim (it has not started) and look at ``pending/<name>`` again, as a new file.
 
         A file being written is looked at again when its writer closes it (the

@@ -48,7 +48,7 @@ from .inbox import Message, MessageKind
 from .protocol.layout import CANCEL_PREFIX, split_job_name
 
 
-class Inbox(Protocol):
+class MessageSink(Protocol):
     """Where events are posted as ``(kind, value)`` (the worker's :class:`~.inbox.Inbox`, or a ``SimpleQueue``)."""
 
     def put(self, item: Message, /) -> None:
@@ -84,7 +84,7 @@ class FileEvents(Protocol):
 def open_file_events(
     pending: str,
     running: str,
-    inbox: Inbox,
+    inbox: MessageSink,
     awaited: Container[str] = (),
     *,
     direct: bool | None = None,
@@ -104,7 +104,7 @@ def open_file_events(
     return ObserverEvents(pending, running, inbox, awaited)
 
 
-def _left_running(name: str, awaited: Container[str], inbox: Inbox) -> None:
+def _left_running(name: str, awaited: Container[str], inbox: MessageSink) -> None:
     job_id = split_job_name(name)[0]
     if job_id in awaited:
         inbox.put((MessageKind.LEFT_RUNNING, job_id))
@@ -113,7 +113,7 @@ def _left_running(name: str, awaited: Container[str], inbox: Inbox) -> None:
 class _PendingCallback:
     """watchdog's ``WatchCallback`` for ``pending/``: posts every name the kernel reports."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: MessageSink) -> None:
         self._inbox = inbox
 
     def on_event(self, event: InotifyEvent) -> None:
@@ -132,7 +132,7 @@ class _PendingCallback:
 class _RunningCallback(_PendingCallback):
     """watchdog's ``WatchCallback`` for ``running/``: cancel requests, and awaited jobs leaving."""
 
-    def __init__(self, inbox: Inbox, awaited: Container[str]) -> None:
+    def __init__(self, inbox: MessageSink, awaited: Container[str]) -> None:
         super().__init__(inbox)
         self._awaited = awaited
 
@@ -187,7 +187,7 @@ class DirectInotifyEvents:
     """Callbacks on a private watchdog ``InotifyFD`` (Linux): read in the caller's loop, or by one thread."""
 
     def __init__(
-        self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = (), *, root: str | None = None
+        self, pending: str, running: str, inbox: MessageSink, awaited: Container[str] = (), *, root: str | None = None
     ) -> None:
         self._folders = (pending, running)
         self._root = root
@@ -256,7 +256,7 @@ class DirectInotifyEvents:
 
 
 class _PendingEvents(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: MessageSink) -> None:
         self._inbox = inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -266,7 +266,7 @@ class _PendingEvents(FileSystemEventHandler):
 
 
 class _CancelEvents(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox, awaited: Container[str]) -> None:
+    def __init__(self, inbox: MessageSink, awaited: Container[str]) -> None:
         self._inbox = inbox
         self._awaited = awaited
 
@@ -282,7 +282,7 @@ class _CancelEvents(FileSystemEventHandler):
 class ObserverEvents:
     """A watchdog ``Observer`` (FSEvents, kqueue or inotify) with one handler per folder."""
 
-    def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
+    def __init__(self, pending: str, running: str, inbox: MessageSink, awaited: Container[str] = ()) -> None:
         from .protocol.changes import quiet_observer_stop
 
         quiet_observer_stop()

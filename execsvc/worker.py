@@ -6,7 +6,7 @@ until it returns False, then :meth:`Worker.shutdown`; ``execsvc run``
 (:func:`execsvc.cli.run`) is that life cycle.
 
 The loop waits in one ``selectors`` call on three kinds of descriptor: the
-inotify descriptor of watchdog's wrapper (read right there, see :mod:`.watch`),
+inotify descriptor of watchdog's wrapper (read right there, see :mod:`.file_events`),
 a pidfd per running job (readable when its main process exits), and the
 :class:`~.inbox.Inbox` pipe that other threads post messages through. So a
 job's exit frees its slot in the loop itself, and the file events already

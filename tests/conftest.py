@@ -217,6 +217,31 @@ def daemon_log(queue_root: Path) -> str:
     return (queue_root / "daemon.log").read_text()
 
 
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec", "os.system", "os.spawn"})
+_refuse_processes: list[str] = []  # the unit test running now, while one runs
+
+
+def _no_process_in_a_unit_test(event: str, _args: tuple[Any, ...]) -> None:
+    if _refuse_processes and event in _PROCESS_EVENTS:
+        raise RuntimeError(f"{_refuse_processes[0]} is a unit test: it may start no process ({event}); move it")
+
+
+sys.addaudithook(_no_process_in_a_unit_test)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """tests/unit/ starts no process: the interpreter's audit events refuse one while a unit test runs."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    _refuse_processes.append(request.node.nodeid)
+    try:
+        yield
+    finally:
+        _refuse_processes.clear()
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """As watchdog's own tests do: a test may not leave threads running."""

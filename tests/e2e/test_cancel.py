@@ -1,5 +1,5 @@
-"""Cancelling (docs/protocol.md, "Timeouts and cancelling"): a pending job is removed, a running one stopped. Cancelling a
-pending job without a worker: tests/unit/test_cancel_pending.py."""
+"""Cancelling (docs/protocol.md, "Timeouts and cancelling"): a pending job is removed, a running one stopped.
+Cancelling a pending job without a worker: tests/unit/test_cancel_pending.py."""
 
 from __future__ import annotations
 

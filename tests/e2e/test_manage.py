@@ -1,5 +1,5 @@
-"""execsvc cancel / retry / clean, the worker's retention, and the launchd / systemd service files. The service files
-themselves, without a service manager: tests/unit/test_service_files.py."""
+"""execsvc cancel / retry / clean, the worker's retention, and the launchd / systemd service files.
+The service files themselves, without a service manager: tests/unit/test_service_files.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``execsvc`` command: ``run`` (the worker), ``submit``, ``mcp``; job and service commands in :mod:`.cli_manage`.
 
 The queue root comes from ``--queue-dir``, else ``$EXECSVC_QUEUE_DIR``, else
-the platform's user data dir (see :func:`execsvc.config.default_queue_dir`).
+the platform's user data dir (see :func:`execsvc.protocol.defaults.default_queue_dir`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ example::
     2026-11-21T10:14:00.123+00:00 INFO finished job=hello status=completed exit_code=0 duration_s=0.004
 
 Values with spaces, quotes or characters that act on a terminal are JSON-quoted,
-those characters as ``\\u`` escapes (:mod:`.logline`), so each event is one line that
+those characters as ``\\u`` escapes (:mod:`.protocol.logline`), so each event is one line that
 ``grep`` and ``cut`` can take apart and ``tail`` can show safely. The file rotates by size
 (``daemon.log.1`` ... ``daemon.log.N``) so it never fills the disk.
 """

@@ -216,16 +216,16 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule, stop:
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     sock = _connect(host, port, timeout_s, rule)
-    watch = sock.dup()  # the same socket, whatever wraps it (TLS): shut down when the time is up
+    stoppable = sock.dup()  # the same socket, whatever wraps it (TLS): shut down when the time is up
     expired = threading.Event()
 
     def hang_up() -> None:
         expired.set()
         with contextlib.suppress(OSError):
-            watch.shutdown(socket.SHUT_RDWR)
+            stoppable.shutdown(socket.SHUT_RDWR)
 
-    if not stop._add(watch):
-        watch.close()
+    if not stop._add(stoppable):
+        stoppable.close()
         sock.close()
         raise ConnectionAbortedError("the worker is stopping")
     deadline = threading.Timer(timeout_s, hang_up)
@@ -249,9 +249,9 @@ def _post_once(url: str, body: bytes, timeout_s: float, rule: WebhookRule, stop:
         if not expired.is_set():  # else the headers were cut short: an end of file ends them too
             return status
     finally:
-        stop._discard(watch)
+        stop._discard(stoppable)
         deadline.cancel()
-        watch.close()
+        stoppable.close()
         sock.close()
     raise TimeoutError(f"no whole answer within {timeout_s:g} s (webhook_timeout_s)")
 

@@ -9,7 +9,7 @@ The worker is a threaded process, so it never sets limits in a ``preexec_fn``
   execs the job: nothing of the job runs before they are in force, and every
   process it starts inherits them. Where ``prlimit`` is missing (macOS), a job
   that needs one of these is refused with the reason.
-- ``processes`` and ``output_bytes`` are watched by the worker while the job
+- ``processes`` and ``output_bytes`` are polled by the worker while the job
   runs (every ``limit_check_interval_s``): the job's process group is
   counted, and the size of its two logs read. Past a limit the job is stopped
   and recorded ``failed`` naming it; its log is cut at ``output_bytes``.

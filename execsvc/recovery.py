@@ -9,7 +9,7 @@ Only a worker that holds the queue runs this (after
 :meth:`~execsvc.worker.Worker._acquire_lock`: a lock on the root's inode, and
 no live worker named by ``worker.json``), so no live worker serves this queue:
 every job in ``running/`` is a dead worker's, and the processes stopped are
-those of this queue's jobs by its identity (:func:`~execsvc.runner.find_job_processes`),
+those of this queue's jobs by its identity (:func:`~execsvc.job_processes.find_job_processes`),
 whatever path the dead worker reached it by.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import psutil
 
 from .daemonlog import EventLog
+from .job_processes import find_job_processes, stop_processes
 from .protocol import ClaimedJob, JobStore
 from .protocol.jobfile import spec_if_valid
 from .protocol.layout import split_job_name
 from .protocol.models import JobStatus, WorkerInfo
 from .results import build_result
-from .runner import find_job_processes, stop_processes
 
 
 def settle_running(

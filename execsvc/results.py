@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .job_logs import read_tail
 from .policy import write_result_file
 from .protocol import ClaimedJob
 from .protocol.jobfile import submitted_by
 from .protocol.layout import QueueLayout
 from .protocol.models import JobResult, JobSpec, JobStatus
 from .run_request import RunRequest
-from .runner import ExitInfo, now, read_tail, signal_name
+from .runner import ExitInfo, now, signal_name
 
 
 def status_of_exit(returncode: int) -> tuple[JobStatus, str | None]:

@@ -63,7 +63,7 @@ class RunRequest:
     claimed: ClaimedFile | None = field(default=None, compare=False, repr=False)  # the job file as it was read
 
     @property
-    def watched(self) -> bool:
+    def polls_limits(self) -> bool:
         """Whether the worker must check the job while it runs (``processes`` or ``output_bytes``)."""
         return self.limits.processes is not None or self.limits.output_bytes is not None
 
@@ -86,7 +86,7 @@ def read_job(
     job's own ``env`` over it; its working directory defaults to ``home``
     (default: the user's home). A worker passes both once, from its start,
     and ``data``, the file's bytes, when it has read them already (see
-    :func:`~execsvc.protocol.durable.read_unwritten`), with ``info``, the ``fstat`` of
+    :func:`~execsvc.protocol.leases.read_unwritten`), with ``info``, the ``fstat`` of
     the file those bytes came from, when it is still the file at ``path``;
     else the file is read (and looked up) here. Raises :class:`InvalidJob`
     for anything that is not a runnable job: not a regular file, an unknown

@@ -14,30 +14,21 @@ group gets SIGTERM, then SIGKILL after the grace period, as systemd does for
 a unit's control group: a finished job leaves nothing behind. A job that must
 leave a process running starts it in a session of its own (``setsid``).
 
-``execsvc run`` makes the worker a child subreaper (:func:`become_subreaper`,
-Linux ``prctl(PR_SET_CHILD_SUBREAPER)``; a worker that is PID 1 is one by
-nature): every process a job leaves behind is re-parented to the worker, not
-to init. The worker then reaps what it inherits (:func:`reap_orphans`, at
-the loop's next step after a SIGCHLD, and while a job thread waits for a job's
-process group to empty), so their zombies never keep a group "alive", and it
-sees cheaply, by its own children, which processes of a job left the job's
-process group (:func:`orphans_of`).
-The processes this module starts itself (jobs, hooks) are told apart from
-inherited ones by a registry filled under a lock at the spawn, so the reaper
-never takes the exit status a job's own wait is for.
+Processes a job leaves behind outside its group are re-parented to the worker and reaped by
+:mod:`execsvc.reaper`; the processes this module starts itself (jobs, hooks) are registered
+there under its lock at the spawn, so the reaper never takes the exit status a job's own
+wait is for. A job's logs are read back by :mod:`execsvc.job_logs`; its processes, wherever
+they went, are found by :mod:`execsvc.job_processes`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import shutil
 import signal
-import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,9 +40,9 @@ from typing import IO
 import psutil
 
 from .limits import prlimit_prefix
-from .protocol.defaults import JOB_ID_ENV, QUEUE_DIR_ENV, QUEUE_ID_ENV
 from .protocol.durable import MovedAside, open_regular
 from .protocol.errors import ExecsvcError
+from .reaper import _children_lock, _own_children, reap_orphans, reaps_orphans
 from .run_request import RunRequest
 
 
@@ -78,15 +69,6 @@ class ExitInfo:
     ended_at: datetime
     duration_s: float
     leftovers_stopped: bool
-
-
-@dataclass(frozen=True)
-class OutputTail:
-    """The last bytes of one output stream, decoded; ``size_bytes`` is the whole stream's size."""
-
-    text: str
-    truncated: bool
-    size_bytes: int
 
 
 def now() -> datetime:
@@ -321,117 +303,6 @@ class JobProcess:
         return exit_info
 
 
-def read_tail(path: Path, max_bytes: int) -> OutputTail:
-    """The last ``max_bytes`` of a log file, as UTF-8 text with invalid bytes replaced.
-
-    A cut that falls inside a multi-byte character skips that character's
-    remaining bytes. A missing file reads as empty, and so does anything not a
-    regular file (never followed if a link, never waited on if a FIFO).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (FileNotFoundError, IsADirectoryError):
-        return OutputTail("", False, 0)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENODEV):
-            return OutputTail("", False, 0)
-        raise
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return OutputTail("", False, 0)
-        size = info.st_size
-        start = max(0, size - max_bytes)
-        data = os.pread(fd, size - start, start) if size else b""
-    finally:
-        os.close(fd)
-    if start:
-        skip = 0
-        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:
-            skip += 1
-        data = data[skip:]
-    return OutputTail(data.decode("utf-8", errors="replace"), start > 0, size)
-
-
-def queue_identity(root: str | os.PathLike[str]) -> str:
-    """The identity of the directory at ``root``: ``"<st_dev>:<st_ino>"`` (symbolic links
-    followed). The same for every path that reaches it (a bind mount, a link); another for a
-    directory that replaced it. Raises :class:`OSError` when ``root`` cannot be looked at."""
-    info = os.stat(root)
-    return f"{info.st_dev}:{info.st_ino}"
-
-
-def cut_log(path: Path, max_bytes: int) -> None:
-    """Cut the log at ``path`` to at most ``max_bytes``; a missing log, or anything not a regular
-    file there (never followed, never waited on), is left alone."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
-            os.ftruncate(fd, max_bytes)
-    finally:
-        os.close(fd)
-
-
-def find_job_processes(queue_root: Path, job_ids: set[str]) -> dict[str, list[psutil.Process]]:
-    """Processes of this user still running for the given jobs of this queue.
-
-    Found by the ``EXECSVC_JOB_ID`` variable every job's environment carries
-    (so processes that left the job's process group are found too), and by the
-    queue's identity, not a path string: ``EXECSVC_QUEUE_ID`` equal to the
-    root's (see :func:`queue_identity`), or an ``EXECSVC_QUEUE_DIR`` that
-    names the same directory now. So a queue served through another path (a bind
-    mount, a symbolic link) finds its jobs' processes, and a directory that
-    replaced the root at the same path does not take another queue's. When
-    ``queue_root`` cannot be looked at, ``EXECSVC_QUEUE_DIR`` must equal it.
-    Processes whose environment cannot be read are skipped.
-    """
-    found: dict[str, list[psutil.Process]] = {}
-    try:
-        identity: str | None = queue_identity(queue_root)
-    except OSError:
-        identity = None
-    for proc in psutil.process_iter():
-        try:
-            env = proc.environ()
-        except (psutil.Error, OSError):
-            continue
-        job_id = env.get(JOB_ID_ENV)
-        if job_id in job_ids and _of_queue(env, queue_root, identity):
-            found.setdefault(job_id, []).append(proc)
-    return found
-
-
-def _of_queue(env: dict[str, str], queue_root: Path, identity: str | None) -> bool:
-    """Whether a job process's environment ``env`` says it belongs to the queue ``identity``."""
-    folder = env.get(QUEUE_DIR_ENV)
-    if identity is None:
-        return folder == str(queue_root)
-    if env.get(QUEUE_ID_ENV) == identity:
-        return True
-    if not folder:
-        return False
-    try:  # a job of an older worker (no EXECSVC_QUEUE_ID), or one whose own env changed it
-        return queue_identity(folder) == identity
-    except OSError:
-        return False
-
-
-def stop_processes(procs: list[psutil.Process], grace_s: float) -> None:
-    """SIGTERM each process, then SIGKILL whatever is still there after ``grace_s``."""
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
-
-
 def _stdin_file(data: bytes | None) -> IO[bytes] | None:
     """The job's stdin as an unlinked temporary file: no feeder thread, no pipe to fill."""
     if data is None:
@@ -511,109 +382,12 @@ def _wait_group_gone(pgid: int, grace_s: float) -> None:
     deadline = time.monotonic() + grace_s
     delay = 0.005
     while time.monotonic() < deadline:
-        if _reaping:
+        if reaps_orphans():
             reap_orphans()
         if not _group_alive(pgid):
             return
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-_children_lock = threading.Lock()  # held while a child is spawned and registered, and while orphans are reaped
-_own_children: set[int] = set()  # children this module started and reaps itself (jobs, hooks)
-_orphan_jobs: dict[int, str | None] = {}  # inherited children still unreaped: pid -> their EXECSVC_JOB_ID
-_reaping = False  # set by become_subreaper
-
-
-def become_subreaper() -> bool:
-    """Make this process the reaper of its descendants' orphans, and reap them from now on.
-
-    Linux: ``prctl(PR_SET_CHILD_SUBREAPER, 1)``; a process that is PID 1 (a
-    container without an init) is its namespace's reaper already. True when
-    either holds; False elsewhere (macOS: orphans go to launchd, which reaps
-    them). Only for a process that owns all its children, like ``execsvc
-    run``: :func:`reap_orphans` reaps every child not started by this module.
-    """
-    global _reaping
-    subreaper = os.getpid() == 1
-    if not subreaper and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    _reaping = subreaper
-    return subreaper
-
-
-def reaps_orphans() -> bool:
-    """Whether :func:`become_subreaper` succeeded: orphans come here and are reaped."""
-    return _reaping
-
-
-def reap_orphans() -> int:
-    """Reap every exited child this module did not start (orphans re-parented here); how many.
-
-    Never blocks, never reaps a job's or a hook's own process. Records the
-    ``EXECSVC_JOB_ID`` of each inherited child still running (for :func:`orphans_of`).
-    """
-    reaped = 0
-    with _children_lock:
-        children = _child_pids()
-        for pid in children - _own_children:
-            try:
-                done, _status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                _orphan_jobs.pop(pid, None)
-                reaped += 1
-            elif pid not in _orphan_jobs:
-                _orphan_jobs[pid] = _job_id_of(pid)
-        for pid in [pid for pid in _orphan_jobs if pid not in children]:
-            del _orphan_jobs[pid]
-    return reaped
-
-
-def orphans_of(job_id: str) -> list[psutil.Process]:
-    """The running processes of job ``job_id`` that this process inherited, and their descendants.
-
-    Only where it reaps orphans (:func:`become_subreaper`): once a job's main
-    process has exited and its process group was stopped, whatever of the job
-    still runs left the group, and was re-parented here. Cheap: no look at
-    processes that are not children of this one, unless such a process exists.
-    """
-    reap_orphans()
-    with _children_lock:
-        pids = [pid for pid, owner in _orphan_jobs.items() if owner == job_id]
-    found: list[psutil.Process] = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            found.append(proc)
-            found.extend(proc.children(recursive=True))
-    return found
-
-
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _child_pids() -> set[int]:
-    """This process's children. Orphans are re-parented to its main thread, whose
-    ``/proc/<pid>/task/<pid>/children`` lists them with the children it started itself;
-    the children of other threads (hooks) are registered in ``_own_children`` anyway."""
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as listing:
-            return {int(pid) for pid in listing.read().split()}
-    except OSError:
-        with contextlib.suppress(psutil.Error):
-            return {child.pid for child in psutil.Process().children()}
-        return set()
-
-
-def _job_id_of(pid: int) -> str | None:
-    try:
-        return psutil.Process(pid).environ().get(JOB_ID_ENV)
-    except (psutil.Error, OSError):
-        return None
 
 
 def _describe_spawn_error(program: str, exc: OSError) -> str:

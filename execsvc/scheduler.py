@@ -47,7 +47,7 @@ from .protocol.scheduling import SchedulingFields
 @dataclass
 class _Entry:
     job_id: str
-    schedule: SchedulingFields
+    fields: SchedulingFields
     mtime_ns: int
     generation: int
     waiting_for: set[str] = field(default_factory=set)
@@ -68,17 +68,17 @@ class Scheduler:
         self._generations = itertools.count(1)
 
     @property
-    def watched_ids(self) -> KeysView[str]:
+    def depended_on_ids(self) -> KeysView[str]:
         """Ids that waiting jobs depend on (a live view; ``in`` is safe from the file-event thread)."""
         return self._dependents.keys()
 
-    def offer(self, name: str, job_id: str, schedule: SchedulingFields, mtime_ns: int, now: float) -> None:
+    def offer(self, name: str, job_id: str, fields: SchedulingFields, mtime_ns: int, now: float) -> None:
         """A complete job file in ``pending/``: place it (again, if it was known)."""
         self.forget(name)
-        entry = _Entry(job_id, schedule, mtime_ns, next(self._generations))
+        entry = _Entry(job_id, fields, mtime_ns, next(self._generations))
         self._entries[name] = entry
         self._names_by_id[job_id] = name
-        if schedule.after:
+        if fields.after:
             cycle = find_cycle(job_id, self._after_of)
             if cycle:
                 for member in cycle:
@@ -121,7 +121,7 @@ class Scheduler:
             due, name, generation = heapq.heappop(self._timed)
             entry = self._entries.get(name)
             if entry is not None and entry.generation == generation:
-                self._place(name, now, due_checked=due == entry.schedule.due_at)  # else a second look: see _place
+                self._place(name, now, due_checked=due == entry.fields.due_at)  # else a second look: see _place
 
     def next_due_at(self) -> float | None:
         """The earliest time (seconds since the epoch) a timed job becomes due, if any."""
@@ -160,8 +160,8 @@ class Scheduler:
 
     def _place(self, name: str, now: float, *, due_checked: bool = False) -> None:
         entry = self._entries[name]
-        schedule = entry.schedule
-        reason = wait_reason(schedule, self._lookup, now)
+        fields = entry.fields
+        reason = wait_reason(fields, self._lookup, now)
         if reason.missing is not None and reason.missing not in entry.unseen:  # a job moving can be missed
             entry.unseen = {reason.missing}
             heapq.heappush(self._timed, (now + CONFIRM_MISSING_AFTER_S, name, entry.generation))
@@ -178,7 +178,7 @@ class Scheduler:
             for dep in reason.waiting_for:
                 self._dependents.setdefault(dep, set()).add(name)
             return
-        heapq.heappush(self._ready, (*order_key(schedule, entry.mtime_ns, name), entry.generation))
+        heapq.heappush(self._ready, (*order_key(fields, entry.mtime_ns, name), entry.generation))
 
     def _doom(self, name: str, status: JobStatus, reason: str) -> None:
         entry = self._entries.get(name)
@@ -189,4 +189,4 @@ class Scheduler:
 
     def _after_of(self, job_id: str) -> tuple[str, ...] | None:
         name = self._names_by_id.get(job_id)
-        return None if name is None else self._entries[name].schedule.after
+        return None if name is None else self._entries[name].fields.after

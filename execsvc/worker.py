@@ -6,14 +6,14 @@ until it returns False, then :meth:`Worker.shutdown`; ``execsvc run``
 (:func:`execsvc.cli.run`) is that life cycle.
 
 The loop waits in one ``selectors`` call on three kinds of descriptor: the
-inotify descriptor of watchdog's wrapper (read right there, see :mod:`.watch`),
+inotify descriptor of watchdog's wrapper (read right there, see :mod:`.file_events`),
 a pidfd per running job (readable when its main process exits), and the
 :class:`~.inbox.Inbox` pipe that other threads post messages through. So a
 job's exit frees its slot in the loop itself, and the file events already
 waiting in the kernel are read before that slot is filled (FIFO holds with
 no rescan). Threads: a job thread per job being recorded (it waits until the
 job's claim is on disk, then writes the record); one flusher thread makes
-claims durable, many per fsync (:class:`~.durable.GroupFlusher`); hook
+claims durable, many per fsync (:class:`~.protocol.flusher.GroupFlusher`); hook
 threads; signal handlers only post a message. Where there are no pidfds
 (macOS, Linux before 5.3) a job thread also waits for its job's exit and posts
 it, and the loop then reads ``pending/`` itself before filling the slot
@@ -53,50 +53,32 @@ from filelock import FileLock, Timeout
 
 from .config import WorkerConfig
 from .daemonlog import EventLog, open_event_log
+from .file_events import FileEvents, open_file_events
 from .hooks import HookStop, post_webhook, run_on_finish
 from .inbox import Inbox, Message, MessageKind
+from .job_logs import cut_log
+from .job_processes import find_job_processes, queue_identity
 from .limits import describe, diagnose, is_empty
 from .policy import judge, result_roots
 from .protocol import ClaimedJob, JobStore, __version__
 from .protocol.defaults import QUEUE_ID_ENV
-from .protocol.durable import (
-    GroupFlusher,
-    MovedAside,
-    Snapshot,
-    install_lease_guard,
-    look_at_file,
-    open_regular,
-    read_regular_file,
-    read_unwritten,
-    write_durable,
-)
+from .protocol.durable import MovedAside, open_regular, read_regular_file, write_durable
 from .protocol.errors import InvalidJob, InvalidJobId, JobNotFound, QueueLocked, WatchFailed
+from .protocol.flusher import GroupFlusher
 from .protocol.jobfile import ClaimedFile, parse_json_job, submitted_by
 from .protocol.layout import is_ignored_name, split_job_name
+from .protocol.leases import Snapshot, install_lease_guard, look_at_file, read_unwritten
 from .protocol.models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
 from .protocol.readiness import Doomed
-from .protocol.scheduling import peek_bytes, schedule_from_head
+from .protocol.scheduling import fields_from_head, peek_bytes
+from .reaper import become_subreaper, orphans_of, reap_orphans
 from .recovery import settle_running
 from .results import build_result, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
 from .run_request import RunRequest, read_job
-from .runner import (
-    ExitInfo,
-    JobProcess,
-    SpawnError,
-    StartDeferred,
-    become_subreaper,
-    cut_log,
-    find_job_processes,
-    keep_descriptors_from_jobs,
-    now,
-    orphans_of,
-    queue_identity,
-    reap_orphans,
-)
+from .runner import ExitInfo, JobProcess, SpawnError, StartDeferred, keep_descriptors_from_jobs, now
 from .scheduler import Scheduler
-from .watch import QueueWatch, open_watch
 from .webhook_policy import WebhookRule
 
 _TEMP_MAX_AGE_S = 60.0
@@ -236,7 +218,7 @@ class Worker:
     ) -> None:
         """``stderr_level``: the least ``logging`` level also written to stderr (``None``: nothing);
         ``daemon.log`` always gets every event. ``subreaper``: become the reaper of what jobs
-        leave behind (see :func:`~execsvc.runner.become_subreaper`); only for a process that
+        leave behind (see :func:`~execsvc.reaper.become_subreaper`); only for a process that
         owns all its children, as ``execsvc run`` does (every child it did not start is reaped)."""
         self.config = config or WorkerConfig()
         self.queue = JobStore(queue_dir, create=False)
@@ -263,7 +245,7 @@ class Worker:
         self._give_up = threading.Event()  # set when record retries must end (forced stop, shutdown)
         self._lock: FileLock | None = None
         self._root_fd: int | None = None  # the queue root, flock'ed: see _acquire_lock
-        self._queue_id: str | None = None  # the root's identity (runner.queue_identity) once locked
+        self._queue_id: str | None = None  # the root's identity (job_processes.queue_identity) once locked
         self._folder_ids: dict[str, str] = {}  # pending/ and running/ as watched: their identities
         self._root_lost: str | None = None  # why the root is no longer the one served (records stop)
         self._folder_lost = False
@@ -271,8 +253,8 @@ class Worker:
         self._subreaper = subreaper  # asked for; then whether it holds (become_subreaper)
         self._child_posted = False  # a SIGCHLD waits in the inbox (they are coalesced)
         self._claim_flusher: GroupFlusher | None = None
-        self._queue_watch: QueueWatch | None = None
-        self._watch_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
+        self._file_events: FileEvents | None = None
+        self._events_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
         self._log: EventLog | None = None
         self._environ = dict(os.environ)  # jobs inherit the worker's environment as it was at start
         self._home = Path.home()
@@ -347,32 +329,32 @@ class Worker:
             install_lease_guard()
             self._install_signal_handlers()
         try:
-            self._queue_watch = open_watch(
+            self._file_events = open_file_events(
                 str(self.layout.pending),
                 str(self.layout.running),
                 self._inbox,
-                _AwaitedOrRunning(self._scheduler.watched_ids, self._active.keys()),
+                _AwaitedOrRunning(self._scheduler.depended_on_ids, self._active.keys()),
                 root=str(self.layout.root),
             )
-            self._queue_watch.start(own_thread=False)
+            self._file_events.start(own_thread=False)
         except OSError as exc:
-            self._queue_watch = None
+            self._file_events = None
             self.log.error("cannot_watch", folder=str(self.layout.root), error=str(exc))
             raise WatchFailed(
                 f"cannot watch {self.layout.pending} and {self.layout.running}: {exc}. On Linux, raise the inotify "
                 "limits (sysctl fs.inotify.max_user_instances / fs.inotify.max_user_watches)"
             ) from exc
-        watch_fd = self._queue_watch.fileno()
-        if watch_fd is not None:
-            self._selector.register(watch_fd, selectors.EVENT_READ, self._queue_watch)
-            self._watch_poll = select.poll()  # asked without waiting when a slot frees: _events_waiting
-            self._watch_poll.register(watch_fd, select.POLLIN)
+        events_fd = self._file_events.fileno()
+        if events_fd is not None:
+            self._selector.register(events_fd, selectors.EVENT_READ, self._file_events)
+            self._events_poll = select.poll()  # asked without waiting when a slot frees: _events_waiting
+            self._events_poll.register(events_fd, select.POLLIN)
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
-        self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
-        self._schedule(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
+        self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+        self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
         if self.config.retention_days is not None:
-            self._schedule(0, DeadlineAction.RETENTION, "")
+            self._set_deadline(0, DeadlineAction.RETENTION, "")
         self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
 
     def loop(self) -> bool:
@@ -390,7 +372,7 @@ class Worker:
             if isinstance(key.data, str):  # a job's pidfd: its main process exited
                 self._guarded(self._on_exit, key.data, job=key.data)
                 exited = True
-            elif key.data is not None:  # the file events, read here (see open_watch)
+            elif key.data is not None:  # the file events, read here (see open_file_events)
                 events = True
             else:  # the inbox
                 woken = True
@@ -412,14 +394,14 @@ class Worker:
         Jobs still running here (the loop ended on an unexpected error) are killed
         and recorded as ``interrupted``, so that this never waits forever.
         """
-        if self._queue_watch is not None:
-            self._queue_watch.stop()
+        if self._file_events is not None:
+            self._file_events.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
             for job in self._active.values():  # reaped and recorded by job threads, which block
                 if job.process.pidfd is not None:
                     self._selector.unregister(job.process.pidfd)
-                    self._waiters.submit(self._watch, job)
+                    self._waiters.submit(self._wait_for_exit, job)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
         self._hook_stop.set()  # hooks still queued or running (only after an internal error) are abandoned
@@ -600,7 +582,7 @@ class Worker:
             self.log.info(
                 "worker_stopping", signal=name, running=len(self._active), drain_timeout_s=self.config.drain_timeout_s
             )
-            self._schedule(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
+            self._set_deadline(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
         elif not self._forced:
             self._forced = True
             self._give_up.set()
@@ -617,7 +599,7 @@ class Worker:
 
         On the path of every job (and of every file at start-up): plain string
         paths, and one open of the file both to ask whether it is still being
-        written and to read what its schedule needs. The candidate keeps which
+        written and to read what its scheduling fields need. The candidate keeps which
         file that was (``seen``); a second event for a ready file is skipped
         unless the name now holds another file or the file changed.
         """
@@ -654,11 +636,11 @@ class Worker:
         # writes one, so the look is skipped when none is, as for every file at start-up).
         if self._recording and os.path.lexists(f"{self._running_dir}/{name}"):
             self._candidates[name] = _Candidate(False, seen)
-            self._schedule(0.005, DeadlineAction.RECHECK, name)
+            self._set_deadline(0.005, DeadlineAction.RECHECK, name)
             return
         self._candidates[name] = _Candidate(True, seen)
-        schedule = schedule_from_head(head, kind, info.st_mtime)
-        self._scheduler.offer(name, stem, schedule, info.st_mtime_ns, time.time())
+        fields = fields_from_head(head, kind, info.st_mtime)
+        self._scheduler.offer(name, stem, fields, info.st_mtime_ns, time.time())
 
     def _forget(self, name: str) -> None:
         """``pending/<name>`` is gone (claimed, held, cancelled or removed)."""
@@ -680,7 +662,7 @@ class Worker:
                 return True
             except InvalidJob:
                 pass
-        self._schedule(self.config.settle_s - quiet_for + 0.01, DeadlineAction.RECHECK, name)
+        self._set_deadline(self.config.settle_s - quiet_for + 0.01, DeadlineAction.RECHECK, name)
         return False
 
     def _catch_up(self) -> None:
@@ -699,11 +681,11 @@ class Worker:
 
     def _events_waiting(self) -> bool:
         """Whether file events wait to be read by the loop (never blocks)."""
-        return self._watch_poll is not None and bool(self._watch_poll.poll(0))
+        return self._events_poll is not None and bool(self._events_poll.poll(0))
 
     def _read_events(self) -> None:
-        assert self._queue_watch is not None
-        self._queue_watch.read()
+        assert self._file_events is not None
+        self._file_events.read()
 
     def _rescan_all(self) -> None:
         """Read pending/, the cancel requests and the dependencies, in case a file event was lost."""
@@ -768,13 +750,13 @@ class Worker:
 
         What is claimed is checked in the one open that reads it
         (:meth:`_check_claim`): a file that is being written, or that is
-        not the file ``seen`` when its schedule was read (rewritten in place,
+        not the file ``seen`` when its scheduling fields were read (rewritten in place,
         replaced by a rename), goes back to ``pending/`` unstarted and is
         looked at again; a file with other names (hard links) runs from a
         private copy (:meth:`JobStore.unshare`).
 
         The claim is made durable by the flusher thread while the job starts
-        (the job's own thread waits for it before the record, see :meth:`_watch`),
+        (the job's own thread waits for it before the record, see :meth:`_wait_for_exit`),
         and the ``claimed``/``started`` lines are written after the spawn, so
         neither an fsync nor a log write delays the job.
         """
@@ -849,14 +831,14 @@ class Worker:
             try:
                 self._selector.register(process.pidfd, selectors.EVENT_READ, job_id)
             except (OSError, ValueError) as exc:  # never seen; else its exit would go unnoticed
-                self.log.warning("watched_by_thread", job_id, reason=f"the loop cannot wait on its pidfd: {exc!r}")
+                self.log.warning("exit_waited_by_thread", job_id, reason=f"the loop cannot wait on its pidfd: {exc!r}")
                 os.close(process.pidfd)
                 process.pidfd = None
         if process.pidfd is None:
-            self._waiters.submit(self._watch, job)
-        self._schedule(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
-        if request.watched:
-            self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
+            self._waiters.submit(self._wait_for_exit, job)
+        self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
+        if request.polls_limits:
+            self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
@@ -877,7 +859,7 @@ class Worker:
         they were read (the ``fstat`` only while it is still the file in ``running/``: not after a
         private copy).
 
-        One open of the claimed file (:func:`~execsvc.protocol.durable.read_unwritten`):
+        One open of the claimed file (:func:`~execsvc.protocol.leases.read_unwritten`):
         its bytes, its ``fstat`` and whether a process has it open for
         writing. Being written, or not the file ``seen``: given back
         (:meth:`_give_back`), False. Other names: a private copy first (if
@@ -914,7 +896,7 @@ class Worker:
         return True, snapshot.data, snapshot.info
 
     def _give_back(self, name: str, claimed: ClaimedJob, snapshot: Snapshot) -> None:
-        """The claimed file is being written, or is not the file whose schedule was read: undo the
+        """The claimed file is being written, or is not the file whose scheduling fields were read: undo the
         claim (it has not started) and look at ``pending/<name>`` again, as a new file.
 
         A file being written is looked at again when its writer closes it (the
@@ -941,7 +923,7 @@ class Worker:
         self.log.info("claim_returned", file=name, reason=f"{reason}; it stays pending and is looked at again")
         self._candidates[name] = _Candidate(False, _UNSEEN)
         if not snapshot.writing:
-            self._schedule(0, DeadlineAction.RECHECK, name)
+            self._set_deadline(0, DeadlineAction.RECHECK, name)
 
     def _defer(self, name: str, claimed: ClaimedJob, request: RunRequest | None, reason: str) -> None:
         """A claimed job could not be started for a reason of the worker's (:class:`StartDeferred`,
@@ -973,7 +955,7 @@ class Worker:
                 "inodes, or fix logs/); the worker retries by itself",
             )
         self._starts_paused = reason
-        self._schedule(self._start_retry_s, DeadlineAction.RESUME_STARTS, "")
+        self._set_deadline(self._start_retry_s, DeadlineAction.RESUME_STARTS, "")
         self._start_retry_s = min(self._start_retry_s * 2, _START_RETRY_MAX_S)
 
     def _not_started(
@@ -1142,7 +1124,7 @@ class Worker:
             or self._stopping
             or self._paused is not None
             or self._recording >= self._max_recording
-            or bool(self._scheduler.watched_ids)
+            or bool(self._scheduler.depended_on_ids)
         )
 
     def _post_recorded(self, job_id: str) -> None:
@@ -1166,7 +1148,7 @@ class Worker:
             self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
         self._record(job, exit_info)
 
-    def _watch(self, job: _ActiveJob) -> None:
+    def _wait_for_exit(self, job: _ActiveJob) -> None:
         """In a job thread, where jobs have no pidfd: wait for the exit, free the slot, record it."""
         try:
             exit_info = job.process.wait()
@@ -1381,7 +1363,7 @@ class Worker:
         running, since leaving the group is how a job keeps a process on
         purpose (see :mod:`.runner`). Where the worker is a subreaper, such
         processes were re-parented to it, so it looks only at its own
-        children (:func:`~execsvc.runner.orphans_of`); elsewhere it reads
+        children (:func:`~execsvc.reaper.orphans_of`); elsewhere it reads
         every process's environment for the job id.
         """
         job_id = job.claimed.job_id
@@ -1403,7 +1385,7 @@ class Worker:
 
     # ----- deadlines ------------------------------------------------------------------
 
-    def _schedule(self, delay_s: float, action: DeadlineAction, key: str, job: _ActiveJob | None = None) -> None:
+    def _set_deadline(self, delay_s: float, action: DeadlineAction, key: str, job: _ActiveJob | None = None) -> None:
         """Do ``action`` for ``key`` in ``delay_s`` seconds; a job's deadline names its attempt (``job``)."""
         attempt = job.attempt if job is not None else 0
         heapq.heappush(self._deadlines, _Deadline(time.monotonic() + delay_s, next(self._seq), action, key, attempt))
@@ -1452,7 +1434,7 @@ class Worker:
         elif limits.output_bytes is not None and max(job.process.output_sizes()) > limits.output_bytes:
             exceeded = "output_bytes"
         if exceeded is None:
-            self._schedule(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job.claimed.job_id, job)
+            self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job.claimed.job_id, job)
             return
         job.stop_status, job.limit_exceeded = JobStatus.FAILED, exceeded
         job.stop_error = f"the job went beyond {describe(exceeded, limits)}; its process group got SIGKILL"
@@ -1491,13 +1473,13 @@ class Worker:
                     if self._subreaper:
                         reap_orphans()
                     self._rescan_all()
-                    self._schedule(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+                    self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
                 case DeadlineAction.QUEUE_CHECK:
                     self._check_queue()
                     if self._root_lost is None:
-                        self._schedule(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
+                        self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
                 case DeadlineAction.RETENTION:
-                    self._schedule(_RETENTION_EVERY_S, DeadlineAction.RETENTION, "")
+                    self._set_deadline(_RETENTION_EVERY_S, DeadlineAction.RETENTION, "")
                     self._apply_retention()
                 case DeadlineAction.DRAIN:
                     self._give_up.set()  # a record still being retried is left for the next start
@@ -1525,7 +1507,7 @@ class Worker:
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
-            self._schedule(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)
+            self._set_deadline(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)
 
     def _interrupt_all(self, reason: str, sig: signal.Signals) -> None:
         for job in self._active.values():
@@ -1680,4 +1662,4 @@ class Worker:
             )
             if not self._stopping:
                 self._stopping = True
-                self._schedule(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
+                self._set_deadline(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")

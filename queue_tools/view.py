@@ -7,7 +7,8 @@ markup, its control and format characters written as escapes
 (:func:`execsvc.protocol.visible.visible`; ``logs`` into a pipe passes the output as written). Exit codes: 0, 1 for
 an unknown job id (or an unreadable queue, or a log that is not a regular file), 2 for a usage error.
 Files of the queue are read through :mod:`queue_tools.api` and :func:`api.open_for_reading`: a
-symbolic link there is never followed, a FIFO never waited on, nothing is moved.
+symbolic link there is never followed, a FIFO never waited on, nothing is moved. The commands
+are here; the overview and the tables are drawn by :mod:`queue_tools.view_render`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 import sys
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -26,17 +27,16 @@ from execsvc.protocol import folder_changes
 from execsvc.protocol.defaults import default_queue_dir
 from execsvc.protocol.durable import NotRegularFile
 from execsvc.protocol.errors import ExecsvcError
-from execsvc.protocol.models import SCHEDULING_FIELDS, JobState, JobStatus
+from execsvc.protocol.models import SCHEDULING_FIELDS, JobState
 from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.visible import visible
 
 from . import api
+from .view_render import STATUS_STYLE, jobs_table, overview_group, plain, seconds_text, time_text
 
 if TYPE_CHECKING:  # rich is imported where a table or a live view is drawn, watchdog where a folder is watched:
     # a listing with --json loads neither
-    from rich.console import Console, Group
-    from rich.table import Table
-    from rich.text import Text
+    from rich.console import Console
 
 app = typer.Typer(
     name="queue-view",
@@ -45,16 +45,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-STATUS_STYLE = {
-    JobStatus.PENDING: "cyan",
-    JobStatus.RUNNING: "bold yellow",
-    JobStatus.COMPLETED: "green",
-    JobStatus.FAILED: "red",
-    JobStatus.TIMEOUT: "magenta",
-    JobStatus.CANCELLED: "dim",
-    JobStatus.INVALID: "bold red",
-    JobStatus.INTERRUPTED: "red",
-}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
 
@@ -109,7 +99,7 @@ def overview(
         status = api.QueueStatus(queue_dir=str(queue.root), counts=page.counts, worker=worker)
         typer.echo(json.dumps({"status": status.model_dump(mode="json"), "jobs": _jobs_json(page)}))
         return
-    _console().print(_overview(queue, page, worker))
+    _console().print(overview_group(queue, page, worker))
 
 
 @app.command("list")
@@ -145,7 +135,7 @@ def list_command(
     from rich.text import Text
 
     console = _console()
-    console.print(_jobs_table(page.jobs))
+    console.print(jobs_table(page.jobs))
     if page.next_cursor:
         console.print(Text(f"(more: --limit {limit * 2})", style="dim"))
 
@@ -167,34 +157,34 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
 
     console = _console()
     table = Table.grid(padding=(0, 2))
-    table.add_row("job", _plain(detail.job_id, style="bold"))
+    table.add_row("job", plain(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
-    table.add_row("command", _plain(detail.command or ""))
+    table.add_row("command", plain(detail.command or ""))
     for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *SCHEDULING_FIELDS):
         if detail.spec and key in detail.spec:
-            table.add_row(key, _plain(detail.spec[key]))
+            table.add_row(key, plain(detail.spec[key]))
     if detail.waiting is not None:
-        table.add_row("waiting", _plain(detail.waiting.reason))
+        table.add_row("waiting", plain(detail.waiting.reason))
     if detail.position is not None:
-        table.add_row("in line", _plain(f"{detail.position} ({detail.note})"))
+        table.add_row("in line", plain(f"{detail.position} ({detail.note})"))
     if detail.elapsed_s is not None:
-        table.add_row("running for", _seconds(detail.elapsed_s))
+        table.add_row("running for", seconds_text(detail.elapsed_s))
     result = detail.result
     if result is not None:
         table.add_row("exit code", "" if result.returncode is None else str(result.returncode))
-        table.add_row("started", _time(result.started_at))
-        table.add_row("ended", _time(result.completed_at))
-        table.add_row("duration", _seconds(result.duration_s))
+        table.add_row("started", time_text(result.started_at))
+        table.add_row("ended", time_text(result.completed_at))
+        table.add_row("duration", seconds_text(result.duration_s))
         if result.attempt is not None:
             table.add_row("attempt", str(result.attempt))
         if result.error:
-            table.add_row("error", _plain(result.error, style="red"))
-    table.add_row("path", _plain(detail.path))
+            table.add_row("error", plain(result.error, style="red"))
+    table.add_row("path", plain(detail.path))
     console.print(table)
     for name, chunk in (("stdout", out), ("stderr", err)):
         if chunk.problem is not None:
             console.rule(f"{name} (not read)", style="dim")
-            console.print(_plain(chunk.problem, style="red"))
+            console.print(plain(chunk.problem, style="red"))
             continue
         console.rule(f"{name} ({chunk.size_bytes} bytes, last {lines} lines)", style="dim")
         text = visible(chunk.text, keep="\n\t")
@@ -245,7 +235,7 @@ def watch(limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 15) -> N
         with folder_changes(folders, "changes") as changed, Live(console=_console(), auto_refresh=False) as live:
             while True:
                 page = api.list_jobs(queue, limit=limit)
-                live.update(_overview(queue, page, api.worker_status(queue)), refresh=True)
+                live.update(overview_group(queue, page, api.worker_status(queue)), refresh=True)
                 changed(1.0)  # also once a second, so running times move on
     except KeyboardInterrupt:
         pass
@@ -285,99 +275,11 @@ def daemon_log(
         pass
 
 
-# ----- rendering ------------------------------------------------------------------------
-
-
-def _overview(queue: JobQueue, page: api.JobPage, worker: api.WorkerStatus) -> Group:
-    from rich.console import Group
-    from rich.text import Text
-
-    counts = page.counts
-    head = Text()
-    head.append("queue   ", style="dim").append(visible(str(queue.root)) + "\n")
-    head.append("worker  ", style="dim")
-    if worker.serving:
-        head.append("serving", style="bold green")
-        head.append(f"  pid {worker.pid}, {worker.slots} slot(s), up {_seconds(worker.uptime_s)}\n")
-        if worker.allowed_commands is not None or worker.allow_shell is False:
-            shell = "shell jobs allowed" if worker.allow_shell else "no shell jobs"
-            programs = "any program" if worker.allowed_commands is None else ", ".join(worker.allowed_commands)
-            head.append("policy  ", style="dim").append(visible(f"{shell}; programs under: {programs}") + "\n")
-    else:
-        head.append("not running", style="bold red").append("  (start one: execsvc run)\n")
-    head.append("jobs    ", style="dim")
-    for state, style in (("pending", "cyan"), ("running", "yellow"), ("completed", "green"), ("failed", "red")):
-        head.append(f"{getattr(counts, state)} {state}", style=style).append("  ")
-    return Group(head, _jobs_table(page.jobs))
-
-
-def _jobs_table(jobs: list[api.JobSummary]) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("id", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("command", overflow="ellipsis", no_wrap=True, max_width=60)
-    table.add_column("exit", justify="right")
-    table.add_column("started", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    scheduled = any(job.priority or job.waiting or job.attempt for job in jobs)
-    if scheduled:
-        table.add_column("prio", justify="right")
-        table.add_column("try", justify="right")
-        table.add_column("waiting", overflow="fold", max_width=50)
-    for job in jobs:
-        duration = _seconds(job.elapsed_s) + " …" if job.elapsed_s is not None else _seconds(job.duration_s)
-        row: list[Text] = [
-            _plain(job.job_id),
-            Text(job.status.value, style=STATUS_STYLE[job.status]),
-            _plain(job.command or job.error or ""),  # no command: a job that cannot be read says why here
-            Text("" if job.exit_code is None else str(job.exit_code)),
-            Text(_time(job.started_at)),
-            Text(duration),
-        ]
-        if scheduled:
-            row += [Text(str(job.priority or "")), Text(str(job.attempt or "")), _plain(job.waiting or "")]
-        table.add_row(*row)
-    return table
-
-
-def _plain(value: object, style: str = "") -> Text:
-    """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read
-    as markup, control and format characters written as escapes (``\\x1b``, ``\\u202e``)."""
-    from rich.text import Text
-
-    return Text(visible(str(value)), style=style)
+# ----- helpers (the drawing is view_render's) -------------------------------------------
 
 
 def _jobs_json(page: api.JobPage) -> list[dict[str, object]]:
     return [job.model_dump(mode="json") for job in page.jobs]
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    if not 0 <= value < 1e9:  # not a number, negative, or longer than 30 years: as it is
-        return f"{value:.3g} s"
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
-
-
-def _time(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    try:
-        local = value.astimezone()
-    except (OverflowError, ValueError, OSError):  # year 1 or 9999, just past the range in this time zone
-        return value.isoformat(timespec="seconds")
-    today = datetime.now().astimezone().date()
-    return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M")
 
 
 def _detail(queue: JobQueue, job_id: str) -> api.JobDetail:

@@ -1,4 +1,10 @@
-"""Shared fixtures: a real worker process on a tmp_path queue, and ways to drop jobs."""
+"""Shared fixtures: a real worker process on a tmp_path queue, and ways to drop jobs.
+
+Every test file lives in one of the layers below; its folder gives it the layer's marker
+(``pytest -m unit``), and the inner loop is ``pytest tests/unit tests/integration``
+(tests/README.md). ``from conftest import ...`` works from every folder: pyproject's
+``pythonpath`` puts tests/ on ``sys.path``.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +25,30 @@ import pytest
 
 from execsvc import JobInfo, JobQueue, JobState, WorkerConfig
 from execsvc.daemonlog import EventLog
+from execsvc.job_processes import find_job_processes
 from execsvc.protocol.layout import split_job_name
-from execsvc.runner import find_job_processes
 from execsvc.worker import Worker
 
 # Workers started by the tests never read the developer's own ~/.config/execsvc/config.toml.
 os.environ["EXECSVC_CONFIG"] = "/nonexistent/execsvc-tests/config.toml"
 
+# tests/<layer>/: each folder's name is the marker its tests get (registered in pyproject.toml).
+LAYERS = ("unit", "integration", "e2e", "faults")
+
 BIN = Path(sys.executable).parent
 EXECSVC = BIN / "execsvc"
 START_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 30.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's layer; a test file outside the layers is a mistake."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        folder = item.path.resolve().relative_to(tests).parts[0]
+        if folder not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: test files live in tests/{{{','.join(LAYERS)}}}/, not {folder}")
+        item.add_marker(folder)
 
 
 def console_script(name: str) -> str:
@@ -196,6 +215,31 @@ def silent_event_log() -> EventLog:
 
 def daemon_log(queue_root: Path) -> str:
     return (queue_root / "daemon.log").read_text()
+
+
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec", "os.system", "os.spawn"})
+_refuse_processes: list[str] = []  # the unit test running now, while one runs
+
+
+def _no_process_in_a_unit_test(event: str, _args: tuple[Any, ...]) -> None:
+    if _refuse_processes and event in _PROCESS_EVENTS:
+        raise RuntimeError(f"{_refuse_processes[0]} is a unit test: it may start no process ({event}); move it")
+
+
+sys.addaudithook(_no_process_in_a_unit_test)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """tests/unit/ starts no process: the interpreter's audit events refuse one while a unit test runs."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    _refuse_processes.append(request.node.nodeid)
+    try:
+        yield
+    finally:
+        _refuse_processes.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,10 @@ instead of replacing an existing file (``renameat2(RENAME_NOREPLACE)`` on
 Linux, ``link()`` then ``unlink()`` elsewhere), and the folder is flushed so
 the new name survives a power cut. A reader never sees a half-written record.
 Jobs move between folders the same way, by a rename that never replaces
-(:func:`move_no_replace`).
+(:func:`move_no_replace`). Files of the queue are opened and read only as regular
+files of their own (:func:`open_regular`, :func:`read_regular_file`): never through a
+link, never waiting on a FIFO. Whether a file is still being written is asked in
+:mod:`.leases`; the worker's batched folder flushes are :mod:`.flusher`'s.
 """
 
 from __future__ import annotations
@@ -17,19 +20,14 @@ import errno
 import fcntl
 import os
 import secrets
-import signal
 import stat
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 TEMP_PREFIX = ".execsvc-"
 """Every temporary file execsvc writes starts with this (and ends in ``.tmp``)."""
-
-_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)  # Linux-only; same value on every architecture
 
 
 def temp_path_for(dest: Path) -> Path:
@@ -275,173 +273,6 @@ def _renameat2_noreplace() -> Callable[[Path, Path], bool] | None:
 
 
 _RENAME_NOREPLACE = _renameat2_noreplace()
-
-
-class GroupFlusher:
-    """fsyncs a fixed list of folders in its own thread, many requests per flush (a group commit).
-
-    :meth:`request` is cheap and returns a ticket; :meth:`wait` blocks until a
-    flush that began after that request has finished. Requests that arrive
-    while a flush runs share the next one, so a burst of claims costs one
-    flush, not one each. The folders are flushed in the order given.
-    """
-
-    def __init__(self, folders: list[Path]) -> None:
-        self._folders = folders
-        self._cond = threading.Condition()
-        self._requested = 0
-        self._flushed = 0
-        self._errors: dict[int, str] = {}
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="execsvc-flush", daemon=True)
-        self._thread.start()
-
-    def request(self) -> int:
-        """Ask for a flush of every change made so far; returns the ticket for :meth:`wait`."""
-        with self._cond:
-            self._requested += 1
-            self._cond.notify_all()
-            return self._requested
-
-    def wait(self, ticket: int) -> str | None:
-        """Block until ``ticket``'s flush is done; ``None``, or what went wrong (``OSError`` text)."""
-        with self._cond:
-            while self._flushed < ticket:
-                self._cond.wait()
-            return self._errors.pop(ticket, None)
-
-    def close(self) -> None:
-        """Flush what was requested, then stop the thread."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._requested == self._flushed and not self._closing:
-                    self._cond.wait()
-                if self._requested == self._flushed:
-                    return
-                target = self._requested
-            error = None
-            try:
-                for folder in self._folders:
-                    fsync_dir(folder)
-            except OSError as exc:
-                error = repr(exc)
-            with self._cond:
-                if error is not None:
-                    for ticket in range(self._flushed + 1, target + 1):
-                        self._errors[ticket] = error
-                self._flushed = target
-                self._cond.notify_all()
-
-
-_lease_guard_installed = False
-
-
-def install_lease_guard() -> None:
-    """Catch SIGIO, so that a lease broken by a writer cannot kill this process.
-
-    When another process opens a leased file for writing, the kernel signals
-    the lease holder with SIGIO, whose default action ends the process. A
-    Python handler (reset to the default in child processes at ``exec``) makes
-    it harmless. Call from the main thread before :func:`look_at_file`.
-    """
-    global _lease_guard_installed
-    if hasattr(signal, "SIGIO") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGIO, lambda _signum, _frame: None)
-        _lease_guard_installed = True
-
-
-def look_at_file(path: str, max_bytes: int) -> tuple[bool | None, bytes | None, os.stat_result | None]:
-    """One open of a file another program may still be writing (a pending job, on the worker's path).
-
-    Returns whether any process has it open for writing and, when none has,
-    the opened file's ``fstat`` and, for a regular file, its first
-    ``max_bytes`` bytes (else ``None``, read after the ``fstat``).
-    On Linux the first answer comes from a read lease (``F_SETLEASE``), which
-    is refused exactly while the file is open for writing somewhere; the lease
-    is dropped at once. It is ``None`` where that question cannot be asked
-    (other systems, file systems without leases, files of another owner, or
-    :func:`install_lease_guard` not called). Never blocks and never follows a
-    link; raises :class:`OSError` (``FileNotFoundError`` ...) when the file
-    cannot be opened.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        writing = _writers_on(fd)
-        if writing:
-            return True, None, None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return writing, None, info
-        return writing, os.read(fd, min(info.st_size + 1, max_bytes)), info  # +1: a file that grew shows it
-    finally:
-        os.close(fd)
-
-
-def _writers_on(fd: int) -> bool | None:
-    writing = _take_read_lease(fd)
-    if writing is False:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-    return writing
-
-
-class Snapshot(NamedTuple):
-    """What :func:`read_unwritten` saw in one open of a file.
-
-    ``data``: its whole content, or ``None`` (being written, not a regular
-    file, above the size limit). ``info``: the ``fstat`` of the opened file,
-    taken as it was read. ``writing``: whether a process had it open for
-    writing (``None``: that cannot be asked here, see :func:`look_at_file`).
-    """
-
-    data: bytes | None
-    info: os.stat_result
-    writing: bool | None
-
-
-def read_unwritten(path: Path | str, max_bytes: int) -> Snapshot:
-    """Read a whole file that no process may write while it is read (a claimed job, on the worker's path).
-
-    One open, which never blocks and never follows a link. On Linux a read
-    lease (``F_SETLEASE``) is held while the file is read: the kernel refuses
-    it while any process has the file open for writing (then ``writing`` is
-    True and nothing is read), and while it is held another process's open
-    for writing waits until it is dropped, at the end of this call. So the
-    bytes are the whole file as ``info`` describes it. ``data`` is ``None``
-    for anything but a regular file and for a file above ``max_bytes`` (or
-    that grew past it while read). Costs two ``fcntl`` calls more than
-    :func:`read_regular_file`. Raises :class:`OSError` (``FileNotFoundError``,
-    ``ELOOP`` for a symbolic link ...) when the file cannot be opened.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    writing = None
-    try:
-        writing = _take_read_lease(fd)
-        info = os.fstat(fd)
-        if writing or not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-            return Snapshot(None, info, writing)
-        return Snapshot(_read_all(fd, info.st_size, max_bytes), info, writing)
-    finally:
-        if writing is False:
-            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-        os.close(fd)
-
-
-def _take_read_lease(fd: int) -> bool | None:
-    """Take a read lease on ``fd``: False when taken (the caller drops it), True when refused
-    because the file is open for writing, ``None`` when leases cannot be used here."""
-    if not (sys.platform.startswith("linux") and _lease_guard_installed):
-        return None
-    try:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as exc:
-        return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
-    return False
 
 
 def copy_over(path: Path, data: bytes | None, times_ns: tuple[int, int]) -> None:

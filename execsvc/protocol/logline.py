@@ -3,7 +3,7 @@
 A line reads ``<ISO 8601 time> <LEVEL> <event> job=<id> key=value ...`` (docs/protocol.md,
 "daemon.log"); values with spaces, quotes or characters that act on a terminal are JSON-quoted,
 those characters as ``\\u`` escapes (:mod:`.visible`). Writing the file (one ``O_APPEND`` write a
-line) is :func:`~execsvc.protocol.durable.append_line` for a client and :mod:`.daemonlog` for the worker.
+line) is :func:`~execsvc.protocol.durable.append_line` for a client and :mod:`execsvc.daemonlog` for the worker.
 """
 
 from __future__ import annotations

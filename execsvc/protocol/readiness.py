@@ -98,7 +98,7 @@ def find_cycle(job_id: str, after_of: AfterOf) -> list[str]:
 
 
 def wait_reason(
-    schedule: SchedulingFields,
+    fields: SchedulingFields,
     lookup: Lookup,
     now: float,
     *,
@@ -106,7 +106,7 @@ def wait_reason(
     job_id: str = "",
     after_of: AfterOf | None = None,
 ) -> WaitReason:
-    """Why a pending job with ``schedule`` waits at ``now`` (seconds since the epoch); pure but for ``lookup``.
+    """Why a pending job with ``fields`` waits at ``now`` (seconds since the epoch); pure but for ``lookup``.
 
     The ``after`` list is read in order and the first dependency that dooms
     the job decides: one found nowhere (``invalid``), or one that ended other
@@ -115,12 +115,12 @@ def wait_reason(
     dooms it ``invalid`` first. A job ``held`` is not offered to the scheduler;
     the fronts pass it.
     """
-    if after_of is not None and schedule.after:
+    if after_of is not None and fields.after:
         cycle = find_cycle(job_id, after_of)
         if cycle:
             return WaitReason(doomed=Doomed(job_id, JobStatus.INVALID, cycle_reason(cycle)), held=held)
     unsettled: list[str] = []
-    for dep in schedule.after:
+    for dep in fields.after:
         where = lookup(dep)
         if where is None:
             reason = f"it runs after job {dep!r}, which is not in this queue"
@@ -128,19 +128,19 @@ def wait_reason(
         state, status = where
         if state in (JobState.PENDING, JobState.RUNNING):
             unsettled.append(dep)
-        elif schedule.after_mode == "success" and status is not JobStatus.COMPLETED:
+        elif fields.after_mode == "success" and status is not JobStatus.COMPLETED:
             reason = (
                 f"job {dep!r}, which it runs after, ended {status.value}; with after_mode 'success' every "
                 "job in 'after' must complete, so this one never ran"
             )
             return WaitReason(doomed=Doomed(job_id, JobStatus.CANCELLED, reason), held=held)
-    due_at = schedule.due_at if schedule.due_at is not None and schedule.due_at > now else None
+    due_at = fields.due_at if fields.due_at is not None and fields.due_at > now else None
     return WaitReason(held=held, due_at=due_at, waiting_for=tuple(unsettled))
 
 
-def order_key(schedule: SchedulingFields, mtime_ns: int, name: str) -> OrderKey:
+def order_key(fields: SchedulingFields, mtime_ns: int, name: str) -> OrderKey:
     """A ready job's place in line (:data:`OrderKey`): highest ``priority`` first, then oldest file, then name."""
-    return (-schedule.priority, mtime_ns, name)
+    return (-fields.priority, mtime_ns, name)
 
 
 def count_ahead(mine: OrderKey, keys: Iterable[OrderKey]) -> int:

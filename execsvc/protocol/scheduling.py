@@ -53,7 +53,7 @@ class SchedulingFields:
 
 
 PLAIN = SchedulingFields()
-"""The schedule of a job that names no scheduling field (or cannot be read: its claim says why)."""
+"""The scheduling fields of a job that names none (or cannot be read: its claim says why)."""
 
 
 def header_fields(data: bytes) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def text_options(data: bytes) -> JobOptions:
         raise InvalidJob(f"the '# execsvc:' header is not valid: {validation_problems(exc)}") from exc
 
 
-def schedule_of(options: JobOptions, written_at: float) -> SchedulingFields:
+def fields_of(options: JobOptions, written_at: float) -> SchedulingFields:
     """The :class:`SchedulingFields` that ``options`` give a job whose file was written at ``written_at``."""
     return SchedulingFields(
         priority=options.priority,
@@ -120,7 +120,7 @@ def schedule_of(options: JobOptions, written_at: float) -> SchedulingFields:
 
 
 def peek(path: Path | str, kind: JobKind, written_at: float) -> SchedulingFields:
-    """The schedule of the pending job file at ``path`` (``written_at``: its mtime, in seconds).
+    """The scheduling fields of the pending job file at ``path`` (``written_at``: its mtime, in seconds).
 
     Never raises for the job's content: a file that cannot be read or whose
     fields are wrong gets :data:`PLAIN`, so it is claimed at its FIFO turn and
@@ -135,48 +135,48 @@ def peek(path: Path | str, kind: JobKind, written_at: float) -> SchedulingFields
         raise
     except OSError:  # a symlink (never followed), or unreadable: refused when claimed
         return PLAIN
-    return schedule_from_head(data, kind, written_at)
+    return fields_from_head(data, kind, written_at)
 
 
 def peek_bytes(kind: JobKind) -> int:
-    """How many of a job file's first bytes :func:`schedule_from_head` reads: a text job's header
+    """How many of a job file's first bytes :func:`fields_from_head` reads: a text job's header
     lines, or a JSON job whole (one byte more than it accepts, so a bigger file shows)."""
     return _PEEK_MAX_BYTES + 1 if kind == "json" else _HEADER_MAX_BYTES
 
 
-def schedule_from_head(data: bytes | None, kind: JobKind, written_at: float) -> SchedulingFields:
-    """The schedule a pending job's first :func:`peek_bytes` bytes give it (see :func:`peek`).
+def fields_from_head(data: bytes | None, kind: JobKind, written_at: float) -> SchedulingFields:
+    """The scheduling fields a pending job's first :func:`peek_bytes` bytes give it (see :func:`peek`).
 
-    Fields that are not valid give a schedule with only ``problem`` set."""
+    Fields that are not valid give scheduling fields with only ``problem`` set."""
     if not data or kind == "other" or (kind == "json" and len(data) > _PEEK_MAX_BYTES):
         return PLAIN
     try:
         if kind == "text":
             options = text_options(data) if HEADER_PREFIX.encode() in data else None
         else:
-            raw = json.loads(data) if _may_schedule(data) else None
-            options = JobOptions.model_validate(raw) if isinstance(raw, dict) and _schedules(raw) else None
+            raw = json.loads(data) if _may_name_fields(data) else None
+            options = JobOptions.model_validate(raw) if isinstance(raw, dict) and _names_fields(raw) else None
     except ValidationError as exc:
         return SchedulingFields(problem=validation_problems(exc))
     except InvalidJob as exc:
         return SchedulingFields(problem=str(exc))
     except (ValueError, RecursionError):  # not JSON, or nested too deep: refused when claimed, saying so
         return PLAIN
-    return schedule_of(options, written_at) if options is not None else PLAIN
+    return fields_of(options, written_at) if options is not None else PLAIN
 
 
-_MAY_SCHEDULE = re.compile(rb'\\u|"(?:' + b"|".join(key.encode() for key in SCHEDULING_FIELDS) + rb')"')
+_MAY_NAME_FIELDS = re.compile(rb'\\u|"(?:' + b"|".join(key.encode() for key in SCHEDULING_FIELDS) + rb')"')
 
 
-def _may_schedule(data: bytes) -> bool:
+def _may_name_fields(data: bytes) -> bool:
     """Whether a JSON job's bytes may name a scheduling field; False lets most jobs skip ``json.loads``.
 
     A key written with ``\\u`` escapes cannot be ruled out from the bytes, so any escape counts.
     One pass over the bytes.
     """
-    return _MAY_SCHEDULE.search(data) is not None
+    return _MAY_NAME_FIELDS.search(data) is not None
 
 
-def _schedules(raw: dict[str, Any]) -> bool:
+def _names_fields(raw: dict[str, Any]) -> bool:
     """Whether a JSON job names any scheduling field (most do not: skip validating them)."""
     return any(key in raw for key in SCHEDULING_FIELDS)

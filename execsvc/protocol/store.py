@@ -10,7 +10,8 @@ Guarantees, each on one file system:
   worker's way, by its flusher while the job starts), before the job's record
   is written. Where the move is ``link`` + ``unlink``, a crash between the two
   calls leaves one file under two names, which :meth:`JobStore.settle_running`
-  undoes (the job had not started).
+  undoes (the job had not started). What a stopped worker left is settled by the
+  methods of :class:`~execsvc.protocol.settle.CrashSettling`, which ``JobStore`` inherits.
   A claimed file that has other names (hard links) gets an inode of its own
   before it runs (:meth:`JobStore.unshare`); one that is not the file the
   worker chose goes back to ``pending/`` unstarted (:meth:`JobStore.unclaim`).
@@ -24,20 +25,17 @@ import itertools
 import os
 import shutil
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import finish_index
 from .durable import (
-    TEMP_PREFIX,
     MovedAside,
     copy_over,
     fsync_dir,
     move_no_replace,
     read_regular_file,
-    temp_file_writer,
     unlink_if_exists,
     write_durable,
 )
@@ -45,17 +43,13 @@ from .jobfile import ClaimedFile
 from .layout import (
     CANCEL_PREFIX,
     SIDECAR_SUFFIX,
-    is_kept_name_of,
-    job_id_problem,
     kept_name,
     numbered_job_id,
     readable_name,
-    sanitize_job_id,
     split_job_name,
 )
-from .listing import FINISHED_STATES, QueueReader, read_record, visible_entries
-from .models import JobKind, JobRecord, JobResult, JobSpec, JobState, JobStatus, SidecarRecord
-from .scheduling import peek
+from .models import JobKind, JobRecord, JobResult, JobSpec, JobStatus, SidecarRecord
+from .settle import CrashSettling, _id_base
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,7 @@ class ClaimedJob:
     renamed_from: str | None
 
 
-class JobStore(QueueReader):
+class JobStore(CrashSettling):
     """A queue as the worker changes it; a client cancelling a pending job uses it too
     (:meth:`JobQueue.cancel` claims and finishes it)."""
 
@@ -93,15 +87,6 @@ class JobStore(QueueReader):
             os.unlink(self.layout.cancel_request(job_id))
         except FileNotFoundError:
             return False
-        return True
-
-    def settle_release(self, name: str, info: os.stat_result) -> bool:
-        """Finish a :meth:`release` cut short: if ``pending/.held/<name>`` is the same file as
-        ``pending/<name>`` (``info``, its ``lstat``), remove the held name; say whether it did."""
-        twin = self.layout.held / name
-        if not _same_file(twin, info):
-            return False
-        os.unlink(twin)
         return True
 
     @staticmethod
@@ -345,119 +330,6 @@ class JobStore(QueueReader):
         os.unlink(job.path)
         return path
 
-    def running_jobs(self) -> list[tuple[str, Path]]:
-        """(job id, path) of every entry in ``running/``."""
-        return [(split_job_name(entry.name)[0], Path(entry.path)) for entry in visible_entries(self.layout.running)]
-
-    def settle_running(self, job_id: str, path: Path) -> str | None:
-        """Tidy a ``running/`` entry left by a worker that stopped; say what was done.
-
-        Returns ``"retried"`` when the job's next attempt is already pending
-        (a :meth:`requeue` cut short: the ``running/`` copy is removed),
-        ``"unclaimed"`` when the claim never completed (the same file is
-        still in ``pending/`` under the name it was claimed from, and the job
-        has no output log, so it never started: the ``running/`` name is
-        removed and the job stays pending; a file with another name there is
-        another job, see :meth:`unshare`), ``"finished"`` when its
-        record is already durable (the job file is moved beside the record, or
-        removed for a JSON job, whose record replaced it), and ``None`` when
-        the job really was cut short and still needs an ``interrupted`` record.
-        A link of the job file that :meth:`finish` made beside a record that
-        never appeared is removed first. Raises :class:`FileExistsError`,
-        leaving the job file where it is, when another file already has its
-        name beside the record.
-        """
-        info = path.lstat()
-        if self._retried(job_id, path):
-            os.unlink(path)  # requeue() was cut short: the next attempt is pending already
-            return "retried"
-        if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
-            if not os.path.lexists(self.layout.stdout_log(job_id)):  # made before its process starts
-                for entry in visible_entries(self.layout.pending):
-                    if (
-                        entry.inode() == info.st_ino  # no syscall
-                        and _claimed_as(entry.name, path.name)
-                        and _same_file(entry.path, info)
-                    ):
-                        os.unlink(path)
-                        return "unclaimed"
-            for state in FINISHED_STATES:
-                folder = self.layout.folder(state)
-                if os.path.lexists(folder / (job_id + SIDECAR_SUFFIX)):
-                    continue
-                for twin in _twins(folder, path.name):
-                    if _same_file(twin, info):
-                        os.unlink(twin)  # finish() was cut short before the record appeared
-        record = self.record_path(job_id)
-        if record is None:
-            return None
-        if record.name.endswith(SIDECAR_SUFFIX):
-            beside = record.parent / (_sidecar_job_file(record) or path.name)
-            if _same_file(beside, info):
-                os.unlink(path)  # finish() was cut short after the record: only running/ is left to tidy
-            else:
-                move_no_replace(path, beside)  # FileExistsError: a stray file is there; keep ours
-        else:
-            unlink_if_exists(path)  # a JSON job's record replaced its file
-        return "finished"
-
-    def _retried(self, job_id: str, path: Path) -> bool:
-        """Whether ``pending/`` holds a later attempt of the job whose ``running/`` entry is ``path``."""
-        pending = self._pending_path(job_id)
-        if pending is None or pending.name != path.name or _same_file(pending, path.lstat()):
-            return False
-        kind = split_job_name(path.name)[2]
-        try:
-            return peek(pending, kind, 0).attempt > peek(path, kind, 0).attempt
-        except OSError:
-            return False
-
-    def remove_stale_temp_files(self, unnamed_older_than_s: float) -> int:
-        """Delete execsvc's temporary files whose writer has died (a crash mid-write); return how many.
-
-        The writer's pid is in the name (:func:`~execsvc.protocol.durable.temp_path_for`);
-        a file being written by a live process is left alone. A temporary file
-        that names no pid is removed once older than ``unnamed_older_than_s``.
-        """
-        import psutil
-
-        removed = 0
-        cutoff = time.time() - unnamed_older_than_s
-        for state in JobState:
-            for entry in os.scandir(self.layout.folder(state)):
-                if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp")):
-                    continue
-                writer = temp_file_writer(entry.name)
-                try:
-                    stale = (
-                        not psutil.pid_exists(writer) or writer == os.getpid()
-                        if writer is not None
-                        else entry.stat(follow_symlinks=False).st_mtime < cutoff
-                    )
-                    if stale:
-                        os.unlink(entry.path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass
-        return removed
-
-
-def _id_base(stem: str) -> str:
-    """The id a claim gives the file ``<stem><suffix>`` when that id is free (see ``_unique_id``)."""
-    return stem if job_id_problem(stem) is None else sanitize_job_id(stem)
-
-
-def _claimed_as(pending_name: str, running_name: str) -> bool:
-    """Whether a claim of ``pending/<pending_name>`` may have named the job ``running/<running_name>``:
-    the same ending, and its id, or that id with ``-<n>`` (``_unique_id``)."""
-    stem, suffix, _kind = split_job_name(pending_name)
-    running_id, running_suffix, _kind = split_job_name(running_name)
-    if suffix != running_suffix:
-        return False
-    base = _id_base(stem)
-    number = running_id[len(base) + 1 :]
-    return running_id == base or (running_id.startswith(f"{base}-") and number.isdigit())
-
 
 def _free_name(folder: Path, name: str, first: int = 1) -> str:
     """``name`` if nothing in ``folder`` has it (tried when ``first`` is 1), else the first free
@@ -469,30 +341,3 @@ def _free_name(folder: Path, name: str, first: int = 1) -> str:
         if not os.path.lexists(folder / kept):
             return kept
     raise AssertionError("unreachable")
-
-
-def _twins(folder: Path, name: str) -> list[Path]:
-    """``folder/<name>`` and every :func:`~execsvc.protocol.layout.kept_name` of it there (a finish may
-    have linked the job file under either); the folder is read only when ``name`` is taken."""
-    twins = [folder / name]
-    if os.path.lexists(twins[0]):
-        twins += [Path(entry.path) for entry in os.scandir(folder) if is_kept_name_of(entry.name, name)]
-    return twins
-
-
-def _sidecar_job_file(record: Path) -> str | None:
-    """The ``job_file`` a sidecar record names, if it can be read and is a plain name."""
-    try:
-        name = SidecarRecord.model_validate_json(read_record(record)).job_file
-    except (OSError, ValueError):
-        return None
-    return name if name and "/" not in name and name not in (".", "..") else None
-
-
-def _same_file(path: str | Path, info: os.stat_result) -> bool:
-    """Whether ``path`` (not followed) is the file ``info`` describes: another name of one inode."""
-    try:
-        other = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)

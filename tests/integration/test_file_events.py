@@ -12,7 +12,7 @@ from queue import Empty, SimpleQueue
 
 import pytest
 
-from execsvc.watch import InotifyFD, QueueWatch, open_watch
+from execsvc.file_events import FileEvents, InotifyFD, open_file_events
 
 Watched = tuple[Path, Path, SimpleQueue[tuple[str, str]]]
 LINUX_ONLY = pytest.mark.skipif(InotifyFD is None, reason="needs Linux inotify")
@@ -30,7 +30,7 @@ def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]
     running.mkdir()
     inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
     direct, in_loop = request.param
-    watch: QueueWatch = open_watch(str(pending), str(running), inbox, direct=direct)
+    watch: FileEvents = open_file_events(str(pending), str(running), inbox, direct=direct)
     watch.start(own_thread=not in_loop)
     fd = watch.fileno()
     assert (fd is not None) == in_loop
@@ -99,7 +99,7 @@ def test_a_removed_pending_folder_is_reported(tmp_path: Path) -> None:
     pending.mkdir()
     running.mkdir()
     inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
-    watch = open_watch(str(pending), str(running), inbox, direct=True)
+    watch = open_file_events(str(pending), str(running), inbox, direct=True)
     watch.start()
     try:
         pending.rmdir()
@@ -110,7 +110,7 @@ def test_a_removed_pending_folder_is_reported(tmp_path: Path) -> None:
 
 def test_an_unwatchable_folder_raises_oserror(tmp_path: Path) -> None:
     inbox: SimpleQueue[tuple[str, str]] = SimpleQueue()
-    watch = open_watch(str(tmp_path / "missing"), str(tmp_path / "missing2"), inbox)
+    watch = open_file_events(str(tmp_path / "missing"), str(tmp_path / "missing2"), inbox)
     with pytest.raises(OSError):
         watch.start()
     watch.stop()

@@ -178,7 +178,7 @@ def test_the_scheduler_never_declares_a_dependency_missing_on_one_look() -> None
     assert scheduler.next_due_at() == now + CONFIRM_MISSING_AFTER_S
     scheduler.wake(now + CONFIRM_MISSING_AFTER_S)
     assert looks[3:] == ["dep", "gone", "gone"]
-    assert "dep" in scheduler.watched_ids, "found at the second look: it waits"
+    assert "dep" in scheduler.depended_on_ids, "found at the second look: it waits"
     doomed = [scheduler.take_doomed(), scheduler.take_doomed()]
     assert sorted(d.name for d in doomed if d is not None) == ["later.json", "orphan.json"]
     assert all(d is not None and "not in this queue" in d.reason for d in doomed)

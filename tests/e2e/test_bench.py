@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_RUN = ["--jobs", "8", "--samples", "4", "--repeats", "1", "--output-mb", "4", "--no-install"]
 TINY_RUN += ["--backlog", "30", "--history", "30", "--listing", "50"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from execsvc.protocol.durable import GroupFlusher
+from execsvc.protocol.flusher import GroupFlusher
 
 
 def test_every_ticket_is_flushed_and_a_burst_shares_flushes(tmp_path: Path) -> None:

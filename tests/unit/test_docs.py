@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PROTOCOL = ROOT / "docs" / "protocol.md"
 CODE = sorted([*(ROOT / "execsvc").rglob("*.py"), *(ROOT / "queue_tools").rglob("*.py")])

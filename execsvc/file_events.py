@@ -13,17 +13,17 @@ anything an event missed.
 
 Two ways, both watchdog:
 
-- On Linux, :class:`DirectInotifyWatch` registers callbacks with watchdog's
+- On Linux, :class:`DirectInotifyEvents` registers callbacks with watchdog's
   inotify wrapper (``watchdog.observers.inotify_c.InotifyFD``, the object
   watchdog's own ``InotifyObserver`` is built on). Started with
   ``own_thread=False``, it has no thread at all: the worker waits on its
-  descriptor (:meth:`DirectInotifyWatch.fileno`) in its own loop and calls
-  :meth:`DirectInotifyWatch.read` when it is readable, so an event reaches
+  descriptor (:meth:`DirectInotifyEvents.fileno`) in its own loop and calls
+  :meth:`DirectInotifyEvents.read` when it is readable, so an event reaches
   the worker with no thread hop, and the worker can read what is waiting
   before it chooses the next job. Otherwise one thread reads the descriptor
   (one hop instead of watchdog's three: reader, emitter, dispatcher).
 - Elsewhere (macOS FSEvents or kqueue), or if that wrapper is missing,
-  :class:`ObserverWatch`: a watchdog ``Observer`` with event handlers.
+  :class:`ObserverEvents`: a watchdog ``Observer`` with event handlers.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from .inbox import Message, MessageKind
 from .protocol.layout import CANCEL_PREFIX, split_job_name
 
 
-class Inbox(Protocol):
+class MessageSink(Protocol):
     """Where events are posted as ``(kind, value)`` (the worker's :class:`~.inbox.Inbox`, or a ``SimpleQueue``)."""
 
     def put(self, item: Message, /) -> None:
@@ -61,7 +61,7 @@ except (ImportError, OSError):  # not Linux, or a libc without inotify
     InotifyFD = None  # type: ignore[assignment,misc]
 
 
-class QueueWatch(Protocol):
+class FileEvents(Protocol):
     """Started once by the worker, stopped once at shutdown."""
 
     def start(self, *, own_thread: bool = True) -> None:
@@ -81,15 +81,15 @@ class QueueWatch(Protocol):
         """Stop watching and join the watching thread(s)."""
 
 
-def open_watch(
+def open_file_events(
     pending: str,
     running: str,
-    inbox: Inbox,
+    inbox: MessageSink,
     awaited: Container[str] = (),
     *,
     direct: bool | None = None,
     root: str | None = None,
-) -> QueueWatch:
+) -> FileEvents:
     """The best watch this platform has; ``direct=False`` forces the portable observer.
 
     ``awaited`` holds the ids of jobs that others wait for (read at each event:
@@ -100,11 +100,11 @@ def open_watch(
     if direct is None:
         direct = InotifyFD is not None
     if direct:
-        return DirectInotifyWatch(pending, running, inbox, awaited, root=root)
-    return ObserverWatch(pending, running, inbox, awaited)
+        return DirectInotifyEvents(pending, running, inbox, awaited, root=root)
+    return ObserverEvents(pending, running, inbox, awaited)
 
 
-def _left_running(name: str, awaited: Container[str], inbox: Inbox) -> None:
+def _left_running(name: str, awaited: Container[str], inbox: MessageSink) -> None:
     job_id = split_job_name(name)[0]
     if job_id in awaited:
         inbox.put((MessageKind.LEFT_RUNNING, job_id))
@@ -113,7 +113,7 @@ def _left_running(name: str, awaited: Container[str], inbox: Inbox) -> None:
 class _PendingCallback:
     """watchdog's ``WatchCallback`` for ``pending/``: posts every name the kernel reports."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: MessageSink) -> None:
         self._inbox = inbox
 
     def on_event(self, event: InotifyEvent) -> None:
@@ -132,7 +132,7 @@ class _PendingCallback:
 class _RunningCallback(_PendingCallback):
     """watchdog's ``WatchCallback`` for ``running/``: cancel requests, and awaited jobs leaving."""
 
-    def __init__(self, inbox: Inbox, awaited: Container[str]) -> None:
+    def __init__(self, inbox: MessageSink, awaited: Container[str]) -> None:
         super().__init__(inbox)
         self._awaited = awaited
 
@@ -183,11 +183,11 @@ if InotifyFD is not None:
                 self._close_resources()
 
 
-class DirectInotifyWatch:
+class DirectInotifyEvents:
     """Callbacks on a private watchdog ``InotifyFD`` (Linux): read in the caller's loop, or by one thread."""
 
     def __init__(
-        self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = (), *, root: str | None = None
+        self, pending: str, running: str, inbox: MessageSink, awaited: Container[str] = (), *, root: str | None = None
     ) -> None:
         self._folders = (pending, running)
         self._root = root
@@ -256,7 +256,7 @@ class DirectInotifyWatch:
 
 
 class _PendingEvents(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: MessageSink) -> None:
         self._inbox = inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -266,7 +266,7 @@ class _PendingEvents(FileSystemEventHandler):
 
 
 class _CancelEvents(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox, awaited: Container[str]) -> None:
+    def __init__(self, inbox: MessageSink, awaited: Container[str]) -> None:
         self._inbox = inbox
         self._awaited = awaited
 
@@ -279,10 +279,10 @@ class _CancelEvents(FileSystemEventHandler):
             _left_running(name, self._awaited, self._inbox)
 
 
-class ObserverWatch:
+class ObserverEvents:
     """A watchdog ``Observer`` (FSEvents, kqueue or inotify) with one handler per folder."""
 
-    def __init__(self, pending: str, running: str, inbox: Inbox, awaited: Container[str] = ()) -> None:
+    def __init__(self, pending: str, running: str, inbox: MessageSink, awaited: Container[str] = ()) -> None:
         from .protocol.changes import quiet_observer_stop
 
         quiet_observer_stop()

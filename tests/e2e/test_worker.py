@@ -15,7 +15,7 @@ import pytest
 from conftest import WorkerProcess, daemon_log, drop, process_gone, wait_finished, wait_until
 
 from execsvc import JobQueue, JobState, JobStatus
-from execsvc.protocol.durable import install_lease_guard, look_at_file
+from execsvc.protocol.leases import install_lease_guard, look_at_file
 
 PY = sys.executable
 Start = Callable[..., WorkerProcess]

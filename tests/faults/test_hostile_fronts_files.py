@@ -238,7 +238,7 @@ def test_status_sh_names_a_daemon_log_that_is_not_a_file(
     secret = secret_file(tmp_path)
     start_worker().stop()
     plant(queue_root / "daemon.log", kind, secret)
-    script = Path(__file__).resolve().parent.parent / "status.sh"
+    script = Path(__file__).resolve().parents[2] / "status.sh"
     proc = subprocess.run([str(script), str(queue_root)], capture_output=True, text=True, timeout=BOUND_S, check=False)
     both = assert_calm(proc)
     assert proc.returncode == 1 and "not running" in proc.stdout, both

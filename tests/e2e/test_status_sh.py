@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import WorkerProcess, drop, wait_finished
 
-STATUS = Path(__file__).resolve().parent.parent / "status.sh"
+STATUS = Path(__file__).resolve().parents[2] / "status.sh"
 
 
 def status(queue_root: Path) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,10 @@ import psutil
 import pytest
 from conftest import process_gone, wait_until
 
+from execsvc.job_logs import read_tail
+from execsvc.job_processes import find_job_processes, stop_processes
 from execsvc.run_request import RunRequest
-from execsvc.runner import JobProcess, SpawnError, find_job_processes, read_tail, signal_name, stop_processes
+from execsvc.runner import JobProcess, SpawnError, signal_name
 
 
 def request(argv: list[str], tmp_path: Path, **kwargs: object) -> RunRequest:

@@ -1,5 +1,6 @@
 """Scheduling with a real worker and real processes: priority, dependencies, due times, retries,
-limits, finish hooks, hold/release, and all of it across a kill -9 of the worker."""
+limits, finish hooks, hold/release, and all of it across a kill -9 of the worker. The fields read and
+explained without a worker: tests/unit/test_scheduling_fields.py."""
 
 from __future__ import annotations
 
@@ -281,20 +282,6 @@ def test_hold_and_release(queue_root: Path, tmp_path: Path, start_worker: Any) -
     assert "only a pending job" in _cli(queue_root, "hold", "held").stderr
 
 
-def test_get_job_explains_waiting(queue_root: Path, tmp_path: Path) -> None:
-    queue = JobQueue(queue_root)
-    drop(queue_root, "first.json", {"command": "true"}, mtime=time.time() - 10)
-    drop(queue_root, "urgent.json", {"command": "true", "priority": 9})
-    drop(queue_root, "dep.json", {"command": "true", "after": ["first"]})
-    drop(queue_root, "soon.json", {"command": "true", "delay_s": 3600})
-    drop(queue_root, "again.json", {"command": "true", "retries": 3, "attempt": 2, "retry_at": "2999-01-01T00:00:00Z"})
-    assert "behind 1 job(s)" in (api.get_job(queue, "first").note or "")  # urgent goes first
-    assert "behind 0 job(s)" in (api.get_job(queue, "urgent").note or "")
-    assert "waiting for job(s) first" in (api.get_job(queue, "dep").note or "")
-    assert "due at" in (api.get_job(queue, "soon").note or "")
-    assert "retry 1 of 3 at 2999-01-01" in (api.get_job(queue, "again").note or "")
-
-
 def test_scheduling_survives_kill_9(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
     """kill -9 with a job running, one waiting for it, one delayed, one between retries and one held."""
     marks = tmp_path / "marks"
@@ -421,17 +408,6 @@ def test_a_release_cut_short_by_a_crash_runs_once(queue_root: Path, tmp_path: Pa
     assert not (queue_root / "pending/.held/rel.json").exists()  # not left to be released (and run) again
     assert runs(marks) == ["rel"]
     assert "release_settled" in daemon_log(queue_root)
-
-
-def test_peek_reads_scheduling_keys_however_they_are_written(tmp_path: Path) -> None:
-    """The worker skips parsing jobs that cannot name a scheduling field; an escaped key still counts."""
-    from execsvc.protocol.scheduling import PLAIN, peek
-
-    plain, escaped = tmp_path / "plain.json", tmp_path / "escaped.json"
-    plain.write_text('{"command": "true", "description": "priority 9"}')
-    escaped.write_bytes(rb'{"command": "true", "\u0070riority": 9}')
-    assert peek(plain, "json", 0) == PLAIN
-    assert peek(escaped, "json", 0).priority == 9
 
 
 def test_submit_refuses_scheduling_options_it_would_drop(queue_root: Path, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import pytest
 from conftest import drop, run_until
 
 from execsvc import JobQueue, JobSpec, JobState, JobStatus, runner
+from execsvc.file_events import InotifyFD
 from execsvc.protocol.durable import write_durable
 from execsvc.protocol.store import JobStore
-from execsvc.watch import InotifyFD
 from execsvc.worker import Worker
 
 
@@ -157,7 +157,7 @@ def test_a_slot_freed_by_a_job_thread_looks_at_pending_itself(
     gate = tmp_path / "gate"
     blocker = start_blocker(worker, gate)
     assert worker._active[blocker].process.pidfd is None  # white-box: the job thread's way
-    watch = worker._queue_watch  # white-box: silence the file events
+    watch = worker._file_events  # white-box: silence the file events
     assert watch is not None
     watch.stop()
     assert order_after_gate(worker, blocker, gate, tmp_path / "order") == ["j1", "j2", "j0"]
@@ -184,7 +184,7 @@ def test_a_pidfd_the_loop_cannot_wait_on_is_watched_by_a_job_thread(
     ids = [queue.submit(JobSpec(command="true"), job_id=f"t{n}") for n in range(2)]
     run_until(worker, finished(worker, *ids))
     assert all(queue.get(job_id).status is JobStatus.COMPLETED for job_id in ids)
-    assert worker.layout.daemon_log.read_text().count("watched_by_thread") == 2
+    assert worker.layout.daemon_log.read_text().count("exit_waited_by_thread") == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open") or InotifyFD is None, reason="needs Linux pidfds and inotify")
@@ -198,5 +198,5 @@ def test_a_slot_freed_in_the_loop_reads_waiting_events_before_it_is_filled(
     gate = tmp_path / "gate"
     blocker = start_blocker(worker, gate)
     assert worker._active[blocker].process.pidfd is not None  # white-box: the loop's way
-    assert worker._queue_watch is not None and worker._queue_watch.fileno() is not None
+    assert worker._file_events is not None and worker._file_events.fileno() is not None
     assert order_after_gate(worker, blocker, gate, tmp_path / "order") == ["j1", "j2", "j0"]

@@ -18,7 +18,7 @@ from conftest import BIN, WorkerProcess, wait_finished
 
 from execsvc import JobQueue, JobState, JobStatus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 KINDS = {"shell": "sh", "mcp-config": "json", "scheduling": "sh"}  # each run by a test below

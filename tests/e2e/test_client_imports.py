@@ -40,8 +40,11 @@ NEVER_ON_THE_CLIENT_PATH = (
     "tomllib",
     "execsvc.worker",
     "execsvc.runner",
+    "execsvc.reaper",
+    "execsvc.job_processes",
+    "execsvc.job_logs",
     "execsvc.hooks",
-    "execsvc.watch",
+    "execsvc.file_events",
     "queue_tools.mcp_server",
 )
 """Modules of the worker, the watchers, the MCP server and the tables: none is needed to hand a job
@@ -148,7 +151,7 @@ def test_queue_dir_of_status_sh_loads_no_job_model(tmp_path: Path) -> None:
 def test_bench_client_prints_every_command_with_its_ratio() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench.client", "--repeats", "1", "--jobs", "5"],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,7 +1,7 @@
 """Faults, CI-sized: a crash loop with producers, and concurrent producers with slots 1 and 4.
 
 The long forms run by hand (``python -m tests.chaos --cycles 300``, and
-``EXECSVC_PRODUCER_JOBS=500 pytest tests/test_faults.py -k producers``); the
+``EXECSVC_PRODUCER_JOBS=500 pytest tests/faults/test_faults.py -k producers``); the
 docs/reliability.md holds their figures.
 """
 
@@ -29,7 +29,7 @@ def test_crash_loop_loses_nothing_and_runs_nothing_twice() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tests.chaos", "--cycles", "12", "--producers", "3", "--seed", "3"],
         check=False,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,28 +1,62 @@
-"""A finished job's ``on_finish`` and ``webhook``, in the hook threads, after its record."""
+"""A finished job's ``on_finish`` and ``webhook``, in the hook threads, after its record.
 
+:class:`FinishHooks` owns the two hook threads and the count of jobs whose hooks are in
+flight (under its lock); a job thread (or the loop, for a job recorded unstarted) hands it a
+job with :meth:`FinishHooks.after_record`, and the loop asks :meth:`FinishHooks.idle` before
+it stops. The hooks touch only what they are handed: the job's request and record path.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..hooks import post_webhook, run_on_finish
-from ..inbox import MessageKind
+from ..config import WorkerConfig
+from ..daemonlog import EventLog
+from ..hooks import HookStop, post_webhook, run_on_finish
+from ..inbox import Inbox, MessageKind
 from ..protocol.durable import read_regular_file
+from ..protocol.layout import QueueLayout
 from ..protocol.models import JobStatus
 from ..run_request import RunRequest
-from .state import LoopState
+from ..webhook_policy import WebhookRule
 
 _RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
 
 
-class FinishHooks(LoopState):
-    """(moved)"""
+class FinishHooks:
+    """The hook threads (``execsvc-hook-*``, two) and what they run; ``stop`` bounds them (set at the
+    end of the drain period, on a second stop signal, or when the queue is lost)."""
 
-    def _after_record(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
+    def __init__(
+        self,
+        layout: QueueLayout,
+        config: WorkerConfig,
+        log: EventLog,
+        inbox: Inbox,
+        webhook_rule: WebhookRule,
+        stop: HookStop,
+    ) -> None:
+        self.layout, self.config, self.log = layout, config, log
+        self._inbox, self._webhook_rule, self._hook_stop = inbox, webhook_rule, stop
+        self._hooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="execsvc-hook")  # on_finish, webhook
+        self._hooks_lock = threading.Lock()
+        self._hooks_in_flight = 0  # jobs whose hooks are queued or running (see idle)
+
+    def shutdown(self) -> None:
+        """Abandon hooks still queued or running (their stop is set) and join the hook threads."""
+        self._hook_stop.set()
+        self._hooks.shutdown(wait=True)
+
+    def after_record(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
         """Start the job's finish hooks, if it has any, in the hook threads (never waited for here)."""
         if request.options.on_finish is not None or request.options.webhook is not None:
             with self._hooks_lock:
                 self._hooks_in_flight += 1
             self._hooks.submit(self._run_hooks, job_id, request, record, status)
 
-    def _hooks_idle(self) -> bool:
+    def idle(self) -> bool:
         """Whether no finish hook is queued or running (read by the loop before it stops)."""
         with self._hooks_lock:
             return self._hooks_in_flight == 0

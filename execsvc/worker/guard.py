@@ -23,7 +23,8 @@ _QUEUE_CHECK_S = 1.0  # how often the root, pending/ and running/ are checked to
 
 
 class QueueGuard(Timers):
-    """(moved)"""
+    """The queue this worker serves: its lock (loop thread, at start) and the checks that its root
+    and folders are still the ones served (loop thread; :meth:`_record_refusal` from any thread)."""
 
     def _acquire_lock(self, previous: WorkerInfo | None) -> None:
         """Take the queue for this worker alone, or raise :class:`~execsvc.protocol.errors.QueueLocked`.
@@ -100,6 +101,11 @@ class QueueGuard(Timers):
             return queue_identity(self.layout.root) == self._queue_id
         except OSError:
             return False
+
+    def _record_refusal(self) -> str | None:
+        """Why no record may be written now (the root's path no longer names the directory this
+        worker locked), ``None`` while records may be written; safe from any thread."""
+        return None if self._serves_root() else (self._root_lost or "the queue root was replaced")
 
     def _queue_problem(self) -> tuple[str, bool] | None:
         """Why this worker can no longer serve its queue, and whether the root itself is gone

@@ -18,7 +18,7 @@ _CATCH_UP_MAX_FILES = 256
 
 
 class Intake(Timers):
-    """(moved)"""
+    """Pending files into the scheduler, in the loop's thread: candidates, completeness, rescans."""
 
     def _consider(self, name: str) -> None:
         """Look at ``pending/<name>`` after an event or in a scan; mark it ready when complete.

@@ -17,6 +17,8 @@ from ..protocol.readiness import Doomed
 from ..results import unstarted_result
 from ..run_request import RunRequest, read_job
 from ..runner import JobProcess, SpawnError, StartDeferred
+from .finish_hooks import FinishHooks
+from .guard import QueueGuard
 from .intake import Intake
 from .recorder import Recorder
 from .state import _START_RETRY_FIRST_S, _START_RETRY_MAX_S, _UNSEEN, DeadlineAction, _ActiveJob, _Candidate, _identity
@@ -26,8 +28,22 @@ _READ_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENO
 not the job's: the claim is undone (:meth:`Worker._defer`), never recorded ``invalid``."""
 
 
-class Launch(Intake, Recorder):
-    """(moved)"""
+class Launch(Intake, QueueGuard):
+    """Starting jobs, in the loop's thread. Hands what ran to the :class:`~.recorder.Recorder`
+    and what never ran is recorded here (or by a job thread when the disk refuses it)."""
+
+    _recorder_of_jobs: Recorder | None = None  # built by initialize(), once the queue is locked
+    _finish_hooks_of_jobs: FinishHooks | None = None
+
+    @property
+    def _recorder(self) -> Recorder:
+        assert self._recorder_of_jobs is not None, "initialize() first"
+        return self._recorder_of_jobs
+
+    @property
+    def _finish_hooks(self) -> FinishHooks:
+        assert self._finish_hooks_of_jobs is not None, "initialize() first"
+        return self._finish_hooks_of_jobs
 
     def _dispatch(self) -> None:
         if self._claims_held() or not self._scheduler.has_ready():
@@ -72,7 +88,7 @@ class Launch(Intake, Recorder):
         private copy (:meth:`JobStore.unshare`).
 
         The claim is made durable by the flusher thread while the job starts
-        (the job's own thread waits for it before the record, see :meth:`_wait_for_exit`),
+        (the job's own thread waits for it before the record, see :meth:`.recorder.Recorder.record`),
         and the ``claimed``/``started`` lines are written after the spawn, so
         neither an fsync nor a log write delays the job.
         """
@@ -151,7 +167,7 @@ class Launch(Intake, Recorder):
                 os.close(process.pidfd)
                 process.pidfd = None
         if process.pidfd is None:
-            self._waiters.submit(self._wait_for_exit, job)
+            self._waiters.submit(self._recorder.wait_for_exit, job)
         self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.polls_limits:
             self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
@@ -323,9 +339,9 @@ class Launch(Intake, Recorder):
             record = self.queue.finish(claimed, result, spec)
         except OSError:  # the disk is full or the folder unwritable: a job thread retries it
             self._recording += 1
-            self._waiters.submit(self._record_later, claimed, result, spec, event, error)
+            self._waiters.submit(self._recorder.record_unstarted, claimed, result, spec, event, error)
             return
         self.log.warning(event, claimed.job_id, status=status.value, reason=error)
         self._scheduler.settled(claimed.job_id, time.time())
         if request is not None and not refused:
-            self._after_record(claimed.job_id, request, record, status)
+            self._finish_hooks.after_record(claimed.job_id, request, record, status)

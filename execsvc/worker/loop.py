@@ -52,9 +52,10 @@ from ..reaper import become_subreaper, reap_orphans
 from ..recovery import settle_running
 from ..retention import clean
 from ..runner import keep_descriptors_from_jobs
+from .finish_hooks import FinishHooks
 from .guard import _QUEUE_CHECK_S
 from .messages import Messages
-from .recorder import _LEFT_IN_RUNNING
+from .recorder import _LEFT_IN_RUNNING, Recorder
 from .state import DeadlineAction, _AwaitedOrRunning
 
 _TEMP_MAX_AGE_S = 60.0
@@ -91,6 +92,21 @@ class Worker(Messages):
             for folder, path in (("pending", self.layout.pending), ("running", self.layout.running))
         }
         self._claim_flusher = GroupFlusher(self.queue.claim_folders())
+        self._finish_hooks_of_jobs = FinishHooks(
+            self.layout, self.config, self.log, self._inbox, self._webhook_rule, self._hook_stop
+        )
+        self._recorder_of_jobs = Recorder(
+            self.queue,
+            self.config,
+            self.log,
+            self._inbox,
+            self._claim_flusher,
+            self._finish_hooks_of_jobs,
+            give_up=self._give_up,
+            refusal=self._record_refusal,
+            result_roots=self._result_roots,
+            subreaper=self._subreaper,
+        )
         started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
         info = WorkerInfo(
             pid=os.getpid(),
@@ -156,7 +172,7 @@ class Worker(Messages):
         may run on until the drain period ends, then are abandoned).
         """
         self._dispatch()  # work found by the start-up scan or left by the last step
-        self._records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
+        self._recorder.records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
         timeout = 0 if self._inbox.waiting() else self._time_to_next_deadline()
         exited = events = woken = False
         for key, _events in self._selector.select(timeout):
@@ -175,9 +191,9 @@ class Worker(Messages):
         self._scheduler.wake(time.time())
         self._dispatch()
         for exited_job in self._to_record:  # after the freed slots are filled: see _on_exit
-            self._waiters.submit(self._record, *exited_job)
+            self._waiters.submit(self._recorder.record, *exited_job)
         self._to_record.clear()
-        return not (self._stopping and not self._active and self._recording == 0 and self._hooks_idle())
+        return not (self._stopping and not self._active and self._recording == 0 and self._finish_hooks.idle())
 
     def shutdown(self) -> None:
         """Stop watching, wait for job threads, release the lock, say goodbye in the log.
@@ -192,11 +208,11 @@ class Worker(Messages):
             for job in self._active.values():  # reaped and recorded by job threads, which block
                 if job.process.pidfd is not None:
                     self._selector.unregister(job.process.pidfd)
-                    self._waiters.submit(self._wait_for_exit, job)
+                    self._waiters.submit(self._recorder.wait_for_exit, job)
         self._give_up.set()
         self._waiters.shutdown(wait=True)
-        self._hook_stop.set()  # hooks still queued or running (only after an internal error) are abandoned
-        self._hooks.shutdown(wait=True)
+        if self._finish_hooks_of_jobs is not None:  # hooks still queued or running (only after an internal
+            self._finish_hooks_of_jobs.shutdown()  # error) are abandoned
         self._selector.close()
         self._inbox.close()
         if self._claim_flusher is not None:
@@ -231,7 +247,7 @@ class Worker(Messages):
             self.log.error("reap_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
             return
         if exit_info.leftovers_stopped:
-            self._waiters.submit(self._stop_leftovers, job, exit_info)
+            self._waiters.submit(self._recorder.stop_leftovers, job, exit_info)
             return
         self._slot_freed(job_id)  # the loop reads waiting file events before filling it
         # Recorded by a job thread once this loop step has started the next job: a record's

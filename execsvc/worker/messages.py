@@ -28,7 +28,8 @@ _PUT_BACK_WHILE_RUNNING = 3
 
 
 class Messages(Launch):
-    """(moved)"""
+    """What other threads and signal handlers post to the loop, and what it does with each, in
+    the loop's thread (the handlers themselves only post)."""
 
     def _install_signal_handlers(self) -> None:
         """Handle every signal a terminal or an operator commonly sends, so none ends the worker
@@ -103,7 +104,7 @@ class Messages(Launch):
             case MessageKind.WATCH_LOST:
                 self._check_queue()
             case MessageKind.HOOKS_DONE:
-                pass  # a wake-up only: loop() looks at _hooks_idle() after this step
+                pass  # a wake-up only: loop() looks at FinishHooks.idle() after this step
             case _:
                 assert_never(kind)
 

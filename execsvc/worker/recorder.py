@@ -1,16 +1,31 @@
-"""Everything after a job's exit, in a job thread: the result, a retry, the durable record."""
+"""Everything after a job's exit, in a job thread: the result, a retry, the durable record.
+
+:class:`Recorder` runs in the job threads (``execsvc-job-*``) and touches only what it is
+handed: the attempt (:class:`~.state._ActiveJob`, which the loop no longer changes once it
+handed it over), the store, the flusher, and the inbox it tells the loop through
+(``recorded``, ``record_failing``, ``record_written``, ``exited``). It reads one field the
+loop writes, :attr:`Recorder.records_awaited` (see :meth:`Recorder._post_recorded`); all
+other queue state is the loop's (:mod:`.state`).
+"""
+
+from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from ..inbox import MessageKind
+from ..config import WorkerConfig
+from ..daemonlog import EventLog
+from ..inbox import Inbox, MessageKind
 from ..job_logs import cut_log
 from ..job_processes import find_job_processes
 from ..limits import describe, diagnose, is_empty
-from ..protocol import ClaimedJob
+from ..protocol import ClaimedJob, JobStore
 from ..protocol.durable import read_regular_file, write_durable
+from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
 from ..protocol.models import JobResult, JobSpec, JobStatus
 from ..reaper import orphans_of
@@ -18,7 +33,6 @@ from ..results import build_result, copy_result_file, status_of_exit
 from ..retry import delay_s, next_attempt, should_retry
 from ..runner import ExitInfo, now
 from .finish_hooks import FinishHooks
-from .guard import QueueGuard
 from .state import _ActiveJob
 
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
@@ -34,10 +48,38 @@ def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
         return False
 
 
-class Recorder(QueueGuard, FinishHooks):
-    """(moved)"""
+class Recorder:
+    """Records attempts that ended, in job threads; built by the loop once the queue is locked.
 
-    def _record_later(self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, event: str, why: str) -> None:
+    ``refusal``: why no record may be written now (the queue root is no longer the one
+    served), ``None`` while records may be written; safe from any thread.
+    ``give_up``: set when record retries must end (forced stop, drain end, shutdown).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        config: WorkerConfig,
+        log: EventLog,
+        inbox: Inbox,
+        flusher: GroupFlusher,
+        hooks: FinishHooks,
+        *,
+        give_up: threading.Event,
+        refusal: Callable[[], str | None],
+        result_roots: tuple[Path, ...],
+        subreaper: bool,
+    ) -> None:
+        self.queue, self.layout, self.config, self.log = store, store.layout, config, log
+        self._inbox, self._flusher, self._hooks = inbox, flusher, hooks
+        self._give_up, self._refusal = give_up, refusal
+        self._result_roots, self._subreaper = result_roots, subreaper
+        self.records_awaited = True
+        """Whether a record must wake the loop: written by the loop, read here (see _post_recorded)."""
+
+    def record_unstarted(
+        self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, event: str, why: str
+    ) -> None:
         """In a job thread: the record of a job that never started, once it can be written."""
         try:
             self._write_record(claimed, result, spec)
@@ -113,37 +155,38 @@ class Recorder(QueueGuard, FinishHooks):
         Woken only when the loop said it waits for records; otherwise the
         message waits for the loop's next wake-up (a job's exit, a file, a
         deadline), one wake-up less per job. No wake-up is lost: the loop sets
-        ``_records_awaited`` and then looks at the inbox; this posts and then
+        :attr:`records_awaited` and then looks at the inbox; this posts and then
         reads the flag, so one of the two sees the other.
         """
         self._inbox.put((MessageKind.RECORDED, job_id), wake=False)
-        if self._records_awaited:
+        if self.records_awaited:
             self._inbox.wake()
 
-    def _stop_leftovers(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
+    def stop_leftovers(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
         """In a job thread: stop what the job left in its process group, free its slot, record it."""
         try:
             job.process.stop_leftovers(exit_info)
         finally:
             self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
-        self._record(job, exit_info)
+        self.record(job, exit_info)
 
-    def _wait_for_exit(self, job: _ActiveJob) -> None:
+    def wait_for_exit(self, job: _ActiveJob) -> None:
         """In a job thread, where jobs have no pidfd: wait for the exit, free the slot, record it."""
         try:
             exit_info = job.process.wait()
         finally:
             self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
-        self._record(job, exit_info)
+        self.record(job, exit_info)
 
-    def _record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
+    def record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
         """In a job thread, once the job has exited: write its record (or put it back for a retry)."""
         job_id = job.claimed.job_id
         claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
-        if not self._serves_root():  # a record now would land in another queue: see _check_queue
-            self.log.error("not_recorded", job_id, reason=self._root_lost or "the queue root was replaced")
+        refusal = self._refusal()
+        if refusal is not None:  # a record now would land in another queue: see QueueGuard._check_queue
+            self.log.error("not_recorded", job_id, reason=refusal)
             self._inbox.put((MessageKind.WATCH_LOST, "root"))
             self._post_recorded(job_id)
             return
@@ -169,7 +212,7 @@ class Recorder(QueueGuard, FinishHooks):
                 limit_exceeded=result.limit_exceeded,
                 attempt=result.attempt,
             )
-            self._after_record(job_id, job.request, record, result.status)
+            self._hooks.after_record(job_id, job.request, record, result.status)
         except Exception as exc:
             self.log.error("record_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
         finally:

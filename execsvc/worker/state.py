@@ -121,7 +121,16 @@ class _Deadline:
 
 
 class LoopState:
-    """(moved)"""
+    """What the loop's thread owns: every field here is read and changed by the thread that calls
+    :meth:`~.loop.Worker.loop` (and by :meth:`~.loop.Worker.initialize` and ``shutdown`` in that
+    thread), and by nothing else, so none needs a lock. Other threads get what they need handed
+    to them (an attempt, the store, the flusher) and answer through the inbox.
+
+    The exceptions are few and named: ``_give_up`` and ``_hook_stop`` are events the loop sets
+    and other threads wait on; ``_root_lost`` and ``_queue_id`` are written once and then read by
+    job threads (:meth:`~.guard.QueueGuard._record_refusal`); ``_child_posted`` is set by the
+    SIGCHLD handler, which runs in this thread.
+    """
 
     def __init__(
         self,
@@ -148,7 +157,6 @@ class LoopState:
         self._active: dict[str, _ActiveJob] = {}
         self._to_record: list[tuple[_ActiveJob, ExitInfo]] = []  # exited in this loop step
         self._recording = 0
-        self._records_awaited = True  # whether a finished record must wake the loop: see _post_recorded
         self._deadlines: list[_Deadline] = []
         self._seq = itertools.count()
         self._stopping = False
@@ -181,10 +189,7 @@ class LoopState:
         self._waiters = ThreadPoolExecutor(
             max_workers=self.config.slots + self._max_recording, thread_name_prefix="execsvc-job"
         )
-        self._hooks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="execsvc-hook")  # on_finish, webhook
-        self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal
-        self._hooks_lock = threading.Lock()
-        self._hooks_in_flight = 0  # jobs whose hooks are queued or running (see _hooks_idle)
+        self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal: see FinishHooks
 
     @property
     def busy(self) -> bool:

@@ -16,7 +16,8 @@ from .state import DeadlineAction, LoopState, _ActiveJob, _Deadline
 
 
 class Timers(LoopState):
-    """(moved)"""
+    """Deadlines (:class:`~.state._Deadline`, each a job's attempt's or the worker's own), limit
+    checks and stopping a job's process group, in the loop's thread."""
 
     def _set_deadline(self, delay_s: float, action: DeadlineAction, key: str, job: _ActiveJob | None = None) -> None:
         """Do ``action`` for ``key`` in ``delay_s`` seconds; a job's deadline names its attempt (``job``)."""

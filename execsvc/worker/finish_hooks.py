@@ -25,6 +25,9 @@ from ..webhook_policy import WebhookRule
 _RECORD_MAX_BYTES = 64 * 1024 * 1024  # as execsvc.protocol reads records
 
 
+_ABANDONED = "the worker was stopping; the hook is not run again"
+
+
 class FinishHooks:
     """The hook threads (``execsvc-hook-*``, two) and what they run; ``stop`` bounds them (set at the
     end of the drain period, on a second stop signal, or when the queue is lost)."""
@@ -70,55 +73,60 @@ class FinishHooks:
         ``webhook_abandoned``. When done, wakes the loop, which may be waiting
         for the last hook to stop.
         """
-        abandoned = "the worker was stopping; the hook is not run again"
         try:
-            if request.options.on_finish is not None and not self.config.allow_shell:  # judge refuses such jobs
-                self.log.error("on_finish_refused", job_id, reason="allow_shell = false; the hook was not run")
-            elif request.options.on_finish is not None:
-                logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
-                if self._hook_stop.is_set():
-                    self.log.warning("on_finish_abandoned", job_id, reason=abandoned)
-                else:
-                    outcome = run_on_finish(
-                        request,
-                        request.options.on_finish,
-                        record,
-                        status.value,
-                        logs,
-                        timeout_s=self.config.hook_timeout_s,
-                        stop=self._hook_stop,
-                    )
-                    if not outcome.ok and self._hook_stop.is_set():
-                        self.log.warning("on_finish_abandoned", job_id, reason=abandoned, outcome=outcome.detail)
-                    else:
-                        event = "on_finish_done" if outcome.ok else "on_finish_failed"
-                        (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
-            if request.options.webhook is not None:
-                url = request.options.webhook
-                if self._hook_stop.is_set():
-                    self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned)
-                else:
-                    body = read_regular_file(record, _RECORD_MAX_BYTES)  # the record just written: never a FIFO
-                    if body is None:
-                        raise OSError(f"{record} is no longer a regular file of at most {_RECORD_MAX_BYTES} bytes")
-                    outcome = post_webhook(
-                        url,
-                        body,
-                        timeout_s=self.config.webhook_timeout_s,
-                        attempts=self.config.webhook_attempts,
-                        rule=self._webhook_rule,
-                        stop=self._hook_stop,
-                    )
-                    if not outcome.ok and self._hook_stop.is_set():
-                        self.log.warning("webhook_abandoned", job_id, url=url, reason=abandoned, outcome=outcome.detail)
-                    else:
-                        event = "webhook_sent" if outcome.ok else "webhook_failed"
-                        (self.log.info if outcome.ok else self.log.warning)(
-                            event, job_id, url=url, outcome=outcome.detail
-                        )
+            self._on_finish(job_id, request, record, status)
+            self._webhook(job_id, request, record)
         except Exception as exc:
             self.log.error("hook_error", job_id, error=repr(exc))
         finally:
             with self._hooks_lock:
                 self._hooks_in_flight -= 1
             self._inbox.put((MessageKind.HOOKS_DONE, job_id))  # the inbox outlives the hook threads: see shutdown
+
+    def _on_finish(self, job_id: str, request: RunRequest, record: Path, status: JobStatus) -> None:
+        """The job's ``on_finish`` command, if any (refused where ``allow_shell`` is false)."""
+        if request.options.on_finish is not None and not self.config.allow_shell:  # judge refuses such jobs
+            self.log.error("on_finish_refused", job_id, reason="allow_shell = false; the hook was not run")
+        elif request.options.on_finish is not None:
+            logs = (self.layout.hook_log(job_id, "stdout"), self.layout.hook_log(job_id, "stderr"))
+            if self._hook_stop.is_set():
+                self.log.warning("on_finish_abandoned", job_id, reason=_ABANDONED)
+            else:
+                outcome = run_on_finish(
+                    request,
+                    request.options.on_finish,
+                    record,
+                    status.value,
+                    logs,
+                    timeout_s=self.config.hook_timeout_s,
+                    stop=self._hook_stop,
+                )
+                if not outcome.ok and self._hook_stop.is_set():
+                    self.log.warning("on_finish_abandoned", job_id, reason=_ABANDONED, outcome=outcome.detail)
+                else:
+                    event = "on_finish_done" if outcome.ok else "on_finish_failed"
+                    (self.log.info if outcome.ok else self.log.warning)(event, job_id, outcome=outcome.detail)
+
+    def _webhook(self, job_id: str, request: RunRequest, record: Path) -> None:
+        """The job's ``webhook``, if any: the record just written, POSTed."""
+        if request.options.webhook is not None:
+            url = request.options.webhook
+            if self._hook_stop.is_set():
+                self.log.warning("webhook_abandoned", job_id, url=url, reason=_ABANDONED)
+            else:
+                body = read_regular_file(record, _RECORD_MAX_BYTES)  # the record just written: never a FIFO
+                if body is None:
+                    raise OSError(f"{record} is no longer a regular file of at most {_RECORD_MAX_BYTES} bytes")
+                outcome = post_webhook(
+                    url,
+                    body,
+                    timeout_s=self.config.webhook_timeout_s,
+                    attempts=self.config.webhook_attempts,
+                    rule=self._webhook_rule,
+                    stop=self._hook_stop,
+                )
+                if not outcome.ok and self._hook_stop.is_set():
+                    self.log.warning("webhook_abandoned", job_id, url=url, reason=_ABANDONED, outcome=outcome.detail)
+                else:
+                    event = "webhook_sent" if outcome.ok else "webhook_failed"
+                    (self.log.info if outcome.ok else self.log.warning)(event, job_id, url=url, outcome=outcome.detail)

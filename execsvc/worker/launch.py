@@ -100,15 +100,23 @@ class Launch(Intake, QueueGuard):
             else:
                 self.log.info("vanished", file=name, reason="the file left pending/ before it could be claimed")
             return
-        job_id = claimed.job_id
         kept, data, info = self._check_claim(name, seen, claimed)
         if not kept:
             return
+        request = self._judged_request(claimed, data, info, doomed)
+        if request is not None:
+            self._spawn(name, claimed, request)
+
+    def _judged_request(
+        self, claimed: ClaimedJob, data: bytes | None, info: os.stat_result | None, doomed: Doomed | None
+    ) -> RunRequest | None:
+        """The claimed job's :class:`RunRequest` as the policy lets it run, or ``None`` once it has
+        been recorded unstarted (invalid, refused, its ``result_file`` folder missing, doomed)."""
         try:
             request = read_job(
                 claimed.path,
                 claimed.kind,
-                job_id=job_id,
+                job_id=claimed.job_id,
                 queue_root=self.layout.root,
                 config=self.config,
                 environ=self._environ,
@@ -118,7 +126,7 @@ class Launch(Intake, QueueGuard):
             )
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
-            return
+            return None
         # The policy first: nothing of a job it refuses runs, not even its finish hooks.
         verdict = judge(
             request,
@@ -132,7 +140,7 @@ class Launch(Intake, QueueGuard):
         if verdict.problem is not None:
             where = f" (set in {self.config.config_file})" if self.config.config_file else ""
             self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request, refused=True)
-            return
+            return None
         if request.result_file is not None and not request.result_file.parent.is_dir():
             self._finish_unstarted(
                 claimed,
@@ -140,12 +148,17 @@ class Launch(Intake, QueueGuard):
                 f"the folder of result_file {request.result_file} does not exist; the job was not started",
                 request,
             )
-            return
+            return None
         if doomed is not None:
             self._finish_unstarted(claimed, doomed.status, doomed.reason, request)
-            return
+            return None
         if verdict.executable is not None:
             request = replace(request, executable=verdict.executable)
+        return request
+
+    def _spawn(self, name: str, claimed: ClaimedJob, request: RunRequest) -> None:
+        """Start the claimed job's process group, register its exit and deadlines, log its start."""
+        job_id = claimed.job_id
         process = JobProcess(
             request,
             self.layout.stdout_log(job_id),

@@ -74,14 +74,7 @@ class Worker(Messages):
         :class:`~execsvc.protocol.errors.WatchFailed` when ``pending/`` cannot be watched.
         """
         self.layout.ensure()
-        self._log = open_event_log(
-            self.layout.daemon_log,
-            max_bytes=self.config.log_max_bytes,
-            backups=self.config.log_backups,
-            stderr_level=self._stderr_level,
-            in_queue=True,
-        )
-        self.queue.on_moved_aside = self._log_moved_aside
+        self._open_log()
         previous = self.queue.worker_info()
         self._acquire_lock(previous)
         self._environ[QUEUE_ID_ENV] = self._queue_id or ""  # every job knows its queue by identity
@@ -91,6 +84,33 @@ class Worker(Messages):
             folder: queue_identity(path)
             for folder, path in (("pending", self.layout.pending), ("running", self.layout.running))
         }
+        self._build_helpers()
+        self._write_worker_info()
+        self._settle_previous(previous)
+        if threading.current_thread() is threading.main_thread():
+            install_lease_guard()
+            self._install_signal_handlers()
+        self._watch()
+        keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
+        self._rescan()
+        self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
+        self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
+        if self.config.retention_days is not None:
+            self._set_deadline(0, DeadlineAction.RETENTION, "")
+        self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
+
+    def _open_log(self) -> None:
+        self._log = open_event_log(
+            self.layout.daemon_log,
+            max_bytes=self.config.log_max_bytes,
+            backups=self.config.log_backups,
+            stderr_level=self._stderr_level,
+            in_queue=True,
+        )
+        self.queue.on_moved_aside = self._log_moved_aside
+
+    def _build_helpers(self) -> None:
+        """The objects of the other threads: the flusher, the finish hooks, the recorder."""
         self._claim_flusher = GroupFlusher(self.queue.claim_folders())
         self._finish_hooks_of_jobs = FinishHooks(
             self.layout, self.config, self.log, self._inbox, self._webhook_rule, self._hook_stop
@@ -107,6 +127,9 @@ class Worker(Messages):
             result_roots=self._result_roots,
             subreaper=self._subreaper,
         )
+
+    def _write_worker_info(self) -> None:
+        """``worker.json`` (who serves the queue, with what settings) and the ``worker_started`` line."""
         started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
         info = WorkerInfo(
             pid=os.getpid(),
@@ -122,6 +145,9 @@ class Worker(Messages):
         self.log.info(
             "worker_started", pid=os.getpid(), slots=self.config.slots, queue=str(self.layout.root), version=__version__
         )
+
+    def _settle_previous(self, previous: WorkerInfo | None) -> None:
+        """Settle what a dead worker left: ``running/``, stale temporary files, cancel requests."""
         settle_running(
             self.queue,
             self.log,
@@ -132,9 +158,9 @@ class Worker(Messages):
         self.queue.remove_stale_temp_files(_TEMP_MAX_AGE_S)
         for job_id in self.queue.cancel_requests():  # their jobs were settled above; none runs
             self.queue.drop_cancel_request(job_id)
-        if threading.current_thread() is threading.main_thread():
-            install_lease_guard()
-            self._install_signal_handlers()
+
+    def _watch(self) -> None:
+        """Watch ``pending/`` and ``running/``; the loop reads the events itself where it can."""
         try:
             self._file_events = open_file_events(
                 str(self.layout.pending),
@@ -156,13 +182,6 @@ class Worker(Messages):
             self._selector.register(events_fd, selectors.EVENT_READ, self._file_events)
             self._events_poll = select.poll()  # asked without waiting when a slot frees: _events_waiting
             self._events_poll.register(events_fd, select.POLLIN)
-        keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
-        self._rescan()
-        self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
-        self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
-        if self.config.retention_days is not None:
-            self._set_deadline(0, DeadlineAction.RETENTION, "")
-        self.log.info("watching", folder=str(self.layout.pending), pending=len(self._candidates))
 
     def loop(self) -> bool:
         """One step: wait for a message or the next deadline, act on it, start ready jobs.

@@ -19,27 +19,15 @@ from .visible import visible
 _PLAIN = re.compile(r"[^\s\"'=\\]+")  # a value needs no quotes: no white space, quote, '=' or backslash
 
 
-_last_second: tuple[int, str, str] = (-1, "", "")  # a whole second, its date and time, its offset
-
-
 def iso_stamp(seconds: float) -> str:
-    """ISO 8601 local time with milliseconds and offset, e.g. ``2026-11-21T10:14:00.123+01:00``.
-
-    The date, time and offset of a whole second are kept until the next second is asked for,
-    so the lines of one second pay for ``localtime`` and ``strftime`` once (safe from any
-    thread: the cache is one tuple, replaced whole)."""
-    global _last_second
-    whole = int(seconds // 1)
-    cached, date_time, zone = _last_second
-    if cached != whole:
-        local = time.localtime(whole)
-        offset = local.tm_gmtoff // 60
-        sign = "+" if offset >= 0 else "-"
-        date_time = time.strftime("%Y-%m-%dT%H:%M:%S", local)
-        zone = f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
-        _last_second = (whole, date_time, zone)
+    """ISO 8601 local time with milliseconds and offset, e.g. ``2026-11-21T10:14:00.123+01:00``."""
+    local = time.localtime(seconds)
+    offset = local.tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
     millis = int(seconds % 1 * 1000)
-    return f"{date_time}.{millis:03d}{zone}"
+    return (
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    )
 
 
 def format_event(event: str, job: str | None = None, **fields: Any) -> str:

@@ -38,14 +38,3 @@ def test_an_error_inside_the_step_still_writes_its_lines(tmp_path: Path) -> None
     finally:
         log.close()
     assert [line.split()[2] for line in path.read_text().splitlines()] == ["claimed", "next"]
-
-
-def test_the_time_stamp_is_the_local_time_of_each_second_asked() -> None:
-    """The cached date and time of a second never leak into another second's stamp."""
-    from datetime import datetime
-
-    from execsvc.protocol.logline import iso_stamp
-
-    for seconds in (1_764_590_000.2504, 1_764_590_000.9994, 1_764_590_001.0004, 1_764_590_000.5004, 86_400.1234):
-        expected = datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
-        assert iso_stamp(seconds) == expected

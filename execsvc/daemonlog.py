@@ -19,7 +19,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,7 @@ from .protocol.logline import format_event, iso_stamp
 
 
 class DaemonLog:
-    """``daemon.log`` itself: each line (or the lines of one step) is one ``O_APPEND`` write; the
-    file rotates by size.
+    """``daemon.log`` itself: each line is one ``O_APPEND`` write; the file rotates by size.
 
     Once the file has reached ``max_bytes`` it becomes ``daemon.log.1`` (the
     older ones shift up to ``daemon.log.<backups>``, the oldest is dropped)
@@ -70,7 +68,7 @@ class DaemonLog:
         return fd
 
     def write(self, line: bytes) -> None:
-        """Append ``line`` (whole lines, newlines included) in one write."""
+        """Append ``line`` (one whole line, newline included)."""
         with self._lock:
             try:
                 if self._fd < 0:  # a rotation could not open the new file: try again
@@ -128,22 +126,6 @@ class EventLog:
     def __init__(self, daemon_log: DaemonLog | None, *, stderr_level: int | None = None) -> None:
         self._daemon_log = daemon_log
         self._stderr_level = stderr_level
-        self._gathering = threading.local()  # per thread: the lines of an open together(), else None
-
-    @contextlib.contextmanager
-    def together(self) -> Iterator[None]:
-        """The events this thread emits inside are written at the end, in order, in one
-        ``O_APPEND`` write to ``daemon.log`` (and one to stderr): for the lines of one step
-        (a job's ``claimed`` and ``started``), one system call instead of one per line. Lines
-        of other threads never fall between them. Not nested."""
-        lines: list[tuple[int, str]] = []
-        self._gathering.lines = lines
-        try:
-            yield
-        finally:
-            self._gathering.lines = None
-            if lines:
-                self._write(lines)
 
     def info(self, event: str, job: str | None = None, **fields: Any) -> None:
         self._emit(logging.INFO, "INFO", format_event(event, job, **fields))
@@ -156,21 +138,12 @@ class EventLog:
 
     def _emit(self, level: int, level_name: str, message: str) -> None:
         line = f"{iso_stamp(time.time())} {level_name} {message}\n"
-        gathered = getattr(self._gathering, "lines", None)
-        if gathered is not None:
-            gathered.append((level, line))
-        else:
-            self._write(((level, line),))
-
-    def _write(self, lines: Sequence[tuple[int, str]]) -> None:
         if self._daemon_log is not None:
-            self._daemon_log.write("".join(line for _, line in lines).encode("utf-8", "backslashreplace"))
-        if self._stderr_level is not None:
-            shown = "".join(line for level, line in lines if level >= self._stderr_level)
-            if shown:
-                with contextlib.suppress(OSError, ValueError):  # stderr closed or gone: daemon.log has it
-                    sys.stderr.write(shown)
-                    sys.stderr.flush()
+            self._daemon_log.write(line.encode("utf-8", "backslashreplace"))
+        if self._stderr_level is not None and level >= self._stderr_level:
+            with contextlib.suppress(OSError, ValueError):  # stderr closed or gone: daemon.log has it
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
     def close(self) -> None:
         if self._daemon_log is not None:

@@ -184,19 +184,18 @@ class Launch(Intake, QueueGuard):
         self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.polls_limits:
             self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
+        self._log_claimed(claimed, request)
+        self._starts_work(job_id, process)
         capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
-        with self.log.together():  # claimed and started: one write
-            self._log_claimed(claimed, request)
-            self._starts_work(job_id, process)
-            self.log.info(
-                "started",
-                job_id,
-                pid=process.pid,
-                timeout_s=request.timeout_s,
-                timeout_capped="yes" if capped else None,
-                attempt=request.options.attempt if request.options.attempt > 1 else None,
-                argv=" ".join(request.argv)[:300],
-            )
+        self.log.info(
+            "started",
+            job_id,
+            pid=process.pid,
+            timeout_s=request.timeout_s,
+            timeout_capped="yes" if capped else None,
+            attempt=request.options.attempt if request.options.attempt > 1 else None,
+            argv=" ".join(request.argv)[:300],
+        )
 
     def _check_claim(
         self, name: str, seen: _Candidate, claimed: ClaimedJob

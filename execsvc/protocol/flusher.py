@@ -18,19 +18,14 @@ class GroupFlusher:
     """fsyncs a fixed list of folders in its own thread, many requests per flush (a group commit).
 
     :meth:`request` is cheap and returns a ticket; :meth:`wait` blocks until a
-    flush that began after that request has finished. A request wakes the
-    flusher's thread only when it is idle, and never the waiters of tickets
-    (they wait on a condition of their own, notified when a flush ends). Requests that arrive
+    flush that began after that request has finished. Requests that arrive
     while a flush runs share the next one, so a burst of claims costs one
     flush, not one each. The folders are flushed in the order given.
     """
 
     def __init__(self, folders: list[Path]) -> None:
         self._folders = folders
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # "flushed": the waiters of tickets wait on it
-        self._work = threading.Condition(lock)  # "requested": only the flusher's thread waits on it
-        self._idle = False  # the flusher's thread waits on _work (then a request must wake it)
+        self._cond = threading.Condition()
         self._requested = 0
         self._flushed = 0
         self._errors: dict[int, str] = {}
@@ -42,8 +37,7 @@ class GroupFlusher:
         """Ask for a flush of every change made so far; returns the ticket for :meth:`wait`."""
         with self._cond:
             self._requested += 1
-            if self._idle:  # else the flusher looks at _requested when its flush ends: no wake-up
-                self._work.notify()
+            self._cond.notify_all()
             return self._requested
 
     def wait(self, ticket: int) -> str | None:
@@ -57,16 +51,14 @@ class GroupFlusher:
         """Flush what was requested, then stop the thread."""
         with self._cond:
             self._closing = True
-            self._work.notify()
+            self._cond.notify_all()
         self._thread.join()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while self._requested == self._flushed and not self._closing:
-                    self._idle = True
-                    self._work.wait()
-                    self._idle = False
+                    self._cond.wait()
                 if self._requested == self._flushed:
                     return
                 target = self._requested

@@ -70,7 +70,7 @@ def run_repetition(args: argparse.Namespace, missing: list[str], scale: dict[str
                     cpu[system.name] = cpu_ms
         f[(key, "floor: subprocess.run loop")].append(m.floor_throughput(args.jobs, argv))
         for name, cpu_ms in cpu.items():  # the row under its jobs/s
-            f[(f"worker CPU per {label} job, ms (user + system, all threads)", name)].append(cpu_ms)
+            f[(f"worker CPU per {label} job, ms", name)].append(cpu_ms)
 
     _progress(f"rep {rep + 1}: drop-to-start latency")
     latency_systems: list[System] = [Execsvc(1), *_peers(missing, 1)]

@@ -2,6 +2,8 @@
 ones served (safe from any thread: :meth:`QueueGuard._serves_root`; the checks run in the loop).
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
 import signal

@@ -2,6 +2,8 @@
 its scheduling fields into the scheduler, rescans.
 """
 
+from __future__ import annotations
+
 import os
 import stat
 import time

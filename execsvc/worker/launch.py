@@ -1,5 +1,7 @@
 """Starting jobs, in the loop's thread: the claim, reading the job file, the policy, the spawn."""
 
+from __future__ import annotations
+
 import errno
 import os
 import selectors

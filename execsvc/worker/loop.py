@@ -6,23 +6,25 @@ until it returns False, then :meth:`Worker.shutdown`; ``execsvc run``
 (:func:`execsvc.cli.run`) is that life cycle.
 
 The loop waits in one ``selectors`` call on three kinds of descriptor: the
-inotify descriptor of watchdog's wrapper (read right there, see :mod:`.file_events`),
+inotify descriptor of watchdog's wrapper (read right there, see :mod:`execsvc.file_events`),
 a pidfd per running job (readable when its main process exits), and the
-:class:`~.inbox.Inbox` pipe that other threads post messages through. So a
+:class:`~execsvc.inbox.Inbox` pipe that other threads post messages through. So a
 job's exit frees its slot in the loop itself, and the file events already
 waiting in the kernel are read before that slot is filled (FIFO holds with
-no rescan). Threads: a job thread per job being recorded (it waits until the
-job's claim is on disk, then writes the record); one flusher thread makes
-claims durable, many per fsync (:class:`~.protocol.flusher.GroupFlusher`); hook
-threads; signal handlers only post a message. Where there are no pidfds
+no rescan). Threads: a job thread per job being recorded (:mod:`.recorder`: it
+waits until the job's claim is on disk, then writes the record); one flusher thread makes
+claims durable, many per fsync (:class:`~execsvc.protocol.flusher.GroupFlusher`); hook
+threads (:mod:`.finish_hooks`); signal handlers only post a message. Where there are no pidfds
 (macOS, Linux before 5.3) a job thread also waits for its job's exit and posts
 it, and the loop then reads ``pending/`` itself before filling the slot
-(:meth:`Worker._catch_up`); where the inotify descriptor cannot be reached,
+(:meth:`~.intake.Intake._catch_up`); where the inotify descriptor cannot be reached,
 watchdog's thread reads it. Everything else happens in the thread that calls
-:meth:`loop`, so the queue state needs no locks. File events are a wake-up
+:meth:`loop`, on the fields of :class:`~.state.LoopState`, so the queue state needs no locks. File events are a wake-up
 call, not the truth: on each one the worker looks at the file, and a slow
 rescan catches anything an event missed.
 """
+
+from __future__ import annotations
 
 import contextlib
 import heapq
@@ -191,6 +193,21 @@ class Worker(Messages):
         may run on until the drain period ends, then are abandoned).
         """
         self._dispatch()  # work found by the start-up scan or left by the last step
+        exited, events, woken = self._wait()
+        if events or (exited and self._events_waiting()):  # before a freed slot is filled: see _catch_up
+            self._guarded(self._read_events)
+        for message in self._inbox.drain(woken=woken):
+            self._guarded(self._handle, message)
+        self._guarded(self._run_due_deadlines)
+        self._scheduler.wake(time.time())
+        self._dispatch()
+        self._hand_over_exited()
+        return not self._stopped()
+
+    def _wait(self) -> tuple[bool, bool, bool]:
+        """Wait in the selector for a pidfd, the file events or the inbox, or the next deadline.
+        Exits are acted on at once (:meth:`_on_exit`); returns whether a job exited, whether
+        file events are readable, and whether the inbox woke it."""
         self._recorder.records_awaited = self._awaits_records()  # then look at the inbox: see _post_recorded
         timeout = 0 if self._inbox.waiting() else self._time_to_next_deadline()
         exited = events = woken = False
@@ -202,17 +219,18 @@ class Worker(Messages):
                 events = True
             else:  # the inbox
                 woken = True
-        if events or (exited and self._events_waiting()):  # before a freed slot is filled: see _catch_up
-            self._guarded(self._read_events)
-        for message in self._inbox.drain(woken=woken):
-            self._guarded(self._handle, message)
-        self._guarded(self._run_due_deadlines)
-        self._scheduler.wake(time.time())
-        self._dispatch()
-        for exited_job in self._to_record:  # after the freed slots are filled: see _on_exit
+        return exited, events, woken
+
+    def _hand_over_exited(self) -> None:
+        """Give the jobs that exited in this step to job threads, to be recorded (after the freed
+        slots are filled: see :meth:`_on_exit`)."""
+        for exited_job in self._to_record:
             self._waiters.submit(self._recorder.record, *exited_job)
         self._to_record.clear()
-        return not (self._stopping and not self._active and self._recording == 0 and self._finish_hooks.idle())
+
+    def _stopped(self) -> bool:
+        """Whether the worker has stopped: stopping, no job running or being recorded, no hook left."""
+        return self._stopping and not self._active and self._recording == 0 and self._finish_hooks.idle()
 
     def shutdown(self) -> None:
         """Stop watching, wait for job threads, release the lock, say goodbye in the log.

@@ -2,6 +2,8 @@
 dispatched with ``match``), and the signal handlers that post them.
 """
 
+from __future__ import annotations
+
 import signal
 import time
 from types import FrameType

@@ -6,6 +6,8 @@ running attempts and their slots, the deadlines, the pauses); its parts (:mod:`.
 that thread only, so none of it needs a lock.
 """
 
+from __future__ import annotations
+
 import itertools
 import logging
 import os

@@ -5,6 +5,8 @@ A job's deadlines name the attempt that set them (:attr:`~.state._ActiveJob.atte
 act only while that attempt runs, never on the next attempt of the same job.
 """
 
+from __future__ import annotations
+
 import heapq
 import signal
 import time

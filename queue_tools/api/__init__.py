@@ -18,11 +18,12 @@ a ``daemon.log`` that is not raises :class:`~execsvc.protocol.durable.NotRegular
 
 The modules: :mod:`.models` (the answers), :mod:`.jobs` (listing, one job),
 :mod:`.waits` (why a job waits), :mod:`.output` (logs), :mod:`.actions`
-(wait, retry, cancel).
+(wait, retry, cancel, hold, release), :mod:`.lines` (output by lines, search),
+:mod:`.stats` (a running job's processes).
 """
 
-from .actions import cancel_job, retry_job, wait_for_job
-from .jobs import counts, get_job, list_jobs, parse_duration, queue_status, worker_status
+from .actions import cancel_job, check_after, hold_job, release_job, retry_job, wait_for_job
+from .jobs import counts, get_job, list_jobs, parse_duration, queue_status, slots_sentence, timeout_of, worker_status
 from .models import (
     CANCEL_PROGRESS_EVERY_S,
     CANCEL_WAIT_S,
@@ -32,10 +33,15 @@ from .models import (
     JobDetail,
     JobPage,
     JobSummary,
+    Match,
     OutputChunk,
+    OutputPage,
     QueueStatus,
+    RunningStats,
+    SearchAnswer,
     StateCounts,
     Stream,
+    StreamTail,
     Waiting,
     WorkerStatus,
     moment,
@@ -52,23 +58,33 @@ __all__ = [
     "JobDetail",
     "JobPage",
     "JobSummary",
+    "Match",
     "OutputChunk",
+    "OutputPage",
     "QueueStatus",
+    "RunningStats",
+    "SearchAnswer",
     "StateCounts",
     "Stream",
+    "StreamTail",
     "Waiting",
     "WorkerStatus",
     "cancel_job",
+    "check_after",
     "counts",
     "daemon_log_tail",
     "get_job",
+    "hold_job",
     "list_jobs",
     "moment",
     "open_for_reading",
     "parse_duration",
     "queue_status",
     "read_output",
+    "release_job",
     "retry_job",
+    "slots_sentence",
+    "timeout_of",
     "wait_for_job",
     "waiting_of",
     "worker_status",

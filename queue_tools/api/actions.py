@@ -8,9 +8,9 @@ from pathlib import Path
 
 from execsvc.protocol import FINISHED_STATES
 from execsvc.protocol.durable import read_regular_file
-from execsvc.protocol.errors import JobIdTaken
+from execsvc.protocol.errors import InvalidJobId, JobIdTaken, JobNotFound
 from execsvc.protocol.layout import split_job_name
-from execsvc.protocol.models import JobStatus, SidecarRecord
+from execsvc.protocol.models import CancelSignal, JobStatus, SidecarRecord
 from execsvc.protocol.queue import JobQueue
 
 from .jobs import get_job
@@ -74,6 +74,8 @@ def cancel_job(
     job_id: str,
     *,
     requested_by: str,
+    signal: CancelSignal = "SIGTERM",
+    force: bool = False,
     wait_s: float = CANCEL_WAIT_S,
     progress: Callable[[float, JobDetail], None] | None = None,
 ) -> Cancelled:
@@ -84,14 +86,16 @@ def cancel_job(
     woken by file events, up to ``wait_s`` seconds for the job to be recorded: ``stopped`` if
     it is recorded ``cancelled``, ``already_finished`` if it ended otherwise first, else
     ``requested`` (also at once when no worker serves the queue). A finished job is left as it
-    is: ``already_finished``. ``progress(waited_s, job)`` is called every
-    :data:`CANCEL_PROGRESS_EVERY_S` seconds of the wait while the job runs on.
+    is: ``already_finished``. ``signal`` is what a running job's process group gets first
+    (SIGKILL at once with ``force``), then SIGKILL after the worker's kill grace.
+    ``progress(waited_s, job)`` is called every :data:`CANCEL_PROGRESS_EVERY_S` seconds of
+    the wait while the job runs on.
 
     Raises :class:`~execsvc.protocol.errors.JobNotFound` for an unknown id (or a job removed while it
     waits), :class:`~execsvc.protocol.errors.InvalidJobId` for an id the protocol refuses and
     :class:`OSError` when the queue cannot be written.
     """
-    done = queue.cancel(job_id, requested_by=requested_by)
+    done = queue.cancel(job_id, requested_by=requested_by, signal=signal, force=force)
     if done.outcome == "cancelled":
         return Cancelled(outcome=CancelOutcome.CANCELLED, job=get_job(queue, done.info.job_id))
     if done.outcome == "finished":
@@ -133,3 +137,38 @@ def _read_queue_file(path: Path, max_bytes: int) -> bytes | None:
         return read_regular_file(path, max_bytes)
     except FileNotFoundError:
         return None
+
+
+def hold_job(queue: JobQueue, job_id: str) -> JobDetail:
+    """Hold a pending job (:meth:`JobQueue.hold`): it stays pending and does not start until
+    released. Raises :class:`~execsvc.protocol.errors.JobNotPending` (a :class:`ValueError`)
+    for a job that has started or finished."""
+    queue.hold(job_id)
+    return get_job(queue, job_id)
+
+
+def release_job(queue: JobQueue, job_id: str) -> JobDetail:
+    """Let a held job start again (:meth:`JobQueue.release`); a job that is not held is
+    left as it is. Raises :class:`ValueError` for a job that has started or finished."""
+    queue.release(job_id)
+    return get_job(queue, job_id)
+
+
+def check_after(queue: JobQueue, after: list[str] | None) -> None:
+    """Raise :class:`ValueError` naming every id in ``after`` that is in no folder of the queue
+    (a worker would record the job ``invalid`` at once)."""
+    unknown = [job_id for job_id in after or [] if not _known(queue, job_id)]
+    if unknown:
+        names = ", ".join(repr(job_id) for job_id in unknown)
+        raise ValueError(
+            f"after names {names}, which is no job of this queue; enqueue that job first and pass "
+            "the id it gets, or leave it out of after"
+        )
+
+
+def _known(queue: JobQueue, job_id: str) -> bool:
+    try:
+        queue.get(job_id)
+    except (JobNotFound, InvalidJobId):
+        return False
+    return True

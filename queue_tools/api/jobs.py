@@ -11,6 +11,7 @@ import re
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from execsvc.protocol import FINISHED_STATES, JobEntry
 from execsvc.protocol.errors import JobNotFound
@@ -134,18 +135,57 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         detail.waiting = waiting
         if waiting.jobs_ahead is not None:
             detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
-        running = len(queue.entries(JobState.RUNNING))
-        detail.note = f"waiting: {waiting.reason}; {running} running"
+        detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue)}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
     if not detail.finished and queue.worker_info() is None:
         missing = (
-            "no worker is serving this queue, so the job waits in pending/: start one with `execsvc run`"
+            "no worker is serving this queue, so the job waits in pending/: start one with execsvc run"
             if info.state is JobState.PENDING
             else "no worker is serving this queue: the next one to start records this job interrupted"
         )
         detail.note = f"{detail.note}; {missing}" if detail.note else missing
     return detail
+
+
+SLOT_HOLDERS_SHOWN = 3
+"""Running jobs named at most when a pending job waits for a slot."""
+
+
+def slots_sentence(queue: JobQueue) -> str:
+    """Who holds the slots: ``1/1 slots busy: job X (`sleep 30`, running 12 s of 300 s)``, or
+    ``N running`` when a slot is free (or no worker says how many there are)."""
+    running = queue.entries(JobState.RUNNING)
+    worker = queue.worker_info()
+    if worker is None or len(running) < worker.slots:
+        return f"{len(running)} running" + (f" of {worker.slots} slots" if worker else "")
+    held = []
+    for entry in sorted(running, key=lambda entry: entry.ctime_ns)[:SLOT_HOLDERS_SHOWN]:
+        try:
+            info = queue.get(entry.job_id)
+        except JobNotFound:
+            continue  # it finished meanwhile
+        command = (_command_of(info) or "?")[:60]
+        elapsed = _running_for_s(Path(info.path))
+        timeout = timeout_of(queue, info.spec)
+        of = f" of {timeout:g} s" if timeout is not None else ""
+        held.append(f"job {info.job_id} (`{command}`, running {elapsed or 0:.0f} s{of})")
+    more = f" and {len(running) - len(held)} more" if len(running) > len(held) else ""
+    return f"{len(running)}/{worker.slots} slots busy: {', '.join(held)}{more}"
+
+
+def timeout_of(queue: JobQueue, spec: dict[str, Any] | None) -> float | None:
+    """The timeout the serving worker applies to a job (seconds): its ``timeout_s`` or the
+    worker's default, capped at the worker's maximum; ``None`` when no worker says."""
+    worker = queue.worker_info()
+    asked = (spec or {}).get("timeout_s")
+    timeout = float(asked) if isinstance(asked, int | float) and not isinstance(asked, bool) else None
+    if worker is None:
+        return timeout
+    timeout = timeout if timeout is not None else worker.default_timeout_s
+    if timeout is not None and worker.max_timeout_s is not None:
+        timeout = min(timeout, worker.max_timeout_s)
+    return timeout
 
 
 def _fill_page(queue: JobQueue, ordered: list[JobEntry], limit: int) -> tuple[list[JobSummary], int]:

@@ -157,6 +157,80 @@ class OutputChunk(BaseModel):
     problem: str | None = None
 
 
+class OutputPage(BaseModel):
+    """A page of one stream of a job's output (``logs/<id>.<stream>``), by lines or bytes.
+
+    ``text`` is UTF-8 with invalid bytes replaced; ``first_line``/``last_line`` number
+    its lines (from 1; null when the page starts inside a line); ``offset`` and
+    ``next_offset`` are byte offsets; ``total_lines`` (null past 256 MiB) and
+    ``total_bytes`` are the log's now (it grows while the job runs). ``cut`` says what
+    is not shown and why, ``next`` the exact call that reads on. ``complete``: the job
+    has finished and nothing is left after this page. ``problem``: why the log is not
+    read (not a regular file).
+    """
+
+    job_id: str
+    stream: Stream
+    text: str
+    first_line: int | None = None
+    last_line: int | None = None
+    total_lines: int | None = None
+    total_bytes: int
+    offset: int
+    next_offset: int
+    cut: str | None = None
+    next: str | None = None
+    job_finished: bool = False
+    complete: bool = False
+    problem: str | None = None
+
+
+class StreamTail(BaseModel):
+    """The end of one stream: ``text`` (its last lines), the log's ``lines`` and ``bytes``,
+    what is ``shown`` when cut, and ``more``: the calls that read the rest."""
+
+    text: str
+    lines: int | None = None
+    bytes: int = 0
+    shown: str | None = None
+    more: str | None = None
+    problem: str | None = None
+
+
+class Match(BaseModel):
+    """One matching line: its job, stream, line number (from 1) and text, with context lines."""
+
+    job_id: str
+    stream: Stream
+    line: int
+    text: str
+    before: list[str] | None = None
+    after: list[str] | None = None
+
+
+class SearchAnswer(BaseModel):
+    """The lines of jobs' output that match a pattern, in log order, job by job.
+
+    ``cut`` says why the search stopped early (matches cap, time, size), ``next`` how to go on."""
+
+    pattern: str
+    matches: list[Match]
+    jobs_searched: int = 0
+    lines_searched: int = 0
+    cut: str | None = None
+    next: str | None = None
+
+
+class RunningStats(BaseModel):
+    """A running job's process group now (psutil): seconds of CPU used, resident memory (MiB),
+    how many processes; ``problem`` when they cannot be looked at."""
+
+    cpu_s: float | None = None
+    rss_mb: float | None = None
+    processes: int | None = None
+    problem: str | None = None
+
+
 class CancelOutcome(str, Enum):
     """What :func:`cancel_job` did to a job."""
 

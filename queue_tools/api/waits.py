@@ -118,7 +118,7 @@ def _waiting_reason(waiting: Waiting) -> str:
     if waiting.doomed:
         parts.append(waiting.doomed)
     if waiting.held:
-        parts.append("held: it does not start until released (execsvc release)")
+        parts.append("held: it does not start until released (release_job, or execsvc release)")
     if waiting.due_at is not None:
         when = waiting.due_at.isoformat(timespec="seconds")
         if waiting.attempt > 1 and waiting.retries is not None:

@@ -93,13 +93,16 @@ def descriptive_bytes(tools: list[Any]) -> int:
 
 
 @asynccontextmanager
-async def sized_client(queue: Path, tap_log: Path, *extra: str, cwd: Path | None = None) -> AsyncIterator[SizedClient]:
-    """``execsvc mcp --queue-dir queue`` behind the wire tap, as a :class:`SizedClient`."""
+async def sized_client(
+    queue: Path, tap_log: Path, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[SizedClient]:
+    """``execsvc mcp --queue-dir queue`` behind the wire tap, as a :class:`SizedClient`;
+    ``env`` is added to this process's environment."""
     command = [str(BIN / "execsvc"), "mcp", "--queue-dir", str(queue), *extra]
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "bench.wiretap", str(tap_log), "--", *command],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         cwd=str(cwd) if cwd else None,
     )
     async with Client(params) as client:

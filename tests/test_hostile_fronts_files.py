@@ -252,7 +252,9 @@ def mcp_text(result: CallToolResult) -> str:
 
 def stdio_server(queue_root: Path) -> StdioServerParameters:
     return StdioServerParameters(
-        command=console_script("execsvc"), args=["mcp", "--queue-dir", str(queue_root)], env={**os.environ}
+        command=console_script("execsvc"),
+        args=["mcp", "--queue-dir", str(queue_root), "--no-auto-start"],  # the test stopped the worker on purpose
+        env={**os.environ},
     )
 
 

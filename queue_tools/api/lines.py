@@ -1,7 +1,7 @@
 """A job's output by lines: pages (head, tail, a range of lines), the tail of each stream, search.
 
 The logs are ``logs/<id>.stdout`` and ``logs/<id>.stderr`` (docs/protocol.md,
-"Output"), read as regular files only (:func:`~.output.open_for_reading`) while
+"Finishing"), read as regular files only (:func:`~.output.open_for_reading`) while
 the job runs and after. Lines are numbered from 1; a last line without a newline
 counts. Every answer says the totals (lines, bytes), what was cut and why, and
 the exact next call. Costs are bounded: a page reads at most ``max_bytes`` after
@@ -299,7 +299,6 @@ def stream_tail(
         return StreamTail(text=kept + ("\n" if text.endswith("\n") and kept else ""), bytes=recorded, more=more)
     tail = StreamTail(text=page.text, bytes=page.total_bytes, lines=page.total_lines, problem=page.problem)
     if page.offset > 0:
-        tail.shown = f"last {(page.last_line or 0) - (page.first_line or 0) + 1} lines" if page.first_line else "tail"
         job = info.job_id
         tail.more = f"{call('get_job_output', job_id=job, stream=_not_stdout(stream), head=100)}; " + call(
             "search_output", job_id=job, stream=_not_stdout(stream), pattern="error"

@@ -187,12 +187,11 @@ class OutputPage(BaseModel):
 
 class StreamTail(BaseModel):
     """The end of one stream: ``text`` (its last lines), the log's ``lines`` and ``bytes``,
-    what is ``shown`` when cut, and ``more``: the calls that read the rest."""
+    and, when ``text`` is not all of it, ``more``: the calls that read the rest."""
 
     text: str
     lines: int | None = None
     bytes: int = 0
-    shown: str | None = None
     more: str | None = None
     problem: str | None = None
 

@@ -38,7 +38,6 @@ class Running(BaseModel):
     cpu_s: float | None = None
     rss_mb: float | None = None
     processes: int | None = None
-    problem: str | None = None
 
 
 class JobAnswer(BaseModel):
@@ -82,8 +81,10 @@ def job_answer(queue: JobQueue, detail: api.JobDetail, *, verbose: bool = False)
     if detail.waiting is not None:
         answer.waiting = detail.waiting.reason
         answer.note = _without_waiting(detail.note)
-    if (detail.state is not JobState.PENDING and result is None) or detail.state is JobState.RUNNING:
-        answer.running = _running(queue, detail)
+    if detail.state is JobState.RUNNING:
+        answer.running, problem = _running(queue, detail)
+        if problem is not None:
+            answer.note = f"{answer.note}; {problem}" if answer.note else problem
     if detail.state is not JobState.PENDING:
         info = _info(queue, detail)
         if info is not None:
@@ -120,12 +121,12 @@ def _tail_or_none(queue: JobQueue, info: JobInfo, stream: api.Stream, finished: 
     return tail
 
 
-def _running(queue: JobQueue, detail: api.JobDetail) -> Running:
+def _running(queue: JobQueue, detail: api.JobDetail) -> tuple[Running, str | None]:
+    """The running job's figures, and why its processes could not be measured (if so)."""
     running = Running(elapsed_s=detail.elapsed_s, timeout_s=api.timeout_of(queue, detail.spec))
     stats = running_stats(queue, detail.job_id)
     running.cpu_s, running.rss_mb, running.processes = stats.cpu_s, stats.rss_mb, stats.processes
-    running.problem = stats.problem
-    return running
+    return running, None if stats.problem is None else f"CPU and memory not measured: {stats.problem}"
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -89,5 +89,7 @@ def descriptions(facts: Facts) -> dict[str, str]:
             "Run a finished job again (failed, timed out, cancelled, interrupted or completed) as a new "
             "job with the same fields; returns the new job."
         ),
-        "queue_status": "Counts per state, the worker (pid, slots, uptime, command policy) and the queue folder.",
+        "queue_status": (
+            "Counts per state, the worker (pid, slots, uptime, command policy) and the queue's root folder."
+        ),
     }

@@ -150,6 +150,8 @@ class QueueTools:
             float | None, Field(ge=0, le=MAX_DELAY_S, description="Seconds before the first retry, doubled each time")
         ] = None,
         limits: Annotated[JobLimits | None, Field(description="cpu_s, memory_mb, open_files, processes")] = None,
+        on_finish: Annotated[str | None, Field(description="Shell line run after it, $EXECSVC_RECORD set")] = None,
+        webhook: Annotated[str | None, Field(description="http(s) URL the record is POSTed to")] = None,
         sandbox: Annotated[
             bool | SandboxSpec | None, Field(description="true, or {network, writable, hidden, readable_only}")
         ] = None,
@@ -174,6 +176,8 @@ class QueueTools:
                 delay_s=delay_s,
                 retries=retries,
                 retry_delay_s=retry_delay_s,
+                on_finish=on_finish,
+                webhook=webhook,
             ),
             limits=limits.model_dump(exclude_none=True) if limits is not None else None,
             sandbox=sandbox.model_dump(exclude_none=True) if isinstance(sandbox, SandboxSpec) else sandbox,

@@ -114,12 +114,9 @@ class Execsvc:
             time.sleep(0.005)
 
     def enqueue(self, index: int, argv: list[str]) -> float:
-        body = (
-            '{"command": %s, "args": [%s]}'
-            % (  # noqa: UP031 - cheaper than json.dumps per job
-                _json_str(argv[0]),
-                ", ".join(_json_str(a) for a in argv[1:]),
-            )
+        body = '{"command": %s, "args": [%s]}' % (  # noqa: UP031 - cheaper than json.dumps per job
+            _json_str(argv[0]),
+            ", ".join(_json_str(a) for a in argv[1:]),
         )
         tmp = self.pending / f".j{index}.tmp"
         with open(tmp, "w") as handle:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -56,10 +57,8 @@ def workers_of(queue: Path) -> list[psutil.Process]:
 def stop_started_workers(queue: Path) -> None:
     """Stop every worker serving ``queue`` (the one in ``worker.json`` and any other), then its jobs."""
     pids = {process.pid for process in workers_of(queue)}
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError):
         pids.add(int(json.loads((queue / "worker.json").read_text())["pid"]))
-    except (OSError, ValueError, KeyError):
-        pass
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)

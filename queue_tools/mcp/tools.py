@@ -349,7 +349,7 @@ def _no_worker_note(note: str | None) -> str:
         "no_worker: no worker is serving this queue, so the job waits; a person must start one "
         "(execsvc run, or execsvc service install) or restart this server with auto-start on"
     )
-    return f"{note}; {said}" if note else said
+    return f"{said}; {note}" if note else said
 
 
 def default_job_cwd(start_cwd: str | None = None) -> Path:

@@ -47,9 +47,7 @@ def test_two_servers_starting_at_once_leave_one_worker(stopped_queue: Path, tmp_
 
     async def one(name: str) -> None:
         async with mcp_over_stdio(stopped_queue, tmp_path, name=name) as client:
-            answers.append(
-                structured((await client.call("enqueue_job", {"command": "echo hi", "wait_s": 10})).result)
-            )
+            answers.append(structured((await client.call("enqueue_job", {"command": "echo hi", "wait_s": 10})).result))
 
     async def both() -> None:
         async with anyio.create_task_group() as group:

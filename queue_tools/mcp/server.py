@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ValidationError
 
@@ -29,6 +30,7 @@ from execsvc.protocol.queue import JobQueue
 from .answers import _prune
 from .describe import Facts, descriptions, instructions
 from .errors import argument_problems
+from .notify import publishing_lifespan
 from .resources import register_resources
 from .tools import QueueTools, default_job_cwd
 
@@ -89,7 +91,15 @@ def build_server(
     )
     tools.start_worker_if_needed()
     facts = _facts(tools)
-    server = QueueServer(name="execsvc", version=__version__, log_level=log_level, instructions=instructions(facts))
+    bus = InMemorySubscriptionBus()
+    server = QueueServer(
+        name="execsvc",
+        version=__version__,
+        log_level=log_level,
+        instructions=instructions(facts),
+        subscriptions=bus,
+        lifespan=publishing_lifespan(tools.root, bus),
+    )
     for name, text in descriptions(facts).items():
         server.add_tool(getattr(tools, name), name=name, description=text, annotations=ANNOTATIONS[name])
     _slim_schemas(server)

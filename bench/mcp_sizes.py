@@ -4,7 +4,8 @@ Runs the installed ``execsvc mcp`` behind :mod:`bench.wiretap` on scratch queues
 with a real worker, calls the tools of the scenarios below with the SDK's
 client, and prints per call the text bytes (the ``content[].text`` a model
 reads) and the wire bytes (the whole JSON-RPC response line). Sizes are
-deterministic (give or take the digits of ids, times and durations).
+deterministic (give or take the digits of ids, times and durations). ``--transcript``
+also prints each call and the start of its answer.
 
 Scenarios: ``tools/list``; a quick job in one call; a job that prints 5 MB
 (``seq 1 700000``) with its status, its default output page and a search for
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK = "python3 -c 'print(6*7)'"
 BIG = "seq 1 700000"
 PATTERN = "^4242[0-9][0-9]$"
+TRANSCRIPT_CHARS = 420
+"""Characters of each answer ``--transcript`` prints."""
 
 
 @dataclass
@@ -55,6 +58,7 @@ class SizedClient:
     tap_log: Path
     seen: int = 0
     rows: list[tuple[str, int, int]] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
 
     def _wire(self, tools_list: bool = False) -> int:
         """The size of the last response of that kind (the client may list the tools on its own)."""
@@ -68,6 +72,10 @@ class SizedClient:
         result = await self.client.call_tool(name, arguments)
         sized = Sized(result, text_bytes(result), self._wire())
         self.rows.append((label or name, sized.text_bytes, sized.wire_bytes))
+        text = " ".join(getattr(block, "text", "") for block in result.content)
+        shown = text if len(text) <= TRANSCRIPT_CHARS else text[: TRANSCRIPT_CHARS - 5] + " ..."
+        error = "isError: " if result.is_error else ""
+        self.transcript.append(f"-> {name} {json.dumps(arguments)}\n<- {error}{shown}")
         return sized
 
     async def list_tools(self) -> Sized:
@@ -143,7 +151,7 @@ def stop_worker_of(queue: Path) -> None:
         time.sleep(0.05)
 
 
-async def scenarios(scratch: Path) -> list[tuple[str, int, int]]:
+async def scenarios(scratch: Path, transcript: list[str]) -> list[tuple[str, int, int]]:
     queue = scratch / "queue"
     worker = start_worker(queue)
     try:
@@ -162,6 +170,7 @@ async def scenarios(scratch: Path) -> list[tuple[str, int, int]]:
             await c.call("list_jobs", {}, "list_jobs, defaults")
             await c.call("queue_status", {})
             rows = c.rows
+            transcript += c.transcript
     finally:
         worker.terminate()
         worker.wait(30)
@@ -170,17 +179,21 @@ async def scenarios(scratch: Path) -> list[tuple[str, int, int]]:
         async with sized_client(lone, scratch / "tap2.log") as c:
             await c.call("enqueue_job", {"command": QUICK, "wait_s": 10}, "enqueue_job, no worker, wait_s 10")
             rows += c.rows
+            transcript += c.transcript
     finally:
         stop_worker_of(lone)
     return rows
 
 
 def main() -> None:
+    transcript: list[str] = []
     with tempfile.TemporaryDirectory() as scratch:
-        rows = anyio.run(scenarios, Path(scratch))
+        rows = anyio.run(scenarios, Path(scratch), transcript)
     print(f"{'scenario':58s} {'text B':>9s} {'wire B':>9s}")
     for label, text, wire in rows:
         print(f"{label:58s} {text:9,d} {wire:9,d}")
+    if "--transcript" in sys.argv[1:]:
+        print("\n" + "\n".join(transcript))
 
 
 if __name__ == "__main__":

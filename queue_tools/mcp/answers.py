@@ -77,7 +77,7 @@ def job_answer(queue: JobQueue, detail: api.JobDetail, *, verbose: bool = False)
     result = detail.result
     if result is not None:
         answer.exit_code, answer.signal, answer.error = result.returncode, result.signal, result.error
-        answer.duration_s = result.duration_s
+        answer.duration_s = round(result.duration_s, 3) if result.duration_s is not None else None
     if detail.waiting is not None:
         answer.waiting = detail.waiting.reason
         answer.note = _without_waiting(detail.note)

@@ -19,7 +19,7 @@ a ``daemon.log`` that is not raises :class:`~execsvc.protocol.durable.NotRegular
 The modules: :mod:`.models` (the answers), :mod:`.jobs` (listing, one job),
 :mod:`.waits` (why a job waits), :mod:`.output` (logs), :mod:`.actions`
 (wait, retry, cancel, hold, release), :mod:`.lines` (output by lines, search),
-:mod:`.stats` (a running job's processes).
+:mod:`.search` (lines matching a pattern), :mod:`.stats` (a running job's processes).
 """
 
 from .actions import cancel_job, check_after, hold_job, release_job, retry_job, wait_for_job

@@ -18,7 +18,7 @@ RESOURCE_TAIL_LINES = 200
 
 
 def register_resources(server: MCPServer, tools: QueueTools) -> None:
-    """Add the resources and prompts over ``tools``' queue to ``server``."""
+    """Add the resources (and the prompts) over ``tools``' queue to ``server``."""
     root = tools.root
 
     def status_resource() -> str:
@@ -44,6 +44,18 @@ def register_resources(server: MCPServer, tools: QueueTools) -> None:
         """The last 100 lines of daemon.log: one timestamped line per worker event."""
         with resource_errors(root):
             return "\n".join(api.daemon_log_tail(tools.queue(), 100)) + "\n"
+
+    server.resource("queue://status", name="status", mime_type="application/json")(status_resource)
+    server.resource("queue://jobs/{job_id}", name="job", mime_type="application/json")(job_resource)
+    server.resource("queue://jobs/{job_id}/stdout", name="job_stdout", mime_type="text/plain")(stdout_resource)
+    server.resource("queue://jobs/{job_id}/stderr", name="job_stderr", mime_type="text/plain")(stderr_resource)
+    server.resource("queue://log", name="daemon_log", mime_type="text/plain")(log_resource)
+    register_prompts(server, tools)
+
+
+def register_prompts(server: MCPServer, tools: QueueTools) -> None:
+    """Add the prompts over ``tools``' queue to ``server``."""
+    root = tools.root
 
     def diagnose_failed_job(job_id: str) -> str:
         """Ask for a diagnosis of a failed job, with its record, command and stderr tail."""
@@ -76,11 +88,6 @@ def register_resources(server: MCPServer, tools: QueueTools) -> None:
             "why (from their error), and anything that needs attention."
         )
 
-    server.resource("queue://status", name="status", mime_type="application/json")(status_resource)
-    server.resource("queue://jobs/{job_id}", name="job", mime_type="application/json")(job_resource)
-    server.resource("queue://jobs/{job_id}/stdout", name="job_stdout", mime_type="text/plain")(stdout_resource)
-    server.resource("queue://jobs/{job_id}/stderr", name="job_stderr", mime_type="text/plain")(stderr_resource)
-    server.resource("queue://log", name="daemon_log", mime_type="text/plain")(log_resource)
     server.prompt(name="diagnose_failed_job")(diagnose_failed_job)
     server.prompt(name="summarize_queue")(summarize_queue)
 

@@ -26,6 +26,7 @@ from execsvc.protocol.queue import JobQueue
 
 from .. import api
 from ..api import lines as output
+from ..api import search as searching
 from ..submit import scheduling_fields
 from .answers import CancelAnswer, JobAnswer, job_answer, worker_started_note
 from .autostart import Started, ensure_worker
@@ -189,7 +190,11 @@ class QueueTools:
         with user_errors(self.root):
             job_id = q.submit(checked)
         logger.info("enqueued job %s", job_id)
-        # The job is in the queue now: from here on the answer says so, never isError (a retry would enqueue it twice).
+        return await self._enqueued(ctx, q, job_id, wait_s, verbose)
+
+    async def _enqueued(self, ctx: Context, q: JobQueue, job_id: str, wait_s: float, verbose: bool) -> JobAnswer:
+        """The answer for a job just enqueued: from here on it says so, never isError (a retry would
+        enqueue it twice)."""
         try:
             if wait_s > 0:
                 return self.answer(q, await self.wait_and_report(job_id, wait_s, ctx), verbose)
@@ -273,7 +278,7 @@ class QueueTools:
         with user_errors(self.root):
             ids = [job_id] if job_id else [job.job_id for job in api.list_jobs(q, limit=recent).jobs]
             streams: tuple[api.Stream, ...] = ("stdout", "stderr") if stream == "both" else (stream,)
-            return output.search(
+            return searching.search(
                 q,
                 ids,
                 pattern,

@@ -18,7 +18,7 @@ a ``daemon.log`` that is not raises :class:`~execsvc.protocol.durable.NotRegular
 
 The modules: :mod:`.models` (the answers), :mod:`.jobs` (listing, one job),
 :mod:`.waits` (why a job waits), :mod:`.output` (logs), :mod:`.actions`
-(wait, retry, cancel, hold, release), :mod:`.lines` (output by lines, search),
+(wait, retry, cancel, hold, release), :mod:`.lines` (output by lines),
 :mod:`.search` (lines matching a pattern), :mod:`.stats` (a running job's processes).
 """
 

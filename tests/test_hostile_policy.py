@@ -74,10 +74,9 @@ def test_a_refused_jobs_on_finish_never_runs(queue_root: Path, start_worker: Sta
     )
 
     async def session(client: Client) -> None:
-        enqueued = structured(
-            await client.call_tool("enqueue_job", {"command": "/bin/true", "args": [], "on_finish": hook, "wait_s": 10})
-        )
-        assert enqueued["status"] == "invalid"
+        arguments = {"command": "/bin/true", "args": [], "on_finish": hook, "wait_s": 10}
+        refused = await client.call_tool("enqueue_job", arguments)  # the server knows the policy: not enqueued
+        assert refused.is_error and "on_finish is a shell command line" in refused.content[0].text  # type: ignore[union-attr]
 
     run(session, queue_root)
     results = {job_id: wait_finished(queue_root, job_id).result for job_id in ("hook", "doomed", "no-folder")}

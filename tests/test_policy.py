@@ -92,9 +92,8 @@ def test_the_policy_is_shown_by_worker_json_queue_view_and_mcp(
         assert status["worker"]["allowed_commands"] == [str(tools)]
         assert status["worker"]["allow_shell"] is False
         assert status["worker"]["config_file"] == str(config)
-        enqueued = structured(await client.call_tool("enqueue_job", {"command": "echo hi", "wait_s": 10}))
-        assert enqueued["status"] == "invalid"
-        assert "allow_shell = false" in enqueued["error"]
+        refused = await client.call_tool("enqueue_job", {"command": "echo hi", "wait_s": 10})
+        assert refused.is_error and "allow_shell = false" in refused.content[0].text  # type: ignore[union-attr]
 
     run(session, queue_root)
 

@@ -22,7 +22,7 @@ The modules: :mod:`.models` (the answers), :mod:`.jobs` (listing, one job),
 :mod:`.search` (lines matching a pattern), :mod:`.stats` (a running job's processes).
 """
 
-from .actions import cancel_job, check_after, hold_job, release_job, retry_job, wait_for_job
+from .actions import cancel_job, check_after, check_policy, hold_job, release_job, retry_job, wait_for_job
 from .jobs import counts, get_job, list_jobs, parse_duration, queue_status, slots_sentence, timeout_of, worker_status
 from .models import (
     CANCEL_PROGRESS_EVERY_S,
@@ -71,6 +71,7 @@ __all__ = [
     "WorkerStatus",
     "cancel_job",
     "check_after",
+    "check_policy",
     "counts",
     "daemon_log_tail",
     "get_job",

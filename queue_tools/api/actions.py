@@ -10,7 +10,7 @@ from execsvc.protocol import FINISHED_STATES
 from execsvc.protocol.durable import read_regular_file
 from execsvc.protocol.errors import InvalidJobId, JobIdTaken, JobNotFound
 from execsvc.protocol.layout import split_job_name
-from execsvc.protocol.models import CancelSignal, JobStatus, SidecarRecord
+from execsvc.protocol.models import CancelSignal, JobSpec, JobStatus, SidecarRecord
 from execsvc.protocol.queue import JobQueue
 
 from .jobs import get_job
@@ -163,6 +163,25 @@ def check_after(queue: JobQueue, after: list[str] | None) -> None:
         raise ValueError(
             f"after names {names}, which is no job of this queue; enqueue that job first and pass "
             "the id it gets, or leave it out of after"
+        )
+
+
+def check_policy(queue: JobQueue, spec: JobSpec) -> None:
+    """Raise :class:`ValueError` for what the serving worker's policy refuses at once and a
+    client can know from ``worker.json``: a shell job or an ``on_finish`` line under
+    ``allow_shell = false`` (the sentences are the worker's). What depends on the worker's
+    own view (``allowed_commands`` against its ``PATH``, webhooks, result files) is left to it."""
+    worker = queue.worker_info()
+    if worker is None or worker.allow_shell:
+        return
+    if spec.runs_in_shell():
+        raise ValueError(
+            "refused by the worker's policy (allow_shell = false): this job is a shell command line "
+            "(no 'args', or \"shell\": true); give 'command' and 'args' to run a program directly"
+        )
+    if spec.on_finish is not None:
+        raise ValueError(
+            "refused by the worker's policy (allow_shell = false): the job's on_finish is a shell command line"
         )
 
 

@@ -186,6 +186,7 @@ class QueueTools:
         with user_errors(self.root):
             api.check_after(q, after)
             checked = JobSpec.model_validate(spec)
+            api.check_policy(q, checked)
         await anyio.to_thread.run_sync(self.start_worker_if_needed)
         with user_errors(self.root):
             job_id = q.submit(checked)

@@ -161,3 +161,24 @@ def test_a_running_job_shows_its_memory_cpu_output_and_who_holds_the_slot(
             await call(client, "cancel_job", {"job_id": job_id, "force": True})
 
     anyio.run(session)
+
+
+def test_a_shell_job_the_policy_refuses_is_refused_at_enqueue(
+    queue_root: Path, start_worker: Start, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[policy]\nallow_shell = false\n")
+    start_worker("--config", str(config))
+
+    async def session() -> None:
+        async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
+            refused = await client.client.call_tool("enqueue_job", {"command": "echo hi", "wait_s": 10})
+            assert "refused by the worker's policy (allow_shell = false)" in error_text(refused)
+            assert JobQueue(queue_root).entries(JobState.PENDING) == []  # nothing was written
+            direct = await call(client, "enqueue_job", {"command": "/bin/echo", "args": ["hi"], "wait_s": 10})
+            assert direct["status"] == "completed" and direct["stdout"]["text"] == "hi\n"
+            listed = await client.list_tools()
+            enqueue = next(tool for tool in listed.result.tools if tool.name == "enqueue_job")
+            assert "shell command lines are refused (pass args)" in (enqueue.description or "")
+
+    anyio.run(session)

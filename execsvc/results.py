@@ -34,7 +34,7 @@ def command_not_found(returncode: int, stderr_tail: str) -> str | None:
     if returncode != 127:
         return None
     found = _NOT_FOUND.findall(stderr_tail)
-    return found[-1] if found else None
+    return found[-1].strip() or None if found else None
 
 
 def copy_result_file(

@@ -1264,7 +1264,8 @@ class Worker:
         exceeded = job.limit_exceeded
         missing = command_not_found(exit_info.returncode, result.stderr[-4096:]) if job.stop_status is None else None
         if missing is not None:
-            result.error = f"command not found: {missing} (exit code 127)"
+            hint = job.request.failure_hint
+            result.error = f"command not found: {missing} (exit code 127)" + (f"; {hint}" if hint else "")
         if exceeded is None and status is JobStatus.FAILED and job.stop_status is None:
             exceeded = diagnose(limits, exit_info.returncode, result.stderr[-4096:])
             if exceeded is not None:

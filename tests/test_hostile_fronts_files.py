@@ -285,7 +285,7 @@ def test_the_mcp_server_over_stdio_names_files_that_are_not_files(
                 assert not detail.is_error, detail.content
                 answers["get_job"] = detail
                 for stream in ("stdout", "stderr"):
-                    for extra in ({}, {"tail_lines": 5}):
+                    for extra in ({}, {"tail": 5}):
                         output = await client.call_tool("get_job_output", {"job_id": "swap", "stream": stream, **extra})
                         assert not output.is_error, output.content
                         answers[f"get_job_output {stream} {extra}"] = output

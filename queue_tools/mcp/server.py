@@ -58,6 +58,9 @@ class QueueServer(MCPServer):
     """``MCPServer`` whose tool answers are compact and whose argument errors are sentences."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> Any:
+        unknown = _unknown_arguments(self, name, arguments)
+        if unknown:
+            raise ToolError(unknown)
         try:
             result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -69,6 +72,19 @@ class QueueServer(MCPServer):
             text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
             return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
         return result
+
+
+def _unknown_arguments(server: MCPServer, name: str, arguments: dict[str, Any]) -> str | None:
+    """The sentence for arguments the tool does not take (the SDK would drop them silently)."""
+    tool = server._tool_manager.get_tool(name)
+    if tool is None:
+        return None
+    known = tool.parameters.get("properties", {})
+    unknown = sorted(key for key in arguments if key not in known)
+    if not unknown:
+        return None
+    what = "is not an argument" if len(unknown) == 1 else "are not arguments"
+    return f"{name}: {', '.join(unknown)} {what}; it takes {', '.join(known)}"
 
 
 def build_server(

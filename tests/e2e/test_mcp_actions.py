@@ -134,6 +134,9 @@ def test_an_unknown_after_is_refused_before_anything_is_written(
             assert second["status"] == "completed"
             bad = await client.client.call_tool("enqueue_job", {"command": "true", "wait_s": 51})
             assert error_text(bad) == "enqueue_job: wait_s is at most 50 s; call wait_for_job to wait longer"
+            typo = await client.client.call_tool("enqueue_job", {"command": "sleep 9", "timeout": 1})
+            assert error_text(typo).startswith("enqueue_job: timeout is not an argument; it takes command, args,")
+            assert all(JobQueue(queue_root).entries(state) == [] for state in (JobState.PENDING, JobState.RUNNING))
 
     anyio.run(session)
 

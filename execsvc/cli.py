@@ -307,17 +307,35 @@ def mcp(
     log_level: Annotated[
         str, typer.Option(help="Level of the server's log on stderr: DEBUG, INFO, WARNING or ERROR.")
     ] = "WARNING",
+    auto_start: Annotated[
+        bool,
+        typer.Option(
+            help="Start a worker when none serves the queue (the user service if installed, else "
+            "`execsvc run` detached). Also EXECSVC_MCP_AUTO_START=0.",
+        ),
+    ] = True,
+    job_cwd: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder jobs run in unless they name one (default: the folder the server is started "
+            "in; the home folder when that is /). Also EXECSVC_MCP_JOB_CWD.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the queue to an MCP client over stdio (enqueue, wait, read results, cancel).
+    """Serve the queue to an MCP client over stdio (enqueue, wait, read and search output, cancel).
 
     Configure your client to start `execsvc mcp`; stdout carries only MCP messages.
     """
-    from queue_tools.mcp_server import serve  # imported here: the worker does not need the SDK
+    from queue_tools.mcp import serve  # imported here: the worker does not need the SDK
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise fail(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
-    serve(queue_dir, log_level=level)  # type: ignore[arg-type]
+    if os.environ.get("EXECSVC_MCP_AUTO_START", "").strip().lower() in ("0", "false", "no", "off"):
+        auto_start = False
+    if job_cwd is None and os.environ.get("EXECSVC_MCP_JOB_CWD"):
+        job_cwd = Path(os.environ["EXECSVC_MCP_JOB_CWD"])
+    serve(queue_dir, log_level=level, auto_start=auto_start, job_cwd=job_cwd)  # type: ignore[arg-type]
 
 
 @app.command("queue-dir")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .job_logs import read_tail
@@ -22,6 +23,19 @@ def status_of_exit(returncode: int) -> tuple[JobStatus, str | None]:
     if returncode > 0:
         return JobStatus.FAILED, f"the job exited with code {returncode}"
     return JobStatus.FAILED, f"the job was killed by {signal_name(returncode)}"
+
+
+_NOT_FOUND = re.compile(r"^(?:.*?: )?(?:line \d+: |\d+: )?(.+?): (?:command )?not found$", re.MULTILINE)
+"""A shell's "not found" line: dash ``sh: 1: foo: not found``, bash ``bash: line 1: foo: command not found``."""
+
+
+def command_not_found(returncode: int, stderr_tail: str) -> str | None:
+    """The command a shell could not find, for exit code 127 with its "not found" line on stderr
+    (the last such line); ``None`` otherwise."""
+    if returncode != 127:
+        return None
+    found = _NOT_FOUND.findall(stderr_tail)
+    return found[-1].strip() or None if found else None
 
 
 def copy_result_file(

@@ -68,12 +68,12 @@ from .protocol.flusher import GroupFlusher
 from .protocol.jobfile import ClaimedFile, parse_json_job, submitted_by
 from .protocol.layout import is_ignored_name, split_job_name
 from .protocol.leases import Snapshot, install_lease_guard, look_at_file, read_unwritten
-from .protocol.models import JobResult, JobSpec, JobState, JobStatus, WorkerInfo
+from .protocol.models import CancelRequest, JobResult, JobSpec, JobState, JobStatus, WorkerInfo
 from .protocol.readiness import Doomed
 from .protocol.scheduling import fields_from_head, peek_bytes
 from .reaper import become_subreaper, orphans_of, reap_orphans
 from .recovery import settle_running
-from .results import build_result, copy_result_file, status_of_exit, unstarted_result
+from .results import build_result, command_not_found, copy_result_file, status_of_exit, unstarted_result
 from .retention import clean
 from .retry import delay_s, next_attempt, should_retry
 from .run_request import RunRequest, read_job
@@ -148,12 +148,26 @@ class _ActiveJob:
     process: JobProcess
     claim_flush: int
     stop_status: JobStatus | None = None
-    stop_error: str | None = None
+    stop_error: str | None = None  # why it was stopped: "...; its process group got SIGTERM" (how it ended is added)
+    stop_signal: signal.Signals | None = None  # the first signal its group got when stopped
+    sigkilled_after_s: float | None = None  # set when the group still ran at the kill grace and got SIGKILL
     limit_exceeded: str | None = None
     kept: ClaimedFile | None = None  # its job file as last put back in running/, if the job removed it
     file_note: str | None = None  # what the job did to its own file, for the record's note
     put_back: int = 0  # times its file was put back while it ran
     attempt: int = field(default_factory=itertools.count(1).__next__)  # unique per start: see _Deadline
+
+
+def _how_it_stopped(job: _ActiveJob, exit_info: ExitInfo) -> str:
+    """The end of a stopped job's error: whether its first signal sufficed or SIGKILL was needed."""
+    first = job.stop_signal
+    if first is None or first is signal.SIGKILL:
+        return ""
+    if job.sigkilled_after_s is not None:
+        return f", then SIGKILL after {job.sigkilled_after_s:g} s as it was still running"
+    if exit_info.returncode == -first:
+        return ", which ended it"
+    return f"; it then exited with code {exit_info.returncode}" if exit_info.returncode >= 0 else ""
 
 
 class _AwaitedOrRunning:
@@ -310,6 +324,9 @@ class Worker:
             allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
             allow_shell=self.config.allow_shell,
             config_file=self.config.config_file,
+            default_timeout_s=self.config.default_timeout_s,
+            max_timeout_s=self.config.max_timeout_s,
+            kill_grace_s=self.config.kill_grace_s,
         )
         write_durable(self.layout.worker_file, info.model_dump_json().encode(), replace=True, sync=False)
         self.log.info(
@@ -549,19 +566,27 @@ class Worker:
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
+        request = self._read_cancel_request(job_id)
         if not self.queue.drop_cancel_request(job_id):
             return  # already consumed: the event of that removal, or a rescan that found it first
         job = self._active.get(job_id)
         if job is None:
             self.log.info("cancel_ignored", job_id, reason="the job is not running (it ended, or never started here)")
         elif job.stop_status is None:
+            sig = signal.Signals[request.signal]
             job.stop_status = JobStatus.CANCELLED
-            job.stop_error = (
-                f"the job was cancelled on request while running; its process group got SIGTERM, "
-                f"then SIGKILL after {self.config.kill_grace_s:g} s"
-            )
-            self.log.warning("cancelling", job_id, signal="SIGTERM", kill_grace_s=self.config.kill_grace_s)
-            self._stop_job(job, signal.SIGTERM)
+            forced = " (forced)" if request.force else ""
+            job.stop_error = f"the job was cancelled on request{forced} while running; its process group got {sig.name}"
+            self.log.warning("cancelling", job_id, signal=sig.name, kill_grace_s=self.config.kill_grace_s)
+            self._stop_job(job, sig)
+
+    def _read_cancel_request(self, job_id: str) -> CancelRequest:
+        """What ``running/.cancel.<id>`` asks (docs/protocol.md); one that cannot be read asks for SIGTERM."""
+        try:
+            body = read_regular_file(self.layout.cancel_request(job_id), 4096)
+            return CancelRequest() if body is None else CancelRequest.model_validate_json(body)
+        except (OSError, ValueError):
+            return CancelRequest()
 
     def _log_status(self, signum: int) -> None:
         """SIGUSR1 or SIGUSR2: one ``status`` line in ``daemon.log``; the worker serves on."""
@@ -1197,6 +1222,8 @@ class Worker:
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error
+        if error is not None and status in (JobStatus.TIMEOUT, JobStatus.CANCELLED):
+            error += _how_it_stopped(job, exit_info)
         limits = job.request.limits
         if job.limit_exceeded == "output_bytes":
             self._cut_output(job)
@@ -1217,6 +1244,10 @@ class Worker:
             pid=job.process.pid,
         )
         exceeded = job.limit_exceeded
+        missing = command_not_found(exit_info.returncode, result.stderr[-4096:]) if job.stop_status is None else None
+        if missing is not None:
+            hint = job.request.failure_hint
+            result.error = f"command not found: {missing} (exit code 127)" + (f"; {hint}" if hint else "")
         if exceeded is None and status is JobStatus.FAILED and job.stop_status is None:
             exceeded = diagnose(limits, exit_info.returncode, result.stderr[-4096:])
             if exceeded is not None:
@@ -1454,13 +1485,13 @@ class Worker:
                         job.stop_status = JobStatus.TIMEOUT
                         job.stop_error = (
                             f"the job ran past its timeout of {job.request.timeout_s:g} s; its process group "
-                            f"got SIGTERM, then SIGKILL after {self.config.kill_grace_s:g} s"
+                            "got SIGTERM"
                         )
                         self._stop_job(job, signal.SIGTERM)
                 case DeadlineAction.KILL:
                     job = self._job_of(deadline)
-                    if job is not None:
-                        job.process.signal_group(signal.SIGKILL)
+                    if job is not None and job.process.signal_group(signal.SIGKILL):
+                        job.sigkilled_after_s = self.config.kill_grace_s
                 case DeadlineAction.LIMITS:
                     job = self._job_of(deadline)
                     if job is not None and job.stop_status is None:
@@ -1505,6 +1536,8 @@ class Worker:
             )
 
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
+        if job.stop_signal is None:
+            job.stop_signal = sig
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
             self._set_deadline(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)

@@ -287,8 +287,29 @@ class JobInfo(BaseModel):
     held: bool = False
 
 
+CANCEL_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL")
+"""Signals a cancel request may ask for (docs/protocol.md, "Timeouts and cancelling")."""
+CancelSignal = Literal["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL"]
+
+
+class CancelRequest(BaseModel):
+    """``running/.cancel.<id>``: a client's request that the worker stop a running job.
+
+    ``signal`` is what the job's process group gets first (SIGKILL at once for a
+    forced cancel); any other than SIGKILL is followed by SIGKILL after the
+    worker's kill grace if the group is still running. Unknown fields are ignored;
+    a request that cannot be read as this model stops the job with SIGTERM.
+    """
+
+    job_id: str | None = None
+    requested_by: str | None = None
+    requested_at: str | None = None
+    signal: CancelSignal = "SIGTERM"
+    force: bool = False
+
+
 class WorkerInfo(BaseModel):
-    """``worker.json``: the worker that holds the queue lock."""
+    """``worker.json``: the worker that holds the queue lock, and the settings clients show."""
 
     pid: int
     slots: int
@@ -298,3 +319,6 @@ class WorkerInfo(BaseModel):
     allowed_commands: list[str] | None = None  # the command policy (execsvc.policy); None: any command
     allow_shell: bool = True
     config_file: str | None = None
+    default_timeout_s: float | None = None  # timeout of a job that names none (seconds)
+    max_timeout_s: float | None = None  # cap on any job's timeout_s (seconds)
+    kill_grace_s: float | None = None  # time between SIGTERM and SIGKILL when a job is stopped (seconds)

@@ -45,7 +45,9 @@ NEVER_ON_THE_CLIENT_PATH = (
     "execsvc.job_logs",
     "execsvc.hooks",
     "execsvc.file_events",
-    "queue_tools.mcp_server",
+    "queue_tools.mcp.server",
+    "queue_tools.mcp",
+    "regex",
 )
 """Modules of the worker, the watchers, the MCP server and the tables: none is needed to hand a job
 to the queue, act on one, or list the queue as JSON."""

@@ -1,0 +1,276 @@
+"""Sandboxed jobs: which jobs run in a sandbox, the profile each gets, and bubblewrap's argv
+(docs/protocol.md, "Sandbox"; docs/security.md, "Sandboxed jobs").
+
+The sandbox is bubblewrap (``bwrap``, Linux only). The worker's policy lives in its config file
+(``[policy]`` ``sandbox``, ``sandbox_for``, ``sandbox_profile``), which no job, CLI call or MCP
+call can change. A job runs sandboxed when it asks (``"sandbox": true`` or an object), when the
+worker requires it (``sandbox = "required"``), or when the front that submitted it (its
+``submitted_by``) is in ``sandbox_for``. A job the policy forces into the sandbox gets the
+worker's profile: its own ``sandbox`` object may hide more or make more read-only, never add
+the network or a writable path. Nothing is ever run unconfined in place of a sandbox: a job
+that cannot be sandboxed (``bwrap`` missing, user namespaces disabled, a writable path that
+does not exist...) is refused as ``invalid`` with a reason a person can act on.
+
+The default profile: the root file system read-only, the job's ``cwd`` writable (unless it is
+``/``, the home directory or a folder above it), a private ``/tmp``, ``/proc`` and ``/dev``, no
+network but a private loopback, every namespace unshared (its own PID namespace, so nothing
+survives the job), no new privileges, every capability dropped, a new session, and masked:
+:data:`SECRET_PATHS` and the queue root itself (a text job's script and a hook's record are
+bound back read-only). Its stdout and stderr reach ``logs/`` through the descriptors the
+worker opened. bwrap forwards no signal: stopping the job's process group ends bwrap, and
+``--die-with-parent`` then SIGKILLs the sandbox's PID 1, so the kernel ends the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .config import WorkerConfig
+from .protocol.errors import InvalidJob
+from .protocol.models import JobOptions, JobSandbox, SandboxRecord
+
+BWRAP = "bwrap"
+"""The program, looked for in the worker's own ``PATH``."""
+
+SECRET_PATHS = (
+    "~/.ssh",
+    "~/.gnupg",
+    "~/.aws",
+    "~/.azure",
+    "~/.config/gcloud",
+    "~/.kube",
+    "~/.docker",
+    "~/.netrc",
+    "~/.pypirc",
+    "~/.git-credentials",
+)
+"""Paths every sandbox hides (those that exist), on top of the queue root and the profile's own."""
+
+_BASE = ("--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL")
+_MOUNTS = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
+_INSTALL = (
+    "install bubblewrap on the worker's machine (Debian, Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
+    "bubblewrap; Arch: pacman -S bubblewrap) and make sure `bwrap` is on the worker's PATH"
+)
+
+Reason = Literal["asked", "required", "sandbox_for"]
+
+
+class SandboxRefused(InvalidJob):
+    """The job must run sandboxed and cannot be (or asks for what the policy does not give); the
+    reason says what to do."""
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """How one job is sandboxed: ``record`` (what ``result.sandbox`` says) and ``argv``, the bwrap
+    prefix (ending in ``--``) the runner puts before the job's own argv."""
+
+    record: SandboxRecord
+    argv: tuple[str, ...]
+
+    def with_readable(self, paths: list[Path]) -> tuple[str, ...]:
+        """The prefix with ``paths`` (files under a hidden folder, e.g. a hook's record) bound read-only."""
+        real = [os.path.realpath(path) for path in paths]
+        binds = [arg for path in real for arg in ("--ro-bind", path, path)]
+        return (*self.argv[:-1], *binds, "--")
+
+
+def wanted(options: JobOptions, submitted_by: str, config: WorkerConfig) -> Reason | None:
+    """Why the job runs sandboxed under ``config``'s policy, or ``None`` when it does not.
+
+    Raises :class:`SandboxRefused` when the job asks for a sandbox and ``sandbox = "off"``.
+    """
+    asked = options.sandbox is not None and options.sandbox is not False
+    if config.sandbox == "required":
+        return "required"
+    if submitted_by in config.sandbox_for:
+        return "sandbox_for"
+    if not asked:
+        return None
+    if config.sandbox == "off":
+        raise SandboxRefused(_policy('sandbox = "off"', "this worker runs no sandboxed job; none was run unconfined"))
+    return "asked"
+
+
+def plan(
+    options: JobOptions,
+    reason: Reason,
+    *,
+    cwd: Path,
+    home: Path,
+    queue_root: Path,
+    config: WorkerConfig,
+    readable: tuple[Path, ...] = (),
+) -> SandboxPlan:
+    """The sandbox of a job whose ``options`` are given, run in ``cwd``; ``readable``: files under the
+    queue root it must still read (a text job's script).
+
+    Raises :class:`SandboxRefused`: the host cannot sandbox (:func:`host_problem`), the job asks
+    for more than a forced sandbox gives, its ``cwd`` is inside the queue, or a ``writable`` or
+    ``readable_only`` path does not exist.
+    """
+    problem = host_problem()
+    if problem is not None:
+        raise SandboxRefused(f"the job must run sandboxed, and {problem}; it was not run")
+    base = config.sandbox_profile or JobSandbox()
+    own = options.sandbox if isinstance(options.sandbox, JobSandbox) else None
+    forced = reason != "asked"
+    if own is not None and forced:
+        _check_narrows(own, base, reason)
+    network = own.network if own is not None and not forced else base.network
+    real_cwd = Path(os.path.realpath(cwd))
+    root = Path(os.path.realpath(queue_root))
+    if real_cwd == root or real_cwd.is_relative_to(root):
+        raise SandboxRefused(f"a sandboxed job cannot run inside the queue ({cwd}); give it a project folder as cwd")
+    writable = _existing("writable", [*base.writable, *(own.writable if own and not forced else [])], home)
+    readable_only = _existing("readable_only", [*base.readable_only, *(own.readable_only if own else [])], home)
+    cwd_writable = real_cwd != Path("/") and not Path(os.path.realpath(home)).is_relative_to(real_cwd)
+    if cwd_writable:
+        writable.insert(0, real_cwd)
+    hidden = _hidden([*SECRET_PATHS, *base.hidden, *(own.hidden if own else [])], home, root)
+    record = SandboxRecord(
+        profile="job" if own is not None else "default",
+        reason=reason,
+        network=network,
+        writable=_unique(writable),
+        readable_only=_unique(readable_only),
+        hidden=[str(path) for path in hidden],
+    )
+    return SandboxPlan(record, _argv(record, hidden, cwd=real_cwd, readable=readable))
+
+
+def _argv(record: SandboxRecord, hidden: list[Path], *, cwd: Path, readable: tuple[Path, ...]) -> tuple[str, ...]:
+    """bwrap's options for ``record``: later mounts lie over earlier ones, so the binds go from the
+    shallowest path to the deepest (the more specific path wins), then what is hidden, then
+    ``readable`` (bound back read-only, even under a hidden folder)."""
+    argv = [_bwrap(), *_BASE]
+    if record.network:
+        argv.append("--share-net")
+    argv.extend(_MOUNTS)
+    if not record.network and os.path.isdir("/sys/class/net"):
+        # /sys is the host's: show only the loopback device, which is all the job's network has
+        argv += ["--tmpfs", "/sys/class/net", "--symlink", "../../devices/virtual/net/lo", "/sys/class/net/lo"]
+    binds = [("--bind", path) for path in record.writable] + [("--ro-bind", path) for path in record.readable_only]
+    for option, path in sorted(binds, key=lambda bind: len(Path(bind[1]).parts)):
+        argv += [option, path, path]
+    for mask in hidden:
+        argv += ["--tmpfs", str(mask)] if mask.is_dir() else ["--ro-bind", os.devnull, str(mask)]
+    for shown in readable:
+        argv += ["--ro-bind", str(shown), str(shown)]
+    return (*argv, "--chdir", str(cwd), "--")
+
+
+def _check_narrows(own: JobSandbox, base: JobSandbox, reason: Reason) -> None:
+    """A forced sandbox's job may only hide more or make more read-only; raises :class:`SandboxRefused`."""
+    rule = 'sandbox = "required"' if reason == "required" else "sandbox_for"
+    if own.network and not base.network:
+        raise SandboxRefused(_policy(rule, "the job asks for the network, which the worker's sandbox profile denies"))
+    extra = [path for path in own.writable if path not in base.writable]
+    if extra:
+        raise SandboxRefused(
+            _policy(rule, f"the job asks to write {extra[0]}, which the worker's sandbox profile does not allow")
+        )
+
+
+def _policy(rule: str, what: str) -> str:
+    return f"refused by the worker's policy ({rule}): {what}"
+
+
+def _expand(path: str, home: Path) -> Path:
+    return home / path[2:] if path.startswith("~/") else (home if path == "~" else Path(path))
+
+
+def _existing(key: str, paths: list[str], home: Path) -> list[Path]:
+    found = []
+    for path in paths:
+        full = _expand(path, home)
+        if not full.exists():
+            raise SandboxRefused(
+                f"the sandbox's {key} path {full} does not exist; create it first or leave it out (nothing was run)"
+            )
+        found.append(Path(os.path.realpath(full)))
+    return found
+
+
+def _hidden(paths: list[str], home: Path, queue_root: Path) -> list[Path]:
+    """The paths to mask that exist (resolved), the queue root last, each once."""
+    found = [Path(os.path.realpath(full)) for full in (_expand(path, home) for path in paths) if os.path.lexists(full)]
+    return [Path(path) for path in _unique([path for path in found if path.exists()] + [queue_root])]
+
+
+def _unique(paths: list[Path]) -> list[str]:
+    return list(dict.fromkeys(str(path) for path in paths))
+
+
+def _bwrap() -> str:
+    found = shutil.which(BWRAP)
+    if found is None:
+        raise SandboxRefused(f"the job must run sandboxed, and bwrap is not on the worker's PATH: {_INSTALL}")
+    return found
+
+
+_probed: set[str] = set()
+_probe_lock = threading.Lock()
+
+
+def host_problem() -> str | None:
+    """Why this host cannot run a sandbox (a sentence that says what to do), or ``None``.
+
+    Not Linux; ``bwrap`` not on the worker's ``PATH``; or a first sandbox (``bwrap --unshare-all
+    ... true``) fails: user namespaces disabled, AppArmor's restriction (Ubuntu 24.04), ``/proc``
+    not mountable. A success is remembered for the worker's life; a failure is tried again at
+    the next sandboxed job (the cause may be fixed meanwhile).
+    """
+    if not sys.platform.startswith("linux"):
+        return f"sandboxed jobs need Linux (bubblewrap); this system is {sys.platform}"
+    found = shutil.which(BWRAP)
+    if found is None:
+        return f"bwrap is not on the worker's PATH: {_INSTALL}"
+    with _probe_lock:
+        if found in _probed:
+            return None
+        probe = [found, *_BASE, *_MOUNTS, "true"]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{found} could not be run: {exc}"
+        if done.returncode == 0:
+            _probed.add(found)
+            return None
+        return _diagnose(found, done.stderr.decode("utf-8", errors="replace").strip())
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", *name.split(".")).read_text().strip()
+    except OSError:
+        return None
+
+
+def _diagnose(bwrap: str, stderr: str) -> str:
+    """A sentence for a failed first sandbox, from bwrap's message and the kernel's settings."""
+    said = f" (bwrap said: {stderr[:300]})" if stderr else ""
+    if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return (
+            "AppArmor restricts unprivileged user namespaces on this host (Ubuntu 24.04 and later): give bwrap a "
+            "profile that allows them (/etc/apparmor.d/bwrap with `userns,`, see docs/security.md), or run "
+            f"`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`{said}"
+        )
+    if _sysctl("kernel.unprivileged_userns_clone") == "0":
+        return f"unprivileged user namespaces are disabled: run `sysctl -w kernel.unprivileged_userns_clone=1`{said}"
+    if _sysctl("user.max_user_namespaces") == "0":
+        return f"user namespaces are disabled: run `sysctl -w user.max_user_namespaces=10000`{said}"
+    if "proc" in stderr.lower():
+        return (
+            "bwrap cannot mount a private /proc here (a container whose /proc is masked: run it with "
+            f"--security-opt systempaths=unconfined, or without masked /proc paths){said}"
+        )
+    return f"bwrap cannot start a sandbox on this host{said}; see docs/security.md, 'Where the sandbox runs'"

@@ -1,0 +1,97 @@
+"""What the sandbox tests share: a real worker with a home directory and a config file of its own, real bwrap.
+
+Each test gets a :class:`Place` under ``tmp_path``: ``home`` (the worker's ``HOME``, so the
+secrets a test plants are its own), ``work`` (the jobs' project folder, their ``cwd``) and the
+queue. :class:`Workers` starts ``execsvc run`` there and kills whatever is left at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import WorkerProcess, drop, kill_orphaned_jobs, wait_finished
+
+from execsvc import JobInfo
+from execsvc.runner import find_job_processes
+
+needs_bwrap = pytest.mark.skipif(
+    shutil.which("bwrap") is None,
+    reason="bwrap is not installed (Debian package bubblewrap; .ci/run installs it)",
+)
+
+
+@dataclass
+class Place:
+    """The folders of one test: the worker's home, the jobs' project folder, the queue."""
+
+    home: Path
+    work: Path
+    queue: Path
+    config: Path
+
+
+@dataclass
+class Workers:
+    """Starts ``execsvc run`` on the place's queue with its HOME and config; stops them all at the end."""
+
+    place: Place
+    started: list[WorkerProcess] = field(default_factory=list)
+
+    def start(self, policy: str = "", *, env: tuple[str, ...] = ()) -> WorkerProcess:
+        """A ready worker whose config file's ``[policy]`` table holds the TOML lines ``policy``."""
+        self.place.config.write_text("[worker]\nkill_grace_s = 1.0\n\n[policy]\n" + policy + "\n")
+        prefix = ("env", f"HOME={self.place.home}", *env)
+        worker = WorkerProcess(self.place.queue, "--config", str(self.place.config), prefix=prefix)
+        self.started.append(worker)
+        return worker.wait_ready()
+
+    def close(self) -> None:
+        for worker in self.started:
+            if worker.proc.poll() is None:
+                worker.kill()
+        kill_orphaned_jobs(self.place.queue)
+
+
+def make_place(tmp_path: Path) -> Place:
+    place = Place(tmp_path / "home", tmp_path / "home" / "project", tmp_path / "queue", tmp_path / "config.toml")
+    place.work.mkdir(parents=True)
+    return place
+
+
+@contextlib.contextmanager
+def workers_at(place: Place) -> Iterator[Workers]:
+    workers = Workers(place)
+    try:
+        yield workers
+    finally:
+        workers.close()
+
+
+def run_job(place: Place, job_id: str, job: dict[str, Any]) -> JobInfo:
+    """Drop a JSON job (``cwd`` defaults to the project folder) and wait for its record."""
+    drop(place.queue, f"{job_id}.json", {"cwd": str(place.work), **job})
+    return wait_finished(place.queue, job_id)
+
+
+def record_of(info: JobInfo) -> dict[str, Any]:
+    """The finished job's whole record, as the worker wrote it."""
+    data: dict[str, Any] = json.loads(Path(info.path).read_text())
+    return data
+
+
+def processes_left(place: Place, job_id: str) -> list[int]:
+    """Pids of processes still running for the job (found by the EXECSVC_JOB_ID of their environment)."""
+    alive = []
+    for proc in find_job_processes(place.queue.resolve(), {job_id}).get(job_id, []):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+    return alive

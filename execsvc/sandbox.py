@@ -11,8 +11,8 @@ the network or a writable path. Nothing is ever run unconfined in place of a san
 that cannot be sandboxed (``bwrap`` missing, user namespaces disabled, a writable path that
 does not exist...) is refused as ``invalid`` with a reason a person can act on.
 
-The default profile: the root file system read-only, the job's ``cwd`` writable (unless it is
-``/``, the home directory or a folder above it), a private ``/tmp``, ``/proc`` and ``/dev``, no
+The default profile: the root file system read-only, the job's ``cwd`` writable (read-only when
+it is ``/``, the home directory or a folder above it), a private ``/tmp``, ``/proc`` and ``/dev``, no
 network but a private loopback, every namespace unshared (its own PID namespace, so nothing
 survives the job), no new privileges, every capability dropped, a new session, and masked:
 :data:`SECRET_PATHS` and the queue root itself (a text job's script and a hook's record are
@@ -135,6 +135,8 @@ def plan(
     cwd_writable = real_cwd != Path("/") and not Path(os.path.realpath(home)).is_relative_to(real_cwd)
     if cwd_writable:
         writable.insert(0, real_cwd)
+    else:  # read-only, and shown even where the sandbox has its own (a home under /tmp)
+        readable_only.insert(0, real_cwd)
     hidden = _hidden([*SECRET_PATHS, *base.hidden, *(own.hidden if own else [])], home, root)
     record = SandboxRecord(
         profile="job" if own is not None else "default",

@@ -142,6 +142,7 @@ def _sandboxed(
         home=base.home,
         queue_root=queue_root,
         config=config,
+        env=request.env,
         readable=readable,
     )
     return replace(request, sandbox=sandbox)

@@ -15,7 +15,8 @@ The default profile: the root file system read-only, the job's ``cwd`` writable 
 it is ``/``, the home directory or a folder above it), a private ``/tmp``, ``/proc`` and ``/dev``, no
 network but a private loopback, every namespace unshared (its own PID namespace, so nothing
 survives the job), no new privileges, every capability dropped, a new session, and masked:
-:data:`SECRET_PATHS` and the queue root itself (a text job's script and a hook's record are
+:data:`SECRET_PATHS`, the sockets of services that run commands (:data:`RUNTIME_PATHS`,
+:func:`session_sockets`) and the queue root itself (a text job's script and a hook's record are
 bound back read-only). Its stdout and stderr reach ``logs/`` through the descriptors the
 worker opened. bwrap forwards no signal: stopping the job's process group ends bwrap, and
 ``--die-with-parent`` then SIGKILLs the sandbox's PID 1, so the kernel ends the rest.
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,6 +54,13 @@ SECRET_PATHS = (
     "~/.git-credentials",
 )
 """Paths every sandbox hides (those that exist), on top of the queue root and the profile's own."""
+
+RUNTIME_PATHS = ("/run/dbus", "/run/docker.sock", "/run/containerd", "/run/podman", "/var/run/docker.sock")
+"""Folders and Unix sockets of services that run commands on request (a read-only mount does not
+stop a ``connect``), hidden too, with the user's ``/run/user/<uid>`` and the sockets the job's
+environment names (:func:`session_sockets`)."""
+
+_SOCKET_VARIABLES = ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK", "DBUS_SESSION_BUS_ADDRESS", "DOCKER_HOST")
 
 _BASE = ("--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL")
 _MOUNTS = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
@@ -108,10 +117,11 @@ def plan(
     home: Path,
     queue_root: Path,
     config: WorkerConfig,
+    env: Mapping[str, str],
     readable: tuple[Path, ...] = (),
 ) -> SandboxPlan:
-    """The sandbox of a job whose ``options`` are given, run in ``cwd``; ``readable``: files under the
-    queue root it must still read (a text job's script).
+    """The sandbox of a job whose ``options`` are given, run in ``cwd`` with the environment ``env``;
+    ``readable``: files under the queue root it must still read (a text job's script).
 
     Raises :class:`SandboxRefused`: the host cannot sandbox (:func:`host_problem`), the job asks
     for more than a forced sandbox gives, its ``cwd`` is inside the queue, or a ``writable`` or
@@ -137,7 +147,8 @@ def plan(
         writable.insert(0, real_cwd)
     else:  # read-only, and shown even where the sandbox has its own (a home under /tmp)
         readable_only.insert(0, real_cwd)
-    hidden = _hidden([*SECRET_PATHS, *base.hidden, *(own.hidden if own else [])], home, root)
+    masked = [*SECRET_PATHS, *RUNTIME_PATHS, *session_sockets(env), *base.hidden, *(own.hidden if own else [])]
+    hidden = _hidden(masked, home, root)
     record = SandboxRecord(
         profile="job" if own is not None else "default",
         reason=reason,
@@ -180,6 +191,20 @@ def _check_narrows(own: JobSandbox, base: JobSandbox, reason: Reason) -> None:
         raise SandboxRefused(
             _policy(rule, f"the job asks to write {extra[0]}, which the worker's sandbox profile does not allow")
         )
+
+
+def session_sockets(env: Mapping[str, str]) -> list[str]:
+    """The user's runtime folder (``/run/user/<uid>``: the D-Bus session bus, the systemd user
+    manager, agents) and the socket paths ``env`` names (``XDG_RUNTIME_DIR``, ``SSH_AUTH_SOCK``,
+    a ``unix:path=`` D-Bus address, a ``unix://`` ``DOCKER_HOST``)."""
+    paths = [f"/run/user/{os.getuid()}"]
+    for name in _SOCKET_VARIABLES:
+        for part in env.get(name, "").split(";"):
+            path = part.partition("unix:path=")[2].split(",")[0] if "unix:path=" in part else part
+            path = path.removeprefix("unix://")
+            if path.startswith("/"):
+                paths.append(path)
+    return paths
 
 
 def _policy(rule: str, what: str) -> str:

@@ -78,3 +78,33 @@ def test_with_network_true_the_job_reaches_the_loopback_port(
     assert info.result.stdout == "connected\n"
     sandbox = record_of(info)["result"]["sandbox"]
     assert sandbox["network"] is True and sandbox["profile"] == "job" and sandbox["reason"] == "asked"
+
+
+def test_the_sockets_of_the_users_session_are_out_of_reach(place: Place, workers: Workers, tmp_path: Path) -> None:
+    """A read-only mount does not stop a connect(): the runtime folder and the agent socket the
+    worker's environment names (XDG_RUNTIME_DIR: the D-Bus session bus, systemd --user) are hidden."""
+    runtime, agent_folder = place.home / "run", place.home / "agent"
+    for folder in (runtime, agent_folder):
+        folder.mkdir(mode=0o700)
+    env = (f"XDG_RUNTIME_DIR={runtime}", f"SSH_AUTH_SOCK={agent_folder / 'agent.sock'}")
+    workers.start(f"sandbox_profile = {{ readable_only = ['{place.home}'] }}", env=env)
+    probe = (
+        "import os, socket, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try:\n"
+        "        s.connect(path)\n"
+        "        print('reached', path)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', type(exc).__name__)\n"
+    )
+    with socket.socket(socket.AF_UNIX) as bus, socket.socket(socket.AF_UNIX) as agent:
+        bus.bind(str(runtime / "bus"))
+        agent.bind(str(agent_folder / "agent.sock"))
+        bus.listen(1)
+        agent.listen(1)
+        job = {"command": sys.executable, "args": ["-c", probe, str(runtime / "bus"), str(agent_folder / "agent.sock")]}
+        info = run_job(place, "sockets", {**job, "sandbox": True})
+    assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
+    said = info.result.stdout.splitlines()
+    assert len(said) == 2 and all(line.startswith("refused ") for line in said), said

@@ -60,6 +60,9 @@ RUNTIME_PATHS = ("/run/dbus", "/run/docker.sock", "/run/containerd", "/run/podma
 stop a ``connect``), hidden too, with the user's ``/run/user/<uid>`` and the sockets the job's
 environment names (:func:`session_sockets`)."""
 
+KEPT_IN_CWD = (".git/hooks", ".git/config")
+"""Paths in a writable ``cwd`` kept read-only (those that exist): what git runs later, outside any sandbox."""
+
 _SOCKET_VARIABLES = ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK", "DBUS_SESSION_BUS_ADDRESS", "DOCKER_HOST")
 
 _BASE = ("--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL")
@@ -145,6 +148,7 @@ def plan(
     cwd_writable = real_cwd != Path("/") and not Path(os.path.realpath(home)).is_relative_to(real_cwd)
     if cwd_writable:
         writable.insert(0, real_cwd)
+        readable_only += [real_cwd / name for name in KEPT_IN_CWD if os.path.lexists(real_cwd / name)]
     else:  # read-only, and shown even where the sandbox has its own (a home under /tmp)
         readable_only.insert(0, real_cwd)
     masked = [*SECRET_PATHS, *RUNTIME_PATHS, *session_sockets(env), *base.hidden, *(own.hidden if own else [])]

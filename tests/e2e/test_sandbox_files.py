@@ -109,3 +109,20 @@ def test_a_sandboxed_text_job_runs_its_script_from_the_hidden_queue(place: Place
     assert "No such file" in info.result.stderr
     assert info.result.sandbox is not None and info.result.sandbox.reason == "asked"
     assert info.result.sandbox.writable == [str(place.work.resolve())]
+
+
+def test_what_git_runs_later_stays_read_only_in_a_writable_cwd(place: Place, workers: Workers) -> None:
+    """A job may commit in its project, but not plant a hook or a config that git would run unconfined."""
+    (place.work / ".git" / "hooks").mkdir(parents=True)
+    (place.work / ".git" / "config").write_text("[core]\n")
+    workers.start(_profile(place))
+    git = place.work / ".git"
+    lines = [_try(git / "hooks" / "pre-commit"), _try(git / "config"), _try(git / "index")]
+    info = run_job(place, "git", {"command": "; ".join(lines), "sandbox": True})
+    assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
+    assert info.result.stdout.splitlines() == [
+        f"write refused {git / 'hooks' / 'pre-commit'}",
+        f"write refused {git / 'config'}",
+        f"write ok {git / 'index'}",
+    ]
+    assert (git / "config").read_text() == "[core]\n" and not (git / "hooks" / "pre-commit").exists()

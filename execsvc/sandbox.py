@@ -234,7 +234,7 @@ def _existing(key: str, paths: list[str], home: Path) -> list[Path]:
 def _hidden(paths: list[str], home: Path, queue_root: Path) -> list[Path]:
     """The paths to mask that exist (resolved), the queue root last, each once."""
     found = [Path(os.path.realpath(full)) for full in (_expand(path, home) for path in paths) if os.path.lexists(full)]
-    return [Path(path) for path in _unique([path for path in found if path.exists()] + [queue_root])]
+    return [Path(path) for path in _unique([path for path in [*found, queue_root] if path.exists()])]
 
 
 def _unique(paths: list[Path]) -> list[str]:
@@ -246,6 +246,12 @@ def _bwrap() -> str:
     if found is None:
         raise SandboxRefused(f"the job must run sandboxed, and bwrap is not on the worker's PATH: {_INSTALL}")
     return found
+
+
+def bare_argv(bwrap: str, command: list[str]) -> list[str]:
+    """``command`` in a sandbox of the default profile's namespaces and mounts, without its binds
+    and masks: the first sandbox :func:`host_problem` tries, and the benchmark's floor."""
+    return [bwrap, *_BASE, *_MOUNTS, *command]
 
 
 _probed: set[str] = set()
@@ -268,7 +274,7 @@ def host_problem() -> str | None:
     with _probe_lock:
         if found in _probed:
             return None
-        probe = [found, *_BASE, *_MOUNTS, "true"]
+        probe = bare_argv(found, ["true"])
         try:
             done = subprocess.run(probe, capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:

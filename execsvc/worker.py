@@ -327,6 +327,8 @@ class Worker:
             version=__version__,
             allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
             allow_shell=self.config.allow_shell,
+            sandbox=self.config.sandbox,
+            sandbox_for=list(self.config.sandbox_for),
             config_file=self.config.config_file,
         )
         write_durable(self.layout.worker_file, info.model_dump_json().encode(), replace=True, sync=False)

@@ -47,7 +47,8 @@ class Workers:
 
     def start(self, policy: str = "", *, env: tuple[str, ...] = ()) -> WorkerProcess:
         """A ready worker whose config file's ``[policy]`` table holds the TOML lines ``policy``."""
-        self.place.config.write_text("[worker]\nkill_grace_s = 1.0\n\n[policy]\n" + policy + "\n")
+        worker_table = "[worker]\nkill_grace_s = 1.0\ndrain_timeout_s = 1.0\n"
+        self.place.config.write_text(worker_table + "\n[policy]\n" + policy + "\n")
         prefix = ("env", f"HOME={self.place.home}", *env)
         worker = WorkerProcess(self.place.queue, "--config", str(self.place.config), prefix=prefix)
         self.started.append(worker)

@@ -63,6 +63,8 @@ def _enqueue_over_mcp(place: Place, arguments: dict[str, Any]) -> dict[str, Any]
 
 def test_sandbox_for_mcp_sandboxes_a_job_enqueued_over_mcp_that_asked_for_none(place: Place, workers: Workers) -> None:
     workers.start(f'sandbox_for = ["mcp"]\n{_home_shown(place)}')
+    shown = JobQueue(place.queue).worker_info()  # worker.json shows the sandbox policy to every front
+    assert shown is not None and shown.sandbox == "on-request" and shown.sandbox_for == ["mcp"]
     line = "echo x > ~/outside.txt || echo refused; echo y > built.txt"
     record = _enqueue_over_mcp(place, {"command": line, "cwd": str(place.work)})
     assert record["submitted_by"] == "mcp" and "sandbox" not in record  # it asked for none

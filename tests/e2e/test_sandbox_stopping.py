@@ -1,5 +1,6 @@
 """Stopping a sandboxed job stops everything in its sandbox: timeout, cancel, the processes limit,
-and a worker killed with SIGKILL (then restarted, it records the job ``interrupted``).
+the worker's own stop (the drain period over), and a worker killed with SIGKILL (then restarted,
+it records the job ``interrupted``).
 
 The job starts ``setsid sleep 600`` (a session of its own) and a child that ignores SIGTERM, so
 neither its process group nor a polite signal would end them; they carry the job's
@@ -87,3 +88,12 @@ def test_sigkill_of_the_worker_ends_the_sandbox_and_a_restart_records_it_interru
     again.wait_for_line("interrupted job=orphan")
     info = wait_finished(place.queue, "orphan")
     assert info.status is JobStatus.INTERRUPTED
+
+
+def test_the_workers_stop_ends_the_sandbox_once_the_drain_period_is_over(place: Place, workers: Workers) -> None:
+    worker = workers.start()
+    _start_stubborn(place, "drained")
+    assert worker.stop() == 0
+    info = wait_finished(place.queue, "drained")
+    assert info.status is JobStatus.INTERRUPTED
+    _nothing_left(place, "drained")

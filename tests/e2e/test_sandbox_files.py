@@ -48,14 +48,18 @@ def test_it_writes_in_its_cwd_and_tmp_and_nowhere_else(place: Place, workers: Wo
     marker = f"execsvc-sandbox-{os.getpid()}-{tmp_path.name}"
     outside = [place.home / "outside.txt", Path("/var/tmp") / marker, Path("/etc") / marker, Path("/") / marker]
     lines = [_try(place.work / "built.txt"), _try(Path("/tmp") / marker), *(_try(path) for path in outside)]
-    info = run_job(place, "writes", {"command": "; ".join(lines), "sandbox": True})
+    try:
+        info = run_job(place, "writes", {"command": "; ".join(lines), "sandbox": True})
+        leaked = [path for path in [Path("/tmp") / marker, *outside] if path.exists()]
+    finally:  # if the sandbox failed, leave nothing on the host
+        for path in [Path("/tmp") / marker, *outside]:
+            path.unlink(missing_ok=True)
     assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
     said = info.result.stdout.splitlines()
     assert said[:2] == [f"write ok {place.work / 'built.txt'}", f"write ok /tmp/{marker}"]
     assert said[2:] == [f"write refused {path}" for path in outside]
     assert (place.work / "built.txt").read_text() == "x\n"
-    assert not Path("/tmp", marker).exists(), "the job's /tmp is its own: the host's is untouched"
-    assert not any(path.exists() for path in outside)
+    assert leaked == [], "the job's /tmp is its own (the host's is untouched), and nothing else was written"
     assert record_of(info)["result"]["sandbox"]["writable"] == [str(place.work.resolve())]
 
 

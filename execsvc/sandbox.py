@@ -19,7 +19,9 @@ survives the job), no new privileges, every capability dropped, a new session, a
 :func:`session_sockets`) and the queue root itself (a text job's script and a hook's record are
 bound back read-only). Its stdout and stderr reach ``logs/`` through the descriptors the
 worker opened. bwrap forwards no signal: stopping the job's process group ends bwrap, and
-``--die-with-parent`` then SIGKILLs the sandbox's PID 1, so the kernel ends the rest.
+``--die-with-parent`` then SIGKILLs the sandbox's PID 1, so the kernel ends the rest. That
+option watches the thread that started bwrap: the worker starts jobs from its loop (the main
+thread) and hooks from its hook threads, which live as long as the worker.
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def plan(
     ``readable``: files under the queue root it must still read (a text job's script).
 
     Raises :class:`SandboxRefused`: the host cannot sandbox (:func:`host_problem`), the job asks
-    for more than a forced sandbox gives, its ``cwd`` is inside the queue, or a ``writable`` or
-    ``readable_only`` path does not exist.
+    for more than a forced sandbox gives (the network, a writable path, or a ``webhook`` while
+    the worker's ``webhook_hosts`` is unset: the worker sends it, outside the sandbox), its
+    ``cwd`` is inside the queue, or a ``writable`` or ``readable_only`` path does not exist.
     """
     problem = host_problem()
     if problem is not None:
@@ -139,6 +142,14 @@ def plan(
     if own is not None and forced:
         _check_narrows(own, base, reason)
     network = own.network if own is not None and not forced else base.network
+    if forced and not network and options.webhook is not None and config.webhook_hosts is None:
+        raise SandboxRefused(
+            _policy(
+                'sandbox = "required"' if reason == "required" else "sandbox_for",
+                "the job's webhook would send its record, with its output, to a host of its choosing from outside "
+                "its sandbox, which has no network; set webhook_hosts in [policy] to the hosts webhooks may go to",
+            )
+        )
     real_cwd = Path(os.path.realpath(cwd))
     root = Path(os.path.realpath(queue_root))
     if real_cwd == root or real_cwd.is_relative_to(root):

@@ -97,3 +97,13 @@ def test_the_workers_stop_ends_the_sandbox_once_the_drain_period_is_over(place: 
     info = wait_finished(place.queue, "drained")
     assert info.status is JobStatus.INTERRUPTED
     _nothing_left(place, "drained")
+
+
+def test_a_child_in_a_session_of_its_own_does_not_outlive_its_sandboxed_job(place: Place, workers: Workers) -> None:
+    """Unsandboxed, a `setsid` child may outlive its job (docs/protocol.md); in a sandbox it ends with it."""
+    workers.start()
+    line = "setsid sleep 600 & until grep -q sleep /proc/$!/cmdline; do :; done; echo up > ready"
+    drop(place.queue, "leaver.json", {"command": line, "cwd": str(place.work), "sandbox": True})
+    info = wait_finished(place.queue, "leaver")
+    assert info.status is JobStatus.COMPLETED and (place.work / "ready").exists()
+    _nothing_left(place, "leaver")

@@ -139,17 +139,9 @@ def plan(
     base = config.sandbox_profile or JobSandbox()
     own = options.sandbox if isinstance(options.sandbox, JobSandbox) else None
     forced = reason != "asked"
-    if own is not None and forced:
-        _check_narrows(own, base, reason)
+    if forced:
+        _check_forced(options, own, base, reason, config)
     network = own.network if own is not None and not forced else base.network
-    if forced and not network and options.webhook is not None and config.webhook_hosts is None:
-        raise SandboxRefused(
-            _policy(
-                'sandbox = "required"' if reason == "required" else "sandbox_for",
-                "the job's webhook would send its record, with its output, to a host of its choosing from outside "
-                "its sandbox, which has no network; set webhook_hosts in [policy] to the hosts webhooks may go to",
-            )
-        )
     real_cwd = Path(os.path.realpath(cwd))
     root = Path(os.path.realpath(queue_root))
     if real_cwd == root or real_cwd.is_relative_to(root):
@@ -196,9 +188,23 @@ def _argv(record: SandboxRecord, hidden: list[Path], *, cwd: Path, readable: tup
     return (*argv, "--chdir", str(cwd), "--")
 
 
-def _check_narrows(own: JobSandbox, base: JobSandbox, reason: Reason) -> None:
-    """A forced sandbox's job may only hide more or make more read-only; raises :class:`SandboxRefused`."""
+def _check_forced(
+    options: JobOptions, own: JobSandbox | None, base: JobSandbox, reason: Reason, config: WorkerConfig
+) -> None:
+    """A job the policy sandboxes may only hide more or make more read-only, and has a webhook
+    (sent by the worker, outside the sandbox) only where the network is its or ``webhook_hosts``
+    is set; raises :class:`SandboxRefused`."""
     rule = 'sandbox = "required"' if reason == "required" else "sandbox_for"
+    if options.webhook is not None and not base.network and config.webhook_hosts is None:
+        raise SandboxRefused(
+            _policy(
+                rule,
+                "the job's webhook would send its record, with its output, to a host of its choosing from outside "
+                "its sandbox, which has no network; set webhook_hosts in [policy] to the hosts webhooks may go to",
+            )
+        )
+    if own is None:
+        return
     if own.network and not base.network:
         raise SandboxRefused(_policy(rule, "the job asks for the network, which the worker's sandbox profile denies"))
     extra = [path for path in own.writable if path not in base.writable]

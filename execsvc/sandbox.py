@@ -14,7 +14,8 @@ does not exist...) is refused as ``invalid`` with a reason a person can act on.
 The default profile: the root file system read-only, the job's ``cwd`` writable (read-only when
 it is ``/``, the home directory or a folder above it), a private ``/tmp``, ``/proc`` and ``/dev``, no
 network but a private loopback, every namespace unshared (its own PID namespace, so nothing
-survives the job), no new privileges, every capability dropped, a new session, and masked:
+survives the job; with bwrap 0.8 or later, no nested user namespace), no new privileges, every
+capability dropped, a new session, and masked:
 :data:`SECRET_PATHS`, the sockets of services that run commands (:data:`RUNTIME_PATHS`,
 :func:`session_sockets`) and the queue root itself (a text job's script and a hook's record are
 bound back read-only). Its stdout and stderr reach ``logs/`` through the descriptors the
@@ -171,7 +172,8 @@ def _argv(record: SandboxRecord, hidden: list[Path], *, cwd: Path, readable: tup
     """bwrap's options for ``record``: later mounts lie over earlier ones, so the binds go from the
     shallowest path to the deepest (the more specific path wins), then what is hidden, then
     ``readable`` (bound back read-only, even under a hidden folder)."""
-    argv = [_bwrap(), *_BASE]
+    bwrap = _bwrap()
+    argv = [bwrap, *_BASE, *_hardening.get(bwrap, ())]
     if record.network:
         argv.append("--share-net")
     argv.extend(_MOUNTS)
@@ -267,11 +269,15 @@ def _bwrap() -> str:
 
 def bare_argv(bwrap: str, command: list[str]) -> list[str]:
     """``command`` in a sandbox of the default profile's namespaces and mounts, without its binds
-    and masks: the first sandbox :func:`host_problem` tries, and the benchmark's floor."""
-    return [bwrap, *_BASE, *_MOUNTS, *command]
+    and masks (the benchmark's floor); after :func:`host_problem`, with the hardening it found."""
+    return [bwrap, *_BASE, *_hardening.get(bwrap, ()), *_MOUNTS, *command]
 
 
-_probed: set[str] = set()
+_NO_USERNS = ("--unshare-user", "--disable-userns")
+"""A user namespace of the sandbox's own in which no further one can be made (bwrap 0.8 and later):
+a job cannot unshare namespaces of its own, the kernel's most used attack surface."""
+
+_hardening: dict[str, tuple[str, ...]] = {}  # bwrap path -> the options its first sandbox worked with
 _probe_lock = threading.Lock()
 
 
@@ -280,8 +286,9 @@ def host_problem() -> str | None:
 
     Not Linux; ``bwrap`` not on the worker's ``PATH``; or a first sandbox (``bwrap --unshare-all
     ... true``) fails: user namespaces disabled, AppArmor's restriction (Ubuntu 24.04), ``/proc``
-    not mountable. A success is remembered for the worker's life; a failure is tried again at
-    the next sandboxed job (the cause may be fixed meanwhile).
+    not mountable. It is tried with :data:`_NO_USERNS` first, then without (an older bwrap, or
+    root where user namespaces are off). A success is remembered for the worker's life; a
+    failure is tried again at the next sandboxed job (the cause may be fixed meanwhile).
     """
     if not sys.platform.startswith("linux"):
         return f"sandboxed jobs need Linux (bubblewrap); this system is {sys.platform}"
@@ -289,17 +296,20 @@ def host_problem() -> str | None:
     if found is None:
         return f"bwrap is not on the worker's PATH: {_INSTALL}"
     with _probe_lock:
-        if found in _probed:
+        if found in _hardening:
             return None
-        probe = bare_argv(found, ["true"])
-        try:
-            done = subprocess.run(probe, capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{found} could not be run: {exc}"
-        if done.returncode == 0:
-            _probed.add(found)
-            return None
-        return _diagnose(found, done.stderr.decode("utf-8", errors="replace").strip())
+        stderr = ""
+        for hardening in (_NO_USERNS, ()):
+            probe = [found, *_BASE, *hardening, *_MOUNTS, "true"]
+            try:
+                done = subprocess.run(probe, capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"{found} could not be run: {exc}"
+            if done.returncode == 0:
+                _hardening[found] = hardening
+                return None
+            stderr = stderr or done.stderr.decode("utf-8", errors="replace").strip()
+        return _diagnose(found, done.stderr.decode("utf-8", errors="replace").strip() or stderr)
 
 
 def _sysctl(name: str) -> str | None:

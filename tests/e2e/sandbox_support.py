@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,13 @@ needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,
     reason="bwrap is not installed (Debian package bubblewrap; .ci/run installs it)",
 )
+
+
+def bwrap_help() -> str:
+    """``bwrap --help``, to tell which options this bwrap has; empty without bwrap."""
+    if shutil.which("bwrap") is None:
+        return ""
+    return subprocess.run(["bwrap", "--help"], capture_output=True, text=True, check=False, timeout=30).stdout
 
 
 @dataclass

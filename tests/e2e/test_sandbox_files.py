@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import drop, wait_finished
-from sandbox_support import Place, Workers, make_place, needs_bwrap, record_of, run_job, workers_at
+from sandbox_support import Place, Workers, bwrap_help, make_place, needs_bwrap, record_of, run_job, workers_at
 
 from execsvc import JobStatus
 
@@ -130,3 +130,13 @@ def test_what_git_runs_later_stays_read_only_in_a_writable_cwd(place: Place, wor
         f"write ok {git / 'index'}",
     ]
     assert (git / "config").read_text() == "[core]\n" and not (git / "hooks" / "pre-commit").exists()
+
+
+@pytest.mark.skipif("--disable-userns" not in bwrap_help(), reason="no bwrap 0.8 or later (--disable-userns)")
+def test_a_sandboxed_job_cannot_make_namespaces_of_its_own(place: Place, workers: Workers) -> None:
+    """Where bwrap can (0.8 and later), the sandbox's user namespace allows no nested one."""
+    workers.start()
+    info = run_job(
+        place, "nested", {"command": "unshare --user --mount true && echo made || echo refused", "sandbox": True}
+    )
+    assert info.result is not None and info.result.stdout == "refused\n", info.result

@@ -132,7 +132,8 @@ def plan(
     Raises :class:`SandboxRefused`: the host cannot sandbox (:func:`host_problem`), the job asks
     for more than a forced sandbox gives (the network, a writable path, or a ``webhook`` while
     the worker's ``webhook_hosts`` is unset: the worker sends it, outside the sandbox), its
-    ``cwd`` is inside the queue, or a ``writable`` or ``readable_only`` path does not exist.
+    ``cwd`` is in what the sandbox hides (the queue, ``~/.ssh``...), or a ``writable`` or
+    ``readable_only`` path does not exist.
     """
     problem = host_problem()
     if problem is not None:
@@ -145,8 +146,6 @@ def plan(
     network = own.network if own is not None and not forced else base.network
     real_cwd = Path(os.path.realpath(cwd))
     root = Path(os.path.realpath(queue_root))
-    if real_cwd == root or real_cwd.is_relative_to(root):
-        raise SandboxRefused(f"a sandboxed job cannot run inside the queue ({cwd}); give it a project folder as cwd")
     writable = _existing("writable", [*base.writable, *(own.writable if own and not forced else [])], home)
     readable_only = _existing("readable_only", [*base.readable_only, *(own.readable_only if own else [])], home)
     cwd_writable = real_cwd != Path("/") and not Path(os.path.realpath(home)).is_relative_to(real_cwd)
@@ -157,6 +156,11 @@ def plan(
         readable_only.insert(0, real_cwd)
     masked = [*SECRET_PATHS, *RUNTIME_PATHS, *session_sockets(env), *base.hidden, *(own.hidden if own else [])]
     hidden = _hidden(masked, home, root)
+    covering = next((path for path in hidden if real_cwd.is_relative_to(path)), None)
+    if covering is not None:
+        raise SandboxRefused(
+            f"a sandboxed job cannot run in {cwd}: its sandbox hides {covering}; give it a project folder"
+        )
     record = SandboxRecord(
         profile="job" if own is not None else "default",
         reason=reason,

@@ -168,10 +168,14 @@ def test_an_on_finish_hook_of_a_sandboxed_job_cannot_write_outside(place: Place,
     assert record_of(info)["result"]["sandbox"]["reason"] == "asked"
 
 
-def test_a_sandboxed_job_cannot_run_inside_the_queue(place: Place, workers: Workers) -> None:
+def test_a_sandboxed_job_cannot_run_inside_the_queue_or_a_hidden_folder(place: Place, workers: Workers) -> None:
     workers.start()
     queue = JobQueue(place.queue)
     job_id = queue.submit({"command": "true", "cwd": str(place.queue / "logs"), "sandbox": True})
     info = wait_finished(place.queue, job_id)
     assert info.status is JobStatus.INVALID and info.result is not None
-    assert "cannot run inside the queue" in (info.result.error or "")
+    assert f"its sandbox hides {place.queue.resolve()}" in (info.result.error or "")
+    (place.home / ".ssh").mkdir()
+    info = run_job(place, "in-secrets", {"command": "true", "cwd": str(place.home / ".ssh"), "sandbox": True})
+    assert info.status is JobStatus.INVALID and info.result is not None
+    assert "its sandbox hides" in (info.result.error or "") and ".ssh" in (info.result.error or "")

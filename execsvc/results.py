@@ -64,52 +64,48 @@ def build_result(
     out = read_tail(layout.stdout_log(claimed.job_id), tail_bytes)
     err = read_tail(layout.stderr_log(claimed.job_id), tail_bytes)
     returncode = exit_info.returncode if exit_info else None
-    return _with_sandbox(
-        request,
-        JobResult(
-            job_id=claimed.job_id,
-            status=status,
-            returncode=returncode,
-            signal=signal_name(returncode),
-            error=error,
-            stdout=out.text,
-            stderr=err.text,
-            stdout_truncated=out.truncated,
-            stderr_truncated=err.truncated,
-            stdout_bytes=out.size_bytes,
-            stderr_bytes=err.size_bytes,
-            stdout_log=f"logs/{claimed.job_id}.stdout",
-            stderr_log=f"logs/{claimed.job_id}.stderr",
-            argv=request.argv if request else None,
-            pid=pid,
-            timeout_s=request.timeout_s if request else None,
-            started_at=exit_info.started_at if exit_info else None,
-            completed_at=exit_info.ended_at if exit_info else now(),
-            duration_s=exit_info.duration_s if exit_info else None,
-            job_file=claimed.job_file,
-            worker_pid=os.getpid(),
-            submitted_by=submitted_by(request.spec if request else spec),
-        ),
+    result = JobResult(
+        job_id=claimed.job_id,
+        status=status,
+        returncode=returncode,
+        signal=signal_name(returncode),
+        error=error,
+        stdout=out.text,
+        stderr=err.text,
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+        stdout_bytes=out.size_bytes,
+        stderr_bytes=err.size_bytes,
+        stdout_log=f"logs/{claimed.job_id}.stdout",
+        stderr_log=f"logs/{claimed.job_id}.stderr",
+        argv=request.argv if request else None,
+        pid=pid,
+        timeout_s=request.timeout_s if request else None,
+        started_at=exit_info.started_at if exit_info else None,
+        completed_at=exit_info.ended_at if exit_info else now(),
+        duration_s=exit_info.duration_s if exit_info else None,
+        job_file=claimed.job_file,
+        worker_pid=os.getpid(),
+        submitted_by=submitted_by(request.spec if request else spec),
     )
+    return _with_sandbox(request, result)
 
 
 def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> JobResult:
     """The record of a job that never started (invalid, or it could not be spawned): no output, no logs."""
-    return _with_sandbox(
-        request,
-        JobResult(
-            job_id=claimed.job_id,
-            status=status,
-            returncode=None,  # set, so that a JSON job's record says null (it is written with exclude_unset)
-            error=error,
-            completed_at=now(),
-            job_file=claimed.job_file,
-            worker_pid=os.getpid(),
-            argv=request.argv if request else None,
-            timeout_s=request.timeout_s if request else None,
-            submitted_by=submitted_by(request.spec if request else None),
-        ),
+    result = JobResult(
+        job_id=claimed.job_id,
+        status=status,
+        returncode=None,  # set, so that a JSON job's record says null (it is written with exclude_unset)
+        error=error,
+        completed_at=now(),
+        job_file=claimed.job_file,
+        worker_pid=os.getpid(),
+        argv=request.argv if request else None,
+        timeout_s=request.timeout_s if request else None,
+        submitted_by=submitted_by(request.spec if request else None),
     )
+    return _with_sandbox(request, result)
 
 
 def _with_sandbox(request: RunRequest | None, result: JobResult) -> JobResult:

@@ -21,7 +21,6 @@ import pytest
 from conftest import WorkerProcess, drop, kill_orphaned_jobs, wait_finished
 
 from execsvc import JobInfo
-from execsvc.runner import find_job_processes
 
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,
@@ -97,10 +96,13 @@ def record_of(info: JobInfo) -> dict[str, Any]:
 
 
 def processes_left(place: Place, job_id: str) -> list[int]:
-    """Pids of processes still running for the job (found by the EXECSVC_JOB_ID of their environment)."""
+    """Pids of processes still running for the job, seen from outside its sandbox: by the
+    EXECSVC_JOB_ID and EXECSVC_QUEUE_DIR of their environment, as the worker's recovery finds them."""
     alive = []
-    for proc in find_job_processes(place.queue.resolve(), {job_id}).get(job_id, []):
+    for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
+            env = proc.environ()
+            ours = env.get("EXECSVC_JOB_ID") == job_id and env.get("EXECSVC_QUEUE_DIR") == str(place.queue)
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
                 alive.append(proc.pid)
     return alive

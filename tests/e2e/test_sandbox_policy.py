@@ -122,7 +122,7 @@ def test_required_refuses_a_job_as_invalid_when_bwrap_is_not_on_the_workers_path
 
 def test_a_forced_sandbox_cannot_be_widened_by_the_job(place: Place, workers: Workers) -> None:
     """Not with the network, another writable path, nor a webhook (which the worker would send for it)."""
-    workers.start('sandbox = "required"')
+    workers.start(f'sandbox = "required"\n{_home_shown(place)}')
     for job_id, sandbox in (("net", {"network": True}), ("wide", {"writable": ["/"]})):
         info = run_job(place, job_id, {"command": "/bin/echo", "args": ["ran"], "sandbox": sandbox})
         assert info.status is JobStatus.INVALID and info.result is not None
@@ -132,8 +132,11 @@ def test_a_forced_sandbox_cannot_be_widened_by_the_job(place: Place, workers: Wo
         info = run_job(place, "exfiltrates", {"command": "/bin/echo", "args": ["ran"], "webhook": url})
     assert info.status is JobStatus.INVALID and info.result is not None
     assert "set webhook_hosts" in (info.result.error or "")
-    narrower = run_job(place, "narrower", {"command": "ls ~/project", "sandbox": {"hidden": ["~/project"]}})
+    (place.home / "private").mkdir()
+    (place.home / "private" / "notes.txt").write_text("mine\n")
+    narrower = run_job(place, "narrower", {"command": "ls -A ~/private", "sandbox": {"hidden": ["~/private"]}})
     assert narrower.status is JobStatus.COMPLETED and narrower.result is not None
+    assert narrower.result.stdout == ""
     assert narrower.result.sandbox is not None and narrower.result.sandbox.profile == "job"
 
 

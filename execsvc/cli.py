@@ -196,6 +196,18 @@ def submit(
         Optional[str], typer.Option(help="Shell line run after the job ($EXECSVC_RECORD: its record).")
     ] = None,
     webhook: Annotated[Optional[str], typer.Option(help="http(s) URL that gets the record by POST.")] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Run it in the worker's sandbox (bwrap): no network, read-only files.")
+    ] = False,
+    sandbox_network: Annotated[
+        bool, typer.Option("--sandbox-network", help="Sandboxed, but sharing the host's network.")
+    ] = False,
+    sandbox_writable: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--sandbox-writable", help="Sandboxed, and this path writable too (repeatable).", show_default=False
+        ),
+    ] = None,
     hold: Annotated[bool, typer.Option("--hold", help="Submit it held: it waits for execsvc release.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job, print its output, exit with its exit code.")
@@ -216,6 +228,7 @@ def submit(
         exit_code,
         option_problem,
         parse_env,
+        sandbox_field,
         scheduling_fields,
         submit_file,
     )
@@ -239,6 +252,7 @@ def submit(
         output_bytes=output_bytes,
         on_finish=on_finish,
         webhook=webhook,
+        sandbox=sandbox_field(sandbox, network=sandbox_network, writable=sandbox_writable),
     )
     problem = option_problem(
         command=command,

@@ -79,7 +79,7 @@ def build_result(
     out = read_tail(layout.stdout_log(claimed.job_id), tail_bytes)
     err = read_tail(layout.stderr_log(claimed.job_id), tail_bytes)
     returncode = exit_info.returncode if exit_info else None
-    return JobResult(
+    result = JobResult(
         job_id=claimed.job_id,
         status=status,
         returncode=returncode,
@@ -103,11 +103,12 @@ def build_result(
         worker_pid=os.getpid(),
         submitted_by=submitted_by(request.spec if request else spec),
     )
+    return _with_sandbox(request, result)
 
 
 def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> JobResult:
     """The record of a job that never started (invalid, or it could not be spawned): no output, no logs."""
-    return JobResult(
+    result = JobResult(
         job_id=claimed.job_id,
         status=status,
         returncode=None,  # set, so that a JSON job's record says null (it is written with exclude_unset)
@@ -119,3 +120,12 @@ def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request
         timeout_s=request.timeout_s if request else None,
         submitted_by=submitted_by(request.spec if request else None),
     )
+    return _with_sandbox(request, result)
+
+
+def _with_sandbox(request: RunRequest | None, result: JobResult) -> JobResult:
+    """``result`` with ``sandbox`` set for a sandboxed job; for the others the field stays unset
+    (a JSON job's record, written with ``exclude_unset``, has no ``sandbox`` at all)."""
+    if request is not None and request.sandbox is not None:
+        result.sandbox = request.sandbox.record
+    return result

@@ -323,6 +323,8 @@ class Worker:
             version=__version__,
             allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
             allow_shell=self.config.allow_shell,
+            sandbox=self.config.sandbox,
+            sandbox_for=list(self.config.sandbox_for),
             config_file=self.config.config_file,
             default_timeout_s=self.config.default_timeout_s,
             max_timeout_s=self.config.max_timeout_s,
@@ -874,6 +876,7 @@ class Worker:
             timeout_s=request.timeout_s,
             timeout_capped="yes" if capped else None,
             attempt=request.options.attempt if request.options.attempt > 1 else None,
+            sandbox=request.sandbox.record.profile if request.sandbox else None,
             argv=" ".join(request.argv)[:300],
         )
 

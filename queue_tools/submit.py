@@ -6,6 +6,7 @@ Used by ``execsvc submit``; a client of the protocol's public API only.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -61,6 +62,20 @@ def scheduling_fields(**given: Any) -> dict[str, Any]:
     if limits:
         fields["limits"] = limits
     return fields
+
+
+def sandbox_field(
+    sandbox: bool, *, network: bool = False, writable: list[str] | None = None
+) -> bool | dict[str, Any] | None:
+    """The job's ``sandbox`` field (docs/protocol.md, "Sandbox") from ``execsvc submit``'s options:
+    ``None`` when none is given, ``True`` for the worker's default profile, else an object with
+    ``network`` and ``writable`` (each relative path made absolute from the current folder)."""
+    if not (network or writable):
+        return True if sandbox else None
+    profile: dict[str, Any] = {"network": True} if network else {}
+    if writable:
+        profile["writable"] = [path if path.startswith(("/", "~")) else os.path.abspath(path) for path in writable]
+    return profile
 
 
 def option_problem(

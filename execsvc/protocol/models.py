@@ -64,6 +64,56 @@ class JobLimits(BaseModel):
     output_bytes: StrictInt | None = Field(default=None, gt=0, le=2**62)
 
 
+SANDBOX_PATHS_MAX = 100
+"""Most paths in each list of a ``sandbox`` object."""
+
+
+class JobSandbox(BaseModel):
+    """``sandbox`` as an object: how a job's sandbox differs from the default profile (docs/protocol.md,
+    "Sandbox").
+
+    ``network``: share the host's network (default: none but a private loopback).
+    ``writable``: more paths the job may write (each must exist; its ``cwd`` and a private
+    ``/tmp`` are writable anyway). ``readable_only``: paths made read-only (each must exist),
+    e.g. a folder inside the ``cwd``. ``hidden``: paths masked with an empty folder or an empty
+    file. Each path is absolute or starts with ``~/`` (the worker's home directory); at most
+    :data:`SANDBOX_PATHS_MAX` in each list.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    network: StrictBool = False
+    writable: list[StrictStr] = Field(default_factory=list, max_length=SANDBOX_PATHS_MAX)
+    readable_only: list[StrictStr] = Field(default_factory=list, max_length=SANDBOX_PATHS_MAX)
+    hidden: list[StrictStr] = Field(default_factory=list, max_length=SANDBOX_PATHS_MAX)
+
+    @field_validator("writable", "readable_only", "hidden")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if "\x00" in path or not (path.startswith("/") or path == "~" or path.startswith("~/")):
+                raise ValueError(f"{path!r} is not a path a sandbox can take: give an absolute path or one starting ~/")
+        return value
+
+
+class SandboxRecord(BaseModel):
+    """``result.sandbox``: the sandbox a job ran in, as the worker applied it (docs/protocol.md, "Sandbox").
+
+    ``profile``: ``"default"`` (the worker's default profile) or ``"job"`` (the job's own
+    ``sandbox`` object over it); ``reason``: ``"asked"`` (the job's ``sandbox`` field),
+    ``"required"`` (the worker's ``sandbox = "required"``) or ``"sandbox_for"`` (the front
+    that submitted it, in ``submitted_by``). Paths are absolute, as mounted: ``writable``
+    (the ``cwd`` first, when it is writable), ``readable_only`` and ``hidden``.
+    """
+
+    profile: Literal["default", "job"]
+    reason: Literal["asked", "required", "sandbox_for"]
+    network: bool = False
+    writable: list[str] = Field(default_factory=list)
+    readable_only: list[str] = Field(default_factory=list)
+    hidden: list[str] = Field(default_factory=list)
+
+
 FIRST_YEAR = 1970
 LAST_YEAR = 9998
 """The years a time in a job can name (``not_before``, ``retry_at``): in any time zone it
@@ -98,7 +148,8 @@ class JobOptions(BaseModel):
     the job file was written), ``retries`` with ``retry_delay_s`` (doubled after
     each attempt), ``limits``, ``on_finish`` (a shell command line run after
     the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
-    http(s) URL that gets the record by POST). ``attempt`` and ``retry_at`` are
+    http(s) URL that gets the record by POST), ``sandbox`` (``true`` for the worker's
+    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"). ``attempt`` and ``retry_at`` are
     written by the worker when it re-enqueues a failed job for another attempt.
     Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
     up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
@@ -120,6 +171,7 @@ class JobOptions(BaseModel):
     webhook: StrictStr | None = None
     attempt: StrictInt = Field(default=1, ge=1, le=MAX_RETRIES + 1)
     retry_at: StrictStr | None = None
+    sandbox: StrictBool | JobSandbox | None = None
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -244,6 +296,7 @@ class JobResult(BaseModel):
     attempt_records: list[str] | None = None  # records of the earlier attempts (paths relative to the queue root)
     limits: JobLimits | None = None  # the limits in force (the job's, the worker's defaults, capped)
     limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
+    sandbox: SandboxRecord | None = None  # the sandbox the job ran in (docs/protocol.md, "Sandbox"); None: none
     note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
 
 
@@ -318,6 +371,8 @@ class WorkerInfo(BaseModel):
     version: str
     allowed_commands: list[str] | None = None  # the command policy (execsvc.policy); None: any command
     allow_shell: bool = True
+    sandbox: str | None = None  # the sandbox policy: "off", "on-request", "required" (None: a worker without it)
+    sandbox_for: list[str] | None = None  # the fronts (submitted_by) whose jobs always run sandboxed
     config_file: str | None = None
     default_timeout_s: float | None = None  # timeout of a job that names none (seconds)
     max_timeout_s: float | None = None  # cap on any job's timeout_s (seconds)

@@ -2,7 +2,8 @@
 
 Each function takes a :class:`~execsvc.JobQueue` and returns a pydantic model
 shaped for people and LLMs (the MCP tools return these as their structured
-output). Everything here is built on the protocol's public API: it reads the
+output), each built at its first use (``defer_build``), so a command builds only the answers it
+gives. Everything here is built on the protocol's public API: it reads the
 queue folders, enqueues and cancels; it never runs a job.
 
 Errors: :class:`~execsvc.protocol.errors.JobNotFound` for an unknown id,
@@ -30,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from execsvc.protocol import FINISHED_STATES, JobEntry
 from execsvc.protocol.durable import NotRegularFile, open_regular, read_regular_file
@@ -53,6 +54,8 @@ CANCEL_PROGRESS_EVERY_S = 2.0
 class StateCounts(BaseModel):
     """How many jobs are in each queue folder."""
 
+    model_config = ConfigDict(defer_build=True)
+
     pending: int = 0
     running: int = 0
     completed: int = 0
@@ -61,6 +64,8 @@ class StateCounts(BaseModel):
 
 class WorkerStatus(BaseModel):
     """Whether a worker serves the queue (from ``worker.json``, checked against the live PID)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     serving: bool
     pid: int | None = None
@@ -75,6 +80,8 @@ class WorkerStatus(BaseModel):
 
 class QueueStatus(BaseModel):
     """The queue at a glance: its root, the counts per state and the worker."""
+
+    model_config = ConfigDict(defer_build=True)
 
     queue_dir: str
     counts: StateCounts
@@ -93,6 +100,8 @@ class Waiting(BaseModel):
     worker's own rules (:func:`execsvc.protocol.readiness.wait_reason`). ``reason`` says it
     in one sentence.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     priority: int = 0
     held: bool = False
@@ -116,6 +125,8 @@ class JobSummary(BaseModel):
     """One line about a job. Times are ISO 8601; ``exit_code`` is null until it exits
     (and for jobs that never ran); ``elapsed_s`` is set while it runs."""
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     state: JobState
     status: JobStatus
@@ -136,6 +147,8 @@ class JobSummary(BaseModel):
 class JobPage(BaseModel):
     """A page of jobs, newest first. Pass ``next_cursor`` back to get the next page (null at the end)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     jobs: list[JobSummary]
     counts: StateCounts
     next_cursor: str | None = None
@@ -149,6 +162,8 @@ class JobDetail(BaseModel):
     record) once it has finished. ``spec`` is the JSON job as written (null for
     text jobs); ``path`` the job file or record.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     state: JobState
@@ -175,6 +190,8 @@ class OutputChunk(BaseModel):
     ``problem`` says why the log is not read (it is a FIFO, a symbolic link ...,
     not a regular file); ``text`` is empty then.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     stream: Stream
@@ -572,6 +589,8 @@ class Cancelled(BaseModel):
     """The result of :func:`cancel_job`: the ``outcome``, the ``job`` as it stands after,
     whether a worker serves the queue (``serving``: ``None`` when it was not looked at, the job
     not being running) and how long it waited for a running job (``waited_s``, seconds)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     outcome: CancelOutcome
     job: JobDetail

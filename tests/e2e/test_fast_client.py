@@ -1,0 +1,96 @@
+"""The fast client path: a client command builds only the pydantic models it uses. Read in a fresh interpreter that ran the
+command (``sys.modules`` and each model's ``__pydantic_complete__``), never from its timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import WorkerProcess
+
+from execsvc import JobQueue, JobSpec, JobState
+
+PROBE = """
+import json, sys
+out, program, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.argv = [program, *argv]
+if program == "execsvc":
+    from execsvc.cli import main
+else:
+    from queue_tools.view import main
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+built = {}
+for module_name in ("execsvc.protocol.models", "queue_tools.api"):
+    module = sys.modules.get(module_name)
+    for name, value in (vars(module) if module else {}).items():
+        if isinstance(value, type) and hasattr(value, "__pydantic_complete__") and value.__module__ == module_name:
+            built[name] = bool(value.__pydantic_complete__)
+with open(out, "w") as handle:
+    json.dump({"code": code, "modules": sorted(sys.modules), "built": built}, handle)
+"""
+
+RECORD_MODELS = ("JobResult", "JobRecord", "SidecarRecord", "JobInfo")
+"""The models of finished jobs and listings: none is needed to hand a job to the queue."""
+
+RESPONSE_MODELS = ("WorkerStatus", "QueueStatus", "JobDetail", "OutputChunk", "Cancelled")
+"""queue_tools.api's answers that ``queue-view list --json`` does not give (it gives a JobPage:
+JobSummary rows, StateCounts, a Waiting per pending job)."""
+
+
+def run_command(tmp_path: Path, program: str, *args: str) -> tuple[int, set[str], dict[str, bool]]:
+    """Run ``program args`` (``execsvc`` or ``queue-view``) in a fresh interpreter; return its exit
+    code, every module it had imported by the end, and whether each pydantic model of
+    :mod:`execsvc.protocol.models` and :mod:`queue_tools.api` (where loaded) had been built."""
+    out = tmp_path / "probe.json"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), program, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.exists(), run.stderr
+    found = json.loads(out.read_text())
+    return found["code"], set(found["modules"]), found["built"]
+
+
+def test_submit_builds_the_job_model_it_validates_and_no_record_model(queue_root: Path, tmp_path: Path) -> None:
+    JobQueue(queue_root)
+    code, _, built = run_command(tmp_path, "execsvc", "submit", "--queue-dir", str(queue_root), "--", "true")
+    assert code == 0
+    [job] = JobQueue(queue_root).jobs(JobState.PENDING)
+    assert job.spec is not None and job.spec["command"] == "true"
+    assert built["JobSpec"] is True  # the job was validated before it was written
+    assert {name: built[name] for name in RECORD_MODELS} == dict.fromkeys(RECORD_MODELS, False)
+
+
+def test_queue_view_list_json_builds_no_detail_or_status_answer(queue_root: Path, tmp_path: Path) -> None:
+    queue = JobQueue(queue_root)
+    for _ in range(3):
+        queue.submit(JobSpec(command="true", args=[]))
+    code, _, built = run_command(tmp_path, "queue-view", "--queue-dir", str(queue_root), "list", "--json")
+    assert code == 0
+    assert built["JobPage"] is True  # what it printed
+    assert {name: built[name] for name in RESPONSE_MODELS} == dict.fromkeys(RESPONSE_MODELS, False)
+
+
+def test_models_built_late_by_a_worker_on_two_slots_still_record_every_job(
+    queue_root: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # The worker builds each record model at its first use, in whichever job thread finishes
+    # first: two slots finishing at once must both write a complete record.
+    queue = JobQueue(queue_root)
+    ids = [queue.submit(JobSpec(command="sh", args=["-c", f"exit {n % 3}"])) for n in range(6)]
+    start_worker("--slots", "2")
+    finished = [queue.wait(job_id, timeout_s=20) for job_id in ids]
+    assert [info.result.returncode if info.result else None for info in finished] == [n % 3 for n in range(6)]

@@ -1,4 +1,5 @@
-"""The fast client path: a client command builds only the pydantic models it uses. Read in a fresh interpreter that ran the
+"""The fast client path: a client command builds only the pydantic models it uses, and
+``execsvc submit`` of a command loads no listing code. Read in a fresh interpreter that ran the
 command (``sys.modules`` and each model's ``__pydantic_complete__``), never from its timing."""
 
 from __future__ import annotations
@@ -72,6 +73,44 @@ def test_submit_builds_the_job_model_it_validates_and_no_record_model(queue_root
     assert job.spec is not None and job.spec["command"] == "true"
     assert built["JobSpec"] is True  # the job was validated before it was written
     assert {name: built[name] for name in RECORD_MODELS} == dict.fromkeys(RECORD_MODELS, False)
+
+
+def test_submit_of_a_command_loads_no_listing_or_answer_models(queue_root: Path, tmp_path: Path) -> None:
+    JobQueue(queue_root)
+    code, modules, _ = run_command(tmp_path, "execsvc", "submit", "--queue-dir", str(queue_root), "--", "true")
+    assert code == 0
+    assert "queue_tools.submit" in modules  # the submit helpers ran
+    assert "queue_tools.api" not in modules  # the fronts' answers and listings: not needed to enqueue
+
+
+def test_submit_wait_still_copies_the_output_through_the_safe_opener(
+    queue_root: Path, tmp_path: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker()
+    out = tmp_path / "probe.json"
+    submit = [
+        "submit",
+        "--queue-dir",
+        str(queue_root),
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2; exit 3",
+    ]
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), "execsvc", *submit],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = json.loads(out.read_text())
+    assert found["code"] == 3  # the job's exit code
+    assert run.stdout == "to-stdout\n" and "to-stderr\n" in run.stderr
+    assert "queue_tools.api" in found["modules"]  # api.open_for_reading: no symbolic link followed, no FIFO waited on
 
 
 def test_queue_view_list_json_builds_no_detail_or_status_answer(queue_root: Path, tmp_path: Path) -> None:

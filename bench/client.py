@@ -8,6 +8,10 @@ pass`` measured in the same run (the interpreter of this run, with the same
 site-packages the console scripts start with). ``queue-view list --json``
 reads a queue of ``--jobs`` pending jobs written with :meth:`JobQueue.submit`;
 ``execsvc cancel`` is given an id that is not in the queue (it exits 1).
+Two floor rows show what no command can go below: ``import typer``, and
+``import typer`` with pydantic (typer coerces every parameter but a flag with
+a pydantic ``TypeAdapter``, so any command with an option imports pydantic,
+and ``execsvc submit`` validates the job with it).
 The commands run without ``PYTHONDONTWRITEBYTECODE`` and ``EXECSVC_QUEUE_DIR``:
 the warm-up run of each writes the byte code of this checkout's modules, as an
 installation from a wheel has it (compiling them on every start would add
@@ -39,6 +43,8 @@ def commands(submit_root: Path, list_root: Path) -> dict[str, list[str]]:
         "queue-view list --json": [view, "--queue-dir", str(list_root), "list", "--json"],
         "execsvc cancel <unknown id>": [execsvc, "cancel", "--queue-dir", str(submit_root), "no-such-job"],
         "execsvc queue-dir": [execsvc, "queue-dir", "--queue-dir", str(submit_root)],
+        "floor: import typer": [sys.executable, "-c", "import typer"],
+        "floor: import typer, pydantic": [sys.executable, "-c", "import typer; from pydantic import TypeAdapter"],
     }
 
 
@@ -97,6 +103,11 @@ def main() -> None:
         figures = measure(lines, args.repeats)
     print(f"{args.repeats} runs of each, queue-view over {args.jobs} pending jobs, python {sys.version.split()[0]}")
     print(table(figures))
+    if any(name.startswith("__editable__") for name in sys.modules):
+        print(
+            "note: this interpreter runs an editable install's import hook at every start; for the figures "
+            "of an installed copy, run this from a virtualenv made with `pip install .`"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ symbolic link there is never followed, a FIFO never waited on, nothing is moved.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -411,3 +412,5 @@ def main() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         typer.echo(f"queue-view: the queue cannot be read: {exc.strerror or exc}{where}", err=True)
         sys.exit(1)
+    finally:
+        gc.freeze()  # the process ends: no last collection over start-up's objects (see execsvc.cli.main)

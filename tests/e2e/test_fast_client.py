@@ -27,6 +27,8 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
+import gc
+frozen = gc.get_freeze_count()
 built = {}
 for module_name in ("execsvc.protocol.models", "queue_tools.api"):
     module = sys.modules.get(module_name)
@@ -34,7 +36,7 @@ for module_name in ("execsvc.protocol.models", "queue_tools.api"):
         if isinstance(value, type) and hasattr(value, "__pydantic_complete__") and value.__module__ == module_name:
             built[name] = bool(value.__pydantic_complete__)
 with open(out, "w") as handle:
-    json.dump({"code": code, "modules": sorted(sys.modules), "built": built}, handle)
+    json.dump({"code": code, "modules": sorted(sys.modules), "built": built, "frozen": frozen}, handle)
 """
 
 RECORD_MODELS = ("JobResult", "JobRecord", "SidecarRecord", "JobInfo")
@@ -63,6 +65,22 @@ def run_command(tmp_path: Path, program: str, *args: str) -> tuple[int, set[str]
     assert out.exists(), run.stderr
     found = json.loads(out.read_text())
     return found["code"], set(found["modules"]), found["built"]
+
+
+def frozen_at_exit(tmp_path: Path, program: str, *args: str) -> tuple[int, int]:
+    """Run ``program args`` as :func:`run_command` does; return its exit code and how many objects
+    its entry point had moved out of the cyclic collector's reach (``gc.get_freeze_count``) when it returned."""
+    out = tmp_path / "probe.json"
+    subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), program, *args],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    found = json.loads(out.read_text())
+    return found["code"], found["frozen"]
 
 
 def test_submit_builds_the_job_model_it_validates_and_no_record_model(queue_root: Path, tmp_path: Path) -> None:
@@ -133,3 +151,20 @@ def test_models_built_late_by_a_worker_on_two_slots_still_record_every_job(
     start_worker("--slots", "2")
     finished = [queue.wait(job_id, timeout_s=20) for job_id in ids]
     assert [info.result.returncode if info.result else None for info in finished] == [n % 3 for n in range(6)]
+
+
+def test_both_entry_points_leave_start_ups_objects_to_the_process_end_not_to_a_last_collection(
+    queue_root: Path, tmp_path: Path
+) -> None:
+    # At exit the interpreter collects cycles over every object typer and pydantic made at
+    # start-up; frozen (gc.freeze), they are skipped: the process ends and frees them all at once.
+    JobQueue(queue_root).submit(JobSpec(command="true", args=[]))
+    for program, *args in (
+        ("execsvc", "submit", "--queue-dir", str(queue_root), "--", "true"),
+        ("execsvc", "cancel", "--queue-dir", str(queue_root), "no-such-job"),
+        ("queue-view", "--queue-dir", str(queue_root), "list", "--json"),
+        ("queue-view", "--queue-dir", str(tmp_path / "not-a-queue" / "x"), "list", "--json"),
+    ):
+        code, frozen = frozen_at_exit(tmp_path, program, *args)
+        assert code in (0, 1), (program, args)
+        assert frozen > 10_000, (program, args, frozen)  # the objects of typer, pydantic and the models

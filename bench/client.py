@@ -3,9 +3,10 @@
 Every repetition runs each command once, in turn (the order rotated between
 repetitions, so none always runs first), as a fresh process on a temporary
 queue with no worker; the table gives the wall-time median and min–max in
-milliseconds over the repetitions and each median's ratio to ``python3 -c
-pass`` measured in the same run (the interpreter of this run, with the same
-site-packages the console scripts start with). ``queue-view list --json``
+milliseconds over the repetitions, the median CPU time (user and system: on
+a shared machine it moves less than the wall time does) and each median's
+ratio to ``python3 -c pass`` measured in the same run (the interpreter of this
+run, with the same site-packages the console scripts start with). ``queue-view list --json``
 reads a queue of ``--jobs`` pending jobs written with :meth:`JobQueue.submit`;
 ``execsvc cancel`` is given an id that is not in the queue (it exits 1).
 Two floor rows show what no command can go below: ``import typer``, and the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,35 +66,44 @@ def filled_queue(root: Path, jobs: int) -> Path:
 CHILD_ENV = {key: value for key, value in os.environ.items() if key not in ("PYTHONDONTWRITEBYTECODE", QUEUE_DIR_ENV)}
 
 
-def wall_ms(argv: list[str]) -> float:
-    """Milliseconds from start to exit of ``argv`` (output discarded; exit code not checked)."""
+def run_ms(argv: list[str]) -> tuple[float, float]:
+    """Milliseconds from start to exit of ``argv``, and the CPU milliseconds (user and system)
+    it used (output discarded; exit code not checked)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     begun = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=CHILD_ENV)
-    return (time.perf_counter() - begun) * 1000
+    wall = (time.perf_counter() - begun) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
 
 
-def measure(lines: dict[str, list[str]], repeats: int) -> dict[str, list[float]]:
-    """Milliseconds per row label, one run of every command per repetition, in rotated order."""
-    figures: dict[str, list[float]] = {label: [] for label in lines}
+def measure(lines: dict[str, list[str]], repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """Wall and CPU milliseconds per row label, one run of every command per repetition, in rotated order."""
+    figures: dict[str, list[tuple[float, float]]] = {label: [] for label in lines}
     labels = list(lines)
     for label in labels:  # one warm-up each: page cache, .pyc files
-        wall_ms(lines[label])
+        run_ms(lines[label])
     for rep in range(repeats):
         shift = rep % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            figures[label].append(wall_ms(lines[label]))
+            figures[label].append(run_ms(lines[label]))
     return figures
 
 
-def table(figures: dict[str, list[float]]) -> str:
-    """The printed table: median, min–max and ratio to the first row's median."""
-    base = statistics.median(next(iter(figures.values())))
+def table(figures: dict[str, list[tuple[float, float]]]) -> str:
+    """The printed table: wall-time median and min–max, CPU-time median, and each median's
+    ratio to the first row's (CPU, then wall time: the last column)."""
+    first = next(iter(figures.values()))
+    base_wall, base_cpu = statistics.median(w for w, _ in first), statistics.median(c for _, c in first)
     width = max(len(label) for label in figures)
-    rows = [f"{'command':<{width}}  {'p50 ms':>8}  {'min–max ms':>13}  {'× python3 -c pass':>18}"]
+    head = f"{'command':<{width}}  {'p50 ms':>8}  {'min–max ms':>13}  {'CPU p50 ms':>10}  {'CPU ×':>7}"
+    rows = [f"{head}  {'× python3 -c pass':>18}"]
     for label, values in figures.items():
-        p50 = statistics.median(values)
-        spread = f"{min(values):.1f}–{max(values):.1f}"
-        rows.append(f"{label:<{width}}  {p50:>8.1f}  {spread:>13}  {p50 / base:>17.1f}×")
+        walls = [wall for wall, _ in values]
+        p50, cpu = statistics.median(walls), statistics.median(c for _, c in values)
+        spread = f"{min(walls):.1f}–{max(walls):.1f}"
+        line = f"{label:<{width}}  {p50:>8.1f}  {spread:>13}  {cpu:>10.1f}  {cpu / base_cpu:>6.1f}×"
+        rows.append(f"{line}  {p50 / base_wall:>17.1f}×")
     return "\n".join(rows)
 
 

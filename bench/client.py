@@ -50,8 +50,9 @@ def commands(submit_root: Path, list_root: Path) -> dict[str, list[str]]:
     }
 
 
-ONE_OPTION = "import typer\ndef main(queue_dir: str = '') -> None:\n    pass\ntyper.run(main)"
-"""The least a command with an option can cost: typer coerces the option's value with a pydantic TypeAdapter."""
+ONE_OPTION = "import gc, typer\ndef main(queue_dir: str = '') -> None:\n    gc.freeze()\ntyper.run(main)"
+"""The least a command with an option can cost: typer coerces the option's value with a pydantic
+TypeAdapter (and, as the client commands do, the command freezes the collector's objects at its end)."""
 
 
 def filled_queue(root: Path, jobs: int) -> Path:

@@ -30,9 +30,10 @@ except SystemExit as exc:
 import gc
 frozen = gc.get_freeze_count()
 built = {}
-for module_name in ("execsvc.protocol.models", "queue_tools.api"):
-    module = sys.modules.get(module_name)
-    for name, value in (vars(module) if module else {}).items():
+for module_name, module in list(sys.modules.items()):
+    if not module_name.startswith(("execsvc.protocol", "queue_tools.api")):
+        continue
+    for name, value in vars(module).items():
         if isinstance(value, type) and hasattr(value, "__pydantic_complete__") and value.__module__ == module_name:
             built[name] = bool(value.__pydantic_complete__)
 with open(out, "w") as handle:
@@ -49,8 +50,9 @@ JobSummary rows, StateCounts, a Waiting per pending job)."""
 
 def run_command(tmp_path: Path, program: str, *args: str) -> tuple[int, set[str], dict[str, bool]]:
     """Run ``program args`` (``execsvc`` or ``queue-view``) in a fresh interpreter; return its exit
-    code, every module it had imported by the end, and whether each pydantic model of
-    :mod:`execsvc.protocol.models` and :mod:`queue_tools.api` (where loaded) had been built."""
+    code, every module it had imported by the end, and whether each pydantic model of the loaded
+    modules of :mod:`execsvc.protocol` and :mod:`queue_tools.api` had been built (one not loaded
+    is not built)."""
     out = tmp_path / "probe.json"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     run = subprocess.run(
@@ -90,7 +92,7 @@ def test_submit_builds_the_job_model_it_validates_and_no_record_model(queue_root
     [job] = JobQueue(queue_root).jobs(JobState.PENDING)
     assert job.spec is not None and job.spec["command"] == "true"
     assert built["JobSpec"] is True  # the job was validated before it was written
-    assert {name: built[name] for name in RECORD_MODELS} == dict.fromkeys(RECORD_MODELS, False)
+    assert {name: built.get(name, False) for name in RECORD_MODELS} == dict.fromkeys(RECORD_MODELS, False)
 
 
 def test_submit_of_a_command_loads_no_listing_or_answer_models(queue_root: Path, tmp_path: Path) -> None:
@@ -98,7 +100,8 @@ def test_submit_of_a_command_loads_no_listing_or_answer_models(queue_root: Path,
     code, modules, _ = run_command(tmp_path, "execsvc", "submit", "--queue-dir", str(queue_root), "--", "true")
     assert code == 0
     assert "queue_tools.submit" in modules  # the submit helpers ran
-    assert "queue_tools.api" not in modules  # the fronts' answers and listings: not needed to enqueue
+    api = [name for name in modules if name == "queue_tools.api" or name.startswith("queue_tools.api.")]
+    assert api == []  # the fronts' answers and listings: not needed to enqueue
 
 
 def test_submit_wait_still_copies_the_output_through_the_safe_opener(
@@ -128,7 +131,7 @@ def test_submit_wait_still_copies_the_output_through_the_safe_opener(
     found = json.loads(out.read_text())
     assert found["code"] == 3  # the job's exit code
     assert run.stdout == "to-stdout\n" and "to-stderr\n" in run.stderr
-    assert "queue_tools.api" in found["modules"]  # api.open_for_reading: no symbolic link followed, no FIFO waited on
+    assert any(name.startswith("queue_tools.api") for name in found["modules"])  # its open_for_reading
 
 
 def test_queue_view_list_json_builds_no_detail_or_status_answer(queue_root: Path, tmp_path: Path) -> None:
@@ -138,7 +141,7 @@ def test_queue_view_list_json_builds_no_detail_or_status_answer(queue_root: Path
     code, _, built = run_command(tmp_path, "queue-view", "--queue-dir", str(queue_root), "list", "--json")
     assert code == 0
     assert built["JobPage"] is True  # what it printed
-    assert {name: built[name] for name in RESPONSE_MODELS} == dict.fromkeys(RESPONSE_MODELS, False)
+    assert {name: built.get(name, False) for name in RESPONSE_MODELS} == dict.fromkeys(RESPONSE_MODELS, False)
 
 
 def test_models_built_late_by_a_worker_on_two_slots_still_record_every_job(

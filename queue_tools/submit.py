@@ -18,8 +18,6 @@ from execsvc.protocol.layout import JOB_SUFFIXES
 from execsvc.protocol.models import JobInfo, JobLimits, JobSpec, JobStatus
 from execsvc.protocol.queue import JobQueue
 
-from .api import open_for_reading
-
 EXIT_TIMEOUT = 124
 """Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
 
@@ -172,6 +170,8 @@ def copy_output(queue: JobQueue, info: JobInfo, stdout: BinaryIO, stderr: Binary
     by :func:`~queue_tools.api.open_for_reading` (a symbolic link is never followed, a FIFO never
     waited on). A missing log is skipped; other errors raise :class:`OSError`.
     """
+    from .api import open_for_reading  # here: enqueueing a job needs none of the fronts' answers
+
     if info.result is None:
         return []
     problems: list[str] = []

@@ -4,6 +4,9 @@ Every shape here comes from the queue protocol (docs/protocol.md): the JSON
 job a producer drops into ``pending/``, the ``result`` object the worker adds
 when the job ends, the ``<id>.result.json`` sidecar record for text and
 invalid jobs, and ``worker.json``.
+
+Every model is built (its validator and serializer) at its first use, not at import
+(``defer_build``): a client that enqueues a job builds :class:`JobSpec` and no record model.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class JobLimits(BaseModel):
     ``processes`` 2^31 - 1, ``output_bytes`` 2^62.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True, frozen=True)
 
     cpu_s: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)
     memory_mb: StrictInt | None = Field(default=None, gt=0, le=2**40)
@@ -156,7 +159,7 @@ class JobOptions(BaseModel):
     outside them is not valid (the worker records it ``invalid``, saying which).
     """
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", strict=True)
 
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     priority: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
@@ -232,7 +235,7 @@ class JobSpec(JobOptions):
     a ``timeout_s``, ``{"A": 1}`` is not an ``env``.
     """
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", strict=True)
 
     command: StrictStr = Field(min_length=1, max_length=1_000_000)
     args: list[StrictStr] | None = None
@@ -270,6 +273,8 @@ class JobResult(BaseModel):
     queue root). Times are ISO 8601 with a time zone; ``duration_s`` in seconds.
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status: JobStatus
     returncode: int | None = None
@@ -303,7 +308,7 @@ class JobResult(BaseModel):
 class JobRecord(JobSpec):
     """A finished JSON job: the job's own fields plus ``result``."""
 
-    model_config = ConfigDict(extra="allow", strict=False)
+    model_config = ConfigDict(defer_build=True, extra="allow", strict=False)
 
     result: JobResult
 
@@ -314,6 +319,8 @@ class SidecarRecord(BaseModel):
     ``job_file`` is the entry's name beside this record (the script, or the
     untouched invalid file).
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     kind: JobKind
@@ -328,6 +335,8 @@ class JobInfo(BaseModel):
     ``spec`` is the JSON job as written (``None`` for text jobs and unparsable
     files); ``result`` is set once the job is finished.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     state: JobState
@@ -363,6 +372,8 @@ class CancelRequest(BaseModel):
 
 class WorkerInfo(BaseModel):
     """``worker.json``: the worker that holds the queue lock, and the settings clients show."""
+
+    model_config = ConfigDict(defer_build=True)
 
     pid: int
     slots: int

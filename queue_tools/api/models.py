@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from execsvc.protocol.models import JobResult, JobState, JobStatus
 
@@ -23,6 +23,8 @@ CANCEL_PROGRESS_EVERY_S = 2.0
 class StateCounts(BaseModel):
     """How many jobs are in each queue folder."""
 
+    model_config = ConfigDict(defer_build=True)
+
     pending: int = 0
     running: int = 0
     completed: int = 0
@@ -31,6 +33,8 @@ class StateCounts(BaseModel):
 
 class WorkerStatus(BaseModel):
     """Whether a worker serves the queue (from ``worker.json``, checked against the live PID)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     serving: bool
     pid: int | None = None
@@ -45,6 +49,8 @@ class WorkerStatus(BaseModel):
 
 class QueueStatus(BaseModel):
     """The queue at a glance: its root, the counts per state and the worker."""
+
+    model_config = ConfigDict(defer_build=True)
 
     queue_dir: str
     counts: StateCounts
@@ -63,6 +69,8 @@ class Waiting(BaseModel):
     worker's own rules (:func:`execsvc.protocol.readiness.wait_reason`). ``reason`` says it
     in one sentence.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     priority: int = 0
     held: bool = False
@@ -86,6 +94,8 @@ class JobSummary(BaseModel):
     """One line about a job. Times are ISO 8601; ``exit_code`` is null until it exits
     (and for jobs that never ran); ``elapsed_s`` is set while it runs."""
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     state: JobState
     status: JobStatus
@@ -106,6 +116,8 @@ class JobSummary(BaseModel):
 class JobPage(BaseModel):
     """A page of jobs, newest first. Pass ``next_cursor`` back to get the next page (null at the end)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     jobs: list[JobSummary]
     counts: StateCounts
     next_cursor: str | None = None
@@ -119,6 +131,8 @@ class JobDetail(BaseModel):
     record) once it has finished. ``spec`` is the JSON job as written (null for
     text jobs); ``path`` the job file or record.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     state: JobState
@@ -146,6 +160,8 @@ class OutputChunk(BaseModel):
     not a regular file); ``text`` is empty then.
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     stream: Stream
     offset: int
@@ -169,6 +185,8 @@ class OutputPage(BaseModel):
     read (not a regular file).
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     stream: Stream
     text: str
@@ -189,6 +207,8 @@ class StreamTail(BaseModel):
     """The end of one stream: ``text`` (its last lines), the log's ``lines`` and ``bytes``,
     and, when ``text`` is not all of it, ``more``: the calls that read the rest."""
 
+    model_config = ConfigDict(defer_build=True)
+
     text: str
     lines: int | None = None
     bytes: int = 0
@@ -198,6 +218,8 @@ class StreamTail(BaseModel):
 
 class Match(BaseModel):
     """One matching line: its job, stream, line number (from 1) and text, with context lines."""
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     stream: Stream
@@ -212,6 +234,8 @@ class SearchAnswer(BaseModel):
 
     ``cut`` says why the search stopped early (matches cap, time, size), ``next`` how to go on."""
 
+    model_config = ConfigDict(defer_build=True)
+
     pattern: str
     matches: list[Match]
     jobs_searched: int = 0
@@ -223,6 +247,8 @@ class SearchAnswer(BaseModel):
 class RunningStats(BaseModel):
     """A running job's process group now (psutil): seconds of CPU used, resident memory (MiB),
     how many processes; ``problem`` when they cannot be looked at."""
+
+    model_config = ConfigDict(defer_build=True)
 
     cpu_s: float | None = None
     rss_mb: float | None = None
@@ -248,6 +274,8 @@ class Cancelled(BaseModel):
     """The result of :func:`cancel_job`: the ``outcome``, the ``job`` as it stands after,
     whether a worker serves the queue (``serving``: ``None`` when it was not looked at, the job
     not being running) and how long it waited for a running job (``waited_s``, seconds)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     outcome: CancelOutcome
     job: JobDetail

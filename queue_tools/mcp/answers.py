@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
 from execsvc.protocol.queue import JobQueue
@@ -33,6 +33,8 @@ class Running(BaseModel):
     """A running job now: seconds since it started and its timeout; its process group's CPU
     seconds, resident memory (MiB) and process count (psutil)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     elapsed_s: float | None = None
     timeout_s: float | None = None
     cpu_s: float | None = None
@@ -46,6 +48,8 @@ class JobAnswer(BaseModel):
     ``stderr``: the end of each stream with its totals and how to read more. ``note``: what
     else to know (a worker was started, no worker serves the queue ...). ``result`` and
     ``spec`` (verbose only): the whole result record and the job as written."""
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     status: JobStatus
@@ -65,6 +69,8 @@ class JobAnswer(BaseModel):
 class CancelAnswer(BaseModel):
     """What ``cancel_job`` did (``outcome``: cancelled, stopped, requested, already_finished),
     in a sentence, and the job after."""
+
+    model_config = ConfigDict(defer_build=True)
 
     outcome: api.CancelOutcome
     message: str

@@ -18,7 +18,7 @@ import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from execsvc.protocol.errors import UnsafeQueue
 from execsvc.protocol.models import MAX_DELAY_S, MAX_RETRIES, CancelSignal, JobLimits, JobSpec, JobState, JobStatus
@@ -52,6 +52,8 @@ StreamName = Literal["stdout", "stderr"]
 
 class SandboxSpec(BaseModel):
     """Where a sandboxed job may reach: network access, and folders writable, hidden or read-only."""
+
+    model_config = ConfigDict(defer_build=True)
 
     network: bool | None = None
     writable: list[str] | None = None

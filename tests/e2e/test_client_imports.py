@@ -83,6 +83,7 @@ def test_submit_loads_no_worker_watcher_process_tool_mcp_or_rich(queue_root: Pat
     assert job.spec is not None and job.spec["command"] == "true"  # the submit path ran to the end
     assert "pydantic" in modules  # the job was validated
     assert loaded(modules, NEVER_ON_THE_CLIENT_PATH) == []
+    assert "queue_tools.api" not in modules  # the fronts' answers: loaded by --wait only (its output)
 
 
 def test_submit_to_a_serving_worker_loads_psutil_only_to_check_its_pid(

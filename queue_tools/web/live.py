@@ -1,0 +1,189 @@
+"""The push channel: server-sent events (the HTML Living Standard's ``text/event-stream``)
+for the open pages and for a job's output.
+
+``/events`` (every page) carries ``rows`` (JSON: a list of ``{"id", "state", "html"}``, the
+rows of the jobs that changed, rendered once for all pages; ``html`` is ``""`` for a job no
+longer in the queue), ``overview`` (the overview's HTML, at most every
+:data:`OVERVIEW_EVERY_S` seconds while jobs change), ``resync`` (changes were lost: look at
+the table again) and, when the queue cannot be watched, ``unwatched``. A :class:`Broadcaster`
+is the hub's one subscriber for all pages, so the work per change does not grow with the
+number of pages.
+
+``/jobs/<id>/output/<stream>`` carries ``chunk`` events whose ``id`` is the byte offset after
+them and whose data is JSON ``{"text": ...}`` (escape sequences removed:
+:func:`~queue_tools.web.views.shown_output`); a reconnecting browser sends that offset back as
+``Last-Event-ID`` and the stream resumes there. ``end`` says the job has finished and
+everything was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+
+from execsvc.protocol.errors import InvalidJobId, JobNotFound
+from execsvc.protocol.queue import JobQueue
+from queue_tools.api import Stream, read_output
+
+from .hub import Change, FileEventHub
+from .views import Row, read_row, shown_output
+
+OVERVIEW_EVERY_S = 1.0
+"""Least time between two overviews pushed to the pages (seconds)."""
+PING_S = 15.0
+"""A comment line this often keeps idle connections open through proxies (seconds)."""
+OUTPUT_CHUNK_BYTES = 64 * 1024
+"""Most bytes of output in one ``chunk`` event."""
+UNWATCHED_LOOK_S = 2.0
+"""Where the queue cannot be watched, how often a log stream looks for more output (seconds)."""
+CLIENT_BACKLOG = 256
+"""Messages kept for a page that does not read them; past that it is sent ``resync``."""
+
+
+class Broadcaster:
+    """Renders each :class:`Change` once and hands the messages to every open page.
+
+    ``render_row(row)`` and ``render_overview()`` return HTML; they run in a worker thread,
+    as does reading the rows.
+    """
+
+    def __init__(
+        self,
+        hub: FileEventHub,
+        queue: JobQueue,
+        render_row: Callable[[Row], str],
+        render_overview: Callable[[], str],
+    ) -> None:
+        self.hub = hub
+        self.queue = queue
+        self.render_row = render_row
+        self.render_overview = render_overview
+        self._pages: set[asyncio.Queue[ServerSentEvent]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="execsvc-web-broadcast")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        async with self.hub.subscribe() as changes:
+            overview_due: float | None = None
+            last_overview = 0.0
+            while True:
+                timeout = None if overview_due is None else max(0.0, overview_due - time.monotonic())
+                change: Change | None = None
+                with suppress(TimeoutError):
+                    change = await asyncio.wait_for(changes.get(), timeout)
+                if change is not None and (change.job_ids or change.overflowed):
+                    if change.overflowed:
+                        self._send(ServerSentEvent(data="{}", event="resync"))
+                    elif self._pages:
+                        rows = await asyncio.to_thread(self._rows, sorted(change.job_ids))
+                        self._send(ServerSentEvent(data=json.dumps(rows), event="rows"))
+                    if overview_due is None:
+                        overview_due = max(time.monotonic(), last_overview + OVERVIEW_EVERY_S)
+                if overview_due is not None and time.monotonic() >= overview_due:
+                    overview_due, last_overview = None, time.monotonic()
+                    if self._pages:
+                        html = await asyncio.to_thread(self.render_overview)
+                        self._send(ServerSentEvent(data=html, event="overview"))
+
+    def _rows(self, job_ids: list[str]) -> list[dict[str, str]]:
+        rows = []
+        for job_id in job_ids:
+            row = read_row(self.queue, job_id)
+            html = self.render_row(row) if row is not None else ""
+            rows.append({"id": job_id, "state": row.state.value if row is not None else "", "html": html})
+        return rows
+
+    def _send(self, event: ServerSentEvent) -> None:
+        for page in list(self._pages):
+            try:
+                page.put_nowait(event)
+            except asyncio.QueueFull:
+                while not page.empty():
+                    page.get_nowait()
+                page.put_nowait(ServerSentEvent(data="{}", event="resync"))
+
+    def response(self, request: Request) -> EventSourceResponse:
+        """The ``/events`` stream of one page."""
+        page: asyncio.Queue[ServerSentEvent] = asyncio.Queue(CLIENT_BACKLOG)
+        live = self.hub.live
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            self._pages.add(page)
+            try:
+                yield ServerSentEvent(data="{}", event="ready" if live else "unwatched", retry=2000)
+                while True:
+                    yield await page.get()
+            finally:
+                self._pages.discard(page)
+
+        return EventSourceResponse(events(), ping=PING_S, headers={"Cache-Control": "no-store"})
+
+    @property
+    def pages(self) -> int:
+        """How many pages are connected now."""
+        return len(self._pages)
+
+
+def output_response(
+    request: Request, hub: FileEventHub, queue: JobQueue, job_id: str, stream: Stream, offset: int
+) -> EventSourceResponse:
+    """The output stream of one job's ``stream`` from byte ``offset`` (see the module's docstring).
+    Woken by the hub's events for the job's log and its files; raises nothing for a job that
+    leaves the queue meanwhile (the stream ends)."""
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        position = offset
+        async with hub.subscribe() as changes:
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(
+                        read_output, queue, job_id, stream, offset=position, max_bytes=OUTPUT_CHUNK_BYTES
+                    )
+                except (JobNotFound, InvalidJobId) as exc:
+                    yield ServerSentEvent(data=json.dumps({"text": str(exc)}), event="problem")
+                    return
+                if chunk.problem:
+                    yield ServerSentEvent(data=json.dumps({"text": chunk.problem}), event="problem")
+                    return
+                if chunk.next_offset > position:
+                    position = chunk.next_offset
+                    data: dict[str, Any] = {"text": shown_output(chunk.text)}
+                    yield ServerSentEvent(data=json.dumps(data), event="chunk", id=str(position))
+                    continue  # there may be more at once
+                if chunk.complete:
+                    yield ServerSentEvent(data="{}", event="end")
+                    return
+                await _next_change_of(changes, job_id, None if hub.live else UNWATCHED_LOOK_S)
+
+    return EventSourceResponse(events(), ping=PING_S, headers={"Cache-Control": "no-store"})
+
+
+async def _next_change_of(changes: asyncio.Queue[Change], job_id: str, timeout_s: float | None) -> None:
+    """Wait until a change names ``job_id`` (its log or its files), or changes overflowed."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return
+        try:
+            change = await asyncio.wait_for(changes.get(), remaining)
+        except TimeoutError:
+            return
+        if change.overflowed or job_id in change.log_ids or job_id in change.job_ids:
+            return

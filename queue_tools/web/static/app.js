@@ -1,0 +1,140 @@
+// The dashboard's own script: live rows and overview from /events, a job's output from its
+// stream, and a slow refresh while the event stream is down. Text from a job is inserted as
+// text (createTextNode); rows arrive as HTML the server rendered with every job string escaped.
+(function () {
+  "use strict";
+  var SLOW_REFRESH_MS = 10000;
+  var slowTimer = null;
+  var hooked = new WeakSet();
+
+  function setLive(state, text) {
+    var badge = document.getElementById("live-state");
+    if (!badge) return;
+    badge.className = "live-" + state;
+    badge.textContent = text;
+  }
+
+  function jobsUrl() {
+    var jobs = document.getElementById("jobs");
+    if (!jobs) return null;
+    var params = new URLSearchParams();
+    params.set("state", jobs.dataset.state || "");
+    params.set("q", jobs.dataset.q || "");
+    return "/rows?" + params.toString();
+  }
+
+  function refreshAll() {
+    var url = jobsUrl();
+    var jobs = document.getElementById("jobs");
+    if (url && jobs && jobs.dataset.first === "yes") {
+      htmx.ajax("GET", url, { target: "#jobs", swap: "outerHTML" });
+    }
+    if (document.getElementById("overview")) {
+      htmx.ajax("GET", "/overview", { target: "#overview", swap: "innerHTML" });
+    }
+  }
+
+  function startSlowRefresh(text) {
+    setLive("down", text);
+    if (slowTimer === null) slowTimer = window.setInterval(refreshAll, SLOW_REFRESH_MS);
+  }
+
+  function stopSlowRefresh() {
+    if (slowTimer !== null) {
+      window.clearInterval(slowTimer);
+      slowTimer = null;
+      refreshAll();
+    }
+  }
+
+  function rowFrom(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html.trim();
+    return template.content.firstElementChild;
+  }
+
+  function wanted(row) {
+    var jobs = document.getElementById("jobs");
+    if (!jobs || jobs.dataset.first !== "yes") return false;
+    if (jobs.dataset.state && jobs.dataset.state !== row.dataset.state) return false;
+    var q = (jobs.dataset.q || "").trim().toLowerCase();
+    return !q || (row.dataset.text || "").indexOf(q) >= 0;
+  }
+
+  function onRows(event) {
+    var items = JSON.parse(event.data);
+    var body = document.getElementById("rows");
+    items.forEach(function (item) {
+      var old = document.getElementById("job-" + item.id);
+      if (!item.html) {
+        if (old) old.classList.add("gone");
+        return;
+      }
+      var row = rowFrom(item.html);
+      if (!row) return;
+      if (old) {
+        old.replaceWith(row);
+      } else if (body && wanted(row)) {
+        body.insertBefore(row, body.firstElementChild);
+      } else {
+        return;
+      }
+      htmx.process(row);
+    });
+  }
+
+  document.addEventListener("htmx:sseOpen", function (event) {
+    var source = event.detail.source;
+    stopSlowRefresh();
+    setLive("up", "live");
+    if (!source || hooked.has(source)) return;
+    hooked.add(source);
+    source.addEventListener("rows", onRows);
+    source.addEventListener("resync", refreshAll);
+    source.addEventListener("unwatched", function () {
+      startSlowRefresh("the queue cannot be watched: refreshing every " + SLOW_REFRESH_MS / 1000 + " s");
+    });
+  });
+
+  document.addEventListener("htmx:sseError", function () {
+    startSlowRefresh("live updates lost: refreshing every " + SLOW_REFRESH_MS / 1000 + " s");
+  });
+
+  function follow(pre) {
+    var state = document.getElementById(pre.id + "-state");
+    var source = new EventSource(pre.dataset.src);
+    function say(text) { if (state) state.textContent = text; }
+    say("following…");
+    source.addEventListener("chunk", function (event) {
+      var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.appendChild(document.createTextNode(JSON.parse(event.data).text));
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+      say("following…");
+    });
+    source.addEventListener("end", function () { source.close(); say("complete"); pre.dataset.complete = "yes"; });
+    source.addEventListener("problem", function (event) {
+      source.close();
+      say(JSON.parse(event.data).text);
+    });
+    source.onerror = function () {
+      say(source.readyState === EventSource.CLOSED ? "disconnected: reload the page" : "reconnecting…");
+    };
+  }
+
+  function kindChanged() {
+    var form = document.getElementById("submit-form");
+    if (!form) return;
+    var script = form.querySelector("input[name=kind][value=script]").checked;
+    form.classList.toggle("kind-script", script);
+    form.classList.toggle("kind-command", !script);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("pre.log[data-src]").forEach(follow);
+    var form = document.getElementById("submit-form");
+    if (form) {
+      form.addEventListener("change", kindChanged);
+      kindChanged();
+    }
+  });
+})();

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
@@ -35,6 +36,8 @@ from queue_tools.api import Stream, read_output
 from .hub import Change, FileEventHub
 from .views import Row, read_row, shown_output
 
+T = TypeVar("T")
+
 OVERVIEW_EVERY_S = 1.0
 """Least time between two overviews pushed to the pages (seconds)."""
 PING_S = 15.0
@@ -43,6 +46,8 @@ OUTPUT_CHUNK_BYTES = 64 * 1024
 """Most bytes of output in one ``chunk`` event."""
 UNWATCHED_LOOK_S = 2.0
 """Where the queue cannot be watched, how often a log stream looks for more output (seconds)."""
+STOP_GRACE_S = 1.0
+"""When the server stops, how long an event stream has to end by itself (seconds)."""
 CLIENT_BACKLOG = 256
 """Messages kept for a page that does not read them; past that it is sent ``resync``."""
 
@@ -123,16 +128,18 @@ class Broadcaster:
         page: asyncio.Queue[ServerSentEvent] = asyncio.Queue(CLIENT_BACKLOG)
         live = self.hub.live
 
+        stopping = anyio.Event()
+
         async def events() -> AsyncIterator[ServerSentEvent]:
             self._pages.add(page)
             try:
                 yield ServerSentEvent(data="{}", event="ready" if live else "unwatched", retry=2000)
-                while True:
-                    yield await page.get()
+                while (event := await _unless_stopping(page.get(), stopping)) is not None:
+                    yield event
             finally:
                 self._pages.discard(page)
 
-        return EventSourceResponse(events(), ping=PING_S, headers={"Cache-Control": "no-store"})
+        return _response(events(), stopping)
 
     @property
     def pages(self) -> int:
@@ -146,6 +153,8 @@ def output_response(
     """The output stream of one job's ``stream`` from byte ``offset`` (see the module's docstring).
     Woken by the hub's events for the job's log and its files; raises nothing for a job that
     leaves the queue meanwhile (the stream ends)."""
+
+    stopping = anyio.Event()
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         position = offset
@@ -169,21 +178,46 @@ def output_response(
                 if chunk.complete:
                     yield ServerSentEvent(data="{}", event="end")
                     return
-                await _next_change_of(changes, job_id, None if hub.live else UNWATCHED_LOOK_S)
+                waited = _next_change_of(changes, job_id, None if hub.live else UNWATCHED_LOOK_S)
+                if not await _unless_stopping(waited, stopping):
+                    return
 
-    return EventSourceResponse(events(), ping=PING_S, headers={"Cache-Control": "no-store"})
+    return _response(events(), stopping)
 
 
-async def _next_change_of(changes: asyncio.Queue[Change], job_id: str, timeout_s: float | None) -> None:
-    """Wait until a change names ``job_id`` (its log or its files), or changes overflowed."""
+def _response(events: AsyncIterator[ServerSentEvent], stopping: anyio.Event) -> EventSourceResponse:
+    """An event stream that ends by itself (``stopping`` set) when the server stops."""
+    return EventSourceResponse(
+        events,
+        ping=PING_S,
+        headers={"Cache-Control": "no-store"},
+        shutdown_event=stopping,
+        shutdown_grace_period=STOP_GRACE_S,
+    )
+
+
+async def _unless_stopping(awaitable: Awaitable[T], stopping: anyio.Event) -> T | None:
+    """What ``awaitable`` gives, or ``None`` as soon as ``stopping`` is set (it is cancelled then)."""
+    work = asyncio.ensure_future(awaitable)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, stop):
+            task.cancel()
+    return work.result() if work in done else None
+
+
+async def _next_change_of(changes: asyncio.Queue[Change], job_id: str, timeout_s: float | None) -> bool:
+    """Wait until a change names ``job_id`` (its log or its files), or changes overflowed; true."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            return
+            return True
         try:
             change = await asyncio.wait_for(changes.get(), remaining)
         except TimeoutError:
-            return
+            return True
         if change.overflowed or job_id in change.log_ids or job_id in change.job_ids:
-            return
+            return True

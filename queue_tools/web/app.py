@@ -102,6 +102,18 @@ def _iso(value: datetime | None) -> str:
     return value.astimezone().isoformat(timespec="seconds") if value is not None else ""
 
 
+def _short_time(value: datetime | None) -> str:
+    """``12:38:43`` for a time of today (local time), ``2026-11-30 12:38`` for another day."""
+    if value is None:
+        return ""
+    local = value.astimezone()
+    return (
+        local.strftime("%H:%M:%S")
+        if local.date() == datetime.now().astimezone().date()
+        else local.strftime("%Y-%m-%d %H:%M")
+    )
+
+
 def make_templates() -> jinja2.Environment:
     """The Jinja2 environment of the package's ``templates/``: autoescaping on for every template."""
     env = jinja2.Environment(
@@ -112,6 +124,7 @@ def make_templates() -> jinja2.Environment:
     )
     env.filters["seconds"] = _seconds
     env.filters["iso"] = _iso
+    env.filters["short_time"] = _short_time
     env.filters["path"] = lambda text: quote(str(text), safe="")
     return env
 

@@ -104,7 +104,7 @@ def test_dropped_job_appears_and_completes(
         expect(row(page, "later")).to_be_visible()
         expect(row(page, "broken").locator(".status-badge")).to_have_text("failed")
         expect(page.locator("#count-failed")).to_have_text("1")
-        page.screenshot(path=SCREENSHOT, full_page=True)
+        Path(SCREENSHOT).write_bytes(page.screenshot(full_page=True))  # bytes: path= starts a thread that outlives the test
     assert page.reload() is not None  # the same row after a reload: it was the queue's, not the page's
     expect(row(page, "shell").locator(".status-badge")).to_have_text("completed")
 
@@ -266,3 +266,13 @@ def test_first_page_over_100000_records(start_web: Callable[..., WebServer], pag
     page.locator("#older").click()
     expect(page.locator("#newest")).to_be_visible()
     expect(page.locator("#rows tr.job")).to_have_count(50)
+
+
+def test_a_dropped_event_stream_is_said_and_the_page_refreshes_slowly(
+    start_web: Callable[..., WebServer], page: Page
+) -> None:
+    server = start_web()
+    open_live(page, server)
+    server.stop()
+    expect(page.locator("#live-state")).to_contain_text("live updates lost: refreshing every 10 s")
+    expect(page.locator("#live-state")).to_have_class("live-down")

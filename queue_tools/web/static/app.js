@@ -76,6 +76,8 @@
         old.replaceWith(row);
       } else if (body && wanted(row)) {
         body.insertBefore(row, body.firstElementChild);
+        var empty = document.querySelector("#jobs .empty");
+        if (empty) empty.remove();
       } else {
         return;
       }

@@ -237,15 +237,21 @@ def main() -> None:
             cpu_one.append(cpu_with_pages(Path(scratch), 1, options.jobs))
     median = statistics.median
     print(f"execsvc web, median of {options.rounds} rounds")
-    print(f"  first page, {options.records:,} finished records: GET / {median(http_s) * 1000:.0f} ms,"
-          f" browser load to 50 rows {median(load_s) * 1000:.0f} ms")
-    print(f"  drop to visible row ({options.drops} drops, idle queue): p50 {median(p50s) * 1000:.0f} ms,"
-          f" p90 {median(p90s) * 1000:.0f} ms")
+    print(
+        f"  first page, {options.records:,} finished records: GET / {median(http_s) * 1000:.0f} ms,"
+        f" browser load to 50 rows {median(load_s) * 1000:.0f} ms"
+    )
+    print(
+        f"  drop to visible row ({options.drops} drops, idle queue): p50 {median(p50s) * 1000:.0f} ms,"
+        f" p90 {median(p90s) * 1000:.0f} ms"
+    )
     for label, runs in ((f"{options.pages} pages", cpu), ("1 page", cpu_one)):
         seconds = median(run[0] for run in runs)
         wall = median(run[1] for run in runs)
-        print(f"  server CPU while {options.jobs:,} jobs run, {label} open: {seconds:.2f} s over {wall:.1f} s"
-              f" ({100 * seconds / wall:.0f}% of one core)")
+        print(
+            f"  server CPU while {options.jobs:,} jobs run, {label} open: {seconds:.2f} s over {wall:.1f} s"
+            f" ({100 * seconds / wall:.0f}% of one core)"
+        )
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def test_dropped_job_appears_and_completes(
         expect(row(page, "later")).to_be_visible()
         expect(row(page, "broken").locator(".status-badge")).to_have_text("failed")
         expect(page.locator("#count-failed")).to_have_text("1")
-        Path(SCREENSHOT).write_bytes(page.screenshot(full_page=True))  # bytes: path= starts a thread that outlives the test
+        # as bytes: screenshot(path=...) writes from a thread that outlives the test
+        Path(SCREENSHOT).write_bytes(page.screenshot(full_page=True))
     assert page.reload() is not None  # the same row after a reload: it was the queue's, not the page's
     expect(row(page, "shell").locator(".status-badge")).to_have_text("completed")
 

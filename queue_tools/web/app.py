@@ -6,7 +6,7 @@ Routes (every one needs the access token; see :mod:`.guard`):
 - ``GET /``: the overview and the table of jobs; ``?state=`` (pending, running, completed,
   failed), ``?q=`` (text in the id, command or description), ``?cursor=`` (the next page).
 - ``GET /rows``, ``GET /overview``: those two parts alone, for htmx and the slow refresh.
-- ``GET /events``: the pages' event stream; ``GET /jobs/<id>/output/<stream>``: a log's.
+- ``GET /events``: the pages' event stream; ``GET /jobs/<id>/output``: a job's logs'.
 - ``GET /jobs/<id>``: one job; ``GET /jobs/<id>/log/<stream>``: its whole log, as a download.
 - ``POST /submit``, ``POST /jobs/<id>/{cancel,hold,release,retry}``: :mod:`.actions`.
 
@@ -44,11 +44,10 @@ from queue_tools.api import JobDetail, Stream, get_job, open_for_reading
 from . import actions
 from .guard import Access, Guard
 from .hub import FileEventHub
-from .live import OVERVIEW_EVERY_S, Broadcaster, output_response
+from .live import OVERVIEW_EVERY_S, STREAMS, Broadcaster, output_response, parse_offsets
 from .views import DURATION_BUCKETS, Overview, OverviewReader, Row, command_of, page_of
 
 HERE = Path(__file__).parent
-STREAMS: tuple[Stream, ...] = ("stdout", "stderr")
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
 
@@ -178,11 +177,12 @@ def routes(web: Web) -> list[Route | Mount]:
         return HTMLResponse(web.render("detail.html", **_detail_context(detail)))
 
     async def output(request: Request) -> Response:
-        stream = _stream(request)
-        resume = request.headers.get("last-event-id") or request.query_params.get("offset") or "0"
-        if not resume.isdigit():
-            raise BadRequest(f"an offset is a number of bytes, not {resume!r}")
-        return output_response(request, web.hub, web.queue, request.path_params["job_id"], stream, int(resume))
+        resume = request.headers.get("last-event-id") or request.query_params.get("offsets") or "0,0"
+        try:
+            offsets = parse_offsets(resume)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return output_response(web.hub, web.queue, request.path_params["job_id"], offsets)
 
     async def download(request: Request) -> Response:
         return await _download(web, request.path_params["job_id"], _stream(request))
@@ -193,7 +193,7 @@ def routes(web: Web) -> list[Route | Mount]:
         Route("/overview", overview),
         Route("/events", events),
         Route("/jobs/{job_id}", job),
-        Route("/jobs/{job_id}/output/{stream}", output),
+        Route("/jobs/{job_id}/output", output),
         Route("/jobs/{job_id}/log/{stream}", download),
         *actions.routes(web),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

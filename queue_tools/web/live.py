@@ -9,11 +9,15 @@ the table again) and, when the queue cannot be watched, ``unwatched``. A :class:
 is the hub's one subscriber for all pages, so the work per change does not grow with the
 number of pages.
 
-``/jobs/<id>/output/<stream>`` carries ``chunk`` events whose ``id`` is the byte offset after
-them and whose data is JSON ``{"text": ...}`` (escape sequences removed:
-:func:`~queue_tools.web.views.shown_output`); a reconnecting browser sends that offset back as
-``Last-Event-ID`` and the stream resumes there. ``end`` says the job has finished and
-everything was sent.
+``/jobs/<id>/output`` carries ``stdout`` and ``stderr`` events whose data is JSON
+``{"text": ...}`` (escape sequences removed: :func:`~queue_tools.web.views.shown_output`) and
+whose ``id`` is the byte offsets reached in both logs, ``"<stdout>,<stderr>"``; a reconnecting
+browser sends that back as ``Last-Event-ID`` and the stream resumes there. ``end`` says the job
+has finished and everything was sent; ``problem`` that a log cannot be read (it is not a
+regular file) or the job is gone.
+
+A browser keeps at most six HTTP/1.1 connections to one host, so every tab shares one
+``/events`` stream (``static/live-worker.js``, a SharedWorker), and a job's two logs share one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -37,6 +41,9 @@ from .hub import Change, FileEventHub
 from .views import Row, read_row, shown_output
 
 T = TypeVar("T")
+
+STREAMS: tuple[Stream, ...] = ("stdout", "stderr")
+"""A job's two logs, in the order an output stream reads them."""
 
 OVERVIEW_EVERY_S = 1.0
 """Least time between two overviews pushed to the pages (seconds)."""
@@ -147,35 +154,35 @@ class Broadcaster:
         return len(self._pages)
 
 
-def output_response(
-    request: Request, hub: FileEventHub, queue: JobQueue, job_id: str, stream: Stream, offset: int
-) -> EventSourceResponse:
-    """The output stream of one job's ``stream`` from byte ``offset`` (see the module's docstring).
-    Woken by the hub's events for the job's log and its files; raises nothing for a job that
-    leaves the queue meanwhile (the stream ends)."""
-
+def output_response(hub: FileEventHub, queue: JobQueue, job_id: str, offsets: dict[Stream, int]) -> EventSourceResponse:
+    """The output stream of one job from the byte ``offsets`` of its stdout and stderr (see the
+    module's docstring). Woken by the hub's events for the job's logs and files; a job that
+    leaves the queue meanwhile ends the stream with a ``problem``."""
     stopping = anyio.Event()
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        position = offset
+        position = dict(offsets)
         async with hub.subscribe() as changes:
             while True:
-                try:
-                    chunk = await asyncio.to_thread(
-                        read_output, queue, job_id, stream, offset=position, max_bytes=OUTPUT_CHUNK_BYTES
-                    )
-                except (JobNotFound, InvalidJobId) as exc:
-                    yield ServerSentEvent(data=json.dumps({"text": str(exc)}), event="problem")
-                    return
-                if chunk.problem:
-                    yield ServerSentEvent(data=json.dumps({"text": chunk.problem}), event="problem")
-                    return
-                if chunk.next_offset > position:
-                    position = chunk.next_offset
-                    data: dict[str, Any] = {"text": shown_output(chunk.text)}
-                    yield ServerSentEvent(data=json.dumps(data), event="chunk", id=str(position))
-                    continue  # there may be more at once
-                if chunk.complete:
+                complete = True
+                for stream in STREAMS:
+                    try:
+                        chunk = await asyncio.to_thread(
+                            read_output, queue, job_id, stream, offset=position[stream], max_bytes=OUTPUT_CHUNK_BYTES
+                        )
+                    except (JobNotFound, InvalidJobId) as exc:
+                        yield ServerSentEvent(data=json.dumps({"text": str(exc)}), event="problem")
+                        return
+                    if chunk.problem:
+                        yield ServerSentEvent(data=json.dumps({"text": chunk.problem}), event="problem")
+                        continue
+                    if chunk.next_offset > position[stream]:
+                        position[stream] = chunk.next_offset
+                        event_id = f"{position['stdout']},{position['stderr']}"
+                        data = json.dumps({"text": shown_output(chunk.text)})
+                        yield ServerSentEvent(data=data, event=stream, id=event_id)
+                    complete = complete and chunk.complete
+                if complete:
                     yield ServerSentEvent(data="{}", event="end")
                     return
                 waited = _next_change_of(changes, job_id, None if hub.live else UNWATCHED_LOOK_S)
@@ -183,6 +190,14 @@ def output_response(
                     return
 
     return _response(events(), stopping)
+
+
+def parse_offsets(text: str) -> dict[Stream, int]:
+    """``"<stdout bytes>,<stderr bytes>"`` (an output event's id) as offsets. Raises :class:`ValueError`."""
+    first, sep, second = text.partition(",")
+    if not first.isdigit() or (sep and not second.isdigit()):
+        raise ValueError(f"not the offsets of an output event: {text!r}")
+    return {"stdout": int(first), "stderr": int(second or 0)}
 
 
 def _response(events: AsyncIterator[ServerSentEvent], stopping: anyio.Event) -> EventSourceResponse:

@@ -132,7 +132,7 @@ def test_output_lines_appear_while_the_job_runs(
     assert "second line" not in stdout.inner_text()
     gate.touch()
     expect(stdout).to_contain_text("second line")
-    expect(page.locator("#stdout-state")).to_have_text("complete")
+    expect(page.locator("#output-state")).to_have_text("complete")
     expect(page.locator("#stderr")).to_have_text("to stderr\n")
     assert "\x1b" not in stdout.inner_text() and "[31m" not in stdout.inner_text()
     expect(row(page, "talk").locator(".status-badge")).to_have_text("completed")
@@ -277,3 +277,27 @@ def test_a_dropped_event_stream_is_said_and_the_page_refreshes_slowly(
     server.stop()
     expect(page.locator("#live-state")).to_contain_text("live updates lost: refreshing every 10 s")
     expect(page.locator("#live-state")).to_have_class("live-down")
+
+
+def test_many_tabs_of_one_browser_are_all_live(
+    start_worker: Callable[..., WorkerProcess], start_web: Callable[..., WebServer], browser: Browser, queue_root: Path
+) -> None:
+    """A browser keeps at most six HTTP/1.1 connections to one host: every tab's event stream
+    must share one, or the seventh tab never even loads."""
+    start_worker()
+    server = start_web()
+    context = browser.new_context()
+    try:
+        tabs = []
+        for n in range(8):
+            tab = context.new_page()
+            tab.set_default_timeout(15_000)
+            tab.goto(server.url if n == 0 else server.base + ("/" if n % 2 else "/jobs/none"))
+            expect(tab.locator("#live-state")).to_have_text("live")
+            tabs.append(tab)
+        drop(queue_root, "seen-by-all.json", {"command": "true"})
+        wait_finished(queue_root, "seen-by-all")
+        for tab in tabs[1::2]:
+            expect(tab.locator("[id='job-seen-by-all'] .status-badge")).to_have_text("completed")
+    finally:
+        context.close()

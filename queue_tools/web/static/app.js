@@ -1,11 +1,11 @@
-// The dashboard's own script: live rows and overview from /events, a job's output from its
-// stream, and a slow refresh while the event stream is down. Text from a job is inserted as
+// The dashboard's own script: live rows and overview from /events (one stream shared by every
+// tab, through live-worker.js), a job's output from its stream, and a slow refresh while the
+// event stream is down. Text from a job is inserted as
 // text (createTextNode); rows arrive as HTML the server rendered with every job string escaped.
 (function () {
   "use strict";
   var SLOW_REFRESH_MS = 10000;
   var slowTimer = null;
-  var hooked = new WeakSet();
 
   function setLive(state, text) {
     var badge = document.getElementById("live-state");
@@ -61,8 +61,8 @@
     return !q || (row.dataset.text || "").indexOf(q) >= 0;
   }
 
-  function onRows(event) {
-    var items = JSON.parse(event.data);
+  function onRows(message) {
+    var items = JSON.parse(message.data);
     var body = document.getElementById("rows");
     items.forEach(function (item) {
       var old = document.getElementById("job-" + item.id);
@@ -85,39 +85,70 @@
     });
   }
 
-  document.addEventListener("htmx:sseOpen", function (event) {
-    var source = event.detail.source;
-    stopSlowRefresh();
-    setLive("up", "live");
-    if (!source || hooked.has(source)) return;
-    hooked.add(source);
-    source.addEventListener("rows", onRows);
-    source.addEventListener("resync", refreshAll);
-    source.addEventListener("unwatched", function () {
-      startSlowRefresh("the queue cannot be watched: refreshing every " + SLOW_REFRESH_MS / 1000 + " s");
+  function onOverview(html) {
+    var overview = document.getElementById("overview");
+    if (!overview) return;
+    overview.innerHTML = html;  // rendered by the server, every job string escaped
+    htmx.process(overview);
+  }
+
+  function handle(message) {
+    switch (message.type) {
+      case "open":
+        stopSlowRefresh();
+        setLive("up", "live");
+        break;
+      case "error":
+        startSlowRefresh("live updates lost: refreshing every " + SLOW_REFRESH_MS / 1000 + " s");
+        break;
+      case "unwatched":
+        startSlowRefresh("the queue cannot be watched: refreshing every " + SLOW_REFRESH_MS / 1000 + " s");
+        break;
+      case "rows":
+        onRows(message);
+        break;
+      case "overview":
+        onOverview(message.data);
+        break;
+      case "resync":
+        refreshAll();
+        break;
+    }
+  }
+
+  // One stream for all tabs (a SharedWorker), else one for this tab.
+  function subscribe() {
+    if (window.SharedWorker) {
+      var worker = new SharedWorker("/static/live-worker.js", { name: "execsvc-live" });
+      worker.port.onmessage = function (event) { handle(event.data); };
+      worker.port.start();
+      window.addEventListener("pagehide", function () { worker.port.postMessage("close"); });
+      return;
+    }
+    var source = new EventSource("/events");
+    ["ready", "unwatched", "rows", "overview", "resync"].forEach(function (type) {
+      source.addEventListener(type, function (event) { handle({ type: type, data: event.data }); });
     });
-  });
+    source.onopen = function () { handle({ type: "open" }); };
+    source.onerror = function () { handle({ type: "error" }); };
+  }
 
-  document.addEventListener("htmx:sseError", function () {
-    startSlowRefresh("live updates lost: refreshing every " + SLOW_REFRESH_MS / 1000 + " s");
-  });
-
-  function follow(pre) {
-    var state = document.getElementById(pre.id + "-state");
-    var source = new EventSource(pre.dataset.src);
+  // A job's stdout and stderr over one stream (event id: both byte offsets, so a reconnect resumes).
+  function follow(section) {
+    var state = document.getElementById("output-state");
+    var source = new EventSource(section.dataset.src);
     function say(text) { if (state) state.textContent = text; }
     say("following…");
-    source.addEventListener("chunk", function (event) {
-      var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.appendChild(document.createTextNode(JSON.parse(event.data).text));
-      if (atEnd) pre.scrollTop = pre.scrollHeight;
-      say("following…");
+    ["stdout", "stderr"].forEach(function (stream) {
+      var pre = document.getElementById(stream);
+      source.addEventListener(stream, function (event) {
+        var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+        pre.appendChild(document.createTextNode(JSON.parse(event.data).text));
+        if (atEnd) pre.scrollTop = pre.scrollHeight;
+      });
     });
-    source.addEventListener("end", function () { source.close(); say("complete"); pre.dataset.complete = "yes"; });
-    source.addEventListener("problem", function (event) {
-      source.close();
-      say(JSON.parse(event.data).text);
-    });
+    source.addEventListener("end", function () { source.close(); say("complete"); section.dataset.complete = "yes"; });
+    source.addEventListener("problem", function (event) { say(JSON.parse(event.data).text); });
     source.onerror = function () {
       say(source.readyState === EventSource.CLOSED ? "disconnected: reload the page" : "reconnecting…");
     };
@@ -132,7 +163,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("pre.log[data-src]").forEach(follow);
+    subscribe();
+    var output = document.getElementById("output");
+    if (output) follow(output);
     var form = document.getElementById("submit-form");
     if (form) {
       form.addEventListener("change", kindChanged);

@@ -190,10 +190,9 @@ def cpu_with_pages(scratch: Path, pages: int, jobs: int) -> tuple[float, float]:
     server = Server(root)
     try:
         with browser() as launched:
-            context = launched.new_context()  # type: ignore[attr-defined]
             opened = []
-            for _ in range(pages):
-                page = context.new_page()
+            for _ in range(pages):  # a context each: 20 browsers, 20 event streams (a browser's tabs share one)
+                page = launched.new_context().new_page()  # type: ignore[attr-defined]
                 page.goto(server.url)
                 page.locator("#live-state").filter(has_text="live").wait_for()
                 opened.append(page)

@@ -218,6 +218,7 @@ def _detail_context(detail: JobDetail) -> dict[str, Any]:
         status=detail.status,
         held=bool(detail.waiting and detail.waiting.held),
         command=detail.command or "",
+        description=str(spec.get("description") or spec.get("purpose") or ""),
         exit_code=result.returncode if result else None,
         when=result.completed_at if result else None,
         duration_s=result.duration_s if result else None,

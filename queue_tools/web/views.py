@@ -173,7 +173,8 @@ def page_of(
         looked += 1
         last = entry
         row = read_row(queue, entry.job_id)
-        if row is None or row.state is not entry.state or (needle and needle not in row.text):
+        # a job that moved on since the listing is shown as it is now, unless that leaves the state asked for
+        if row is None or (state is not None and row.state is not state) or (needle and needle not in row.text):
             continue
         rows.append(row)
     more = looked < len(entries) and last is not None

@@ -163,3 +163,25 @@ def test_the_server_stops_on_sigterm_with_pages_open(start_web: Callable[..., We
     assert not any("Traceback" in line or "ERROR" in line for line in server.lines), server.lines
     for connection in streams:
         connection.close()
+
+
+def test_output_resumes_from_the_offsets_a_reconnecting_browser_sends(
+    start_worker: Callable[..., WorkerProcess], start_web: Callable[..., WebServer], queue_root: Path
+) -> None:
+    start_worker()
+    server = start_web()
+    drop(queue_root, "said.json", {"command": "printf 'one\\ntwo\\n'; printf 'err\\n' >&2"})
+    wait_finished(queue_root, "said")
+    cookie = cookie_of(server)
+    status, headers, body = server.request("GET", "/jobs/said/output", headers=cookie)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert "event: stdout" in body and '"one\\ntwo\\n"' in body and "id: 8,0" in body
+    assert "event: stderr" in body and "id: 8,4" in body and "event: end" in body
+    status, _, body = server.request("GET", "/jobs/said/output", headers={**cookie, "Last-Event-ID": "4,0"})
+    assert status == 200 and '"two\\n"' in body and "one" not in body and "id: 8,4" in body
+    status, _, body = server.request("GET", "/jobs/said/output", headers={**cookie, "Last-Event-ID": "8,4"})
+    assert "event: stdout" not in body and "event: stderr" not in body and "event: end" in body
+    status, _, body = server.request("GET", "/jobs/said/output", headers={**cookie, "Last-Event-ID": "x"})
+    assert status == 400 and "not the offsets" in body
+    status, headers, body = server.request("GET", "/jobs/said/log/stdout", headers=cookie)
+    assert status == 200 and body == "one\ntwo\n" and "attachment" in headers["content-disposition"]

@@ -68,7 +68,7 @@ class Web:
         self.hub = FileEventHub(self.queue.layout)
         self.overview_reader = OverviewReader(self.queue)
         self.broadcaster = Broadcaster(
-            self.hub, self.queue, lambda row: self.render("_row.html", row=row), self.overview_html
+            self.hub, self.queue, lambda row: self.render("_row.html", row=row), lambda: self.overview_html(fresh=True)
         )
 
     def render(self, name: str, **context: Any) -> str:
@@ -77,15 +77,17 @@ class Web:
             read_only=self.access.read_only, queue_dir=str(self.queue.root), version=__version__, **context
         )
 
-    def overview(self) -> Overview:
-        """The overview, read again when the last one is older than :data:`OVERVIEW_EVERY_S` (shared by all pages)."""
+    def overview(self, *, fresh: bool = False) -> Overview:
+        """The overview; a page load gets the last one read if it is younger than
+        :data:`OVERVIEW_EVERY_S` (shared by all pages), a push after a change (``fresh``) a new one."""
         with self._overview_lock:
-            if self._overview is None or time.time() - self._overview.made_at >= OVERVIEW_EVERY_S:
+            if fresh or self._overview is None or time.time() - self._overview.made_at >= OVERVIEW_EVERY_S:
                 self._overview = self.overview_reader.read()
             return self._overview
 
-    def overview_html(self) -> str:
-        return self.render("_overview.html", overview=self.overview(), buckets=DURATION_BUCKETS)
+    def overview_html(self, *, fresh: bool = False) -> str:
+        """The overview as HTML (see :meth:`overview`)."""
+        return self.render("_overview.html", overview=self.overview(fresh=fresh), buckets=DURATION_BUCKETS)
 
 
 def _seconds(value: float | None) -> str:

@@ -37,7 +37,7 @@ from execsvc.protocol.errors import InvalidJobId, JobNotFound
 from execsvc.protocol.queue import JobQueue
 from queue_tools.api import Stream, read_output
 
-from .hub import Change, FileEventHub
+from .hub import Change, FileEventHub, log
 from .views import Row, read_row, shown_output
 
 T = TypeVar("T")
@@ -99,19 +99,26 @@ class Broadcaster:
                 change: Change | None = None
                 with suppress(TimeoutError):
                     change = await asyncio.wait_for(changes.get(), timeout)
-                if change is not None and (change.job_ids or change.overflowed):
-                    if change.overflowed:
-                        self._send(ServerSentEvent(data="{}", event="resync"))
-                    elif self._pages:
-                        rows = await asyncio.to_thread(self._rows, sorted(change.job_ids))
-                        self._send(ServerSentEvent(data=json.dumps(rows), event="rows"))
-                    if overview_due is None:
-                        overview_due = max(time.monotonic(), last_overview + OVERVIEW_EVERY_S)
-                if overview_due is not None and time.monotonic() >= overview_due:
-                    overview_due, last_overview = None, time.monotonic()
-                    if self._pages:
-                        html = await asyncio.to_thread(self.render_overview)
-                        self._send(ServerSentEvent(data=html, event="overview"))
+                try:
+                    if change is not None and (change.job_ids or change.overflowed):
+                        await self._push_rows(change)
+                        if overview_due is None:
+                            overview_due = max(time.monotonic(), last_overview + OVERVIEW_EVERY_S)
+                    if overview_due is not None and time.monotonic() >= overview_due:
+                        overview_due, last_overview = None, time.monotonic()
+                        if self._pages:
+                            html = await asyncio.to_thread(self.render_overview)
+                            self._send(ServerSentEvent(data=html, event="overview"))
+                except Exception:  # one change that cannot be shown must not end the live updates
+                    log.exception("execsvc web: a change could not be shown; the pages look at the queue again")
+                    self._send(ServerSentEvent(data="{}", event="resync"))
+
+    async def _push_rows(self, change: Change) -> None:
+        if change.overflowed:
+            self._send(ServerSentEvent(data="{}", event="resync"))
+        elif self._pages:
+            rows = await asyncio.to_thread(self._rows, sorted(change.job_ids))
+            self._send(ServerSentEvent(data=json.dumps(rows), event="rows"))
 
     def _rows(self, job_ids: list[str]) -> list[dict[str, str]]:
         rows = []

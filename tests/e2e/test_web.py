@@ -301,3 +301,22 @@ def test_many_tabs_of_one_browser_are_all_live(
             expect(tab.locator("[id='job-seen-by-all'] .status-badge")).to_have_text("completed")
     finally:
         context.close()
+
+
+def test_the_overview_ends_with_the_counts_of_a_burst(
+    start_worker: Callable[..., WorkerProcess], start_web: Callable[..., WebServer], page: Page, queue_root: Path
+) -> None:
+    """The overview is pushed at most once a second while jobs change; the last push must
+    still be read after the last change (over a history that takes a while to count)."""
+    JobQueue(queue_root)
+    write_history(queue_root, 20_000)
+    start_worker("--slots", "2")
+    server = start_web()
+    open_live(page, server)
+    for n in range(60):
+        drop(queue_root, f"burst-{n:02d}.json", {"command": "true"})
+    for n in range(60):
+        wait_finished(queue_root, f"burst-{n:02d}")
+    expect(page.locator("#count-completed")).to_have_text("20060")
+    expect(page.locator("#count-pending")).to_have_text("0")
+    expect(page.locator("#count-running")).to_have_text("0")

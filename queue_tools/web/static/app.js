@@ -5,6 +5,7 @@
 (function () {
   "use strict";
   var SLOW_REFRESH_MS = 10000;
+  var PAGE_ROWS = 50;  // as the server's pages (views.PAGE_ROWS)
   var slowTimer = null;
 
   function setLive(state, text) {
@@ -78,6 +79,7 @@
         body.insertBefore(row, body.firstElementChild);
         var empty = document.querySelector("#jobs .empty");
         if (empty) empty.remove();
+        while (body.children.length > PAGE_ROWS) body.lastElementChild.remove();  // "older" pages them
       } else {
         return;
       }

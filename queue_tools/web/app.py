@@ -45,7 +45,7 @@ from . import actions
 from .guard import Access, Guard
 from .hub import FileEventHub
 from .live import OVERVIEW_EVERY_S, STREAMS, Broadcaster, output_response, parse_offsets
-from .views import DURATION_BUCKETS, Overview, OverviewReader, Row, command_of, page_of
+from .views import DURATION_BUCKETS, Listings, Overview, OverviewReader, Row, command_of, page_of
 
 HERE = Path(__file__).parent
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
@@ -60,13 +60,15 @@ class Web:
     templates: jinja2.Environment
     hub: FileEventHub = field(init=False)
     broadcaster: Broadcaster = field(init=False)
+    listings: Listings = field(init=False)
     overview_reader: OverviewReader = field(init=False)
     _overview: Overview | None = None
     _overview_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.hub = FileEventHub(self.queue.layout)
-        self.overview_reader = OverviewReader(self.queue)
+        self.listings = Listings(self.queue)
+        self.overview_reader = OverviewReader(self.queue, self.listings)
         self.broadcaster = Broadcaster(
             self.hub, self.queue, lambda row: self.render("_row.html", row=row), lambda: self.overview_html(fresh=True)
         )
@@ -146,7 +148,7 @@ def _filters(request: Request) -> tuple[JobState | None, str, str | None]:
 async def _page(web: Web, request: Request) -> dict[str, Any]:
     state, text, cursor = _filters(request)
     try:
-        page = await asyncio.to_thread(page_of, web.queue, state=state, text=text, cursor=cursor)
+        page = await asyncio.to_thread(page_of, web.queue, web.listings, state=state, text=text, cursor=cursor)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return {"page": page, "state": state.value if state else "", "q": text, "cursor": cursor or ""}

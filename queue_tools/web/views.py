@@ -10,7 +10,9 @@ text: the templates escape it (Jinja2 autoescaping), the page's script inserts o
 from __future__ import annotations
 
 import heapq
+import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from execsvc.protocol import FINISHED_STATES, JobEntry
 from execsvc.protocol.errors import InvalidJobId, JobNotFound
+from execsvc.protocol.finish_index import INDEX_NAME
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
 from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.visible import visible
@@ -137,8 +140,58 @@ def parse_cursor(cursor: str) -> tuple[int, str]:
     return (int(mtime), job_id)
 
 
+class Listings:
+    """The folder entries of each state (:meth:`QueueReader.entries`), shared by every page.
+
+    A listing of ``completed/`` or ``failed/`` (100,000 records and more) is kept while the
+    folder's modification time and the size of its finish-time index (``.index``) are those
+    it was made under: a record that arrives or leaves changes the folder and appends to or
+    rewrites the index (docs/protocol.md, "Finishing"), so two changes within one tick of the
+    folder's clock still change the key. ``pending/`` and ``running/`` are listed each time.
+    """
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self._lock = threading.Lock()
+        self._kept: dict[JobState, tuple[tuple[int, int, int], list[JobEntry]]] = {}
+
+    def entries(self, state: JobState) -> list[JobEntry]:
+        """Every job in ``state``, in no order (a list the caller must not change)."""
+        if state not in FINISHED_STATES:
+            return self.queue.entries(state)
+        folder = self.queue.layout.folder(state)
+        key = _listing_key(folder)
+        with self._lock:
+            kept = self._kept.get(state)
+            if kept is not None and key is not None and kept[0] == key:
+                return kept[1]
+        found = self.queue.entries(state)
+        if key is not None:
+            with self._lock:
+                self._kept[state] = (key, found)
+        return found
+
+
+def _listing_key(folder: Path) -> tuple[int, int, int] | None:
+    """(folder mtime ns, folder inode, index size) before a listing, or ``None`` if unknown."""
+    try:
+        info = os.stat(folder)
+        index_size = os.lstat(folder / INDEX_NAME).st_size
+    except FileNotFoundError:
+        index_size = -1
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_ino, index_size)
+
+
 def page_of(
-    queue: JobQueue, *, state: JobState | None = None, text: str = "", cursor: str | None = None, limit: int = PAGE_ROWS
+    queue: JobQueue,
+    listings: Listings,
+    *,
+    state: JobState | None = None,
+    text: str = "",
+    cursor: str | None = None,
+    limit: int = PAGE_ROWS,
 ) -> Page:
     """Jobs in ``state`` (``None``: all) whose id, command or description holds ``text``
     (case-insensitive), newest first by file time, ``limit`` per page, after ``cursor``.
@@ -150,7 +203,7 @@ def page_of(
     entries: list[JobEntry] = []
     counts: dict[str, int] = {}
     for each in JobState:
-        found = queue.entries(each)
+        found = listings.entries(each)
         counts[each.value] = len(found)
         if state is None or each is state:
             entries.extend(found)
@@ -210,8 +263,9 @@ class OverviewReader:
     """Builds :class:`Overview` s; remembers the duration of each record it read (a record does
     not change while it keeps its name and time), so the next overview reads only new ones."""
 
-    def __init__(self, queue: JobQueue) -> None:
+    def __init__(self, queue: JobQueue, listings: Listings) -> None:
         self.queue = queue
+        self.listings = listings
         self._durations: dict[str, tuple[int, float | None]] = {}
 
     def read(self) -> Overview:
@@ -219,7 +273,7 @@ class OverviewReader:
         counts: dict[str, int] = {}
         finished: list[JobEntry] = []
         for state in JobState:
-            found = self.queue.entries(state)
+            found = self.listings.entries(state)
             counts[state.value] = len(found)
             if state in FINISHED_STATES:
                 finished.extend(found)

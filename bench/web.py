@@ -141,6 +141,12 @@ def drop(pending: Path, job_id: str, job: dict[str, object]) -> float:
     return at
 
 
+def _after_overview_expired(server: Server) -> float:
+    """``GET /`` once the overview the server keeps for 1 s has expired, so it is read again."""
+    time.sleep(1.1)
+    return server.get_s("/")
+
+
 def first_page(scratch: Path, records: int, samples: int) -> tuple[float, float, float]:
     """Over ``records`` finished records: (s of the first ``GET /`` after the server started,
     median s of the next ``GET /``, median s of a browser's load of the page to its 50th row)."""
@@ -148,7 +154,7 @@ def first_page(scratch: Path, records: int, samples: int) -> tuple[float, float,
     server = Server(root)
     try:
         cold_s = server.get_s("/")  # the first lists the folders and reads the overview's 500 records
-        http_s = statistics.median(server.get_s("/") for _ in range(samples))
+        http_s = statistics.median(_after_overview_expired(server) for _ in range(samples))
         with browser() as launched:
             page = launched.new_page()  # type: ignore[attr-defined]
             page.goto(server.url)

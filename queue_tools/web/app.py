@@ -263,6 +263,7 @@ def create_app(queue: JobQueue, access: Access) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(web.overview)  # lists the folders once (100,000 records: most of a second)
         await web.hub.start()
         await web.broadcaster.start()
         try:

@@ -185,3 +185,39 @@ def test_output_resumes_from_the_offsets_a_reconnecting_browser_sends(
     assert status == 400 and "not the offsets" in body
     status, headers, body = server.request("GET", "/jobs/said/log/stdout", headers=cookie)
     assert status == 200 and body == "one\ntwo\n" and "attachment" in headers["content-disposition"]
+
+
+def test_reading_a_job_is_no_change_so_an_idle_queue_sends_nothing(
+    start_web: Callable[..., WebServer], queue_root: Path
+) -> None:
+    """The server reads a job to render its row; the watcher sees that read (inotify's open and
+    close-without-write). Taken for a change, it re-renders the row, reads it again: a loop."""
+    server = start_web()
+    cookie = cookie_of(server)
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    connection.request("GET", "/events", headers={**cookie, "Host": f"127.0.0.1:{server.port}"})
+    response = connection.getresponse()
+    assert b"event: ready" in response.readline()
+
+    def rows_until(job_id: str) -> list[str]:
+        """The ids of every row pushed until one for ``job_id`` arrives."""
+        seen: list[str] = []
+        event = ""
+        while job_id not in seen:
+            line = response.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "rows":
+                seen += [row["id"] for row in json.loads(line[5:])]
+        return seen
+
+    drop(queue_root, "idle.json", {"command": "true"})
+    rows_until("idle")
+    assert server.request("GET", "/jobs/idle", headers=cookie)[0] == 200  # reads it once more
+    drop(queue_root, "marker.json", {"command": "true"})
+    assert rows_until("marker") == ["marker"]
+    connection.close()

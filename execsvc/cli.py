@@ -353,6 +353,29 @@ def mcp(
     serve(queue_dir, log_level=level, auto_start=auto_start, job_cwd=job_cwd)  # type: ignore[arg-type]
 
 
+@app.command()
+def web(
+    queue_dir: QueueDirOption = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; keep it loopback on a shared machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8765,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Show the queue; hide and refuse every action.")
+    ] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the URL in a browser.")] = False,
+) -> None:
+    """Serve a live web dashboard of the queue; open the URL it prints (it carries the access token)."""
+    from queue_tools.web import serve  # imported here: the worker does not need Starlette
+
+    try:
+        serve(_queue_dir(queue_dir), host=host, port=port, read_only=read_only, open_browser=open_browser)
+    except ExecsvcError as exc:
+        raise fail(str(exc), 1) from exc
+    except OSError as exc:
+        raise fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}", 1) from exc
+
+
 @app.command("queue-dir")
 def queue_dir_command(queue_dir: QueueDirOption = None) -> None:
     """Print the queue root this command would use (handy in scripts: Q=$(execsvc queue-dir))."""

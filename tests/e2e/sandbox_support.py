@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,11 @@ import pytest
 from conftest import WorkerProcess, drop, kill_orphaned_jobs, wait_finished
 
 from execsvc import JobInfo
+
+PYTHON = os.path.realpath(sys.executable)
+"""The interpreter a sandboxed test job runs: the virtual environment's, its link resolved. A
+checkout (and its .venv) under /tmp is hidden inside a sandbox, whose /tmp is a private tmpfs;
+the jobs need only the standard library."""
 
 needs_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None,

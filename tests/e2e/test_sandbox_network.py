@@ -7,12 +7,11 @@ only try to connect to it: nothing is sent anywhere, even if the sandbox failed.
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_support import Place, Workers, make_place, needs_bwrap, record_of, run_job, workers_at
+from sandbox_support import PYTHON, Place, Workers, make_place, needs_bwrap, record_of, run_job, workers_at
 
 from execsvc import JobStatus
 
@@ -51,7 +50,7 @@ def test_a_sandboxed_job_cannot_reach_a_loopback_port_outside(
 ) -> None:
     workers.start()
     port = str(listener.getsockname()[1])
-    info = run_job(place, "cut-off", {"command": sys.executable, "args": ["-c", CONNECT, port], "sandbox": True})
+    info = run_job(place, "cut-off", {"command": PYTHON, "args": ["-c", CONNECT, port], "sandbox": True})
     assert info.result is not None and info.status is JobStatus.FAILED, info.result
     assert "cannot connect" in info.result.stderr and "connected\n" not in info.result.stdout
     assert record_of(info)["result"]["sandbox"]["network"] is False
@@ -72,7 +71,7 @@ def test_with_network_true_the_job_reaches_the_loopback_port(
 ) -> None:
     workers.start()
     port = str(listener.getsockname()[1])
-    job = {"command": sys.executable, "args": ["-c", CONNECT, port], "sandbox": {"network": True}}
+    job = {"command": PYTHON, "args": ["-c", CONNECT, port], "sandbox": {"network": True}}
     info = run_job(place, "connected", job)
     assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
     assert info.result.stdout == "connected\n"
@@ -103,7 +102,7 @@ def test_the_sockets_of_the_users_session_are_out_of_reach(place: Place, workers
         agent.bind(str(agent_folder / "agent.sock"))
         bus.listen(1)
         agent.listen(1)
-        job = {"command": sys.executable, "args": ["-c", probe, str(runtime / "bus"), str(agent_folder / "agent.sock")]}
+        job = {"command": PYTHON, "args": ["-c", probe, str(runtime / "bus"), str(agent_folder / "agent.sock")]}
         info = run_job(place, "sockets", {**job, "sandbox": True})
     assert info.result is not None and info.status is JobStatus.COMPLETED, info.result
     said = info.result.stdout.splitlines()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import anyio
 import pytest
 from conftest import drop, wait_finished
 from mcp import Client
-from sandbox_support import Place, Workers, make_place, needs_bwrap, record_of, run_job, workers_at
+from sandbox_support import PYTHON, Place, Workers, make_place, needs_bwrap, record_of, run_job, workers_at
 
 from execsvc import JobQueue, JobState, JobStatus
 from queue_tools.mcp.server import build_server
@@ -88,7 +87,7 @@ def test_done_when_an_llms_attacks_fail_in_the_record_while_its_build_works(plac
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         workers.start(f'sandbox = "required"\nsandbox_for = ["mcp"]\n{_home_shown(place)}')
-        connect = f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)\""
+        connect = f"{PYTHON} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)\""
         steps = [
             f"{connect} || echo 'connect failed'",
             "cat ~/.ssh/id_* || echo 'cat failed'",

@@ -32,6 +32,9 @@ logger = logging.getLogger("execsvc.mcp")
 STOP_CHECK_S = 1.0
 """How often the watching thread looks whether the server is closing (seconds)."""
 
+READY_WAIT_S = 10.0
+"""The longest the server waits at its start for the watch of the queue's folders (seconds)."""
+
 
 def _live_ids(queue: JobQueue) -> dict[str, JobState]:
     """The ids in ``pending/`` (held ones too) and ``running/``, with their state."""
@@ -40,23 +43,27 @@ def _live_ids(queue: JobQueue) -> dict[str, JobState]:
     }
 
 
-def watch_jobs(root: Path, publish: Callable[[set[str]], None], stop: threading.Event) -> None:
+def watch_jobs(root: Path, publish: Callable[[set[str]], None], stop: threading.Event, ready: threading.Event) -> None:
     """Call ``publish(ids)`` with the ids whose state changed, until ``stop`` is set (in a thread).
+    ``ready`` is set once the folders are watched and their jobs read (or the watch failed).
 
     Never raises: a queue that cannot be watched or read ends the notifications (logged),
     never the server."""
     try:
-        _watch(root, publish, stop)
+        _watch(root, publish, stop, ready)
     except Exception as exc:
         logger.warning("job change notifications stopped: %s", exc)
+    finally:
+        ready.set()
 
 
-def _watch(root: Path, publish: Callable[[set[str]], None], stop: threading.Event) -> None:
+def _watch(root: Path, publish: Callable[[set[str]], None], stop: threading.Event, ready: threading.Event) -> None:
     queue = JobQueue(root)
     layout = queue.layout
     layout.ensure_held()
-    before = _live_ids(queue)
     with folder_changes([layout.pending, layout.held, layout.running], "job changes to publish") as changed:
+        before = _live_ids(queue)  # read once the watch is in place: no change falls between the two
+        ready.set()
         while not stop.is_set():
             changed(STOP_CHECK_S)
             after = _live_ids(queue)
@@ -84,8 +91,11 @@ def publishing_lifespan(root: Path, bus: InMemorySubscriptionBus) -> Callable[[A
             except RuntimeError:  # the event loop is closing
                 stop.set()
 
+        ready = threading.Event()
         async with anyio.create_task_group() as group:
-            group.start_soon(anyio.to_thread.run_sync, watch_jobs, root, publish, stop)
+            group.start_soon(anyio.to_thread.run_sync, watch_jobs, root, publish, stop, ready)
+            # Serve no request before the watch is in place: a job enqueued by the first call is seen.
+            await anyio.to_thread.run_sync(ready.wait, READY_WAIT_S)
             try:
                 yield {}
             finally:

@@ -48,7 +48,7 @@ def main(n: int) -> None:
                     start = time.perf_counter()
                     result = await client.call_tool("enqueue_job", {"command": COMMAND, "wait_s": 10})
                     calls.append(time.perf_counter() - start)
-                    assert result.structured_content and result.structured_content["result"]["stdout"] == "42\n"
+                    assert result.structured_content and result.structured_content["stdout"]["text"] == "42\n"
 
         try:
             anyio.run(session)

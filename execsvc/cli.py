@@ -7,6 +7,7 @@ the platform's user data dir (see :func:`execsvc.protocol.defaults.default_queue
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from enum import Enum
@@ -196,6 +197,18 @@ def submit(
         Optional[str], typer.Option(help="Shell line run after the job ($EXECSVC_RECORD: its record).")
     ] = None,
     webhook: Annotated[Optional[str], typer.Option(help="http(s) URL that gets the record by POST.")] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Run it in the worker's sandbox (bwrap): no network, read-only files.")
+    ] = False,
+    sandbox_network: Annotated[
+        bool, typer.Option("--sandbox-network", help="Sandboxed, but sharing the host's network.")
+    ] = False,
+    sandbox_writable: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--sandbox-writable", help="Sandboxed, and this path writable too (repeatable).", show_default=False
+        ),
+    ] = None,
     hold: Annotated[bool, typer.Option("--hold", help="Submit it held: it waits for execsvc release.")] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job, print its output, exit with its exit code.")
@@ -216,6 +229,7 @@ def submit(
         exit_code,
         option_problem,
         parse_env,
+        sandbox_field,
         scheduling_fields,
         submit_file,
     )
@@ -239,6 +253,7 @@ def submit(
         output_bytes=output_bytes,
         on_finish=on_finish,
         webhook=webhook,
+        sandbox=sandbox_field(sandbox, network=sandbox_network, writable=sandbox_writable),
     )
     problem = option_problem(
         command=command,
@@ -307,17 +322,58 @@ def mcp(
     log_level: Annotated[
         str, typer.Option(help="Level of the server's log on stderr: DEBUG, INFO, WARNING or ERROR.")
     ] = "WARNING",
+    auto_start: Annotated[
+        bool,
+        typer.Option(
+            help="Start a worker when none serves the queue (the user service if installed, else "
+            "`execsvc run` detached). Also EXECSVC_MCP_AUTO_START=0.",
+        ),
+    ] = True,
+    job_cwd: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder jobs run in unless they name one (default: the folder the server is started "
+            "in; the home folder when that is /). Also EXECSVC_MCP_JOB_CWD.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the queue to an MCP client over stdio (enqueue, wait, read results, cancel).
+    """Serve the queue to an MCP client over stdio (enqueue, wait, read and search output, cancel).
 
     Configure your client to start `execsvc mcp`; stdout carries only MCP messages.
     """
-    from queue_tools.mcp_server import serve  # imported here: the worker does not need the SDK
+    from queue_tools.mcp import serve  # imported here: the worker does not need the SDK
 
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise fail(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", 2)
-    serve(queue_dir, log_level=level)  # type: ignore[arg-type]
+    if os.environ.get("EXECSVC_MCP_AUTO_START", "").strip().lower() in ("0", "false", "no", "off"):
+        auto_start = False
+    if job_cwd is None and os.environ.get("EXECSVC_MCP_JOB_CWD"):
+        job_cwd = Path(os.environ["EXECSVC_MCP_JOB_CWD"])
+    serve(queue_dir, log_level=level, auto_start=auto_start, job_cwd=job_cwd)  # type: ignore[arg-type]
+
+
+@app.command()
+def web(
+    queue_dir: QueueDirOption = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; keep it loopback on a shared machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8765,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Show the queue; hide and refuse every action.")
+    ] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the URL in a browser.")] = False,
+) -> None:
+    """Serve a live web dashboard of the queue; open the URL it prints (it carries the access token)."""
+    from queue_tools.web import serve  # imported here: the worker does not need Starlette
+
+    try:
+        serve(_queue_dir(queue_dir), host=host, port=port, read_only=read_only, open_browser=open_browser)
+    except ExecsvcError as exc:
+        raise fail(str(exc), 1) from exc
+    except OSError as exc:
+        raise fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}", 1) from exc
 
 
 @app.command("queue-dir")
@@ -339,4 +395,9 @@ register(app)  # cancel, retry, clean, service: after the commands above in --he
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # The process ends: its last cyclic collections need not walk every object typer and
+        # pydantic made at start-up: the kernel takes their memory back when the process ends.
+        gc.freeze()

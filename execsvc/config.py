@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .protocol.defaults import (
     DEFAULT_TIMEOUT_S,
@@ -14,7 +14,9 @@ from .protocol.defaults import (
 from .protocol.errors import ExecsvcError
 
 if TYPE_CHECKING:
-    from .protocol.models import JobLimits
+    from .protocol.models import JobLimits, JobSandbox
+
+SandboxMode = Literal["off", "on-request", "required"]
 
 # The job models (pydantic), tomllib, platformdirs and the webhook policy are imported where they are
 # used: `execsvc queue-dir` (status.sh) needs none, a client that submits only the models.
@@ -47,6 +49,10 @@ class WorkerConfig:
     - ``result_file_folders``: absolute folders a job's ``result_file`` may be in, besides the queue root.
     - ``webhook_hosts``: host names and networks a job's ``webhook`` may go to (see
       :mod:`execsvc.webhook_policy`); ``None``: any but link-local and metadata addresses.
+    - ``sandbox`` / ``sandbox_for`` / ``sandbox_profile``: the sandbox policy (see :mod:`execsvc.sandbox`):
+      ``"off"`` (a job that asks for a sandbox is refused), ``"on-request"`` (jobs that ask, and
+      jobs whose ``submitted_by`` is in ``sandbox_for``, run sandboxed) or ``"required"`` (every
+      job does); the default profile's additions (a :class:`~execsvc.protocol.models.JobSandbox`).
     - ``default_retries`` / ``max_retries``: retries of a job that names none, and the cap on any job's.
     - ``default_retry_delay_s`` / ``max_retry_delay_s``: the first retry's delay when a job names
       none (doubled after each attempt), and the cap on any delay.
@@ -74,6 +80,9 @@ class WorkerConfig:
     refused_env: tuple[str, ...] = ()
     result_file_folders: tuple[str, ...] = ()
     webhook_hosts: tuple[str, ...] | None = None
+    sandbox: SandboxMode = "on-request"
+    sandbox_for: tuple[str, ...] = ()
+    sandbox_profile: JobSandbox | None = None
     default_retries: int = 0
     max_retries: int = 10
     default_retry_delay_s: float = 1.0
@@ -109,6 +118,8 @@ class WorkerConfig:
         from .webhook_policy import WebhookRule
 
         WebhookRule(self.webhook_hosts)  # raises ValueError naming a wrong entry
+        if self.sandbox == "off" and self.sandbox_for:
+            raise ValueError('sandbox_for needs sandbox = "on-request" or "required", not "off"')
         for key in ("allowed_commands", "result_file_folders"):
             relative = [root for root in getattr(self, key) or () if not os.path.isabs(root)]
             if relative:
@@ -136,15 +147,15 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
     except the policy) and a ``[policy]`` table (``allowed_commands``,
     ``allow_shell``, ``refused_env``, ``result_file_folders``,
-    ``webhook_hosts``). ``path=None`` reads :func:`default_config_file` if
-    it exists, else uses the defaults; an explicit ``path`` must exist. Raises
-    :class:`ConfigError` naming the file and the key for anything wrong.
+    ``webhook_hosts``, ``sandbox``, ``sandbox_for``, ``sandbox_profile``).
+    ``path=None`` reads :func:`default_config_file` if it exists, else uses the defaults; an
+    explicit ``path`` must exist. Raises :class:`ConfigError` naming the file and the key for anything wrong.
     """
     import tomllib
 
     import pydantic
 
-    from .protocol.models import JobLimits  # noqa: F401 - pydantic resolves the fields' "JobLimits | None" in this frame
+    from .protocol.models import JobLimits, JobSandbox  # noqa: F401 - pydantic resolves the fields' types in this frame
 
     explicit = path is not None
     path = path if path is not None else default_config_file()
@@ -167,7 +178,16 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
         raise ConfigError(f"the worker's settings are not valid ({source}): {problems}") from None
 
 
-_POLICY_KEYS = {"allowed_commands", "allow_shell", "refused_env", "result_file_folders", "webhook_hosts"}
+_POLICY_KEYS = {
+    "allowed_commands",
+    "allow_shell",
+    "refused_env",
+    "result_file_folders",
+    "webhook_hosts",
+    "sandbox",
+    "sandbox_for",
+    "sandbox_profile",
+}
 
 
 def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:

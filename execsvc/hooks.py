@@ -5,7 +5,7 @@ so a slow hook never holds up the queue. They run at most once per job: a
 worker killed while a hook runs does not run it again (the record is what
 tells what happened). Each outcome is a line in ``daemon.log``.
 
-- ``on_finish``: a ``/bin/sh -c`` line in the job's folder and environment,
+- ``on_finish``: a ``/bin/sh -c`` line in the job's folder, environment and sandbox,
   with ``EXECSVC_RECORD`` (the record's absolute path) and ``EXECSVC_STATUS``
   added; its own process group, stopped after ``hook_timeout_s``; output in
   ``logs/<id>.on_finish.stdout`` / ``.stderr``.
@@ -115,7 +115,10 @@ def run_on_finish(
     timeout_s: float,
     stop: HookStop | None = None,
 ) -> HookOutcome:
-    """Run ``command`` for a finished job; blocks until it ends, ``timeout_s`` passes or ``stop`` is set."""
+    """Run ``command`` for a finished job; blocks until it ends, ``timeout_s`` passes or ``stop`` is set.
+
+    A sandboxed job's hook runs in the same sandbox, its record bound in read-only."""
+    sandbox = request.sandbox
     hook = replace(
         request,
         argv=[SHELL, "-c", command],
@@ -124,6 +127,7 @@ def run_on_finish(
         executable=None,
         limits=JobLimits(),
         timeout_s=timeout_s,
+        sandbox=replace(sandbox, argv=sandbox.with_readable([record])) if sandbox is not None else None,
     )
     process = JobProcess(hook, logs[0], logs[1], kill_grace_s=0)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .job_logs import read_tail
@@ -22,6 +23,19 @@ def status_of_exit(returncode: int) -> tuple[JobStatus, str | None]:
     if returncode > 0:
         return JobStatus.FAILED, f"the job exited with code {returncode}"
     return JobStatus.FAILED, f"the job was killed by {signal_name(returncode)}"
+
+
+_NOT_FOUND = re.compile(r"^(?:.*?: )?(?:line \d+: |\d+: )?(.+?): (?:command )?not found$", re.MULTILINE)
+"""A shell's "not found" line: dash ``sh: 1: foo: not found``, bash ``bash: line 1: foo: command not found``."""
+
+
+def command_not_found(returncode: int, stderr_tail: str) -> str | None:
+    """The command a shell could not find, for exit code 127 with its "not found" line on stderr
+    (the last such line); ``None`` otherwise."""
+    if returncode != 127:
+        return None
+    found = _NOT_FOUND.findall(stderr_tail)
+    return found[-1].strip() or None if found else None
 
 
 def copy_result_file(
@@ -65,7 +79,7 @@ def build_result(
     out = read_tail(layout.stdout_log(claimed.job_id), tail_bytes)
     err = read_tail(layout.stderr_log(claimed.job_id), tail_bytes)
     returncode = exit_info.returncode if exit_info else None
-    return JobResult(
+    result = JobResult(
         job_id=claimed.job_id,
         status=status,
         returncode=returncode,
@@ -89,11 +103,12 @@ def build_result(
         worker_pid=os.getpid(),
         submitted_by=submitted_by(request.spec if request else spec),
     )
+    return _with_sandbox(request, result)
 
 
 def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> JobResult:
     """The record of a job that never started (invalid, or it could not be spawned): no output, no logs."""
-    return JobResult(
+    result = JobResult(
         job_id=claimed.job_id,
         status=status,
         returncode=None,  # set, so that a JSON job's record says null (it is written with exclude_unset)
@@ -105,3 +120,12 @@ def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request
         timeout_s=request.timeout_s if request else None,
         submitted_by=submitted_by(request.spec if request else None),
     )
+    return _with_sandbox(request, result)
+
+
+def _with_sandbox(request: RunRequest | None, result: JobResult) -> JobResult:
+    """``result`` with ``sandbox`` set for a sandboxed job; for the others the field stays unset
+    (a JSON job's record, written with ``exclude_unset``, has no ``sandbox`` at all)."""
+    if request is not None and request.sandbox is not None:
+        result.sandbox = request.sandbox.record
+    return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,11 @@ from .protocol.jobfile import (
     interpreter,
     parse_json_job,
     read_job_file,
+    submitted_by,
 )
 from .protocol.models import JobKind, JobLimits, JobOptions, JobSpec
 from .protocol.scheduling import text_options
+from .sandbox import SandboxPlan, plan, wanted
 
 _CRLF_HINT = (
     "the script has Windows line endings (CRLF), and the shell reads each line's \\r as part of the "
@@ -61,6 +63,7 @@ class RunRequest:
     limits: JobLimits = field(default_factory=JobLimits)  # in force: the job's, else the worker's defaults, capped
     retries: int = 0  # the job's retries (else the worker's default), capped
     claimed: ClaimedFile | None = field(default=None, compare=False, repr=False)  # the job file as it was read
+    sandbox: SandboxPlan | None = None  # the sandbox it runs in (execsvc.sandbox); None: unconfined
 
     @property
     def polls_limits(self) -> bool:
@@ -91,7 +94,8 @@ def read_job(
     else the file is read (and looked up) here. Raises :class:`InvalidJob`
     for anything that is not a runnable job: not a regular file, an unknown
     ending, too big, empty, not UTF-8 or not valid JSON, or fields of the
-    wrong type. Raises :class:`OSError` only for
+    wrong type, and for a job that must run sandboxed and cannot
+    (:class:`~execsvc.sandbox.SandboxRefused`). Raises :class:`OSError` only for
     unexpected file-system failures.
     """
     if kind == "other":
@@ -107,7 +111,7 @@ def read_job(
     if kind == "text":
         check_script(data)
         options = text_options(data)
-        return RunRequest(
+        request = RunRequest(
             argv=[*interpreter(data), str(path)],
             cwd=base.home,
             env={**base.environ, **markers},
@@ -117,8 +121,31 @@ def read_job(
             claimed=claimed,
             **_run_options(options, config),
         )
+        return _sandboxed(request, (Path(os.path.realpath(path)),), queue_root=queue_root, config=config, base=base)
     spec = parse_json_job(data)
-    return _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base, claimed=claimed)
+    request = _json_request(spec, queue_root=queue_root, markers=markers, config=config, base=base, claimed=claimed)
+    return _sandboxed(request, (), queue_root=queue_root, config=config, base=base)
+
+
+def _sandboxed(
+    request: RunRequest, readable: tuple[Path, ...], *, queue_root: Path, config: WorkerConfig, base: _Defaults
+) -> RunRequest:
+    """``request`` in the sandbox the worker's policy gives it, if any (see :mod:`execsvc.sandbox`);
+    ``readable``: the job's own file, when it runs it (a text job). Raises ``SandboxRefused``."""
+    reason = wanted(request.options, submitted_by(request.spec), config)
+    if reason is None:
+        return request
+    sandbox = plan(
+        request.options,
+        reason,
+        cwd=request.cwd,
+        home=base.home,
+        queue_root=queue_root,
+        config=config,
+        env=request.env,
+        readable=readable,
+    )
+    return replace(request, sandbox=sandbox)
 
 
 def _timeout_s(options: JobOptions, config: WorkerConfig) -> float:

@@ -134,6 +134,8 @@ class JobProcess:
         argv, executable = request.argv, request.executable
         if prefix:  # prlimit sets the rlimits on itself, then execs the job (see execsvc.limits)
             argv, executable = [*prefix, executable or argv[0], *argv[1:]], None
+        if request.sandbox is not None:  # bwrap makes the sandbox, then execs the rest in it (execsvc.sandbox)
+            argv, executable = [*request.sandbox.argv, executable or argv[0], *argv[1:]], None
         out_fd = self._open_log(self.stdout_path)
         try:
             err_fd = self._open_log(self.stderr_path)
@@ -219,8 +221,13 @@ class JobProcess:
         return self._popen.pid
 
     def group_size(self) -> int:
-        """How many processes are in the job's process group now (0 once it has exited)."""
+        """How many processes are in the job's process group now (0 once it has exited); for a
+        sandboxed job, how many run in its sandbox."""
         if self.pid is None or self._exited:
+            return 0
+        if self.request.sandbox is not None:  # its processes are bwrap's descendants, in sessions of their own
+            with contextlib.suppress(psutil.Error):
+                return len(psutil.Process(self.pid).children(recursive=True)) - 1  # not the sandbox's own PID 1
             return 0
         count = 0
         for pid in psutil.pids():

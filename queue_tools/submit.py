@@ -6,6 +6,7 @@ Used by ``execsvc submit``; a client of the protocol's public API only.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -16,8 +17,6 @@ from execsvc.protocol.jobfile import parse_json_job
 from execsvc.protocol.layout import JOB_SUFFIXES
 from execsvc.protocol.models import JobInfo, JobLimits, JobSpec, JobStatus
 from execsvc.protocol.queue import JobQueue
-
-from .api import open_for_reading
 
 EXIT_TIMEOUT = 124
 """Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
@@ -61,6 +60,20 @@ def scheduling_fields(**given: Any) -> dict[str, Any]:
     if limits:
         fields["limits"] = limits
     return fields
+
+
+def sandbox_field(
+    sandbox: bool, *, network: bool = False, writable: list[str] | None = None
+) -> bool | dict[str, Any] | None:
+    """The job's ``sandbox`` field (docs/protocol.md, "Sandbox") from ``execsvc submit``'s options:
+    ``None`` when none is given, ``True`` for the worker's default profile, else an object with
+    ``network`` and ``writable`` (each relative path made absolute from the current folder)."""
+    if not (network or writable):
+        return True if sandbox else None
+    profile: dict[str, Any] = {"network": True} if network else {}
+    if writable:
+        profile["writable"] = [path if path.startswith(("/", "~")) else os.path.abspath(path) for path in writable]
+    return profile
 
 
 def option_problem(
@@ -157,6 +170,8 @@ def copy_output(queue: JobQueue, info: JobInfo, stdout: BinaryIO, stderr: Binary
     by :func:`~queue_tools.api.open_for_reading` (a symbolic link is never followed, a FIFO never
     waited on). A missing log is skipped; other errors raise :class:`OSError`.
     """
+    from .api import open_for_reading  # here: enqueueing a job needs none of the fronts' answers
+
     if info.result is None:
         return []
     problems: list[str] = []

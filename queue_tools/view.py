@@ -13,6 +13,7 @@ are here; the overview and the tables are drawn by :mod:`queue_tools.view_render
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -313,3 +314,5 @@ def main() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         typer.echo(f"queue-view: the queue cannot be read: {exc.strerror or exc}{where}", err=True)
         sys.exit(1)
+    finally:
+        gc.freeze()  # the process ends: no last collection over start-up's objects (see execsvc.cli.main)

@@ -30,6 +30,9 @@ def quiet_observer_stop() -> None:
     logging.getLogger("watchdog.observers.inotify").addFilter(_not_observer_stop)
 
 
+_NO_CHANGE = frozenset({"opened", "closed_no_write"})
+"""watchdog's event types of a file opened or closed without a write: nothing changed."""
+
 POLL_S = 0.5
 """How often a client looks at the queue when its folders cannot be watched (seconds)."""
 
@@ -38,9 +41,10 @@ POLL_S = 0.5
 def folder_changes(
     folders: Sequence[Path], what: str, *, name_prefix: str = ""
 ) -> Iterator[Callable[[float | None], None]]:
-    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until a file event in them names a
-    file or folder whose name starts with ``name_prefix`` (``""``: any), or ``timeout_s`` seconds
-    pass (``None``: no limit). Events while nobody waits are kept for the next call.
+    """Watch ``folders``; inside, ``changed(timeout_s)`` blocks until a change in them (a file created,
+    written, moved, removed; not one opened or read) names a file or folder whose name starts with
+    ``name_prefix`` (``""``: any), or ``timeout_s`` seconds pass (``None``: no limit). Events
+    while nobody waits are kept for the next call.
 
     Where the folders cannot be watched (no inotify instance left: EMFILE; a folder that
     refuses a watch) ``changed`` returns at least every :data:`POLL_S` seconds instead, and a
@@ -56,6 +60,8 @@ def folder_changes(
 
     class Wake(FileSystemEventHandler):
         def on_any_event(self, seen: FileSystemEvent) -> None:
+            if seen.event_type in _NO_CHANGE:  # a read, the waiter's own among them
+                return
             paths = (seen.src_path, getattr(seen, "dest_path", ""))
             if not name_prefix or any(os.path.basename(os.fsdecode(path)).startswith(name_prefix) for path in paths):
                 event.set()

@@ -4,6 +4,9 @@ Every shape here comes from the queue protocol (docs/protocol.md): the JSON
 job a producer drops into ``pending/``, the ``result`` object the worker adds
 when the job ends, the ``<id>.result.json`` sidecar record for text and
 invalid jobs, and ``worker.json``.
+
+Every model is built (its validator and serializer) at its first use, not at import
+(``defer_build``): a client that enqueues a job builds :class:`JobSpec` and no record model.
 """
 
 from __future__ import annotations
@@ -55,13 +58,63 @@ class JobLimits(BaseModel):
     ``processes`` 2^31 - 1, ``output_bytes`` 2^62.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True, frozen=True)
 
     cpu_s: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)
     memory_mb: StrictInt | None = Field(default=None, gt=0, le=2**40)
     open_files: StrictInt | None = Field(default=None, gt=0, le=2**31 - 1)
     processes: StrictInt | None = Field(default=None, gt=0, le=2**31 - 1)
     output_bytes: StrictInt | None = Field(default=None, gt=0, le=2**62)
+
+
+SANDBOX_PATHS_MAX = 100
+"""Most paths in each list of a ``sandbox`` object."""
+
+
+class JobSandbox(BaseModel):
+    """``sandbox`` as an object: how a job's sandbox differs from the default profile (docs/protocol.md,
+    "Sandbox").
+
+    ``network``: share the host's network (default: none but a private loopback).
+    ``writable``: more paths the job may write (each must exist; its ``cwd`` and a private
+    ``/tmp`` are writable anyway). ``readable_only``: paths made read-only (each must exist),
+    e.g. a folder inside the ``cwd``. ``hidden``: paths masked with an empty folder or an empty
+    file. Each path is absolute or starts with ``~/`` (the worker's home directory); at most
+    :data:`SANDBOX_PATHS_MAX` in each list.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    network: StrictBool = False
+    writable: list[StrictStr] = Field(default_factory=list, max_length=SANDBOX_PATHS_MAX)
+    readable_only: list[StrictStr] = Field(default_factory=list, max_length=SANDBOX_PATHS_MAX)
+    hidden: list[StrictStr] = Field(default_factory=list, max_length=SANDBOX_PATHS_MAX)
+
+    @field_validator("writable", "readable_only", "hidden")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if "\x00" in path or not (path.startswith("/") or path == "~" or path.startswith("~/")):
+                raise ValueError(f"{path!r} is not a path a sandbox can take: give an absolute path or one starting ~/")
+        return value
+
+
+class SandboxRecord(BaseModel):
+    """``result.sandbox``: the sandbox a job ran in, as the worker applied it (docs/protocol.md, "Sandbox").
+
+    ``profile``: ``"default"`` (the worker's default profile) or ``"job"`` (the job's own
+    ``sandbox`` object over it); ``reason``: ``"asked"`` (the job's ``sandbox`` field),
+    ``"required"`` (the worker's ``sandbox = "required"``) or ``"sandbox_for"`` (the front
+    that submitted it, in ``submitted_by``). Paths are absolute, as mounted: ``writable``
+    (the ``cwd`` first, when it is writable), ``readable_only`` and ``hidden``.
+    """
+
+    profile: Literal["default", "job"]
+    reason: Literal["asked", "required", "sandbox_for"]
+    network: bool = False
+    writable: list[str] = Field(default_factory=list)
+    readable_only: list[str] = Field(default_factory=list)
+    hidden: list[str] = Field(default_factory=list)
 
 
 FIRST_YEAR = 1970
@@ -98,14 +151,15 @@ class JobOptions(BaseModel):
     the job file was written), ``retries`` with ``retry_delay_s`` (doubled after
     each attempt), ``limits``, ``on_finish`` (a shell command line run after
     the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
-    http(s) URL that gets the record by POST). ``attempt`` and ``retry_at`` are
+    http(s) URL that gets the record by POST), ``sandbox`` (``true`` for the worker's
+    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"). ``attempt`` and ``retry_at`` are
     written by the worker when it re-enqueues a failed job for another attempt.
     Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
     up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
     outside them is not valid (the worker records it ``invalid``, saying which).
     """
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", strict=True)
 
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     priority: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
@@ -120,6 +174,7 @@ class JobOptions(BaseModel):
     webhook: StrictStr | None = None
     attempt: StrictInt = Field(default=1, ge=1, le=MAX_RETRIES + 1)
     retry_at: StrictStr | None = None
+    sandbox: StrictBool | JobSandbox | None = None
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -180,7 +235,7 @@ class JobSpec(JobOptions):
     a ``timeout_s``, ``{"A": 1}`` is not an ``env``.
     """
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", strict=True)
 
     command: StrictStr = Field(min_length=1, max_length=1_000_000)
     args: list[StrictStr] | None = None
@@ -218,6 +273,8 @@ class JobResult(BaseModel):
     queue root). Times are ISO 8601 with a time zone; ``duration_s`` in seconds.
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status: JobStatus
     returncode: int | None = None
@@ -244,13 +301,14 @@ class JobResult(BaseModel):
     attempt_records: list[str] | None = None  # records of the earlier attempts (paths relative to the queue root)
     limits: JobLimits | None = None  # the limits in force (the job's, the worker's defaults, capped)
     limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
+    sandbox: SandboxRecord | None = None  # the sandbox the job ran in (docs/protocol.md, "Sandbox"); None: none
     note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
 
 
 class JobRecord(JobSpec):
     """A finished JSON job: the job's own fields plus ``result``."""
 
-    model_config = ConfigDict(extra="allow", strict=False)
+    model_config = ConfigDict(defer_build=True, extra="allow", strict=False)
 
     result: JobResult
 
@@ -261,6 +319,8 @@ class SidecarRecord(BaseModel):
     ``job_file`` is the entry's name beside this record (the script, or the
     untouched invalid file).
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     kind: JobKind
@@ -276,6 +336,8 @@ class JobInfo(BaseModel):
     files); ``result`` is set once the job is finished.
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     state: JobState
     status: JobStatus
@@ -287,8 +349,31 @@ class JobInfo(BaseModel):
     held: bool = False
 
 
+CANCEL_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL")
+"""Signals a cancel request may ask for (docs/protocol.md, "Timeouts and cancelling")."""
+CancelSignal = Literal["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL"]
+
+
+class CancelRequest(BaseModel):
+    """``running/.cancel.<id>``: a client's request that the worker stop a running job.
+
+    ``signal`` is what the job's process group gets first (SIGKILL at once for a
+    forced cancel); any other than SIGKILL is followed by SIGKILL after the
+    worker's kill grace if the group is still running. Unknown fields are ignored;
+    a request that cannot be read as this model stops the job with SIGTERM.
+    """
+
+    job_id: str | None = None
+    requested_by: str | None = None
+    requested_at: str | None = None
+    signal: CancelSignal = "SIGTERM"
+    force: bool = False
+
+
 class WorkerInfo(BaseModel):
-    """``worker.json``: the worker that holds the queue lock."""
+    """``worker.json``: the worker that holds the queue lock, and the settings clients show."""
+
+    model_config = ConfigDict(defer_build=True)
 
     pid: int
     slots: int
@@ -297,4 +382,9 @@ class WorkerInfo(BaseModel):
     version: str
     allowed_commands: list[str] | None = None  # the command policy (execsvc.policy); None: any command
     allow_shell: bool = True
+    sandbox: str | None = None  # the sandbox policy: "off", "on-request", "required" (None: a worker without it)
+    sandbox_for: list[str] | None = None  # the fronts (submitted_by) whose jobs always run sandboxed
     config_file: str | None = None
+    default_timeout_s: float | None = None  # timeout of a job that names none (seconds)
+    max_timeout_s: float | None = None  # cap on any job's timeout_s (seconds)
+    kill_grace_s: float | None = None  # time between SIGTERM and SIGKILL when a job is stopped (seconds)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import secrets
 import time
@@ -25,6 +24,7 @@ from .changes import folder_changes
 from .durable import (
     append_line,
     move_no_replace,
+    temp_path_for,
     write_durable,
 )
 from .errors import JobFileNameTaken, JobIdTaken, JobNotPending
@@ -35,7 +35,7 @@ from .layout import (
 )
 from .listing import FINISHED_STATES, GET_PASSES
 from .logline import event_line
-from .models import JobInfo, JobResult, JobSpec, JobState, JobStatus
+from .models import CancelRequest, CancelSignal, JobInfo, JobResult, JobSpec, JobState, JobStatus
 from .store import JobStore
 
 
@@ -136,15 +136,17 @@ class JobQueue(JobStore):
                     return info
                 changed(remaining)
 
-    def cancel(self, job_id: str, *, requested_by: str = "a client") -> Cancellation:
+    def cancel(
+        self, job_id: str, *, requested_by: str = "a client", signal: CancelSignal = "SIGTERM", force: bool = False
+    ) -> Cancellation:
         """Cancel a job (docs/protocol.md, "Timeouts and cancelling"); see :class:`Cancellation`.
 
         A pending job is claimed exactly as a worker claims it (so it can never
         also start) and finished at once with status ``cancelled``; the line
         ``cancelled`` is appended to ``daemon.log``. For a running job a request
         file ``running/.cancel.<id>`` is written, which the serving worker acts on
-        by stopping the job's process group (SIGTERM, then SIGKILL after its
-        grace period). Raises :class:`JobNotFound` for an unknown id and
+        by stopping the job's process group: ``signal`` (default SIGTERM; SIGKILL at
+        once with ``force``), then SIGKILL after its grace period. Raises :class:`JobNotFound` for an unknown id and
         :class:`OSError` when the queue cannot be written.
         """
         check_job_id(job_id)
@@ -153,9 +155,15 @@ class JobQueue(JobStore):
             if info.state in FINISHED_STATES:
                 return Cancellation("finished", info)
             if info.state is JobState.RUNNING:
-                note = json.dumps({"job_id": job_id, "requested_by": requested_by, "requested_at": _now_iso()})
+                request = CancelRequest(
+                    job_id=job_id,
+                    requested_by=requested_by,
+                    requested_at=_now_iso(),
+                    signal="SIGKILL" if force else signal,
+                    force=force,
+                )
                 with contextlib.suppress(FileExistsError):  # asked already: the worker acts on the first request
-                    _create_note(self.layout.cancel_request(job_id), note.encode())
+                    _create_note(self.layout.cancel_request(job_id), request.model_dump_json().encode())
                 return Cancellation("requested", info)
             try:
                 claimed = self.claim(Path(info.path).name, folder=Path(info.path).parent)
@@ -233,14 +241,22 @@ def _now_iso() -> str:
 
 
 def _create_note(path: Path, data: bytes) -> None:
-    """Create ``path`` in place with ``data``; :class:`FileExistsError` if it exists.
+    """Create ``path`` with ``data``, whole; :class:`FileExistsError` if it exists.
 
     For a cancel request: the worker watches ``running/`` for names created
-    there (not renamed into it: every claim is such a rename), and acts on
-    the name alone, so a note seen half-written is harmless.
+    there (not renamed into it: every claim is such a rename) and reads the
+    request's signal, so the note is written to a hidden temporary name first
+    and hard-linked into place (a link is a creation, and never replaces a name):
+    the worker never sees it half-written.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    tmp = temp_path_for(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
     finally:
-        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

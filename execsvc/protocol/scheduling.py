@@ -6,9 +6,12 @@ job carries them in header comments at its top, one or more lines like::
     #!/bin/sh
     # execsvc: priority=5 after=build-1,build-2 retries=2 memory_mb=512
     # execsvc: on_finish="notify-send done"
+    # execsvc: sandbox=true
+    # execsvc: sandbox='{"network": true, "writable": ["~/.cache/pip"]}'
 
 Values are words as the shell splits them (``shlex``); ``after`` is a comma
-list; the limit names (``cpu_s``, ``memory_mb``, ``open_files``,
+list; ``sandbox`` is ``true``, ``false`` or a JSON object (docs/protocol.md,
+"Sandbox"); the limit names (``cpu_s``, ``memory_mb``, ``open_files``,
 ``processes``, ``output_bytes``) are given directly. :func:`peek` is what the
 worker and the fronts use to order and explain pending jobs; the worker
 validates the whole job again when it claims it.
@@ -88,11 +91,25 @@ def header_fields(data: bytes) -> dict[str, Any]:
                 limits[key] = value
             elif key == "after":
                 fields[key] = [part for part in value.split(",") if part]
+            elif key == "sandbox":
+                fields[key] = _sandbox_word(value, number)
             else:
                 fields[key] = value
     if limits:
         fields["limits"] = limits
     return fields
+
+
+def _sandbox_word(value: str, number: int) -> Any:
+    """A header's ``sandbox=`` value: ``true`` / ``false``, or a JSON object; raises :class:`InvalidJob`."""
+    if value in ("true", "false"):
+        return value == "true"
+    if value.startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise InvalidJob(f"line {number}: sandbox= in the '# execsvc:' header is not JSON ({exc})") from exc
+    raise InvalidJob(f"line {number}: sandbox= in the '# execsvc:' header is true, false or a JSON object: {value!r}")
 
 
 def text_options(data: bytes) -> JobOptions:

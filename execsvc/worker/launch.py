@@ -196,6 +196,7 @@ class Launch(Intake, QueueGuard):
             timeout_s=request.timeout_s,
             timeout_capped="yes" if capped else None,
             attempt=request.options.attempt if request.options.attempt > 1 else None,
+            sandbox=request.sandbox.record.profile if request.sandbox else None,
             argv=" ".join(request.argv)[:300],
         )
 

@@ -141,7 +141,12 @@ class Worker(Messages):
             version=__version__,
             allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
             allow_shell=self.config.allow_shell,
+            sandbox=self.config.sandbox,
+            sandbox_for=list(self.config.sandbox_for),
             config_file=self.config.config_file,
+            default_timeout_s=self.config.default_timeout_s,
+            max_timeout_s=self.config.max_timeout_s,
+            kill_grace_s=self.config.kill_grace_s,
         )
         write_durable(self.layout.worker_file, info.model_dump_json().encode(), replace=True, sync=False)
         self.log.info(
@@ -314,13 +319,13 @@ class Worker(Messages):
                         job.stop_status = JobStatus.TIMEOUT
                         job.stop_error = (
                             f"the job ran past its timeout of {job.request.timeout_s:g} s; its process group "
-                            f"got SIGTERM, then SIGKILL after {self.config.kill_grace_s:g} s"
+                            "got SIGTERM"
                         )
                         self._stop_job(job, signal.SIGTERM)
                 case DeadlineAction.KILL:
                     job = self._job_of(deadline)
-                    if job is not None:
-                        job.process.signal_group(signal.SIGKILL)
+                    if job is not None and job.process.signal_group(signal.SIGKILL):
+                        job.sigkilled_after_s = self.config.kill_grace_s
                 case DeadlineAction.LIMITS:
                     job = self._job_of(deadline)
                     if job is not None and job.stop_status is None:

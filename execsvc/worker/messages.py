@@ -10,7 +10,8 @@ from types import FrameType
 from typing import assert_never
 
 from ..inbox import Message, MessageKind
-from ..protocol.models import JobStatus
+from ..protocol.durable import read_regular_file
+from ..protocol.models import CancelRequest, JobStatus
 from ..reaper import reap_orphans
 from .launch import Launch
 from .state import DeadlineAction, _ActiveJob
@@ -129,19 +130,27 @@ class Messages(Launch):
 
     def _on_cancel_request(self, job_id: str) -> None:
         """A client asked to cancel ``job_id``: stop its process group; it is recorded ``cancelled``."""
+        request = self._read_cancel_request(job_id)
         if not self.queue.drop_cancel_request(job_id):
             return  # already consumed: the event of that removal, or a rescan that found it first
         job = self._active.get(job_id)
         if job is None:
             self.log.info("cancel_ignored", job_id, reason="the job is not running (it ended, or never started here)")
         elif job.stop_status is None:
+            sig = signal.Signals[request.signal]
             job.stop_status = JobStatus.CANCELLED
-            job.stop_error = (
-                f"the job was cancelled on request while running; its process group got SIGTERM, "
-                f"then SIGKILL after {self.config.kill_grace_s:g} s"
-            )
-            self.log.warning("cancelling", job_id, signal="SIGTERM", kill_grace_s=self.config.kill_grace_s)
-            self._stop_job(job, signal.SIGTERM)
+            forced = " (forced)" if request.force else ""
+            job.stop_error = f"the job was cancelled on request{forced} while running; its process group got {sig.name}"
+            self.log.warning("cancelling", job_id, signal=sig.name, kill_grace_s=self.config.kill_grace_s)
+            self._stop_job(job, sig)
+
+    def _read_cancel_request(self, job_id: str) -> CancelRequest:
+        """What ``running/.cancel.<id>`` asks (docs/protocol.md); one that cannot be read asks for SIGTERM."""
+        try:
+            body = read_regular_file(self.layout.cancel_request(job_id), 4096)
+            return CancelRequest() if body is None else CancelRequest.model_validate_json(body)
+        except (OSError, ValueError):
+            return CancelRequest()
 
     def _log_status(self, signum: int) -> None:
         """SIGUSR1 or SIGUSR2: one ``status`` line in ``daemon.log``; the worker serves on."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,7 +30,7 @@ from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
 from ..protocol.models import JobResult, JobSpec, JobStatus
 from ..reaper import orphans_of
-from ..results import build_result, copy_result_file, status_of_exit
+from ..results import build_result, command_not_found, copy_result_file, status_of_exit
 from ..retry import delay_s, next_attempt, should_retry
 from ..runner import ExitInfo, now
 from .finish_hooks import FinishHooks
@@ -38,6 +39,18 @@ from .state import _ActiveJob
 _LEFT_IN_RUNNING = "the job stays in running/ and is settled at the next start"
 _OWN_FILE_RETRIES = 5
 """Records tried at once, each after putting the job file back, while a job's leftovers keep changing it."""
+
+
+def _how_it_stopped(job: _ActiveJob, exit_info: ExitInfo) -> str:
+    """The end of a stopped job's error: whether its first signal sufficed or SIGKILL was needed."""
+    first = job.stop_signal
+    if first is None or first is signal.SIGKILL:
+        return ""
+    if job.sigkilled_after_s is not None:
+        return f", then SIGKILL after {job.sigkilled_after_s:g} s as it was still running"
+    if exit_info.returncode == -first:
+        return ", which ended it"
+    return f"; it then exited with code {exit_info.returncode}" if exit_info.returncode >= 0 else ""
 
 
 def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
@@ -220,6 +233,8 @@ class Recorder:
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error
+        if error is not None and status in (JobStatus.TIMEOUT, JobStatus.CANCELLED):
+            error += _how_it_stopped(job, exit_info)
         limits = job.request.limits
         if job.limit_exceeded == "output_bytes":
             self._cut_output(job)
@@ -240,6 +255,10 @@ class Recorder:
             pid=job.process.pid,
         )
         exceeded = job.limit_exceeded
+        missing = command_not_found(exit_info.returncode, result.stderr[-4096:]) if job.stop_status is None else None
+        if missing is not None:
+            hint = job.request.failure_hint
+            result.error = f"command not found: {missing} (exit code 127)" + (f"; {hint}" if hint else "")
         if exceeded is None and status is JobStatus.FAILED and job.stop_status is None:
             exceeded = diagnose(limits, exit_info.returncode, result.stderr[-4096:])
             if exceeded is not None:

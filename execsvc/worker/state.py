@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import selectors
+import signal
 import threading
 from collections.abc import Callable, Container
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +66,9 @@ class _ActiveJob:
     process: JobProcess
     claim_flush: int
     stop_status: JobStatus | None = None
-    stop_error: str | None = None
+    stop_error: str | None = None  # why it was stopped: "...; its process group got SIGTERM" (how it ended is added)
+    stop_signal: signal.Signals | None = None  # the first signal its group got when stopped
+    sigkilled_after_s: float | None = None  # set when the group still ran at the kill grace and got SIGKILL
     limit_exceeded: str | None = None
     kept: ClaimedFile | None = None  # its job file as last put back in running/, if the job removed it
     file_note: str | None = None  # what the job did to its own file, for the record's note

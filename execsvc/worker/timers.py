@@ -80,6 +80,8 @@ class Timers(LoopState):
         self._stop_job(job, signal.SIGKILL)
 
     def _stop_job(self, job: _ActiveJob, sig: signal.Signals) -> None:
+        if job.stop_signal is None:
+            job.stop_signal = sig
         job.process.signal_group(sig)
         if sig != signal.SIGKILL:
             self._set_deadline(self.config.kill_grace_s, DeadlineAction.KILL, job.claimed.job_id, job)

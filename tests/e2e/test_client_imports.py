@@ -45,7 +45,9 @@ NEVER_ON_THE_CLIENT_PATH = (
     "execsvc.job_logs",
     "execsvc.hooks",
     "execsvc.file_events",
-    "queue_tools.mcp_server",
+    "queue_tools.mcp.server",
+    "queue_tools.mcp",
+    "regex",
 )
 """Modules of the worker, the watchers, the MCP server and the tables: none is needed to hand a job
 to the queue, act on one, or list the queue as JSON."""
@@ -81,6 +83,7 @@ def test_submit_loads_no_worker_watcher_process_tool_mcp_or_rich(queue_root: Pat
     assert job.spec is not None and job.spec["command"] == "true"  # the submit path ran to the end
     assert "pydantic" in modules  # the job was validated
     assert loaded(modules, NEVER_ON_THE_CLIENT_PATH) == []
+    assert "queue_tools.api" not in modules  # the fronts' answers: loaded by --wait only (its output)
 
 
 def test_submit_to_a_serving_worker_loads_psutil_only_to_check_its_pid(

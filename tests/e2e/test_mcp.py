@@ -16,11 +16,12 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
 from execsvc import JobQueue, JobStatus
-from queue_tools.mcp_server import build_server
+from queue_tools.mcp.server import build_server
 
 PY = sys.executable
 Start = Callable[..., WorkerProcess]
 TOOLS = {"enqueue_job", "get_job", "list_jobs", "get_job_output", "wait_for_job", "cancel_job", "queue_status"}
+TOOLS |= {"search_output", "hold_job", "release_job", "retry_job"}
 
 
 def run(session: Callable[[Client], Awaitable[None]], queue_root: Path) -> None:
@@ -54,10 +55,10 @@ def test_one_call_runs_a_quick_job_and_returns_its_output(queue_root: Path, star
         assert set(tools) == TOOLS
         assert all(tool.output_schema for tool in tools.values())  # structured output for every tool
         result = structured(await client.call_tool("enqueue_job", {"command": 'python3 -c "print(6*7)"', "wait_s": 10}))
-        assert result["finished"] and result["status"] == "completed"
-        assert result["result"]["stdout"] == "42\n" and result["result"]["returncode"] == 0
-        record = json.loads(Path(result["path"]).read_text())
-        assert record["submitted_by"] == "mcp"  # who submitted is in the record
+        assert result["status"] == "completed"
+        assert result["stdout"]["text"] == "42\n" and result["exit_code"] == 0
+        record = JobQueue(queue_root).get(result["job_id"]).result
+        assert record is not None and record.submitted_by == "mcp"  # who submitted is in the record
 
     run(session, queue_root)
 
@@ -69,19 +70,19 @@ def test_output_pages_through_five_megabytes(queue_root: Path, start_worker: Sta
     async def session(client: Client) -> None:
         done = structured(await client.call_tool("enqueue_job", {"command": PY, "args": ["-c", script], "wait_s": 30}))
         job_id = done["job_id"]
-        assert done["result"]["stdout_truncated"]
+        assert done["stdout"]["bytes"] == 50_000 * 101 and done["stdout"]["lines"] == 50_000
         pieces, offset = [], 0
         while True:
             page = structured(
-                await client.call_tool("get_job_output", {"job_id": job_id, "offset": offset, "max_bytes": 1_000_003})
+                await client.call_tool("get_job_output", {"job_id": job_id, "offset": offset, "max_bytes": 65_536})
             )
             pieces.append(page["text"])
-            assert page["size_bytes"] == 50_000 * 101
+            assert page["total_bytes"] == 50_000 * 101
             offset = page["next_offset"]
             if page["complete"]:
                 break
-        assert len(pieces) == 6 and "".join(pieces).encode() == (queue_root / "logs" / f"{job_id}.stdout").read_bytes()
-        tail = structured(await client.call_tool("get_job_output", {"job_id": job_id, "tail_lines": 2}))
+        assert len(pieces) == 78 and "".join(pieces).encode() == (queue_root / "logs" / f"{job_id}.stdout").read_bytes()
+        tail = structured(await client.call_tool("get_job_output", {"job_id": job_id, "tail": 2}))
         assert tail["text"].splitlines() == [f"{i:07d} " + "é" * 46 for i in (49_998, 49_999)]
 
     run(session, queue_root)
@@ -93,11 +94,12 @@ def test_cancel_a_pending_and_a_running_job(queue_root: Path, start_worker: Star
 
     async def session(client: Client) -> None:
         queued = structured(await client.call_tool("enqueue_job", {"command": "echo", "args": ["never"]}))
-        assert queued["state"] == "pending" and queued["position"] == 1
+        assert queued["status"] == "pending" and "behind 0 job(s)" in queued["waiting"]
+        assert "1/1 slots busy: job long (" in queued["note"]
         gone = structured(await client.call_tool("cancel_job", {"job_id": queued["job_id"]}))
         assert gone["outcome"] == "cancelled" and gone["job"]["status"] == "cancelled"
         stopped = structured(await client.call_tool("cancel_job", {"job_id": "long"}))
-        assert stopped["outcome"] == "stopped" and stopped["job"]["result"]["status"] == "cancelled"
+        assert stopped["outcome"] == "stopped" and stopped["job"]["status"] == "cancelled"
         again = structured(await client.call_tool("cancel_job", {"job_id": "long"}))
         assert again["outcome"] == "already_finished"
 
@@ -118,10 +120,10 @@ def test_wait_for_job_returns_when_it_ends_and_reports_progress(queue_root: Path
             "wait_for_job", {"job_id": job["job_id"], "timeout_s": 30}, progress_callback=on_progress
         )
         waited = structured(result)
-        assert waited["finished"] and waited["result"]["stdout"] == "done\n"
+        assert waited["status"] == "completed" and waited["stdout"]["text"] == "done\n"
         short = structured(await client.call_tool("enqueue_job", {"command": "sleep 5"}))
         still = structured(await client.call_tool("wait_for_job", {"job_id": short["job_id"], "timeout_s": 0.2}))
-        assert not still["finished"] and still["state"] in ("pending", "running")
+        assert still["status"] in ("pending", "running")
 
     run(session, queue_root)
     assert progress, "no progress notification was sent while waiting"
@@ -151,7 +153,7 @@ def test_a_vanished_job_and_an_unwritable_queue_are_explained(queue_root: Path) 
     job_id = queue.submit({"command": "true"})
 
     async def session(client: Client) -> None:
-        assert structured(await client.call_tool("get_job", {"job_id": job_id}))["state"] == "pending"
+        assert structured(await client.call_tool("get_job", {"job_id": job_id}))["status"] == "pending"
         os.unlink(queue_root / "pending" / f"{job_id}.json")  # someone removed it
         assert "no job" in error_text(await client.call_tool("get_job_output", {"job_id": job_id}))
         if os.geteuid() == 0:
@@ -176,7 +178,7 @@ def test_resources_and_prompts(queue_root: Path, start_worker: Start) -> None:
         status = json.loads((await client.read_resource("queue://status")).contents[0].text)  # type: ignore[union-attr]
         assert status["counts"]["failed"] == 1 and status["worker"]["serving"]
         job = json.loads((await client.read_resource("queue://jobs/bad")).contents[0].text)  # type: ignore[union-attr]
-        assert job["result"]["returncode"] == 3
+        assert job["exit_code"] == 3 and job["result"]["returncode"] == 3
         err = (await client.read_resource("queue://jobs/bad/stderr")).contents[0]
         assert err.text == "oops\n" and err.mime_type == "text/plain"  # type: ignore[union-attr]
         log = (await client.read_resource("queue://log")).contents[0].text  # type: ignore[union-attr]
@@ -213,7 +215,7 @@ def test_the_installed_server_over_stdio_survives_a_restart_mid_job(
             quick = structured(
                 await client.call_tool("enqueue_job", {"command": 'python3 -c "print(6*7)"', "wait_s": 10})
             )
-            assert quick["result"]["stdout"] == "42\n"
+            assert quick["stdout"]["text"] == "42\n"
             slow = structured(await client.call_tool("enqueue_job", {"command": "sleep 1; echo later"}))
             job_ids.append(slow["job_id"])
         # the server is gone now; the job goes on in the worker
@@ -221,7 +223,7 @@ def test_the_installed_server_over_stdio_survives_a_restart_mid_job(
     async def second() -> None:
         async with Client(stdio_params(queue_root, wire)) as client:
             done = structured(await client.call_tool("wait_for_job", {"job_id": job_ids[0], "timeout_s": 30}))
-            assert done["finished"] and done["result"]["stdout"] == "later\n"
+            assert done["status"] == "completed" and done["stdout"]["text"] == "later\n"
 
     anyio.run(first)
     anyio.run(second)
@@ -239,7 +241,7 @@ def test_jobs_stay_queued_for_a_worker_when_none_runs(queue_root: Path, start_wo
         queued = structured(
             await client.call_tool("enqueue_job", {"command": "echo", "args": ["later"], "wait_s": 0.3})
         )
-        assert queued["state"] == "pending" and not queued["finished"]
+        assert queued["status"] == "pending"
         assert "no worker is serving" in queued["note"]
         job_ids.append(queued["job_id"])
 

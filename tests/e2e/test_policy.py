@@ -92,9 +92,8 @@ def test_the_policy_is_shown_by_worker_json_queue_view_and_mcp(
         assert status["worker"]["allowed_commands"] == [str(tools)]
         assert status["worker"]["allow_shell"] is False
         assert status["worker"]["config_file"] == str(config)
-        enqueued = structured(await client.call_tool("enqueue_job", {"command": "echo hi", "wait_s": 10}))
-        assert enqueued["result"]["status"] == "invalid"
-        assert "allow_shell = false" in enqueued["result"]["error"]
+        refused = await client.call_tool("enqueue_job", {"command": "echo hi", "wait_s": 10})
+        assert refused.is_error and "allow_shell = false" in refused.content[0].text  # type: ignore[union-attr]
 
     run(session, queue_root)
 
@@ -154,7 +153,8 @@ def test_records_and_the_log_say_who_submitted_each_job(queue_root: Path, start_
     drop(queue_root, "says-so.json", {"command": "true", "submitted_by": "nightly-cron"})
 
     async def session(client: Client) -> None:
-        enqueued = structured(await client.call_tool("enqueue_job", {"command": "true", "wait_s": 10}))
+        arguments = {"command": "true", "wait_s": 10, "verbose": True}
+        enqueued = structured(await client.call_tool("enqueue_job", arguments))
         assert enqueued["result"]["submitted_by"] == "mcp"
 
     run(session, queue_root)

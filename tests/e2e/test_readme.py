@@ -121,7 +121,7 @@ def test_the_mcp_client_configuration_works_verbatim(
         async with Client(params) as client:
             result = await client.call_tool("enqueue_job", {"command": 'python3 -c "print(6*7)"', "wait_s": 10})
             assert result.structured_content is not None
-            assert result.structured_content["result"]["stdout"] == "42\n"
+            assert result.structured_content["stdout"]["text"] == "42\n"
 
     anyio.run(session)
 

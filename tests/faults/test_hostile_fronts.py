@@ -19,10 +19,12 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished
 from mcp import Client
@@ -30,7 +32,8 @@ from mcp.types import CallToolResult
 
 from execsvc import InvalidJobId, JobQueue, JobState, JobStatus
 from execsvc.protocol.layout import job_id_problem, sanitize_job_id
-from queue_tools.mcp_server import build_server
+from execsvc.protocol.models import WorkerInfo
+from queue_tools.mcp.server import build_server
 
 Start = Callable[..., WorkerProcess]
 
@@ -125,7 +128,7 @@ def test_fronts_refuse_out_of_range_fields_before_writing_the_job(queue_root: Pa
             assert pending_names(queue_root) == []  # refused means not written: a retry enqueues it once
         later = await client.call_tool("enqueue_job", {"command": "echo x", "delay_s": 86_400})
         assert not later.is_error, later.content
-        assert later.structured_content is not None and "due at" in later.structured_content["note"]
+        assert later.structured_content is not None and "due at" in later.structured_content["waiting"]
         assert len(pending_names(queue_root)) == 1
 
     mcp_session(queue_root, session)
@@ -137,6 +140,9 @@ def test_an_enqueue_that_wrote_the_job_says_so_whatever_happens_next(queue_root:
     JobQueue(queue_root)
     pending, completed = queue_root / "pending", queue_root / "completed"
     moved: list[str] = []
+    started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)  # the foreign worker says it serves
+    foreign = WorkerInfo(pid=os.getpid(), slots=1, started_at=started, queue_dir=str(queue_root), version="0")
+    (queue_root / "worker.json").write_text(foreign.model_dump_json())
 
     def foreign_worker() -> None:
         deadline = time.monotonic() + 20

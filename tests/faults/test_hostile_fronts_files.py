@@ -252,7 +252,9 @@ def mcp_text(result: CallToolResult) -> str:
 
 def stdio_server(queue_root: Path) -> StdioServerParameters:
     return StdioServerParameters(
-        command=console_script("execsvc"), args=["mcp", "--queue-dir", str(queue_root)], env={**os.environ}
+        command=console_script("execsvc"),
+        args=["mcp", "--queue-dir", str(queue_root), "--no-auto-start"],  # the test stopped the worker on purpose
+        env={**os.environ},
     )
 
 
@@ -283,7 +285,7 @@ def test_the_mcp_server_over_stdio_names_files_that_are_not_files(
                 assert not detail.is_error, detail.content
                 answers["get_job"] = detail
                 for stream in ("stdout", "stderr"):
-                    for extra in ({}, {"tail_lines": 5}):
+                    for extra in ({}, {"tail": 5}):
                         output = await client.call_tool("get_job_output", {"job_id": "swap", "stream": stream, **extra})
                         assert not output.is_error, output.content
                         answers[f"get_job_output {stream} {extra}"] = output

@@ -74,10 +74,9 @@ def test_a_refused_jobs_on_finish_never_runs(queue_root: Path, start_worker: Sta
     )
 
     async def session(client: Client) -> None:
-        enqueued = structured(
-            await client.call_tool("enqueue_job", {"command": "/bin/true", "args": [], "on_finish": hook, "wait_s": 10})
-        )
-        assert enqueued["result"]["status"] == "invalid"
+        arguments = {"command": "/bin/true", "args": [], "on_finish": hook, "wait_s": 10}
+        refused = await client.call_tool("enqueue_job", arguments)  # the server knows the policy: not enqueued
+        assert refused.is_error and "on_finish is a shell command line" in refused.content[0].text  # type: ignore[union-attr]
 
     run(session, queue_root)
     results = {job_id: wait_finished(queue_root, job_id).result for job_id in ("hook", "doomed", "no-folder")}
@@ -128,7 +127,7 @@ def test_variables_that_load_other_code_are_refused(
 
     async def session(client: Client) -> None:
         arguments = {"command": true, "args": [], "env": {"LD_PRELOAD": str(evil_so)}, "wait_s": 10}
-        over_mcp.update(structured(await client.call_tool("enqueue_job", arguments))["result"])
+        over_mcp.update(structured(await client.call_tool("enqueue_job", arguments)))
 
     results = {job_id: wait_finished(queue_root, job_id).result for job_id in [*refused, "harmless"]}
     run(session, queue_root)
@@ -258,7 +257,7 @@ def test_webhooks_to_link_local_and_metadata_addresses_are_refused(
 
     async def session(client: Client) -> None:
         arguments = {"command": "true", "webhook": "http://169.254.169.254/latest/", "wait_s": 10}
-        over_mcp.update(structured(await client.call_tool("enqueue_job", arguments))["result"])
+        over_mcp.update(structured(await client.call_tool("enqueue_job", arguments)))
 
     results = {job_id: wait_finished(queue_root, job_id).result for job_id in [*REFUSED_BY_DEFAULT, "allowed"]}
     run(session, queue_root)

@@ -157,7 +157,7 @@ def test_a_held_job_says_so_and_how_to_let_it_go(queue: JobQueue) -> None:
     queue.hold("held")
     waiting = api.get_job(queue, "held").waiting
     assert waiting is not None and waiting.held
-    assert waiting.reason == "held: it does not start until released (execsvc release)"
+    assert waiting.reason == "held: it does not start until released (release_job, or execsvc release)"
 
 
 def test_a_finished_job_has_its_result_and_no_place_in_line(queue: JobQueue) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 from mcp import Client
 
-from queue_tools.mcp_server import build_server
+from queue_tools.mcp.server import build_server
 
 
 def test_no_tool_description_names_the_code_behind_it(tmp_path: Path) -> None:

@@ -60,11 +60,17 @@ def run_repetition(args: argparse.Namespace, missing: list[str], scale: dict[str
     for label, argv in (("`true`", ["true"]), ("`sleep 0.01`", ["sleep", "0.01"])):
         key = f"throughput {label}, jobs/s"
         _progress(f"rep {rep + 1}: {key}")
+        cpu: dict[str, float] = {}
         for slots in (1, 2):
             for system in _rotated([Execsvc(slots), *_peers(missing, slots)], rep):
                 _settle()
-                f[(key, system.name)].append(m.throughput(system, args.jobs, argv))
+                rate, cpu_ms = m.throughput_and_cpu(system, args.jobs, argv)
+                f[(key, system.name)].append(rate)
+                if cpu_ms is not None:
+                    cpu[system.name] = cpu_ms
         f[(key, "floor: subprocess.run loop")].append(m.floor_throughput(args.jobs, argv))
+        for name, cpu_ms in cpu.items():  # the row under its jobs/s
+            f[(f"worker CPU per {label} job, ms", name)].append(cpu_ms)
 
     _progress(f"rep {rep + 1}: drop-to-start latency")
     latency_systems: list[System] = [Execsvc(1), *_peers(missing, 1)]

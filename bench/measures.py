@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from execsvc import JobQueue
 from execsvc.protocol import finish_index
 
@@ -36,13 +38,27 @@ def read_stamps(stamps: Path) -> list[tuple[str, float]]:
 
 def throughput(system: System, jobs: int, argv: list[str]) -> float:
     """Jobs per second from the first hand-over until all ``jobs`` have finished."""
+    return throughput_and_cpu(system, jobs, argv)[0]
+
+
+def throughput_and_cpu(system: System, jobs: int, argv: list[str]) -> tuple[float, float | None]:
+    """Jobs per second from the first hand-over until all ``jobs`` have finished, and for an
+    execsvc worker its CPU time per job in ms over the same span (user + system, all its threads,
+    from psutil; not its jobs' own CPU); ``None`` for a peer."""
     system.start()
     try:
+        worker = psutil.Process(system.proc.pid) if isinstance(system, Execsvc) and system.proc else None
+        before = worker.cpu_times() if worker is not None else None
         begun = time.monotonic()
         for index in range(jobs):
             system.enqueue(index, argv)
         system.wait_all(jobs)
-        return jobs / (time.monotonic() - begun)
+        rate = jobs / (time.monotonic() - begun)
+        if worker is None or before is None:
+            return rate, None
+        after = worker.cpu_times()
+        cpu_s = (after.user - before.user) + (after.system - before.system)
+        return rate, 1000 * cpu_s / jobs
     finally:
         system.stop()
 

@@ -23,7 +23,8 @@ def test_python_m_bench_prints_the_table_with_every_system_found() -> None:
     )
     assert run.returncode == 0, run.stderr
     table = run.stdout
-    for row in ("throughput `true`", "drop-to-start p50", "enqueue", "worker RSS", "execsvc slots=2", "floor"):
+    rows = ("throughput `true`", "drop-to-start p50", "enqueue", "worker RSS", "execsvc slots=2", "floor")
+    for row in (*rows, "worker CPU per `true` job"):
         assert row in table, f"no {row!r} row in:\n{table}"
     assert "FIFO held" in table
     for tool, row in (("tsp", "tsp slots=1"), ("nq", "nq"), ("inotifywait", "inotifywait | sh")):

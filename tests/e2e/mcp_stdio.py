@@ -11,28 +11,16 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import psutil
 from conftest import kill_orphaned_jobs, process_gone, wait_until
-from mcp.types import CallToolResult
+from mcp_calls import error_text, structured  # noqa: F401 (the MCP tests take them from here too)
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.mcp_sizes import SizedClient, sized_client  # noqa: E402
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result.structured_content
-    return " ".join(getattr(block, "text", "") for block in result.content)
 
 
 @asynccontextmanager

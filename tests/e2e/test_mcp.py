@@ -6,45 +6,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 from conftest import WorkerProcess, console_script, drop, process_gone, start_job_with_child, wait_finished, wait_until
 from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult
+from mcp_calls import error_text, run, structured
 
 from execsvc import JobQueue, JobStatus
-from queue_tools.mcp.server import build_server
 
 PY = sys.executable
 Start = Callable[..., WorkerProcess]
 TOOLS = {"enqueue_job", "get_job", "list_jobs", "get_job_output", "wait_for_job", "cancel_job", "queue_status"}
 TOOLS |= {"search_output", "hold_job", "release_job", "retry_job"}
-
-
-def run(session: Callable[[Client], Awaitable[None]], queue_root: Path) -> None:
-    """Run ``session`` against an in-process server on ``queue_root``."""
-
-    async def main() -> None:
-        async with Client(build_server(queue_root)) as client:
-            await session(client)
-
-    anyio.run(main)
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result.structured_content
-    text = " ".join(getattr(block, "text", "") for block in result.content)
-    assert "Traceback" not in text
-    return text
 
 
 def test_one_call_runs_a_quick_job_and_returns_its_output(queue_root: Path, start_worker: Start) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import WorkerProcess, console_script, daemon_log, drop, wait_finished
 from mcp import Client
-from test_mcp import run, structured
+from mcp_calls import run, structured
 
 from execsvc import JobQueue, JobStatus
 

@@ -1,4 +1,4 @@
-"""The ``execsvc`` command: ``run`` (the worker), ``submit``, ``mcp``; job and service commands in :mod:`.cli_manage`.
+"""The ``execsvc`` command: ``run`` (the worker), ``submit``, ``mcp``, ``web``; the rest in :mod:`.cli_manage`.
 
 The queue root comes from ``--queue-dir``, else ``$EXECSVC_QUEUE_DIR``, else
 the platform's user data dir (see :func:`execsvc.protocol.defaults.default_queue_dir`).

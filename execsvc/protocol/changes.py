@@ -30,8 +30,9 @@ def quiet_observer_stop() -> None:
     logging.getLogger("watchdog.observers.inotify").addFilter(_not_observer_stop)
 
 
-_NO_CHANGE = frozenset({"opened", "closed_no_write"})
-"""watchdog's event types of a file opened or closed without a write: nothing changed."""
+NO_CHANGE_EVENTS = frozenset({"opened", "closed_no_write"})
+"""watchdog's event types of a file opened, or closed without a write: nothing changed (a
+reader's own reads make them)."""
 
 POLL_S = 0.5
 """How often a client looks at the queue when its folders cannot be watched (seconds)."""
@@ -60,7 +61,7 @@ def folder_changes(
 
     class Wake(FileSystemEventHandler):
         def on_any_event(self, seen: FileSystemEvent) -> None:
-            if seen.event_type in _NO_CHANGE:  # a read, the waiter's own among them
+            if seen.event_type in NO_CHANGE_EVENTS:  # a read, the waiter's own among them
                 return
             paths = (seen.src_path, getattr(seen, "dest_path", ""))
             if not name_prefix or any(os.path.basename(os.fsdecode(path)).startswith(name_prefix) for path in paths):

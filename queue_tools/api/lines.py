@@ -47,9 +47,16 @@ def count_lines(handle: BinaryIO, size: int) -> int | None:
     :data:`COUNT_MAX_BYTES`."""
     if size > COUNT_MAX_BYTES:
         return None
-    handle.seek(0)
+    newlines, last = _newlines(handle, 0, size)
+    return newlines + (0 if last == b"\n" or size == 0 else 1)
+
+
+def _newlines(handle: BinaryIO, start: int, end: int) -> tuple[int, bytes]:
+    """The newlines in bytes ``start`` to ``end`` of ``handle``, and the last byte read (``b"\\n"``
+    when none was)."""
+    handle.seek(start)
     newlines, last = 0, b"\n"
-    left = size
+    left = end - start
     while left > 0:
         block = handle.read(min(BLOCK_BYTES, left))
         if not block:
@@ -57,7 +64,7 @@ def count_lines(handle: BinaryIO, size: int) -> int | None:
         newlines += block.count(b"\n")
         last = block[-1:]
         left -= len(block)
-    return newlines + (0 if last == b"\n" or size == 0 else 1)
+    return newlines, last
 
 
 def _line_start(handle: BinaryIO, size: int, line: int) -> int:
@@ -205,18 +212,7 @@ def _fill_page(
 
 def _first_line_of(handle: BinaryIO, start: int, total: int, size: int) -> int:
     """The number of the line that starts at ``start``: counted from the end (it is near it)."""
-    handle.seek(start)
-    newlines_after = 0
-    handle.seek(start)
-    left = size - start
-    last = b"\n"
-    while left > 0:
-        block = handle.read(min(BLOCK_BYTES, left))
-        if not block:
-            break
-        newlines_after += block.count(b"\n")
-        last = block[-1:]
-        left -= len(block)
+    newlines_after, last = _newlines(handle, start, size)
     lines_after = newlines_after + (0 if last == b"\n" else 1)
     return total - lines_after + 1
 

@@ -22,9 +22,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED
-
-from execsvc.protocol.changes import quiet_observer_stop
+from execsvc.protocol.changes import NO_CHANGE_EVENTS, quiet_observer_stop
 from execsvc.protocol.layout import SIDECAR_SUFFIX, QueueLayout, is_ignored_name, split_job_name
 
 if TYPE_CHECKING:
@@ -35,9 +33,6 @@ BATCH_S = 0.03
 SUBSCRIBER_BACKLOG = 64
 """Changes kept for one subscriber that has not read them; past that it gets ``overflowed``."""
 _LOG_ENDINGS = (".stdout", ".stderr")
-_READS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
-"""watchdog's event types for a file opened and closed without writing: no change (the server's
-own reads of a job make them; taken for changes, each row shown would be read again and again)."""
 
 log = logging.getLogger("execsvc.web")
 
@@ -122,7 +117,7 @@ class FileEventHub:
                 self.logs = logs
 
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.is_directory or event.event_type in _READS:
+                if event.is_directory or event.event_type in NO_CHANGE_EVENTS:
                     return  # a folder's own events, and reads: the server reads jobs to show them
                 hub._noted(event.src_path, self.logs)
                 if getattr(event, "dest_path", ""):

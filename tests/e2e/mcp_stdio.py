@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 from conftest import kill_orphaned_jobs, process_gone, wait_until
-from mcp_calls import error_text, structured  # noqa: F401 (the MCP tests take them from here too)
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

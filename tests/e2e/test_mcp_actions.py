@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 from conftest import WorkerProcess
-from mcp_stdio import SizedClient, error_text, mcp_over_stdio, structured
+from mcp_calls import error_text, structured
+from mcp_stdio import SizedClient, mcp_over_stdio
 
 from execsvc import JobQueue, JobState
 

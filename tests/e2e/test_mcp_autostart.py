@@ -11,7 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import wait_until
-from mcp_stdio import mcp_over_stdio, stop_started_workers, structured, workers_of
+from mcp_calls import structured
+from mcp_stdio import mcp_over_stdio, stop_started_workers, workers_of
 
 from execsvc import JobQueue
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import anyio
 from conftest import WorkerProcess
-from mcp_stdio import mcp_over_stdio, structured
+from mcp_calls import structured
+from mcp_stdio import mcp_over_stdio
 
 Start = Callable[..., WorkerProcess]
 MARKUP = re.compile(r"``|:mod:|:func:|:class:|:data:|PROTOCOL\.md|README|\.py\b|self\.|docs/")

@@ -46,6 +46,10 @@ JobKind = Literal["json", "text", "other"]
 AfterMode = Literal["success", "any"]
 
 
+RestartPolicy = Literal["no", "on-failure", "always"]
+"""``restart``: when a job ends, whether it starts again (docs/protocol.md, "Services")."""
+
+
 class JobLimits(BaseModel):
     """``limits``: what one job may use (docs/protocol.md, "Scheduling fields"); each ``None`` is no limit.
 
@@ -124,7 +128,9 @@ is then a moment every front can show and every clock can wait for."""
 MAX_DELAY_S = 100 * 365.25 * 86_400
 """Longest ``delay_s`` and ``retry_delay_s``: 100 years (3,155,760,000 seconds)."""
 MAX_RETRIES = 1000
-"""Most ``retries`` a job may ask for (so ``attempt`` is at most ``MAX_RETRIES + 1``)."""
+"""Most ``retries`` a job may ask for."""
+MAX_ATTEMPT = 2**31 - 1
+"""Largest ``attempt``: a service (``restart``) gets a new attempt at each restart, without end."""
 
 
 def parse_time(value: str) -> datetime:
@@ -152,8 +158,12 @@ class JobOptions(BaseModel):
     each attempt), ``limits``, ``on_finish`` (a shell command line run after
     the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
     http(s) URL that gets the record by POST), ``sandbox`` (``true`` for the worker's
-    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"). ``attempt`` and ``retry_at`` are
-    written by the worker when it re-enqueues a failed job for another attempt.
+    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"), ``restart``
+    (``"no"``, ``"on-failure"`` or ``"always"``: a service, started again when it ends) with
+    ``restart_delay_s`` (the first restart's delay, doubled per recent restart; docs/protocol.md,
+    "Services"). ``attempt`` and ``retry_at`` are written by the worker when it re-enqueues a
+    failed job for another attempt, or a service for its restart. ``timeout_s`` given as
+    ``null`` in a JSON job (see :meth:`asks_no_timeout`) asks for no timeout at all.
     Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
     up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
     outside them is not valid (the worker records it ``invalid``, saying which).
@@ -172,9 +182,11 @@ class JobOptions(BaseModel):
     limits: JobLimits | None = None
     on_finish: StrictStr | None = Field(default=None, min_length=1)
     webhook: StrictStr | None = None
-    attempt: StrictInt = Field(default=1, ge=1, le=MAX_RETRIES + 1)
+    attempt: StrictInt = Field(default=1, ge=1, le=MAX_ATTEMPT)
     retry_at: StrictStr | None = None
     sandbox: StrictBool | JobSandbox | None = None
+    restart: RestartPolicy | None = None
+    restart_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -183,7 +195,7 @@ class JobOptions(BaseModel):
             parse_time(value)
         return value
 
-    @field_validator("delay_s", "retry_delay_s")
+    @field_validator("delay_s", "retry_delay_s", "restart_delay_s")
     @classmethod
     def _delay(cls, value: float | None) -> float | None:
         if value is not None and value > MAX_DELAY_S:
@@ -204,6 +216,14 @@ class JobOptions(BaseModel):
             if not job_id or "/" in job_id or job_id.startswith("."):
                 raise ValueError(f"{job_id!r} is not a job id")
         return value
+
+    def asks_no_timeout(self) -> bool:
+        """Whether the job asks for no timeout: ``"timeout_s": null`` written out (absent: the default)."""
+        return self.timeout_s is None and "timeout_s" in self.model_fields_set
+
+    def is_service(self) -> bool:
+        """Whether the job is a service: ``restart`` is ``"on-failure"`` or ``"always"``."""
+        return self.restart in ("on-failure", "always")
 
     def due_at(self, written_at: float) -> float | None:
         """When the job may start (seconds since the epoch), or ``None`` for at once.

@@ -183,20 +183,26 @@ class Launch(Intake, QueueGuard):
                 process.pidfd = None
         if process.pidfd is None:
             self._waiters.submit(self._recorder.wait_for_exit, job)
-        self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
+        if request.timeout_s is not None:  # None: a job without a timeout (a service)
+            self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.polls_limits:
             self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)
-        capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
+        capped = (
+            request.requested_timeout_s is not None
+            and request.timeout_s is not None
+            and request.requested_timeout_s > request.timeout_s
+        )
         self.log.info(
             "started",
             job_id,
             pid=process.pid,
-            timeout_s=request.timeout_s,
+            timeout_s=request.timeout_s if request.timeout_s is not None else "none",
             timeout_capped="yes" if capped else None,
             attempt=request.options.attempt if request.options.attempt > 1 else None,
             sandbox=request.sandbox.record.profile if request.sandbox else None,
+            restart=request.options.restart if request.options.is_service() else None,
             argv=" ".join(request.argv)[:300],
         )
 

@@ -92,3 +92,16 @@ class Timers(LoopState):
                 job.stop_status, job.stop_error = JobStatus.INTERRUPTED, reason
             self.log.warning("interrupting", job.claimed.job_id, signal=sig.name)
             self._stop_job(job, sig)
+
+    def _stop_services(self) -> None:
+        """At a stop: stop the running services at once, as they never end by themselves (the
+        other jobs get the drain period). Each is recorded ``interrupted`` and put back into
+        ``pending/`` for the next start (see :mod:`execsvc.restart`)."""
+        for job in self._active.values():
+            if job.request.options.is_service() and job.stop_status is None:
+                job.stop_status = JobStatus.INTERRUPTED
+                job.stop_error = (
+                    "the worker was stopping; a service is stopped at once and starts again at the next start"
+                )
+                self.log.warning("interrupting", job.claimed.job_id, signal="SIGTERM", reason="service")
+                self._stop_job(job, signal.SIGTERM)

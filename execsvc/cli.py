@@ -167,7 +167,9 @@ def submit(
         Optional[Path], typer.Option(exists=True, dir_okay=False, help="A job file to enqueue (.json, .sh or .txt).")
     ] = None,
     job_id: Annotated[Optional[str], typer.Option("--id", help="Job id (default: a fresh time-ordered id).")] = None,
-    timeout_s: Annotated[Optional[float], typer.Option(min=0.001, help="The job's timeout in seconds.")] = None,
+    timeout_s: Annotated[
+        Optional[str], typer.Option(help="The job's timeout in seconds; none: no timeout (a service).")
+    ] = None,
     cwd: Annotated[Optional[Path], typer.Option(help="Working directory (default: the current one).")] = None,
     env: Annotated[
         Optional[list[str]], typer.Option("--env", help="KEY=VALUE added to the job's environment (repeatable).")
@@ -187,6 +189,10 @@ def submit(
     retries: Annotated[Optional[int], typer.Option(min=0, help="Attempts after a failure or timeout.")] = None,
     retry_delay_s: Annotated[
         Optional[float], typer.Option(min=0, help="Seconds before the first retry (doubled each time).")
+    ] = None,
+    restart: Annotated[Optional[str], typer.Option(help="A service: no, on-failure or always.")] = None,
+    restart_delay_s: Annotated[
+        Optional[float], typer.Option(min=0, help="Seconds before a service's restart (doubled while it fails).")
     ] = None,
     cpu_s: Annotated[Optional[float], typer.Option(min=0.001, help="Limit: CPU seconds.")] = None,
     memory_mb: Annotated[Optional[int], typer.Option(min=1, help="Limit: address space in MiB.")] = None,
@@ -229,6 +235,7 @@ def submit(
         exit_code,
         option_problem,
         parse_env,
+        parse_timeout,
         sandbox_field,
         scheduling_fields,
         submit_file,
@@ -246,6 +253,8 @@ def submit(
         delay_s=delay_s,
         retries=retries,
         retry_delay_s=retry_delay_s,
+        restart=restart,
+        restart_delay_s=restart_delay_s,
         cpu_s=cpu_s,
         memory_mb=memory_mb,
         open_files=open_files,
@@ -269,6 +278,7 @@ def submit(
     if problem is not None:
         raise fail(problem, 2)
     try:
+        timeout = parse_timeout(timeout_s)
         if file is not None:
             job = submit_file(queue, file, job_id=job_id, held=hold)
         elif command or shell:
@@ -277,7 +287,7 @@ def submit(
                 shell,
                 cwd=str(cwd or os.getcwd()),
                 env=parse_env(env),
-                timeout_s=timeout_s,
+                timeout_s=timeout,
                 description=description,
                 options=options,
             )

@@ -402,6 +402,7 @@ class WorkerInfo(BaseModel):
     version: str
     allowed_commands: list[str] | None = None  # the command policy (execsvc.policy); None: any command
     allow_shell: bool = True
+    allow_no_timeout: bool | None = None  # whether a job may have no timeout ("timeout_s": null); None: unknown
     sandbox: str | None = None  # the sandbox policy: "off", "on-request", "required" (None: a worker without it)
     sandbox_for: list[str] | None = None  # the fronts (submitted_by) whose jobs always run sandboxed
     config_file: str | None = None

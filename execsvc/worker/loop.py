@@ -141,6 +141,7 @@ class Worker(Messages):
             version=__version__,
             allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
             allow_shell=self.config.allow_shell,
+            allow_no_timeout=self.config.allow_no_timeout,
             sandbox=self.config.sandbox,
             sandbox_for=list(self.config.sandbox_for),
             config_file=self.config.config_file,

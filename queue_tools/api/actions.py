@@ -169,9 +169,15 @@ def check_after(queue: JobQueue, after: list[str] | None) -> None:
 def check_policy(queue: JobQueue, spec: JobSpec) -> None:
     """Raise :class:`ValueError` for what the serving worker's policy refuses at once and a
     client can know from ``worker.json``: a shell job or an ``on_finish`` line under
-    ``allow_shell = false`` (the sentences are the worker's). What depends on the worker's
+    ``allow_shell = false`` (the sentences are the worker's), a job without a timeout under
+    ``allow_no_timeout = false``. What depends on the worker's
     own view (``allowed_commands`` against its ``PATH``, webhooks, result files) is left to it."""
     worker = queue.worker_info()
+    if worker is not None and worker.allow_no_timeout is False and spec.asks_no_timeout():
+        raise ValueError(
+            "refused by the worker's policy (allow_no_timeout = false in [policy]): the job asks for no timeout "
+            "(timeout_s: null); give it a timeout_s"
+        )
     if worker is None or worker.allow_shell:
         return
     if spec.runs_in_shell():

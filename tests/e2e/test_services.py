@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import daemon_log, drop, wait_finished, wait_until
+import anyio
+from conftest import EXECSVC, daemon_log, drop, wait_finished, wait_until
+from mcp_calls import structured
+from mcp_stdio import mcp_over_stdio
 from service_support import kill_9, make_service, running
 
 from execsvc import JobQueue, JobState, JobStatus
@@ -136,3 +140,47 @@ def test_timeout_s_null_is_refused_where_the_policy_forbids_it(
     assert "allow_no_timeout = false in [policy]" in info.result.error and str(config) in info.result.error
     assert not marker.exists()
     assert _restarted_lines(queue_root, "svc") == []
+
+
+def test_a_service_from_mcp_and_from_execsvc_submit(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    service = make_service(tmp_path)
+    start_worker()
+
+    async def session() -> str:
+        async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
+            job = service.job()
+            call = {"command": job["command"], "args": job["args"], "timeout_s": "none", "restart": "always"}
+            return str(structured((await client.call("enqueue_job", call)).result)["job_id"])
+
+    job_id = anyio.run(session)
+    first = service.wait_starts(1)
+    spec = JobQueue(queue_root).get(job_id).spec
+    assert spec is not None and spec["timeout_s"] is None and spec["restart"] == "always"
+    kill_9(first)
+    service.wait_starts(2)
+    JobQueue(queue_root).cancel(job_id)
+    assert wait_finished(queue_root, job_id).status is JobStatus.CANCELLED
+    submitted = subprocess.run(
+        [
+            str(EXECSVC),
+            "submit",
+            "--queue-dir",
+            str(queue_root),
+            "--timeout-s",
+            "none",
+            "--restart",
+            "on-failure",
+            "--restart-delay-s",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "exit 0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = wait_finished(queue_root, submitted.stdout.strip())
+    assert info.status is JobStatus.COMPLETED and info.result is not None and info.result.timeout_s is None
+    assert info.spec is not None and info.spec["restart"] == "on-failure"

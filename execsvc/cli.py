@@ -28,7 +28,7 @@ app = typer.Typer(
     name="execsvc",
     help="A file-queue job executor: drop job files into pending/, a worker runs them and records results.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (docs/cli.md, "Shell completion")
     pretty_exceptions_enable=False,
 )
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 
 class JobStatus(str, Enum):
@@ -129,8 +129,9 @@ MAX_DELAY_S = 100 * 365.25 * 86_400
 """Longest ``delay_s`` and ``retry_delay_s``: 100 years (3,155,760,000 seconds)."""
 MAX_RETRIES = 1000
 """Most ``retries`` a job may ask for."""
-MAX_ATTEMPT = 2**31 - 1
-"""Largest ``attempt``: a service (``restart``) gets a new attempt at each restart, without end."""
+MAX_ATTEMPT = 10**8
+"""Largest ``attempt`` of a service (``restart``), which gets a new attempt at each restart; any
+other job's is at most ``MAX_RETRIES + 1``."""
 
 
 def parse_time(value: str) -> datetime:
@@ -216,6 +217,14 @@ class JobOptions(BaseModel):
             if not job_id or "/" in job_id or job_id.startswith("."):
                 raise ValueError(f"{job_id!r} is not a job id")
         return value
+
+    @model_validator(mode="after")
+    def _attempt_of_a_service(self) -> JobOptions:
+        if self.attempt > MAX_RETRIES + 1 and not self.is_service():
+            raise ValueError(
+                f"attempt is at most {MAX_RETRIES + 1} for a job that is not a service (restart), not {self.attempt}"
+            )
+        return self
 
     def asks_no_timeout(self) -> bool:
         """Whether the job asks for no timeout: ``"timeout_s": null`` written out (absent: the default)."""

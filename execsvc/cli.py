@@ -194,6 +194,8 @@ def submit(
     restart_delay_s: Annotated[
         Optional[float], typer.Option(min=0, help="Seconds before a service's restart (doubled while it fails).")
     ] = None,
+    ready_line: Annotated[Optional[str], typer.Option(help="Ready once a line of its output matches.")] = None,
+    ready_port: Annotated[Optional[int], typer.Option(help="Ready once 127.0.0.1:PORT accepts.")] = None,
     cpu_s: Annotated[Optional[float], typer.Option(min=0.001, help="Limit: CPU seconds.")] = None,
     memory_mb: Annotated[Optional[int], typer.Option(min=1, help="Limit: address space in MiB.")] = None,
     open_files: Annotated[Optional[int], typer.Option(min=1, help="Limit: open files.")] = None,
@@ -255,6 +257,7 @@ def submit(
         retry_delay_s=retry_delay_s,
         restart=restart,
         restart_delay_s=restart_delay_s,
+        ready_when={"line": ready_line, "port": ready_port} if ready_line or ready_port else None,
         cpu_s=cpu_s,
         memory_mb=memory_mb,
         open_files=open_files,
@@ -309,7 +312,7 @@ def submit(
         return
     typer.echo(f"execsvc: job {job} submitted", err=True)
     try:
-        info = queue.wait(job)
+        info = queue.wait(job, until_ready=True)
     except KeyboardInterrupt:
         raise fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
     except (ExecsvcError, OSError) as exc:  # the job is in the queue: say so, and where to look
@@ -318,6 +321,8 @@ def submit(
             f"queue-view show {job}",
             1,
         ) from None
+    if info.ready:  # a service that is up (ready_when): it goes on running
+        raise fail(f"job {job} is running and ready", 0)
     for problem in copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer):
         typer.echo(visible(problem), err=True)
     note = describe_end(info)

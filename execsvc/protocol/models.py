@@ -103,6 +103,35 @@ class JobSandbox(BaseModel):
         return value
 
 
+class ReadyWhen(BaseModel):
+    """``ready_when``: when a running job is ready (docs/protocol.md, "Services"): ``line``, a
+    regular expression (Python's ``re``, at most 1,000 characters) that a line of its stdout or
+    stderr matches, or ``port``, a TCP port on 127.0.0.1 that accepts a connection. Exactly one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    line: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("line")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> ReadyWhen:
+        if (self.line is None) == (self.port is None):
+            raise ValueError('ready_when takes exactly one of "line" (a regular expression) and "port"')
+        return self
+
+
 class SandboxRecord(BaseModel):
     """``result.sandbox``: the sandbox a job ran in, as the worker applied it (docs/protocol.md, "Sandbox").
 
@@ -162,7 +191,8 @@ class JobOptions(BaseModel):
     default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"), ``restart``
     (``"no"``, ``"on-failure"`` or ``"always"``: a service, started again when it ends) with
     ``restart_delay_s`` (the first restart's delay, doubled per recent restart; docs/protocol.md,
-    "Services"). ``attempt`` and ``retry_at`` are written by the worker when it re-enqueues a
+    "Services"), ``ready_when`` (a :class:`ReadyWhen`: when the running job counts as ready).
+    ``attempt`` and ``retry_at`` are written by the worker when it re-enqueues a
     failed job for another attempt, or a service for its restart. ``timeout_s`` given as
     ``null`` in a JSON job (see :meth:`asks_no_timeout`) asks for no timeout at all.
     Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
@@ -188,6 +218,7 @@ class JobOptions(BaseModel):
     sandbox: StrictBool | JobSandbox | None = None
     restart: RestartPolicy | None = None
     restart_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    ready_when: ReadyWhen | None = None
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -376,6 +407,7 @@ class JobInfo(BaseModel):
     spec: dict[str, Any] | None = None
     result: JobResult | None = None
     held: bool = False
+    ready: bool = False  # running, and its ready_when has been met (docs/protocol.md, "Services")
 
 
 CANCEL_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL")

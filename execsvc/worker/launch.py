@@ -16,6 +16,7 @@ from ..protocol.jobfile import submitted_by
 from ..protocol.leases import Snapshot, read_unwritten
 from ..protocol.models import JobStatus
 from ..protocol.readiness import Doomed
+from ..ready import READY_CHECK_S, ReadyWatch
 from ..results import unstarted_result
 from ..run_request import RunRequest, read_job
 from ..runner import JobProcess, SpawnError, StartDeferred
@@ -187,6 +188,9 @@ class Launch(Intake, QueueGuard):
             self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.polls_limits:
             self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
+        if request.options.ready_when is not None:
+            job.ready_watch = ReadyWatch(request.options.ready_when, (process.stdout_path, process.stderr_path))
+            self._set_deadline(READY_CHECK_S, DeadlineAction.READY, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)
         capped = (

@@ -194,6 +194,9 @@ class Recorder:
     def record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
         """In a job thread, once the job has exited: write its record (or put it back for a retry)."""
         job_id = job.claimed.job_id
+        if job.request.options.ready_when is not None:  # it has exited: no longer ready
+            with contextlib.suppress(OSError):
+                os.unlink(self.layout.ready_mark(job_id))
         claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)

@@ -13,7 +13,9 @@ import time
 from typing import assert_never
 
 from ..limits import describe
+from ..protocol.durable import write_durable
 from ..protocol.models import JobStatus
+from ..ready import READY_CHECK_S
 from .state import DeadlineAction, LoopState, _ActiveJob, _Deadline
 
 
@@ -32,7 +34,7 @@ class Timers(LoopState):
     def _deadline_live(self, deadline: _Deadline) -> bool:
         """Whether a deadline still has something to do: a job's, only while that attempt runs."""
         match deadline.action:
-            case DeadlineAction.TIMEOUT | DeadlineAction.KILL | DeadlineAction.LIMITS:
+            case DeadlineAction.TIMEOUT | DeadlineAction.KILL | DeadlineAction.LIMITS | DeadlineAction.READY:
                 return self._job_of(deadline) is not None
             case (
                 DeadlineAction.RECHECK
@@ -105,3 +107,21 @@ class Timers(LoopState):
                 )
                 self.log.warning("interrupting", job.claimed.job_id, signal="SIGTERM", reason="service")
                 self._stop_job(job, signal.SIGTERM)
+
+    def _check_ready(self, job: _ActiveJob) -> None:
+        """A job with ``ready_when``, every ``READY_CHECK_S`` until it is ready: then
+        ``running/.ready.<id>`` is written and a ``ready`` line logged (see :mod:`execsvc.ready`)."""
+        watch = job.ready_watch
+        if watch is None:
+            return
+        job_id = job.claimed.job_id
+        if not watch.ready():
+            self._set_deadline(READY_CHECK_S, DeadlineAction.READY, job_id, job)
+            return
+        job.ready_watch = None
+        try:
+            write_durable(self.layout.ready_mark(job_id), b"{}", replace=True, sync=False)
+        except OSError as exc:
+            self.log.error("ready_not_marked", job_id, error=str(exc))
+            return
+        self.log.info("ready", job_id, line=watch.ready_when.line, port=watch.ready_when.port)

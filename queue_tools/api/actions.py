@@ -18,12 +18,13 @@ from .models import CANCEL_PROGRESS_EVERY_S, CANCEL_WAIT_S, Cancelled, CancelOut
 
 
 def wait_for_job(queue: JobQueue, job_id: str, timeout_s: float) -> JobDetail:
-    """Block until the job finishes or ``timeout_s`` seconds pass; return its detail either way.
+    """Block until the job finishes, or is running and ready (its ``ready_when`` met), or
+    ``timeout_s`` seconds pass; return its detail either way.
 
     Woken by file events (:meth:`JobQueue.wait`). Raises :class:`~execsvc.protocol.errors.JobNotFound`
     for a job in no folder.
     """
-    queue.wait(job_id, max(0.0, timeout_s))
+    queue.wait(job_id, max(0.0, timeout_s), until_ready=True)
     return get_job(queue, job_id)
 
 

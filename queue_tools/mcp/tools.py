@@ -120,7 +120,7 @@ class QueueTools:
             with user_errors(self.root):
                 detail = await anyio.to_thread.run_sync(partial(api.wait_for_job, q, job_id, step))
             waited += step
-            if detail.finished or waited >= timeout_s:
+            if detail.finished or detail.ready or waited >= timeout_s:
                 return detail
             await ctx.report_progress(waited, timeout_s, f"job {job_id} is {detail.state.value}")
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +186,71 @@ def test_a_service_from_mcp_and_from_execsvc_submit(queue_root: Path, tmp_path: 
     info = wait_finished(queue_root, submitted.stdout.strip())
     assert info.status is JobStatus.COMPLETED and info.result is not None and info.result.timeout_s is None
     assert info.spec is not None and info.spec["restart"] == "on-failure"
+
+
+def test_submit_wait_returns_once_a_service_is_ready_by_a_line(queue_root: Path, start_worker: Any) -> None:
+    worker = start_worker()
+    program = "import time; print('booting'); print('listening on 1234', flush=True); time.sleep(600)"
+    submitted = subprocess.run(
+        [
+            str(EXECSVC),
+            "submit",
+            "--queue-dir",
+            str(queue_root),
+            "--id",
+            "web",
+            "--restart",
+            "always",
+            "--timeout-s",
+            "none",
+            "--ready-line",
+            r"listening on \d+",
+            "--wait",
+            "--",
+            sys.executable,
+            "-c",
+            program,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "job web is running and ready" in submitted.stderr
+    info = JobQueue(queue_root).get("web")
+    assert info.state is JobState.RUNNING and info.ready
+    worker.wait_for_line("ready job=web")
+    JobQueue(queue_root).cancel("web")
+    assert wait_finished(queue_root, "web").status is JobStatus.CANCELLED
+    assert not (queue_root / "running" / ".ready.web").exists()
+
+
+def test_wait_for_job_over_mcp_returns_once_a_port_accepts(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    with socket.socket() as probe:  # a free loopback port, for the service to bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start_worker()
+    server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    drop(
+        queue_root,
+        "http.json",
+        {
+            "command": server[0],
+            "args": server[1:],
+            "cwd": str(tmp_path),
+            "timeout_s": None,
+            "ready_when": {"port": port},
+        },
+    )
+
+    async def session() -> dict[str, Any]:
+        async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
+            return structured((await client.call("wait_for_job", {"job_id": "http", "timeout_s": 30})).result)
+
+    answer = anyio.run(session)
+    assert answer["status"] == "running" and "running and ready" in answer["note"], answer
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    JobQueue(queue_root).cancel("http")
+    assert wait_finished(queue_root, "http").status is JobStatus.CANCELLED

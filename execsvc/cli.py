@@ -28,7 +28,7 @@ app = typer.Typer(
     name="execsvc",
     help="A file-queue job executor: drop job files into pending/, a worker runs them and records results.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (docs/cli.md, "Shell completion")
     pretty_exceptions_enable=False,
 )
 
@@ -167,7 +167,9 @@ def submit(
         Optional[Path], typer.Option(exists=True, dir_okay=False, help="A job file to enqueue (.json, .sh or .txt).")
     ] = None,
     job_id: Annotated[Optional[str], typer.Option("--id", help="Job id (default: a fresh time-ordered id).")] = None,
-    timeout_s: Annotated[Optional[float], typer.Option(min=0.001, help="The job's timeout in seconds.")] = None,
+    timeout_s: Annotated[
+        Optional[str], typer.Option(help="The job's timeout in seconds; none: no timeout (a service).")
+    ] = None,
     cwd: Annotated[Optional[Path], typer.Option(help="Working directory (default: the current one).")] = None,
     env: Annotated[
         Optional[list[str]], typer.Option("--env", help="KEY=VALUE added to the job's environment (repeatable).")
@@ -188,6 +190,12 @@ def submit(
     retry_delay_s: Annotated[
         Optional[float], typer.Option(min=0, help="Seconds before the first retry (doubled each time).")
     ] = None,
+    restart: Annotated[Optional[str], typer.Option(help="A service: no, on-failure or always.")] = None,
+    restart_delay_s: Annotated[
+        Optional[float], typer.Option(min=0, help="Seconds before a service's restart (doubled while it fails).")
+    ] = None,
+    ready_line: Annotated[Optional[str], typer.Option(help="Ready once a line of its output matches.")] = None,
+    ready_port: Annotated[Optional[int], typer.Option(help="Ready once 127.0.0.1:PORT accepts.")] = None,
     cpu_s: Annotated[Optional[float], typer.Option(min=0.001, help="Limit: CPU seconds.")] = None,
     memory_mb: Annotated[Optional[int], typer.Option(min=1, help="Limit: address space in MiB.")] = None,
     open_files: Annotated[Optional[int], typer.Option(min=1, help="Limit: open files.")] = None,
@@ -229,6 +237,7 @@ def submit(
         exit_code,
         option_problem,
         parse_env,
+        parse_timeout,
         sandbox_field,
         scheduling_fields,
         submit_file,
@@ -246,6 +255,9 @@ def submit(
         delay_s=delay_s,
         retries=retries,
         retry_delay_s=retry_delay_s,
+        restart=restart,
+        restart_delay_s=restart_delay_s,
+        ready_when={"line": ready_line, "port": ready_port} if ready_line or ready_port else None,
         cpu_s=cpu_s,
         memory_mb=memory_mb,
         open_files=open_files,
@@ -269,6 +281,7 @@ def submit(
     if problem is not None:
         raise fail(problem, 2)
     try:
+        timeout = parse_timeout(timeout_s)
         if file is not None:
             job = submit_file(queue, file, job_id=job_id, held=hold)
         elif command or shell:
@@ -277,7 +290,7 @@ def submit(
                 shell,
                 cwd=str(cwd or os.getcwd()),
                 env=parse_env(env),
-                timeout_s=timeout_s,
+                timeout_s=timeout,
                 description=description,
                 options=options,
             )
@@ -299,7 +312,7 @@ def submit(
         return
     typer.echo(f"execsvc: job {job} submitted", err=True)
     try:
-        info = queue.wait(job)
+        info = queue.wait(job, until_ready=True)
     except KeyboardInterrupt:
         raise fail(f"stopped waiting; job {job} goes on in the queue", 130) from None
     except (ExecsvcError, OSError) as exc:  # the job is in the queue: say so, and where to look
@@ -308,6 +321,8 @@ def submit(
             f"queue-view show {job}",
             1,
         ) from None
+    if info.ready:  # a service that is up (ready_when): it goes on running
+        raise fail(f"job {job} is running and ready", 0)
     for problem in copy_output(queue, info, sys.stdout.buffer, sys.stderr.buffer):
         typer.echo(visible(problem), err=True)
     note = describe_end(info)

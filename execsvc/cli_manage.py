@@ -1,8 +1,8 @@
-"""``execsvc cancel | hold | release | retry | clean`` and ``execsvc service install | uninstall | status``.
+"""``execsvc cancel | hold | release | retry | clean | wait`` and ``execsvc service install | uninstall | status``.
 
 Thin commands over :mod:`queue_tools.api`, :mod:`execsvc.retention` and
 :mod:`queue_tools.service`. Exit codes: 0 done, 1 the job or service could not
-be found or acted on, 2 a usage error.
+be found or acted on, 2 a usage error (``wait`` has its own: see :func:`wait`).
 """
 
 from __future__ import annotations
@@ -202,6 +202,47 @@ def _service_file(queue_dir: Path | None) -> service.ServiceFile:
         raise fail(str(exc)) from exc
 
 
+def wait(
+    job_ids: Annotated[list[str], typer.Argument(help="The jobs to wait for.", show_default=False)],
+    status: Annotated[
+        Optional[str], typer.Option(help="success: exit 1 at the first job that does not complete.")
+    ] = None,
+    timeout_s: Annotated[Optional[float], typer.Option(min=0, help="Give up after this many seconds.")] = None,
+    queue_dir: QueueDirOption = None,
+) -> None:
+    """Wait until the jobs end (woken by file events); print each as it ends.
+
+    Exit 0 once all have ended; 1 at the first that does not complete with --status success;
+    2 for an unknown job id; 124 when --timeout-s passes first. A held job, or a service that
+    is not cancelled, keeps it waiting.
+    """
+    from queue_tools.api.ends import job_ends
+
+    from .protocol.errors import InvalidJobId, JobNotFound
+    from .protocol.models import JobStatus
+
+    if status not in (None, "success"):
+        raise fail(f"--status takes success, not {status!r}", 2)
+    queue = open_queue(queue_dir)
+    ended = 0
+    try:
+        for info in job_ends(queue, job_ids, timeout_s):
+            ended += 1
+            code = info.result.returncode if info.result is not None else None
+            typer.echo(f"{info.job_id}: {info.status.value}" + (f" (exit code {code})" if code is not None else ""))
+            if status == "success" and info.status is not JobStatus.COMPLETED:
+                raise fail(f"job {info.job_id} ended {info.status.value}, not completed", 1)
+    except KeyboardInterrupt:
+        raise fail("stopped waiting; the jobs go on in the queue", 130) from None
+    except (JobNotFound, InvalidJobId) as exc:
+        raise fail(str(exc), 2) from exc
+    except (ExecsvcError, OSError) as exc:
+        raise fail(str(exc), 1) from exc
+    left = len(dict.fromkeys(job_ids)) - ended
+    if left:
+        raise fail(f"{left} job(s) still not finished after {timeout_s:g} s", 124)
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``execsvc`` app."""
     app.command()(cancel)
@@ -209,4 +250,5 @@ def register(app: typer.Typer) -> None:
     app.command()(release)
     app.command()(retry)
     app.command()(clean)
+    app.command()(wait)
     app.add_typer(service_app, name="service")

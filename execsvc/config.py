@@ -57,6 +57,13 @@ class WorkerConfig:
     - ``default_retry_delay_s`` / ``max_retry_delay_s``: the first retry's delay when a job names
       none (doubled after each attempt), and the cap on any delay.
     - ``default_limits`` / ``max_limits``: limits of a job that names none (per limit), and caps.
+    - ``allow_no_timeout``: whether a JSON job may ask for no timeout (``"timeout_s": null``, a
+      service); ``False`` records such a job ``invalid``, naming this switch.
+    - ``default_restart_delay_s`` / ``max_restart_delay_s``: a service's first restart delay when it
+      names no ``restart_delay_s`` (doubled per restart within ``restart_limit_interval_s``), and the cap.
+    - ``restart_limit_burst`` / ``restart_limit_interval_s``: a service that ends more than
+      ``restart_limit_burst`` times within ``restart_limit_interval_s`` seconds is recorded
+      ``failed`` and not restarted (systemd's ``StartLimitBurst`` / ``StartLimitIntervalSec``).
     - ``hook_timeout_s``: how long an ``on_finish`` command may run.
     - ``webhook_timeout_s`` / ``webhook_attempts``: each webhook POST's timeout, and how many tries.
     - ``limit_check_interval_s``: how often a job with ``processes`` or ``output_bytes`` is checked.
@@ -89,6 +96,11 @@ class WorkerConfig:
     max_retry_delay_s: float = 3600.0
     default_limits: JobLimits | None = None
     max_limits: JobLimits | None = None
+    allow_no_timeout: bool = True
+    default_restart_delay_s: float = 1.0
+    max_restart_delay_s: float = 60.0
+    restart_limit_burst: int = 5
+    restart_limit_interval_s: float = 60.0
     hook_timeout_s: float = 60.0
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 3
@@ -106,6 +118,10 @@ class WorkerConfig:
             raise ValueError("retention_days must be > 0 (leave it unset to keep every job)")
         if self.kill_grace_s < 0 or self.drain_timeout_s < 0:
             raise ValueError("kill_grace_s and drain_timeout_s cannot be negative")
+        if min(self.default_restart_delay_s, self.max_restart_delay_s) < 0 or self.restart_limit_interval_s <= 0:
+            raise ValueError("restart delays cannot be negative, and restart_limit_interval_s must be > 0")
+        if self.restart_limit_burst < 1:
+            raise ValueError("restart_limit_burst must be at least 1")
         if min(self.default_retries, self.max_retries) < 0 or self.webhook_attempts < 1:
             raise ValueError("retries cannot be negative, and webhook_attempts must be at least 1")
         if (
@@ -147,7 +163,7 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
     except the policy) and a ``[policy]`` table (``allowed_commands``,
     ``allow_shell``, ``refused_env``, ``result_file_folders``,
-    ``webhook_hosts``, ``sandbox``, ``sandbox_for``, ``sandbox_profile``).
+    ``webhook_hosts``, ``sandbox``, ``sandbox_for``, ``sandbox_profile``, ``allow_no_timeout``).
     ``path=None`` reads :func:`default_config_file` if it exists, else uses the defaults; an
     explicit ``path`` must exist. Raises :class:`ConfigError` naming the file and the key for anything wrong.
     """
@@ -187,6 +203,7 @@ _POLICY_KEYS = {
     "sandbox",
     "sandbox_for",
     "sandbox_profile",
+    "allow_no_timeout",
 }
 
 

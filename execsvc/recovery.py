@@ -3,7 +3,10 @@
 Every job found there is finished exactly once: a claim cut short is undone
 (the job had not started and stays pending), a finish cut short is
 completed, and anything else is recorded ``interrupted``, after any process
-still running for it is stopped. No job is ever run again.
+still running for it is stopped. No job is ever run again, but a service (``restart``
+on-failure or always, see :mod:`.restart`): once its leftover processes are stopped, its
+``interrupted`` attempt is kept in ``logs/`` and it is put back into ``pending/`` as its next
+attempt, so it starts once more (one copy: the old one is gone first).
 
 Only a worker that holds the queue runs this (after
 :meth:`~execsvc.worker.Worker._acquire_lock`: a lock on the root's inode, and
@@ -22,10 +25,14 @@ import psutil
 from .daemonlog import EventLog
 from .job_processes import find_job_processes, stop_processes
 from .protocol import ClaimedJob, JobStore
+from .protocol.defaults import MAX_JOB_FILE_BYTES
 from .protocol.jobfile import spec_if_valid
 from .protocol.layout import split_job_name
 from .protocol.models import JobStatus, WorkerInfo
+from .restart import service_options
 from .results import build_result
+from .retry import requeue_attempt
+from .runner import now
 
 
 def settle_running(
@@ -74,6 +81,13 @@ def _settle(
     who = f"worker PID {previous.pid}" if previous else "the previous worker"
     error = f"{who} stopped before this job finished (crash or kill); it was not run again"
     spec = spec_if_valid(path) if kind == "json" else None
+    service = service_options(path, kind)
+    if service is not None:
+        error = f"{who} stopped while this service ran (crash or kill); it starts once more"
     result = build_result(queue.layout, claimed, JobStatus.INTERRUPTED, error, tail_bytes=tail_bytes, spec=spec)
+    if service is not None:
+        requeue_attempt(queue, claimed, result, service.attempt, now(), MAX_JOB_FILE_BYTES)
+        log.warning("restarted", job_id, status="interrupted", attempt=service.attempt + 1, delay_s=0, reason=error)
+        return
     queue.finish(claimed, result, spec)
     log.warning("interrupted", job_id, reason=error)

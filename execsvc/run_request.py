@@ -45,14 +45,15 @@ class RunRequest:
 
     ``env`` is the whole environment of the job's process. ``stdin`` is fed
     to the job (``None``: the job reads from ``/dev/null``). ``timeout_s`` is
-    already capped by the worker's maximum; ``requested_timeout_s`` is what the
-    job asked for, if anything.
+    already capped by the worker's maximum, ``None`` for no timeout (a JSON job's
+    ``"timeout_s": null``, where the policy's ``allow_no_timeout`` lets it);
+    ``requested_timeout_s`` is what the job asked for, if anything.
     """
 
     argv: list[str]
     cwd: Path
     env: dict[str, str]
-    timeout_s: float
+    timeout_s: float | None
     stdin: bytes | None = None
     result_file: Path | None = None
     requested_timeout_s: float | None = None
@@ -148,7 +149,18 @@ def _sandboxed(
     return replace(request, sandbox=sandbox)
 
 
-def _timeout_s(options: JobOptions, config: WorkerConfig) -> float:
+def _timeout_s(options: JobOptions, config: WorkerConfig) -> float | None:
+    """The timeout in force: the job's, else the default, capped; ``None`` for a job that asks for none.
+
+    Raises :class:`InvalidJob` naming the policy's switch when the worker does not allow that."""
+    if options.asks_no_timeout():
+        if not config.allow_no_timeout:
+            where = f" in {config.config_file}" if config.config_file else ""
+            raise InvalidJob(
+                "the job asks for no timeout (timeout_s: null), which this worker's policy refuses "
+                f"(allow_no_timeout = false in [policy]{where}); give it a timeout_s, or set allow_no_timeout = true"
+            )
+        return None
     asked = options.timeout_s if options.timeout_s is not None else config.default_timeout_s
     return min(asked, config.max_timeout_s)
 

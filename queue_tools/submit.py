@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from execsvc.protocol.durable import NotRegularFile
 from execsvc.protocol.errors import InvalidJob
@@ -22,26 +22,50 @@ EXIT_TIMEOUT = 124
 """Exit code for a job that hit its timeout, as ``timeout(1)`` uses."""
 
 
+NO_TIMEOUT: Literal["none"] = "none"
+"""``--timeout-s none``: the job has no timeout (``"timeout_s": null``, docs/protocol.md, "Services")."""
+
+
+def parse_timeout(text: str | None) -> float | Literal["none"] | None:
+    """``--timeout-s``: ``None`` when not given, ``"none"`` for no timeout, else seconds (> 0).
+
+    Raises :class:`ValueError` saying what it takes."""
+    if text is None:
+        return None
+    if text.strip().lower() == NO_TIMEOUT:
+        return NO_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"--timeout-s takes seconds (a number > 0) or 'none' (no timeout), not {text!r}")
+    return seconds
+
+
 def command_spec(
     command: list[str] | None,
     shell: str | None,
     *,
     cwd: str | None,
     env: dict[str, str],
-    timeout_s: float | None,
+    timeout_s: float | Literal["none"] | None,
     description: str | None,
     options: dict[str, Any] | None = None,
 ) -> JobSpec:
     """A JSON job from ``argv`` (run directly) or a shell line (run by ``/bin/sh -c``).
 
-    ``options`` are scheduling fields (:func:`scheduling_fields`). Raises
+    ``options`` are scheduling fields (:func:`scheduling_fields`); ``timeout_s`` ``"none"``
+    writes ``"timeout_s": null`` (no timeout). Raises
     :class:`ValueError` unless exactly one of the two is given, and
     ``pydantic.ValidationError`` for a field of the wrong shape.
     """
     if bool(command) == bool(shell):
         raise ValueError("give either a command (after --) or --shell 'command line', not both")
     given = {"cwd": cwd, "env": env or None, "timeout_s": timeout_s, "description": description, **(options or {})}
-    fields = {key: value for key, value in given.items() if value is not None}
+    fields: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if timeout_s == NO_TIMEOUT:
+        fields["timeout_s"] = None
     if shell:
         return JobSpec(command=shell, **fields)
     assert command
@@ -82,7 +106,7 @@ def option_problem(
     shell: str | None,
     file: Path | None,
     options: dict[str, Any],
-    timeout_s: float | None = None,
+    timeout_s: float | str | None = None,
     cwd: Path | str | None = None,
     env: list[str] | None = None,
     description: str | None = None,

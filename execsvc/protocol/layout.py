@@ -34,6 +34,8 @@ _FINISHED_ENDINGS = (".json", SIDECAR_SUFFIX, "", *(suffix for suffix in JOB_SUF
 
 CANCEL_PREFIX = ".cancel."
 """``running/.cancel.<id>``: a client's request that the worker stop a running job (hidden: never a job)."""
+READY_PREFIX = ".ready."
+"""``running/.ready.<id>``: the worker's mark that a running job's ``ready_when`` was met (hidden: never a job)."""
 
 HELD_FOLDER = ".held"
 """``pending/.held/``: where ``execsvc hold`` moves a pending job; ``release`` moves it back."""
@@ -260,6 +262,10 @@ class QueueLayout:
     def attempt_log(self, job_id: str, attempt: int, stream: str) -> Path:
         """``logs/<id>.attempt-<n>.<stream>``: an earlier attempt's output, moved aside for the next."""
         return self.logs / f"{job_id}.attempt-{attempt}.{stream}"
+
+    def ready_mark(self, job_id: str) -> Path:
+        """``running/.ready.<id>``: there while the running job is ready (its ``ready_when`` met)."""
+        return self.running / f"{READY_PREFIX}{job_id}"
 
     def cancel_request(self, job_id: str) -> Path:
         """Where a client drops the request to cancel a running job: ``running/.cancel.<id>``."""

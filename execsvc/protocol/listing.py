@@ -91,7 +91,8 @@ class QueueReader:
         must not block and confirms a miss itself later, as the worker's
         scheduler does).
         A finished record wins over a copy still in ``running/`` (the moment
-        between the record becoming durable and the job leaving).
+        between the record becoming durable and the job leaving). A running job's
+        ``ready`` says whether its ``ready_when`` was met (``running/.ready.<id>``).
         """
         check_job_id(job_id)
         empty_passes = 0
@@ -111,7 +112,9 @@ class QueueReader:
                     time.sleep(_EMPTY_PASS_PAUSES_S[empty_passes])
                 empty_passes += 1
             elif os.path.lexists(running):
-                return self._entry_info(JobState.RUNNING, running)
+                info = self._entry_info(JobState.RUNNING, running)
+                info.ready = os.path.lexists(self.layout.ready_mark(job_id))
+                return info
             # Moved back to pending/ meanwhile, or finished after its record was looked for: look again.
         raise JobNotFound(f"no job with id {job_id!r} in queue {self.root}")
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 
 class JobStatus(str, Enum):
@@ -44,6 +44,10 @@ JobKind = Literal["json", "text", "other"]
 
 
 AfterMode = Literal["success", "any"]
+
+
+RestartPolicy = Literal["no", "on-failure", "always"]
+"""``restart``: when a job ends, whether it starts again (docs/protocol.md, "Services")."""
 
 
 class JobLimits(BaseModel):
@@ -99,6 +103,35 @@ class JobSandbox(BaseModel):
         return value
 
 
+class ReadyWhen(BaseModel):
+    """``ready_when``: when a running job is ready (docs/protocol.md, "Services"): ``line``, a
+    regular expression (Python's ``re``, at most 1,000 characters) that a line of its stdout or
+    stderr matches, or ``port``, a TCP port on 127.0.0.1 that accepts a connection. Exactly one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    line: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("line")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> ReadyWhen:
+        if (self.line is None) == (self.port is None):
+            raise ValueError('ready_when takes exactly one of "line" (a regular expression) and "port"')
+        return self
+
+
 class SandboxRecord(BaseModel):
     """``result.sandbox``: the sandbox a job ran in, as the worker applied it (docs/protocol.md, "Sandbox").
 
@@ -124,7 +157,10 @@ is then a moment every front can show and every clock can wait for."""
 MAX_DELAY_S = 100 * 365.25 * 86_400
 """Longest ``delay_s`` and ``retry_delay_s``: 100 years (3,155,760,000 seconds)."""
 MAX_RETRIES = 1000
-"""Most ``retries`` a job may ask for (so ``attempt`` is at most ``MAX_RETRIES + 1``)."""
+"""Most ``retries`` a job may ask for."""
+MAX_ATTEMPT = 10**8
+"""Largest ``attempt`` of a service (``restart``), which gets a new attempt at each restart; any
+other job's is at most ``MAX_RETRIES + 1``."""
 
 
 def parse_time(value: str) -> datetime:
@@ -152,8 +188,13 @@ class JobOptions(BaseModel):
     each attempt), ``limits``, ``on_finish`` (a shell command line run after
     the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
     http(s) URL that gets the record by POST), ``sandbox`` (``true`` for the worker's
-    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"). ``attempt`` and ``retry_at`` are
-    written by the worker when it re-enqueues a failed job for another attempt.
+    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"), ``restart``
+    (``"no"``, ``"on-failure"`` or ``"always"``: a service, started again when it ends) with
+    ``restart_delay_s`` (the first restart's delay, doubled per recent restart; docs/protocol.md,
+    "Services"), ``ready_when`` (a :class:`ReadyWhen`: when the running job counts as ready).
+    ``attempt`` and ``retry_at`` are written by the worker when it re-enqueues a
+    failed job for another attempt, or a service for its restart. ``timeout_s`` given as
+    ``null`` in a JSON job (see :meth:`asks_no_timeout`) asks for no timeout at all.
     Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
     up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
     outside them is not valid (the worker records it ``invalid``, saying which).
@@ -172,9 +213,12 @@ class JobOptions(BaseModel):
     limits: JobLimits | None = None
     on_finish: StrictStr | None = Field(default=None, min_length=1)
     webhook: StrictStr | None = None
-    attempt: StrictInt = Field(default=1, ge=1, le=MAX_RETRIES + 1)
+    attempt: StrictInt = Field(default=1, ge=1, le=MAX_ATTEMPT)
     retry_at: StrictStr | None = None
     sandbox: StrictBool | JobSandbox | None = None
+    restart: RestartPolicy | None = None
+    restart_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    ready_when: ReadyWhen | None = None
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -183,7 +227,7 @@ class JobOptions(BaseModel):
             parse_time(value)
         return value
 
-    @field_validator("delay_s", "retry_delay_s")
+    @field_validator("delay_s", "retry_delay_s", "restart_delay_s")
     @classmethod
     def _delay(cls, value: float | None) -> float | None:
         if value is not None and value > MAX_DELAY_S:
@@ -204,6 +248,22 @@ class JobOptions(BaseModel):
             if not job_id or "/" in job_id or job_id.startswith("."):
                 raise ValueError(f"{job_id!r} is not a job id")
         return value
+
+    @model_validator(mode="after")
+    def _attempt_of_a_service(self) -> JobOptions:
+        if self.attempt > MAX_RETRIES + 1 and not self.is_service():
+            raise ValueError(
+                f"attempt is at most {MAX_RETRIES + 1} for a job that is not a service (restart), not {self.attempt}"
+            )
+        return self
+
+    def asks_no_timeout(self) -> bool:
+        """Whether the job asks for no timeout: ``"timeout_s": null`` written out (absent: the default)."""
+        return self.timeout_s is None and "timeout_s" in self.model_fields_set
+
+    def is_service(self) -> bool:
+        """Whether the job is a service: ``restart`` is ``"on-failure"`` or ``"always"``."""
+        return self.restart in ("on-failure", "always")
 
     def due_at(self, written_at: float) -> float | None:
         """When the job may start (seconds since the epoch), or ``None`` for at once.
@@ -347,6 +407,7 @@ class JobInfo(BaseModel):
     spec: dict[str, Any] | None = None
     result: JobResult | None = None
     held: bool = False
+    ready: bool = False  # running, and its ready_when has been met (docs/protocol.md, "Services")
 
 
 CANCEL_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL")
@@ -382,6 +443,7 @@ class WorkerInfo(BaseModel):
     version: str
     allowed_commands: list[str] | None = None  # the command policy (execsvc.policy); None: any command
     allow_shell: bool = True
+    allow_no_timeout: bool | None = None  # whether a job may have no timeout ("timeout_s": null); None: unknown
     sandbox: str | None = None  # the sandbox policy: "off", "on-request", "required" (None: a worker without it)
     sandbox_for: list[str] | None = None  # the fronts (submitted_by) whose jobs always run sandboxed
     config_file: str | None = None

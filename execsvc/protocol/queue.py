@@ -114,22 +114,25 @@ class JobQueue(JobStore):
                 if job_id is not None:
                     raise JobIdTaken(f"job id {job_id!r} is already in the queue") from None
 
-    def wait(self, job_id: str, timeout_s: float | None = None) -> JobInfo:
+    def wait(self, job_id: str, timeout_s: float | None = None, *, until_ready: bool = False) -> JobInfo:
         """Block until the job is finished or ``timeout_s`` passes; return its latest state.
 
-        Woken by file events on ``completed/`` and ``failed/`` (no polling
-        loop). Where they cannot be watched (the user's inotify instances used
-        up, a folder that refuses a watch) it looks every :data:`POLL_S` seconds
-        instead, saying so once in a warning of the ``execsvc`` logger.
+        With ``until_ready``, a running job that is ready (its ``ready_when`` met: a service
+        up) also ends the wait. Woken by file events on ``completed/`` and ``failed/`` (and
+        ``running/`` with ``until_ready``; no polling loop). Where they cannot be watched (the
+        user's inotify instances used up, a folder that refuses a watch) it looks every
+        :data:`POLL_S` seconds instead, saying so once in a warning of the ``execsvc`` logger.
         Raises :class:`JobNotFound` if the job is in no folder.
         """
         check_job_id(job_id)
-        finished = [self.layout.folder(state) for state in FINISHED_STATES]
-        with folder_changes(finished, "a job's end", name_prefix=job_id) as changed:
+        folders = [self.layout.folder(state) for state in FINISHED_STATES]
+        if until_ready:
+            folders.append(self.layout.running)
+        with folder_changes(folders, "a job's end", name_prefix="" if until_ready else job_id) as changed:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while True:
                 info = self.get(job_id)
-                if info.state in FINISHED_STATES:
+                if info.state in FINISHED_STATES or (until_ready and info.ready):
                     return info
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

@@ -16,6 +16,7 @@ from ..protocol.jobfile import submitted_by
 from ..protocol.leases import Snapshot, read_unwritten
 from ..protocol.models import JobStatus
 from ..protocol.readiness import Doomed
+from ..ready import READY_CHECK_S, ReadyWatch
 from ..results import unstarted_result
 from ..run_request import RunRequest, read_job
 from ..runner import JobProcess, SpawnError, StartDeferred
@@ -183,20 +184,29 @@ class Launch(Intake, QueueGuard):
                 process.pidfd = None
         if process.pidfd is None:
             self._waiters.submit(self._recorder.wait_for_exit, job)
-        self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
+        if request.timeout_s is not None:  # None: a job without a timeout (a service)
+            self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
         if request.polls_limits:
             self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
+        if request.options.ready_when is not None:
+            job.ready_watch = ReadyWatch(request.options.ready_when, (process.stdout_path, process.stderr_path))
+            self._set_deadline(READY_CHECK_S, DeadlineAction.READY, job_id, job)
         self._log_claimed(claimed, request)
         self._starts_work(job_id, process)
-        capped = request.requested_timeout_s is not None and request.requested_timeout_s > request.timeout_s
+        capped = (
+            request.requested_timeout_s is not None
+            and request.timeout_s is not None
+            and request.requested_timeout_s > request.timeout_s
+        )
         self.log.info(
             "started",
             job_id,
             pid=process.pid,
-            timeout_s=request.timeout_s,
+            timeout_s=request.timeout_s if request.timeout_s is not None else "none",
             timeout_capped="yes" if capped else None,
             attempt=request.options.attempt if request.options.attempt > 1 else None,
             sandbox=request.sandbox.record.profile if request.sandbox else None,
+            restart=request.options.restart if request.options.is_service() else None,
             argv=" ".join(request.argv)[:300],
         )
 

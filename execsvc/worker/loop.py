@@ -48,6 +48,7 @@ from ..protocol.defaults import QUEUE_ID_ENV
 from ..protocol.durable import write_durable
 from ..protocol.errors import WatchFailed
 from ..protocol.flusher import GroupFlusher
+from ..protocol.layout import READY_PREFIX
 from ..protocol.leases import install_lease_guard
 from ..protocol.models import JobStatus, WorkerInfo
 from ..reaper import become_subreaper, reap_orphans
@@ -141,6 +142,7 @@ class Worker(Messages):
             version=__version__,
             allowed_commands=list(self.config.allowed_commands) if self.config.allowed_commands is not None else None,
             allow_shell=self.config.allow_shell,
+            allow_no_timeout=self.config.allow_no_timeout,
             sandbox=self.config.sandbox,
             sandbox_for=list(self.config.sandbox_for),
             config_file=self.config.config_file,
@@ -165,6 +167,10 @@ class Worker(Messages):
         self.queue.remove_stale_temp_files(_TEMP_MAX_AGE_S)
         for job_id in self.queue.cancel_requests():  # their jobs were settled above; none runs
             self.queue.drop_cancel_request(job_id)
+        for entry in os.scandir(self.layout.running):  # ready marks of jobs that no longer run
+            if entry.name.startswith(READY_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
     def _watch(self) -> None:
         """Watch ``pending/`` and ``running/``; the loop reads the events itself where it can."""
@@ -330,6 +336,10 @@ class Worker(Messages):
                     job = self._job_of(deadline)
                     if job is not None and job.stop_status is None:
                         self._check_limits(job)
+                case DeadlineAction.READY:
+                    job = self._job_of(deadline)
+                    if job is not None and job.stop_status is None:
+                        self._check_ready(job)
                 case DeadlineAction.RECHECK:
                     self._consider(deadline.key)
                 case DeadlineAction.RESUME_STARTS:

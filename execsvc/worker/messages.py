@@ -172,6 +172,7 @@ class Messages(Launch):
                 "worker_stopping", signal=name, running=len(self._active), drain_timeout_s=self.config.drain_timeout_s
             )
             self._set_deadline(self.config.drain_timeout_s, DeadlineAction.DRAIN, "")
+            self._stop_services()
         elif not self._forced:
             self._forced = True
             self._give_up.set()

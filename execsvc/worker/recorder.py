@@ -25,13 +25,13 @@ from ..job_logs import cut_log
 from ..job_processes import find_job_processes
 from ..limits import describe, diagnose, is_empty
 from ..protocol import ClaimedJob, JobStore
-from ..protocol.durable import read_regular_file, write_durable
 from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
 from ..protocol.models import JobResult, JobSpec, JobStatus
 from ..reaper import orphans_of
+from ..restart import Restart, plan_restart
 from ..results import build_result, command_not_found, copy_result_file, status_of_exit
-from ..retry import delay_s, next_attempt, should_retry
+from ..retry import delay_s, requeue_attempt, should_retry
 from ..runner import ExitInfo, now
 from .finish_hooks import FinishHooks
 from .state import _ActiveJob
@@ -194,6 +194,9 @@ class Recorder:
     def record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
         """In a job thread, once the job has exited: write its record (or put it back for a retry)."""
         job_id = job.claimed.job_id
+        if job.request.options.ready_when is not None:  # it has exited: no longer ready
+            with contextlib.suppress(OSError):
+                os.unlink(self.layout.ready_mark(job_id))
         claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
         if claim_error is not None:
             self.log.error("claim_not_flushed", job_id, error=claim_error)
@@ -211,6 +214,8 @@ class Recorder:
             if kept is not None:
                 with contextlib.suppress(OSError):  # before a retry reads it; else done in _write_record
                     kept = self._restore_job_file(job.claimed, kept, result)
+            if self._restart(job, result):
+                return
             if should_retry(job.request, result.status) and not self._give_up.is_set() and self._retry(job, result):
                 return
             record = self._write_record(job.claimed, result, job.request.spec, kept)
@@ -290,21 +295,7 @@ class Recorder:
         wait_s = delay_s(request, self.config)
         due = now() + timedelta(seconds=wait_s)
         try:
-            for stream in ("stdout", "stderr"):
-                aside = self.layout.attempt_log(claimed.job_id, attempt, stream)
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(self.layout.stream_log(claimed.job_id, stream), aside)
-                setattr(result, f"{stream}_log", str(aside.relative_to(self.layout.root)))
-            write_durable(
-                self.layout.attempt_record(claimed.job_id, attempt),
-                result.model_dump_json(indent=2).encode("utf-8"),
-                replace=True,
-            )
-            job_file = read_regular_file(claimed.path, self.config.max_job_file_bytes)
-            if job_file is None:
-                raise OSError(f"{claimed.path} is no longer the regular job file it was")
-            data = next_attempt(job_file, claimed.kind, attempt + 1, due)
-            self.queue.requeue(claimed, data)
+            requeue_attempt(self.queue, claimed, result, attempt, due, self.config.max_job_file_bytes)
         except OSError as exc:
             result.error = f"{result.error}; it was not retried: {exc}"
             self.log.error("retry_failed", claimed.job_id, error=str(exc))
@@ -320,6 +311,39 @@ class Recorder:
             retry_at=due.isoformat(timespec="milliseconds"),
         )
         return True  # the caller's thread posts "recorded", as for a record
+
+    def _restart(self, job: _ActiveJob, result: JobResult) -> bool:
+        """In the job's thread: put a service back into ``pending/`` for its restart (see
+        :mod:`execsvc.restart`); False when it is not restarted (not a service, an end its
+        ``restart`` does not restart, the start limit hit: ``result`` is then ``failed``
+        with the reason, or the job file could not be put back)."""
+        claimed, options = job.claimed, job.request.options
+        plan: Restart | None = plan_restart(self.layout, claimed.job_id, options, result, self.config)
+        if plan is None:
+            return False
+        if plan.limit_hit is not None:
+            result.status = JobStatus.FAILED
+            result.error = f"{result.error}; {plan.limit_hit}" if result.error else plan.limit_hit
+            self.log.warning("restart_limit", claimed.job_id, ends=plan.recent_ends + 1, reason=plan.limit_hit)
+            return False
+        due = now() + timedelta(seconds=plan.delay_s)
+        try:
+            requeue_attempt(self.queue, claimed, result, options.attempt, due, self.config.max_job_file_bytes)
+        except OSError as exc:
+            result.error = f"{result.error}; it was not restarted: {exc}" if result.error else f"not restarted: {exc}"
+            self.log.error("restart_failed", claimed.job_id, error=str(exc))
+            return False
+        self.log.warning(
+            "restarted",
+            claimed.job_id,
+            status=result.status.value,
+            exit_code=result.returncode,
+            signal=result.signal,
+            attempt=options.attempt + 1,
+            delay_s=round(plan.delay_s, 3),
+            restart_at=due.isoformat(timespec="milliseconds"),
+        )
+        return True
 
     def _report_escaped(self, job: _ActiveJob, error: str | None) -> str | None:
         """After every end of a job (exit, timeout, cancel, interrupt, limit): name the job's

@@ -34,6 +34,7 @@ from ..protocol.errors import InvalidJobId, JobNotFound
 from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
 from ..protocol.models import JobState, JobStatus
+from ..ready import ReadyWatch
 from ..run_request import RunRequest
 from ..runner import ExitInfo, JobProcess
 from ..scheduler import Scheduler
@@ -73,6 +74,7 @@ class _ActiveJob:
     kept: ClaimedFile | None = None  # its job file as last put back in running/, if the job removed it
     file_note: str | None = None  # what the job did to its own file, for the record's note
     put_back: int = 0  # times its file was put back while it ran
+    ready_watch: ReadyWatch | None = None  # a job with ready_when, until it is ready
     attempt: int = field(default_factory=itertools.count(1).__next__)  # unique per start: see _Deadline
 
 
@@ -109,6 +111,8 @@ class DeadlineAction(Enum):
     """Remove finished jobs older than ``retention_days`` (no key)."""
     DRAIN = "drain"
     """The drain period of a stop ended: interrupt the jobs still running (no key)."""
+    READY = "ready"
+    """Look whether a job with ``ready_when`` is ready (key: the job id)."""
 
 
 @dataclass(order=True)

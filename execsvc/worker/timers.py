@@ -13,7 +13,9 @@ import time
 from typing import assert_never
 
 from ..limits import describe
+from ..protocol.durable import write_durable
 from ..protocol.models import JobStatus
+from ..ready import READY_CHECK_S
 from .state import DeadlineAction, LoopState, _ActiveJob, _Deadline
 
 
@@ -32,7 +34,7 @@ class Timers(LoopState):
     def _deadline_live(self, deadline: _Deadline) -> bool:
         """Whether a deadline still has something to do: a job's, only while that attempt runs."""
         match deadline.action:
-            case DeadlineAction.TIMEOUT | DeadlineAction.KILL | DeadlineAction.LIMITS:
+            case DeadlineAction.TIMEOUT | DeadlineAction.KILL | DeadlineAction.LIMITS | DeadlineAction.READY:
                 return self._job_of(deadline) is not None
             case (
                 DeadlineAction.RECHECK
@@ -92,3 +94,34 @@ class Timers(LoopState):
                 job.stop_status, job.stop_error = JobStatus.INTERRUPTED, reason
             self.log.warning("interrupting", job.claimed.job_id, signal=sig.name)
             self._stop_job(job, sig)
+
+    def _stop_services(self) -> None:
+        """At a stop: stop the running services at once, as they never end by themselves (the
+        other jobs get the drain period). Each is recorded ``interrupted`` and put back into
+        ``pending/`` for the next start (see :mod:`execsvc.restart`)."""
+        for job in self._active.values():
+            if job.request.options.is_service() and job.stop_status is None:
+                job.stop_status = JobStatus.INTERRUPTED
+                job.stop_error = (
+                    "the worker was stopping; a service is stopped at once and starts again at the next start"
+                )
+                self.log.warning("interrupting", job.claimed.job_id, signal="SIGTERM", reason="service")
+                self._stop_job(job, signal.SIGTERM)
+
+    def _check_ready(self, job: _ActiveJob) -> None:
+        """A job with ``ready_when``, every ``READY_CHECK_S`` until it is ready: then
+        ``running/.ready.<id>`` is written and a ``ready`` line logged (see :mod:`execsvc.ready`)."""
+        watch = job.ready_watch
+        if watch is None:
+            return
+        job_id = job.claimed.job_id
+        if not watch.ready():
+            self._set_deadline(READY_CHECK_S, DeadlineAction.READY, job_id, job)
+            return
+        job.ready_watch = None
+        try:
+            write_durable(self.layout.ready_mark(job_id), b"{}", replace=True, sync=False)
+        except OSError as exc:
+            self.log.error("ready_not_marked", job_id, error=str(exc))
+            return
+        self.log.info("ready", job_id, line=watch.ready_when.line, port=watch.ready_when.port)

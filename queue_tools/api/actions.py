@@ -18,12 +18,13 @@ from .models import CANCEL_PROGRESS_EVERY_S, CANCEL_WAIT_S, Cancelled, CancelOut
 
 
 def wait_for_job(queue: JobQueue, job_id: str, timeout_s: float) -> JobDetail:
-    """Block until the job finishes or ``timeout_s`` seconds pass; return its detail either way.
+    """Block until the job finishes, or is running and ready (its ``ready_when`` met), or
+    ``timeout_s`` seconds pass; return its detail either way.
 
     Woken by file events (:meth:`JobQueue.wait`). Raises :class:`~execsvc.protocol.errors.JobNotFound`
     for a job in no folder.
     """
-    queue.wait(job_id, max(0.0, timeout_s))
+    queue.wait(job_id, max(0.0, timeout_s), until_ready=True)
     return get_job(queue, job_id)
 
 
@@ -169,9 +170,15 @@ def check_after(queue: JobQueue, after: list[str] | None) -> None:
 def check_policy(queue: JobQueue, spec: JobSpec) -> None:
     """Raise :class:`ValueError` for what the serving worker's policy refuses at once and a
     client can know from ``worker.json``: a shell job or an ``on_finish`` line under
-    ``allow_shell = false`` (the sentences are the worker's). What depends on the worker's
+    ``allow_shell = false`` (the sentences are the worker's), a job without a timeout under
+    ``allow_no_timeout = false``. What depends on the worker's
     own view (``allowed_commands`` against its ``PATH``, webhooks, result files) is left to it."""
     worker = queue.worker_info()
+    if worker is not None and worker.allow_no_timeout is False and spec.asks_no_timeout():
+        raise ValueError(
+            "refused by the worker's policy (allow_no_timeout = false in [policy]): the job asks for no timeout "
+            "(timeout_s: null); give it a timeout_s"
+        )
     if worker is None or worker.allow_shell:
         return
     if spec.runs_in_shell():

@@ -138,6 +138,8 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue)}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
+        if info.ready:
+            detail.ready, detail.note = True, "running and ready (its ready_when was met)"
     if not detail.finished and queue.worker_info() is None:
         missing = (
             "no worker is serving this queue, so the job waits in pending/: start one with execsvc run"

@@ -127,7 +127,7 @@ class JobDetail(BaseModel):
     """Everything known about one job.
 
     ``position`` (1 = next to start) and ``jobs_ahead`` are set while it is
-    pending; ``elapsed_s`` while it runs; ``result`` (the protocol's result
+    pending; ``elapsed_s`` while it runs (``ready`` once its ``ready_when`` is met); ``result`` (the protocol's result
     record) once it has finished. ``spec`` is the JSON job as written (null for
     text jobs); ``path`` the job file or record.
     """
@@ -147,6 +147,7 @@ class JobDetail(BaseModel):
     spec: dict[str, Any] | None = None
     result: JobResult | None = None
     note: str | None = None
+    ready: bool = False  # running, and its ready_when met (a service that is up)
 
 
 class OutputChunk(BaseModel):

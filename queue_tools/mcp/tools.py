@@ -120,7 +120,7 @@ class QueueTools:
             with user_errors(self.root):
                 detail = await anyio.to_thread.run_sync(partial(api.wait_for_job, q, job_id, step))
             waited += step
-            if detail.finished or waited >= timeout_s:
+            if detail.finished or detail.ready or waited >= timeout_s:
                 return detail
             await ctx.report_progress(waited, timeout_s, f"job {job_id} is {detail.state.value}")
 
@@ -134,7 +134,9 @@ class QueueTools:
         ] = None,
         env: Annotated[dict[str, str] | None, Field(description="Variables added to the environment")] = None,
         stdin: Annotated[str | None, Field(description="Text fed to standard input")] = None,
-        timeout_s: Annotated[float | None, Field(gt=0, description="Seconds before the job is stopped")] = None,
+        timeout_s: Annotated[
+            float | Literal["none"] | None, Field(description='Seconds before it is stopped; "none": never')
+        ] = None,
         wait_s: Annotated[
             float,
             Field(ge=0, le=MAX_WAIT_S, description="Seconds to wait for the result, at most 50; 0: return at once"),
@@ -159,6 +161,7 @@ class QueueTools:
             bool | SandboxSpec | None, Field(description="true, or {network, writable, hidden, readable_only}")
         ] = None,
         shell: Annotated[bool | None, Field(description="Force (true) or forbid (false) /bin/sh -c")] = None,
+        restart: Annotated[Literal["on-failure", "always"] | None, Field(description="Restarted when it ends")] = None,
         verbose: Verbose = False,
     ) -> JobAnswer:
         q = self.queue()
@@ -171,6 +174,7 @@ class QueueTools:
             stdin=stdin,
             timeout_s=timeout_s,
             description=description,
+            restart=restart,
             **scheduling_fields(
                 priority=priority,
                 after=after,
@@ -215,6 +219,8 @@ class QueueTools:
     def _spec(self, **fields: Any) -> dict[str, Any]:
         """The JSON job: the given fields, ``submitted_by: mcp``, and the server's folder as ``cwd``."""
         spec = {key: value for key, value in fields.items() if value is not None}
+        if spec.get("timeout_s") == "none":  # no timeout: "timeout_s": null in the job (docs/protocol.md, "Services")
+            spec["timeout_s"] = None
         spec["submitted_by"] = "mcp"
         if "cwd" not in spec and self.job_cwd is not None:
             spec["cwd"] = str(self.job_cwd)

@@ -144,19 +144,20 @@ def parse_time(value: str) -> datetime:
 class JobOptions(BaseModel):
     """The fields that say when and how a job runs, shared by JSON jobs and text jobs' headers.
 
-    Scheduling (docs/protocol.md, "Scheduling fields"): ``priority`` (higher first among
-    ready jobs, FIFO within one), ``after`` (job ids) with ``after_mode``
-    (``success``: all must complete, else this job is cancelled; ``any``: all
-    must have finished), ``not_before`` (ISO 8601) and ``delay_s`` (seconds after
-    the job file was written), ``retries`` with ``retry_delay_s`` (doubled after
-    each attempt), ``limits``, ``on_finish`` (a shell command line run after
-    the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
-    http(s) URL that gets the record by POST), ``sandbox`` (``true`` for the worker's
-    default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"). ``attempt`` and ``retry_at`` are
-    written by the worker when it re-enqueues a failed job for another attempt.
-    Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
-    up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
-    outside them is not valid (the worker records it ``invalid``, saying which).
+        Scheduling (docs/protocol.md, "Scheduling fields"): ``priority`` (higher first among
+        ready jobs, FIFO within one), ``after`` (job ids) with ``after_mode``
+        (``success``: all must complete, else this job is cancelled; ``any``: all
+        must have finished), ``not_before`` (ISO 8601) and ``delay_s`` (seconds after
+        the job file was written), ``retries`` with ``retry_delay_s`` (doubled after
+        each attempt), ``limits``, ``on_finish`` (a shell command line run after
+        the job, its record's path in ``$EXECSVC_RECORD``), ``webhook`` (an
+        http(s) URL that gets the record by POST), ``sandbox`` (``true`` for the worker's
+        default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"), ``group`` (the
+    group whose slots it runs in, ``None``: ``default``; docs/protocol.md, "Groups"). ``attempt`` and ``retry_at`` are
+        written by the worker when it re-enqueues a failed job for another attempt.
+        Bounds: times in the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`, delays
+        up to :data:`MAX_DELAY_S`, ``retries`` up to :data:`MAX_RETRIES`; a job
+        outside them is not valid (the worker records it ``invalid``, saying which).
     """
 
     model_config = ConfigDict(defer_build=True, extra="allow", strict=True)
@@ -175,6 +176,17 @@ class JobOptions(BaseModel):
     attempt: StrictInt = Field(default=1, ge=1, le=MAX_RETRIES + 1)
     retry_at: StrictStr | None = None
     sandbox: StrictBool | JobSandbox | None = None
+    group: StrictStr | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        from .layout import group_problem
+
+        problem = None if value is None else group_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -303,6 +315,8 @@ class JobResult(BaseModel):
     limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
     sandbox: SandboxRecord | None = None  # the sandbox the job ran in (docs/protocol.md, "Sandbox"); None: none
     note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
+    group: str | None = None  # the group it ran in (docs/protocol.md, "Groups"); None: it never started
+    slot: int | None = None  # its slot's index within the group (EXECSVC_SLOT); None: it never started
 
 
 class JobRecord(JobSpec):
@@ -388,3 +402,6 @@ class WorkerInfo(BaseModel):
     default_timeout_s: float | None = None  # timeout of a job that names none (seconds)
     max_timeout_s: float | None = None  # cap on any job's timeout_s (seconds)
     kill_grace_s: float | None = None  # time between SIGTERM and SIGKILL when a job is stopped (seconds)
+    groups: dict[str, int] | None = None  # slots of each group the config declares, "default" among them
+    total_slots: int | None = None  # cap on the jobs of all groups running at once; None: none
+    unknown_groups: str | None = None  # a job naming another group: "create" (default's slots) or "refuse"

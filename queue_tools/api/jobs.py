@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from execsvc.protocol import FINISHED_STATES, JobEntry
+from execsvc.protocol.defaults import DEFAULT_GROUP
 from execsvc.protocol.errors import JobNotFound
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
 from execsvc.protocol.queue import JobQueue
 
+from .groups import group_of, group_summaries, has_groups
 from .models import (
     COMMAND_WIDTH,
     JobDetail,
@@ -66,8 +68,12 @@ def worker_status(queue: JobQueue) -> WorkerStatus:
 
 
 def queue_status(queue: JobQueue) -> QueueStatus:
-    """Counts per state, the worker, and the queue root."""
-    return QueueStatus(queue_dir=str(queue.root), counts=counts(queue), worker=worker_status(queue))
+    """Counts per state, the worker, and the queue root; the groups too when there are more than
+    ``default`` (declared by the worker) or one is paused (reads each pending job's file then)."""
+    status = QueueStatus(queue_dir=str(queue.root), counts=counts(queue), worker=worker_status(queue))
+    if has_groups(queue, queue.worker_info()):
+        status.groups = group_summaries(queue)
+    return status
 
 
 def list_jobs(
@@ -268,6 +274,7 @@ def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         summary.priority = waiting.priority or None
         summary.waiting = waiting.reason if waiting.blocked or waiting.problem else None
         summary.attempt = waiting.attempt if waiting.attempt > 1 else None
+        summary.group = waiting.group
     if result is not None:
         summary.attempt = result.attempt
         summary.exit_code = result.returncode
@@ -275,7 +282,10 @@ def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         summary.completed_at = result.completed_at
         summary.duration_s = result.duration_s
         summary.error = result.error
+        summary.group = result.group if result.group != DEFAULT_GROUP else None
     elif info.state is JobState.RUNNING:
+        group = group_of(entry)
+        summary.group = group if group != DEFAULT_GROUP else None
         summary.elapsed_s = _running_for_s(Path(info.path))
         summary.started_at = moment(entry.ctime_ns / 1e9)
     return summary

@@ -6,6 +6,7 @@ import os
 import time
 
 from execsvc.protocol import JobEntry
+from execsvc.protocol.defaults import DEFAULT_GROUP
 from execsvc.protocol.errors import InvalidJobId, JobNotFound
 from execsvc.protocol.layout import split_job_name
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
@@ -13,6 +14,7 @@ from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.readiness import OrderKey, count_ahead, order_key, wait_reason
 from execsvc.protocol.scheduling import PLAIN, SchedulingFields, peek
 
+from .groups import GroupLoads
 from .models import Waiting, moment
 
 
@@ -34,6 +36,13 @@ class Rules:
         self.now = time.time()
         self._pending: dict[str, tuple[JobEntry, SchedulingFields]] | None = None
         self._infos: dict[str, JobInfo | None] = {}
+        self._groups: GroupLoads | None = None
+
+    def groups(self) -> GroupLoads:
+        """The groups' slots, pauses and running jobs (read once)."""
+        if self._groups is None:
+            self._groups = GroupLoads(self.queue)
+        return self._groups
 
     def pending(self) -> dict[str, tuple[JobEntry, SchedulingFields]]:
         """Every pending job (held ones too) by id, with its scheduling fields (read once)."""
@@ -72,7 +81,7 @@ class Rules:
         held = self.held(entry)
         after_of = self.after_of if schedule.after else None
         reason = wait_reason(schedule, self.lookup, self.now, held=held, job_id=entry.job_id, after_of=after_of)
-        return reason.blocked
+        return reason.blocked or schedule.group in self.groups().paused
 
     def waiting(self, info: JobInfo, *, count_ahead: bool) -> Waiting:
         schedule = _schedule_of(info.path, info.mtime.timestamp())
@@ -87,20 +96,29 @@ class Rules:
             waiting_for=list(why.waiting_for),
             doomed=why.doomed_sentence,
             problem=schedule.problem,
+            group=schedule.group if schedule.group != DEFAULT_GROUP else None,
+            group_paused=schedule.group in self.groups().paused,
         )
         if why.due_at is not None:
             waiting.due_at = moment(why.due_at)
             if waiting.due_at is None:
                 waiting.problem = f"its due time ({why.due_at:g} s after 1970) is past the year 9999"
+        if not why.blocked:
+            waiting.group_wait = self.groups().wait(schedule.group)
         if count_ahead and not waiting.blocked:
             waiting.jobs_ahead = self.jobs_ahead(info.job_id)
         waiting.reason = _waiting_reason(waiting)
         return waiting
 
     def jobs_ahead(self, job_id: str) -> int | None:
-        """How many ready pending jobs start before ``job_id`` (the worker's order: :func:`order_key`)."""
+        """How many ready pending jobs of its group start before ``job_id`` (the worker's order:
+        :func:`order_key`, in each group's own line)."""
         keys: dict[str, OrderKey] = {}
-        for other, (entry, schedule) in self.pending().items():
+        pending = self.pending()
+        group = pending[job_id][1].group if job_id in pending else DEFAULT_GROUP
+        for other, (entry, schedule) in pending.items():
+            if schedule.group != group:
+                continue
             if other == job_id or not self.blocked(entry, schedule):
                 keys[other] = order_key(schedule, entry.mtime_ns, os.path.basename(entry.path))
         mine = keys.get(job_id)
@@ -129,7 +147,10 @@ def _waiting_reason(waiting: Waiting) -> str:
         parts.append(f"waiting for job(s) {', '.join(waiting.waiting_for)} to finish")
     if not parts:
         ahead = waiting.jobs_ahead
-        parts.append(f"behind {ahead} job(s)" if ahead is not None else "ready, waiting for its turn")
+        of = f" of group {waiting.group}" if waiting.group else ""
+        parts.append(f"behind {ahead} job(s){of}" if ahead is not None else "ready, waiting for its turn")
+    if waiting.group_wait:
+        parts.append(waiting.group_wait)
     return "; ".join(parts)
 
 

@@ -187,8 +187,7 @@ def group_list(
         typer.echo(json.dumps([group.model_dump(mode="json") for group in groups]))
         return
     for group in groups:
-        slots = f"{group.running}/{group.slots if group.slots is not None else '?'} slots busy"
-        typer.echo(f"{group.name}: {slots}, {group.pending} pending{', paused' if group.paused else ''}")
+        typer.echo(f"{group.name}: {api.QueueStatus.group_line(group)}")
 
 
 service_app = typer.Typer(help="Keep the worker running: launchd agent (macOS) or systemd user unit (Linux).")

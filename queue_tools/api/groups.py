@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from execsvc.protocol import JobEntry
 from execsvc.protocol.defaults import DEFAULT_GROUP
 from execsvc.protocol.layout import split_job_name
 from execsvc.protocol.models import JobState, WorkerInfo
@@ -30,7 +29,7 @@ class GroupLoads:
         self.paused = queue.paused_groups()
         self.running: dict[str, int] = {}
         for entry in queue.entries(JobState.RUNNING):
-            group = group_of(entry)
+            group = group_of(entry.path, entry.mtime_ns / 1e9)
             self.running[group] = self.running.get(group, 0) + 1
 
     def slots_of(self, group: str) -> int | None:
@@ -52,10 +51,10 @@ class GroupLoads:
         return group_wait(group, load, total_running=sum(self.running.values()), total_slots=total)
 
 
-def group_of(entry: JobEntry) -> str:
-    """The group a pending or running job's file names (``default`` if none, or unreadable)."""
+def group_of(path: str, written_at: float) -> str:
+    """The group the pending or running job file at ``path`` names (``default`` if none, or unreadable)."""
     try:
-        fields = peek(entry.path, split_job_name(os.path.basename(entry.path))[2], entry.mtime_ns / 1e9)
+        fields = peek(path, split_job_name(os.path.basename(path))[2], written_at)
     except OSError:
         fields = PLAIN
     return fields.group
@@ -67,7 +66,7 @@ def group_summaries(queue: JobQueue) -> list[GroupSummary]:
     loads = GroupLoads(queue)
     pending: dict[str, int] = {}
     for entry in queue.entries(JobState.PENDING):
-        group = group_of(entry)
+        group = group_of(entry.path, entry.mtime_ns / 1e9)
         pending[group] = pending.get(group, 0) + 1
     declared = set(loads.worker.groups or ()) if loads.worker is not None else set()
     names = {DEFAULT_GROUP} | declared | loads.paused | set(loads.running) | set(pending)

@@ -72,7 +72,7 @@ def queue_status(queue: JobQueue) -> QueueStatus:
     ``default`` (declared by the worker) or one is paused (reads each pending job's file then)."""
     status = QueueStatus(queue_dir=str(queue.root), counts=counts(queue), worker=worker_status(queue))
     if has_groups(queue, queue.worker_info()):
-        status.groups = group_summaries(queue)
+        status.groups = {group.name: QueueStatus.group_line(group) for group in group_summaries(queue)}
     return status
 
 
@@ -136,14 +136,18 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         spec=info.spec,
         result=info.result,
     )
+    if info.result is not None:
+        detail.group = info.result.group if info.result.group != DEFAULT_GROUP else None
     if info.state is JobState.PENDING:
         waiting = waiting_of(queue, info, count_ahead=True)
-        detail.waiting = waiting
+        detail.waiting, detail.group = waiting, waiting.group
         if waiting.jobs_ahead is not None:
             detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
         detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue)}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
+        group = group_of(info.path, info.mtime.timestamp())
+        detail.group = group if group != DEFAULT_GROUP else None
     if not detail.finished and queue.worker_info() is None:
         missing = (
             "no worker is serving this queue, so the job waits in pending/: start one with execsvc run"
@@ -284,7 +288,7 @@ def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         summary.error = result.error
         summary.group = result.group if result.group != DEFAULT_GROUP else None
     elif info.state is JobState.RUNNING:
-        group = group_of(entry)
+        group = group_of(entry.path, entry.mtime_ns / 1e9)
         summary.group = group if group != DEFAULT_GROUP else None
         summary.elapsed_s = _running_for_s(Path(info.path))
         summary.started_at = moment(entry.ctime_ns / 1e9)

@@ -68,7 +68,14 @@ class QueueStatus(BaseModel):
     queue_dir: str
     counts: StateCounts
     worker: WorkerStatus
-    groups: list[GroupSummary] | None = None  # only when the queue has more groups than default, or a paused one
+    groups: dict[str, str] | None = None  # each group: "1/2 slots busy, 3 pending[, paused]"; only when
+    # the queue has more groups than default, or a paused one
+
+    @staticmethod
+    def group_line(group: GroupSummary) -> str:
+        """One group in a few words: ``1/2 slots busy, 3 pending`` (``, paused``)."""
+        slots = f"{group.running}/{group.slots if group.slots is not None else '?'} slots busy"
+        return f"{slots}, {group.pending} pending{', paused' if group.paused else ''}"
 
 
 class Waiting(BaseModel):
@@ -167,6 +174,7 @@ class JobDetail(BaseModel):
     position: int | None = None
     jobs_ahead: int | None = None
     waiting: Waiting | None = None
+    group: str | None = None  # its group, unless "default" (docs/protocol.md, "Groups")
     elapsed_s: float | None = None
     command: str | None = None
     spec: dict[str, Any] | None = None

@@ -159,6 +159,7 @@ class QueueTools:
             bool | SandboxSpec | None, Field(description="true, or {network, writable, hidden, readable_only}")
         ] = None,
         shell: Annotated[bool | None, Field(description="Force (true) or forbid (false) /bin/sh -c")] = None,
+        group: Annotated[str | None, Field(description="Group: its own slots")] = None,
         verbose: Verbose = False,
     ) -> JobAnswer:
         q = self.queue()
@@ -181,6 +182,7 @@ class QueueTools:
                 retry_delay_s=retry_delay_s,
                 on_finish=on_finish,
                 webhook=webhook,
+                group=group,
             ),
             limits=limits.model_dump(exclude_none=True) if limits is not None else None,
             sandbox=sandbox.model_dump(exclude_none=True) if isinstance(sandbox, SandboxSpec) else sandbox,

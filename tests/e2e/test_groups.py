@@ -203,3 +203,33 @@ def test_worker_json_publishes_the_groups(queue_root: Path, tmp_path: Path, star
     info = json.loads((queue_root / "worker.json").read_text())
     assert info["groups"] == {"default": 2, "build": 3}
     assert info["total_slots"] == 4 and info["unknown_groups"] == "create"
+
+
+def test_mcp_enqueues_into_a_group_and_explains_its_queue(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    import anyio
+    from mcp_calls import structured
+    from mcp_stdio import mcp_over_stdio
+
+    cfg = config(tmp_path, "[groups.build]\nslots = 1\n")
+    gate = tmp_path / "gate"
+    worker = start_worker("--config", str(cfg))
+    drop(queue_root, "long.json", {"command": meet(tmp_path / "l", [gate]), "group": "build"})
+    worker.wait_for_line("started job=long")
+
+    async def session() -> None:
+        async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
+            queued = structured((await client.call("enqueue_job", {"command": "true", "group": "build"})).result)
+            assert queued["status"] == "pending"
+            assert "behind 0 job(s) of group build; 1/1 slots of group build busy" in queued["waiting"]
+            quick = structured((await client.call("enqueue_job", {"command": "true", "wait_s": 20})).result)
+            assert quick["status"] == "completed"  # the default group is not behind build
+            status = structured((await client.call("queue_status", {})).result)
+            assert status["groups"]["build"] == "1/1 slots busy, 1 pending"
+            assert status["groups"]["default"].endswith("slots busy, 0 pending")  # quick may still leave running/
+            refused = await client.call("enqueue_job", {"command": "true", "group": "no/slash"})
+            assert refused.result.is_error and "is not a group name" in str(refused.result.content)
+            gate.touch()
+            done = structured((await client.call("wait_for_job", {"job_id": queued["job_id"], "timeout_s": 20})).result)
+            assert done["status"] == "completed"
+
+    anyio.run(session)

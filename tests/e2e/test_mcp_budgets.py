@@ -61,7 +61,8 @@ def test_the_tool_list_is_small_and_plain(queue_root: Path, start_worker: Start,
         async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
             listed = await client.list_tools()
             assert listed.wire_bytes <= 20_000
-            assert listed.text_bytes <= 8_000  # names, descriptions and input schemas
+            # names, descriptions and input schemas (enqueue_job's `group` argument took it past 8,000)
+            assert listed.text_bytes <= 8_100
             for tool in listed.result.tools:
                 described = " ".join([tool.description or "", str(tool.input_schema)])
                 assert not MARKUP.search(described), (tool.name, MARKUP.search(described))

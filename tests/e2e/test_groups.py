@@ -233,3 +233,60 @@ def test_mcp_enqueues_into_a_group_and_explains_its_queue(queue_root: Path, tmp_
             assert done["status"] == "completed"
 
     anyio.run(session)
+
+
+def test_the_web_page_shows_the_groups_and_submits_into_one(
+    queue_root: Path, tmp_path: Path, start_worker: Any
+) -> None:
+    from web_server import WebServer
+
+    cfg = config(tmp_path, "[groups.build]\nslots = 2\n")
+    start_worker("--config", str(cfg))
+    JobQueue(queue_root).pause_group("nightly")
+    server = WebServer(queue_root)
+    try:
+        status, headers, _ = server.request("GET", f"/?token={server.token}")
+        cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+        status, _, body = server.request("GET", "/", headers=cookie)
+        assert status == 200 and 'id="groups"' in body
+        assert "<td>build</td><td>0/2</td>" in body and '<tr class="group paused"><td>nightly</td>' in body
+        status, _, body = server.request(
+            "POST", "/submit", headers={**cookie, "Origin": server.base}, body="command=true&group=build"
+        )
+        assert status == 200 and "submitted job" in body, body
+        job_id = body.split("submitted job")[1].split()[0].strip("<>/b")
+    finally:
+        server.stop()
+    info = wait_finished(queue_root, job_id)
+    assert info.result is not None and info.result.group == "build"
+
+
+def test_queue_view_lists_groups_and_a_group_column(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    import subprocess
+
+    from conftest import console_script
+
+    cfg = config(tmp_path, "[groups.build]\nslots = 1\n")
+    gate = tmp_path / "gate"
+    worker = start_worker("--config", str(cfg))
+    drop(queue_root, "long.json", {"command": meet(tmp_path / "l", [gate]), "group": "build"})
+    worker.wait_for_line("started job=long")
+    drop(queue_root, "next.sh", "#!/bin/sh\n# execsvc: group=build\ntrue\n")
+    view = [console_script("queue-view"), "--queue-dir", str(queue_root)]
+    try:
+        shown = subprocess.run([*view, "groups", "--json"], capture_output=True, text=True, check=True).stdout
+        groups = {group["name"]: group for group in json.loads(shown)["groups"]}
+        assert groups["build"] == {"name": "build", "slots": 1, "running": 1, "pending": 1, "paused": False}
+        assert groups["default"]["slots"] == 1 and groups["default"]["running"] == 0
+        table = subprocess.run([*view, "groups"], capture_output=True, text=True, check=True).stdout
+        assert "build" in table and "claiming" in table
+        listed = subprocess.run([*view, "list"], capture_output=True, text=True, check=True).stdout
+        header = listed.splitlines()[0].split()
+        assert header[:3] == ["id", "group", "state"]
+        assert any(line.split()[:3] == ["next", "build", "pending"] for line in listed.splitlines())
+        assert "1/1 slots of group build busy" not in listed  # its turn, not a block: shown by show
+        detail = subprocess.run([*view, "show", "next"], capture_output=True, text=True, check=True).stdout
+        assert "1/1 slots of group build busy" in detail and "group" in detail
+    finally:
+        gate.touch()
+    assert wait_finished(queue_root, "next").status is JobStatus.COMPLETED

@@ -19,7 +19,7 @@ from execsvc.protocol.errors import JobNotFound
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
 from execsvc.protocol.queue import JobQueue
 
-from .groups import group_of, group_summaries, has_groups
+from .groups import GroupLoads, group_of, group_summaries, has_groups
 from .models import (
     COMMAND_WIDTH,
     JobDetail,
@@ -143,7 +143,7 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         detail.waiting, detail.group = waiting, waiting.group
         if waiting.jobs_ahead is not None:
             detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
-        detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue)}"
+        detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue, waiting.group or DEFAULT_GROUP)}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
         group = group_of(info.path, info.mtime.timestamp())
@@ -162,13 +162,18 @@ SLOT_HOLDERS_SHOWN = 3
 """Running jobs named at most when a pending job waits for a slot."""
 
 
-def slots_sentence(queue: JobQueue) -> str:
-    """Who holds the slots: ``1/1 slots busy: job X (`sleep 30`, running 12 s of 300 s)``, or
-    ``N running`` when a slot is free (or no worker says how many there are)."""
+def slots_sentence(queue: JobQueue, group: str = DEFAULT_GROUP) -> str:
+    """Who holds the slots of ``group``: ``1/1 slots busy: job X (`sleep 30`, running 12 s of
+    300 s)`` (``... slots of group build busy ...`` for a group but ``default``), or ``N running``
+    when a slot is free (or no worker says how many there are)."""
     running = queue.entries(JobState.RUNNING)
     worker = queue.worker_info()
-    if worker is None or len(running) < worker.slots:
-        return f"{len(running)} running" + (f" of {worker.slots} slots" if worker else "")
+    if worker is not None:  # the jobs of this group (a group's slots are its own)
+        running = [entry for entry in running if group_of(entry.path, entry.mtime_ns / 1e9) == group]
+    slots = GroupLoads(queue, worker).slots_of(group) if worker is not None else None
+    of_group = f" of group {group}" if group != DEFAULT_GROUP else ""
+    if slots is None or len(running) < slots:
+        return f"{len(running)} running" + (f" of {slots} slots{of_group}" if slots is not None else "")
     held = []
     for entry in sorted(running, key=lambda entry: entry.ctime_ns)[:SLOT_HOLDERS_SHOWN]:
         try:
@@ -181,7 +186,7 @@ def slots_sentence(queue: JobQueue) -> str:
         of = f" of {timeout:g} s" if timeout is not None else ""
         held.append(f"job {info.job_id} (`{command}`, running {elapsed or 0:.0f} s{of})")
     more = f" and {len(running) - len(held)} more" if len(running) > len(held) else ""
-    return f"{len(running)}/{worker.slots} slots busy: {', '.join(held)}{more}"
+    return f"{len(running)}/{slots} slots{of_group} busy: {', '.join(held)}{more}"
 
 
 def timeout_of(queue: JobQueue, spec: dict[str, Any] | None) -> float | None:

@@ -10,9 +10,10 @@ job is in from its scheduling fields (each pending and running job file is read 
 from __future__ import annotations
 
 import os
+from functools import cached_property
 
 from execsvc.protocol.defaults import DEFAULT_GROUP
-from execsvc.protocol.layout import split_job_name
+from execsvc.protocol.layout import PAUSED_PREFIX, split_job_name
 from execsvc.protocol.models import JobState, WorkerInfo
 from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.readiness import GroupLoad, group_wait
@@ -22,15 +23,28 @@ from .models import GroupSummary
 
 
 class GroupLoads:
-    """The groups of one queue as read once: the worker's slots, the pauses, the running jobs' groups."""
+    """The groups of one queue as read once, each part when first asked: the worker's slots, each
+    group's pause (one look at its pause file), the running jobs' groups (each running job's file)."""
 
     def __init__(self, queue: JobQueue, worker: WorkerInfo | None = None) -> None:
+        self.queue = queue
         self.worker = worker if worker is not None else queue.worker_info()
-        self.paused = queue.paused_groups()
-        self.running: dict[str, int] = {}
-        for entry in queue.entries(JobState.RUNNING):
+        self._paused: dict[str, bool] = {}
+
+    def paused(self, group: str) -> bool:
+        """Whether ``group`` is paused (``pending/.paused.<group>`` exists)."""
+        if group not in self._paused:
+            self._paused[group] = os.path.lexists(self.queue.layout.pending / f"{PAUSED_PREFIX}{group}")
+        return self._paused[group]
+
+    @cached_property
+    def running(self) -> dict[str, int]:
+        """Running jobs per group."""
+        running: dict[str, int] = {}
+        for entry in self.queue.entries(JobState.RUNNING):
             group = group_of(entry.path, entry.mtime_ns / 1e9)
-            self.running[group] = self.running.get(group, 0) + 1
+            running[group] = running.get(group, 0) + 1
+        return running
 
     def slots_of(self, group: str) -> int | None:
         """The slots the serving worker gives ``group`` (``None``: no worker, or it refuses the group)."""
@@ -44,9 +58,9 @@ class GroupLoads:
     def wait(self, group: str) -> str | None:
         """Why a ready job of ``group`` is not claimed now (:func:`group_wait`), or ``None``."""
         slots = self.slots_of(group)
-        if slots is None:
-            return f"group {group} is paused (execsvc group resume {group})" if group in self.paused else None
-        load = GroupLoad(slots, self.running.get(group, 0), group in self.paused)
+        if slots is None or self.paused(group):  # paused: said without reading the running jobs
+            return group_wait(group, GroupLoad(0, paused=True)) if self.paused(group) else None
+        load = GroupLoad(slots, self.running.get(group, 0))
         total = self.worker.total_slots if self.worker is not None else None
         return group_wait(group, load, total_running=sum(self.running.values()), total_slots=total)
 
@@ -64,19 +78,20 @@ def group_summaries(queue: JobQueue) -> list[GroupSummary]:
     """Every group the worker declares, is paused, or a pending or running job names; by name,
     ``default`` first."""
     loads = GroupLoads(queue)
+    paused = queue.paused_groups()
     pending: dict[str, int] = {}
     for entry in queue.entries(JobState.PENDING):
         group = group_of(entry.path, entry.mtime_ns / 1e9)
         pending[group] = pending.get(group, 0) + 1
     declared = set(loads.worker.groups or ()) if loads.worker is not None else set()
-    names = {DEFAULT_GROUP} | declared | loads.paused | set(loads.running) | set(pending)
+    names = {DEFAULT_GROUP} | declared | paused | set(loads.running) | set(pending)
     return [
         GroupSummary(
             name=name,
             slots=loads.slots_of(name),
             running=loads.running.get(name, 0),
             pending=pending.get(name, 0),
-            paused=name in loads.paused,
+            paused=name in paused,
         )
         for name in sorted(names, key=lambda name: (name != DEFAULT_GROUP, name))
     ]

@@ -279,7 +279,7 @@ def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         queued_at=info.mtime if info.state is JobState.PENDING else None,
     )
     if info.state is JobState.PENDING:
-        waiting = waiting_of(queue, info)
+        waiting = waiting_of(queue, info, slots=False)  # a busy group is its turn, not shown in a listing
         summary.priority = waiting.priority or None
         summary.waiting = waiting.reason if waiting.blocked or waiting.problem else None
         summary.attempt = waiting.attempt if waiting.attempt > 1 else None

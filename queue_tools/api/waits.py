@@ -18,14 +18,16 @@ from .groups import GroupLoads
 from .models import Waiting, moment
 
 
-def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> Waiting:
+def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False, slots: bool = True) -> Waiting:
     """Why the pending job ``info`` waits (see :class:`Waiting`), from the files alone, by the
-    worker's rules (:func:`execsvc.protocol.readiness.wait_reason`).
+    worker's rules (:func:`execsvc.protocol.readiness.wait_reason`, and
+    :func:`~execsvc.protocol.readiness.group_wait` for its group).
 
     ``count_ahead`` also counts the ready jobs that start before it (reads
-    every pending job's scheduling fields).
+    every pending job's scheduling fields); ``slots=False`` leaves out whether its group's slots
+    are busy (that reads each running job's file; a pause is said all the same).
     """
-    return Rules(queue).waiting(info, count_ahead=count_ahead)
+    return Rules(queue).waiting(info, count_ahead=count_ahead, slots=slots)
 
 
 class Rules:
@@ -81,9 +83,9 @@ class Rules:
         held = self.held(entry)
         after_of = self.after_of if schedule.after else None
         reason = wait_reason(schedule, self.lookup, self.now, held=held, job_id=entry.job_id, after_of=after_of)
-        return reason.blocked or schedule.group in self.groups().paused
+        return reason.blocked or self.groups().paused(schedule.group)
 
-    def waiting(self, info: JobInfo, *, count_ahead: bool) -> Waiting:
+    def waiting(self, info: JobInfo, *, count_ahead: bool, slots: bool = True) -> Waiting:
         schedule = _schedule_of(info.path, info.mtime.timestamp())
         after_of = self.after_of if schedule.after else None
         why = wait_reason(schedule, self.lookup, self.now, held=info.held, job_id=info.job_id, after_of=after_of)
@@ -97,13 +99,13 @@ class Rules:
             doomed=why.doomed_sentence,
             problem=schedule.problem,
             group=schedule.group if schedule.group != DEFAULT_GROUP else None,
-            group_paused=schedule.group in self.groups().paused,
+            group_paused=self.groups().paused(schedule.group),
         )
         if why.due_at is not None:
             waiting.due_at = moment(why.due_at)
             if waiting.due_at is None:
                 waiting.problem = f"its due time ({why.due_at:g} s after 1970) is past the year 9999"
-        if not why.blocked:
+        if not why.blocked and (slots or waiting.group_paused):
             waiting.group_wait = self.groups().wait(schedule.group)
         if count_ahead and not waiting.blocked:
             waiting.jobs_ahead = self.jobs_ahead(info.job_id)

@@ -8,6 +8,7 @@ another waits (bounded) for the other's file and fails if it never comes.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,9 @@ def test_the_web_page_shows_the_groups_and_submits_into_one(
             "POST", "/submit", headers={**cookie, "Origin": server.base}, body="command=true&group=build"
         )
         assert status == 200 and "submitted job" in body, body
-        job_id = body.split("submitted job")[1].split()[0].strip("<>/b")
+        found = re.search(r"submitted job ([\w-]+)", body)
+        assert found is not None, body
+        job_id = found.group(1)
     finally:
         server.stop()
     info = wait_finished(queue_root, job_id)
@@ -290,3 +293,20 @@ def test_queue_view_lists_groups_and_a_group_column(queue_root: Path, tmp_path: 
     finally:
         gate.touch()
     assert wait_finished(queue_root, "next").status is JobStatus.COMPLETED
+
+
+def test_execsvc_submit_group_runs_in_it_and_refuses_a_bad_name(queue_root: Path, start_worker: Any) -> None:
+    import subprocess
+
+    start_worker()
+    submit = [EXECSVC, "submit", "--queue-dir", str(queue_root)]
+    done = subprocess.run(
+        [*submit, "--group", "quick", "--wait", "--", "sh", "-c", 'echo "$EXECSVC_GROUP/$EXECSVC_SLOT"'],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout == "quick/0\n", done.stderr
+    bad = subprocess.run([*submit, "--group", "a b", "--", "true"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "is not a group name" in bad.stderr
+    assert not any(name.endswith(".json") for name in (queue_root / "pending").iterdir() if name.is_file())

@@ -55,12 +55,14 @@ class GroupLoads:
             return declared[group]
         return None if self.worker.unknown_groups == "refuse" else declared.get(DEFAULT_GROUP, self.worker.slots)
 
-    def wait(self, group: str) -> str | None:
-        """Why a ready job of ``group`` is not claimed now (:func:`group_wait`), or ``None``."""
+    def wait(self, group: str, *, own_slots: bool = True) -> str | None:
+        """Why a ready job of ``group`` is not claimed now (:func:`group_wait`), or ``None``;
+        ``own_slots=False`` leaves the group's own slots out (a pause and ``total_slots`` only)."""
         slots = self.slots_of(group)
         if slots is None or self.paused(group):  # paused: said without reading the running jobs
             return group_wait(group, GroupLoad(0, paused=True)) if self.paused(group) else None
-        load = GroupLoad(slots, self.running.get(group, 0))
+        running = self.running.get(group, 0)
+        load = GroupLoad(slots if own_slots else running + 1, running)
         total = self.worker.total_slots if self.worker is not None else None
         return group_wait(group, load, total_running=sum(self.running.values()), total_slots=total)
 

@@ -106,7 +106,8 @@ class Rules:
             if waiting.due_at is None:
                 waiting.problem = f"its due time ({why.due_at:g} s after 1970) is past the year 9999"
         if not why.blocked and (slots or waiting.group_paused):
-            waiting.group_wait = self.groups().wait(schedule.group)
+            # The default group's own slots are said by get_job's note (who holds them), as before groups.
+            waiting.group_wait = self.groups().wait(schedule.group, own_slots=schedule.group != DEFAULT_GROUP)
         if count_ahead and not waiting.blocked:
             waiting.jobs_ahead = self.jobs_ahead(info.job_id)
         waiting.reason = _waiting_reason(waiting)

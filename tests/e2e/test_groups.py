@@ -219,6 +219,9 @@ def test_mcp_enqueues_into_a_group_and_explains_its_queue(queue_root: Path, tmp_
 
     async def session() -> None:
         async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
+            listed = await client.list_tools()
+            enqueue = next(tool for tool in listed.result.tools if tool.name == "enqueue_job")
+            assert "groups with slots of their own (argument group): build 1" in (enqueue.description or "")
             queued = structured((await client.call("enqueue_job", {"command": "true", "group": "build"})).result)
             assert queued["status"] == "pending"
             assert "behind 0 job(s) of group build; 1/1 slots of group build busy" in queued["waiting"]

@@ -71,7 +71,7 @@ def run(
         ),
     ] = None,
     slots: Annotated[
-        Optional[int], typer.Option(min=1, help="Jobs run at once (start order stays FIFO). [default: 1]")
+        Optional[int], typer.Option(min=1, help="Jobs of the default group run at once (FIFO). [default: 1]")
     ] = None,
     timeout_s: Annotated[
         Optional[float],

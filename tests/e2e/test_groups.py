@@ -132,7 +132,11 @@ def test_a_pause_file_a_foreign_tool_touches_pauses_the_group(
     (queue_root / "pending" / ".paused.default").touch()
     worker.wait_for_line("group_paused group=default")
     drop(queue_root, "a.json", {"command": "true"})
+    drop(queue_root, "b.json", {"command": "true", "group": "other"})  # after a, in a group made for it
+    assert wait_finished(queue_root, "b").status is JobStatus.COMPLETED
+    assert JobQueue(queue_root).get("a").state is JobState.PENDING  # first in line, but its group is paused
     (queue_root / "pending" / ".paused.default").unlink()
+    worker.wait_for_line("group_resumed group=default")
     assert wait_finished(queue_root, "a").status is JobStatus.COMPLETED
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from .config import WorkerConfig
 from .protocol.defaults import DEFAULT_GROUP
-from .protocol.readiness import GroupLoad, group_wait
+from .protocol.readiness import GroupLoad, group_wait, unknown_group_reason
 
 
 class GroupSlots:
@@ -72,11 +72,7 @@ class GroupSlots:
         """Why a job naming ``group`` is refused (not declared, ``unknown_groups = "refuse"``), or ``None``."""
         if not self._refuse or group in self._declared:
             return None
-        declared = ", ".join(sorted(self._declared))
-        return (
-            f"the job names the group {group!r}, which the worker's config does not declare "
-            f'(unknown_groups = "refuse"; declared: {declared})'
-        )
+        return unknown_group_reason(group, self._declared)
 
     def acquire(self, group: str) -> int:
         """Take the lowest free slot index of ``group`` for a job that starts; returns it."""

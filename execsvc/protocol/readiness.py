@@ -160,6 +160,15 @@ class GroupLoad:
     paused: bool = False
 
 
+def unknown_group_reason(group: str, declared: Iterable[str]) -> str:
+    """Why a job naming ``group``, which the worker's config does not declare, is recorded
+    ``invalid`` under ``unknown_groups = "refuse"`` (the worker records it, the fronts foretell it)."""
+    return (
+        f"the job names the group {group!r}, which the worker's config does not declare "
+        f'(unknown_groups = "refuse"; declared: {", ".join(sorted(declared))})'
+    )
+
+
 def group_wait(group: str, load: GroupLoad, *, total_running: int = 0, total_slots: int | None = None) -> str | None:
     """Why a ready job of ``group`` cannot be claimed now, in words, or ``None`` when it can.
 

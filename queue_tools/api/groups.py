@@ -16,7 +16,7 @@ from execsvc.protocol.defaults import DEFAULT_GROUP
 from execsvc.protocol.layout import PAUSED_PREFIX, split_job_name
 from execsvc.protocol.models import JobState, WorkerInfo
 from execsvc.protocol.queue import JobQueue
-from execsvc.protocol.readiness import GroupLoad, group_wait
+from execsvc.protocol.readiness import GroupLoad, group_wait, unknown_group_reason
 from execsvc.protocol.scheduling import PLAIN, peek
 
 from .models import GroupSummary
@@ -54,6 +54,14 @@ class GroupLoads:
         if group in declared:
             return declared[group]
         return None if self.worker.unknown_groups == "refuse" else declared.get(DEFAULT_GROUP, self.worker.slots)
+
+    def refusal(self, group: str) -> str | None:
+        """Why the serving worker will record a job of ``group`` ``invalid`` (an undeclared group
+        under ``unknown_groups = "refuse"``), or ``None``."""
+        worker = self.worker
+        if worker is None or worker.unknown_groups != "refuse" or group in (worker.groups or {DEFAULT_GROUP: 0}):
+            return None
+        return unknown_group_reason(group, worker.groups or {DEFAULT_GROUP: worker.slots})
 
     def wait(self, group: str, *, own_slots: bool = True) -> str | None:
         """Why a ready job of ``group`` is not claimed now (:func:`group_wait`), or ``None``;

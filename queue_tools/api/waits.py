@@ -83,7 +83,8 @@ class Rules:
         held = self.held(entry)
         after_of = self.after_of if schedule.after else None
         reason = wait_reason(schedule, self.lookup, self.now, held=held, job_id=entry.job_id, after_of=after_of)
-        return reason.blocked or self.groups().paused(schedule.group)
+        groups = self.groups()
+        return reason.blocked or groups.paused(schedule.group) or groups.refusal(schedule.group) is not None
 
     def waiting(self, info: JobInfo, *, count_ahead: bool, slots: bool = True) -> Waiting:
         schedule = _schedule_of(info.path, info.mtime.timestamp())
@@ -105,6 +106,9 @@ class Rules:
             waiting.due_at = moment(why.due_at)
             if waiting.due_at is None:
                 waiting.problem = f"its due time ({why.due_at:g} s after 1970) is past the year 9999"
+        refusal = self.groups().refusal(schedule.group) if schedule.group != DEFAULT_GROUP else None
+        if refusal is not None and waiting.doomed is None:
+            waiting.doomed = f"will be recorded invalid: {refusal}"
         if not why.blocked and (slots or waiting.group_paused):
             # The default group's own slots are said by get_job's note (who holds them), as before groups.
             waiting.group_wait = self.groups().wait(schedule.group, own_slots=schedule.group != DEFAULT_GROUP)

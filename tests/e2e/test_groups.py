@@ -192,6 +192,10 @@ def test_an_unknown_group_is_refused_by_the_switch(queue_root: Path, tmp_path: P
     assert "names the group 'nope', which the worker's config does not declare" in info.result.error
     assert not marker.exists()
     assert wait_finished(queue_root, "y").status is JobStatus.COMPLETED
+    queue = JobQueue(queue_root)
+    queue.submit({"command": "true", "group": "nope"}, job_id="later", held=True)  # the fronts foretell it
+    said = api.waiting_of(queue, queue.get("later")).reason
+    assert "will be recorded invalid: the job names the group 'nope'" in said and "declared: build, default" in said
 
 
 def test_a_group_name_that_is_not_valid_makes_the_job_invalid(queue_root: Path, start_worker: Any) -> None:

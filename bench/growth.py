@@ -56,7 +56,7 @@ def _sizes(worker: Worker) -> dict[str, int]:
         "candidates": len(worker._candidates),
         "active": len(worker._active),
         "entries": len(scheduler._entries),
-        "ready": len(scheduler._ready),
+        "ready": scheduler.ready_count(),
         "timed": len(scheduler._timed),
         "dependents": len(scheduler._dependents),
         "flusher_errors": len(worker._flusher._errors),

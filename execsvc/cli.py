@@ -71,7 +71,7 @@ def run(
         ),
     ] = None,
     slots: Annotated[
-        Optional[int], typer.Option(min=1, help="Jobs run at once (start order stays FIFO). [default: 1]")
+        Optional[int], typer.Option(min=1, help="Jobs of the default group run at once (FIFO). [default: 1]")
     ] = None,
     timeout_s: Annotated[
         Optional[float],
@@ -218,6 +218,9 @@ def submit(
         ),
     ] = None,
     hold: Annotated[bool, typer.Option("--hold", help="Submit it held: it waits for execsvc release.")] = False,
+    group: Annotated[
+        Optional[str], typer.Option(help="The group whose slots it runs in (execsvc group list). [default: default]")
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the job, print its output, exit with its exit code.")
     ] = False,
@@ -266,6 +269,7 @@ def submit(
         on_finish=on_finish,
         webhook=webhook,
         sandbox=sandbox_field(sandbox, network=sandbox_network, writable=sandbox_writable),
+        group=group,
     )
     problem = option_problem(
         command=command,

@@ -1,4 +1,5 @@
-"""``execsvc cancel | hold | release | retry | clean | wait`` and ``execsvc service install | uninstall | status``.
+"""``execsvc cancel | hold | release | retry | clean | wait``, ``execsvc group pause | resume | list`` and
+``execsvc service install | uninstall | status``.
 
 Thin commands over :mod:`queue_tools.api`, :mod:`execsvc.retention` and
 :mod:`queue_tools.service`. Exit codes: 0 done, 1 the job or service could not
@@ -144,6 +145,51 @@ def clean(
     typer.echo(f"{verb} {report.count} job(s), {report.bytes_freed} bytes, older than {older_than}")
 
 
+group_app = typer.Typer(help="Groups of jobs with their own slots: pause and resume one, list them.")
+
+
+@group_app.command("pause")
+def group_pause(group: Annotated[str, typer.Argument(help="The group.")], queue_dir: QueueDirOption = None) -> None:
+    """Claim no more jobs of GROUP (its running jobs go on) until it is resumed; holds across restarts."""
+    queue = open_queue(queue_dir)
+    try:
+        paused = queue.pause_group(group, paused_by="execsvc group pause")
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"group {group}: {'paused' if paused else 'already paused'} (execsvc group resume {group})")
+
+
+@group_app.command("resume")
+def group_resume(group: Annotated[str, typer.Argument(help="The group.")], queue_dir: QueueDirOption = None) -> None:
+    """Let the jobs of GROUP be claimed again."""
+    queue = open_queue(queue_dir)
+    try:
+        resumed = queue.resume_group(group)
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"group {group}: {'resumed' if resumed else 'was not paused'}")
+
+
+@group_app.command("list")
+def group_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
+    queue_dir: QueueDirOption = None,
+) -> None:
+    """Each group: slots in use and in all, paused or not, jobs pending."""
+    from queue_tools import api
+
+    queue = open_queue(queue_dir)
+    try:
+        groups = api.group_summaries(queue)
+    except (ExecsvcError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps([group.model_dump(mode="json") for group in groups]))
+        return
+    for group in groups:
+        typer.echo(f"{group.name}: {api.QueueStatus.group_line(group)}")
+
+
 service_app = typer.Typer(help="Keep the worker running: launchd agent (macOS) or systemd user unit (Linux).")
 
 
@@ -251,4 +297,5 @@ def register(app: typer.Typer) -> None:
     app.command()(retry)
     app.command()(clean)
     app.command()(wait)
+    app.add_typer(group_app, name="group")
     app.add_typer(service_app, name="service")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .protocol.models import JobLimits, JobSandbox
 
 SandboxMode = Literal["off", "on-request", "required"]
+UnknownGroups = Literal["create", "refuse"]
 
 # The job models (pydantic), tomllib, platformdirs and the webhook policy are imported where they are
 # used: `execsvc queue-dir` (status.sh) needs none, a client that submits only the models.
@@ -29,7 +30,11 @@ CONFIG_ENV = "EXECSVC_CONFIG"
 class WorkerConfig:
     """Everything a worker can be told; times in seconds, sizes in bytes.
 
-    - ``slots``: jobs run at once (start order stays FIFO).
+    - ``slots``: jobs of the ``default`` group run at once (start order stays FIFO within a group).
+    - ``groups``: the other groups the config declares (``[groups.NAME] slots = N``), name to slots.
+    - ``total_slots``: cap on the jobs of all groups running at once (``None``: each group's own slots only).
+    - ``unknown_groups``: a job naming a group not declared: ``"create"`` it with ``slots`` slots
+      (``group_created`` in ``daemon.log``) or ``"refuse"`` the job (recorded ``invalid``).
     - ``default_timeout_s``: timeout of a job that names none.
     - ``max_timeout_s``: cap on any job's ``timeout_s`` (and on ``default_timeout_s``).
     - ``kill_grace_s``: time between SIGTERM and SIGKILL when a job's process group is stopped.
@@ -71,6 +76,9 @@ class WorkerConfig:
     """
 
     slots: int = 1
+    groups: dict[str, int] = field(default_factory=dict)
+    total_slots: int | None = None
+    unknown_groups: UnknownGroups = "create"
     default_timeout_s: float = DEFAULT_TIMEOUT_S
     max_timeout_s: float = 86_400.0
     kill_grace_s: float = 5.0
@@ -110,6 +118,7 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        self._check_groups()
         if self.default_timeout_s <= 0 or self.max_timeout_s <= 0:
             raise ValueError("default_timeout_s and max_timeout_s must be > 0")
         if self.default_timeout_s > self.max_timeout_s:  # the cap wins, as it does for a job's own timeout_s
@@ -141,6 +150,34 @@ class WorkerConfig:
             if relative:
                 raise ValueError(f"{key} must be absolute folders, not {relative}")
 
+    def _check_groups(self) -> None:
+        from .protocol.defaults import DEFAULT_GROUP
+        from .protocol.layout import group_problem
+
+        for name, slots in self.groups.items():
+            problem = group_problem(name)
+            if problem is not None:
+                raise ValueError(f"[groups.{name}]: {problem}")
+            if name == DEFAULT_GROUP:
+                raise ValueError("the default group's slots are `slots` ([worker] or [groups.default])")
+            if slots < 1:
+                raise ValueError(f"[groups.{name}] slots must be at least 1")
+        if self.total_slots is not None and self.total_slots < 1:
+            raise ValueError("total_slots must be at least 1 (leave it unset for no cap)")
+
+    @property
+    def group_slots(self) -> dict[str, int]:
+        """Every declared group's slots, ``default`` (``slots``) among them."""
+        from .protocol.defaults import DEFAULT_GROUP
+
+        return {DEFAULT_GROUP: self.slots, **self.groups}
+
+    @property
+    def capacity(self) -> int:
+        """The most jobs the declared groups run at once (``total_slots`` when it is less)."""
+        declared = sum(self.group_slots.values())
+        return declared if self.total_slots is None else min(declared, self.total_slots)
+
 
 class ConfigError(ExecsvcError, ValueError):
     """The worker's config file cannot be read or holds a wrong key or value; the message says which."""
@@ -161,7 +198,8 @@ def load_config(path: Path | None, **overrides: Any) -> WorkerConfig:
     """A :class:`WorkerConfig` from a TOML file, with ``overrides`` (not ``None``) on top.
 
     The file has a ``[worker]`` table (any field of :class:`WorkerConfig`
-    except the policy) and a ``[policy]`` table (``allowed_commands``,
+    except the policy and ``groups``), ``[groups.NAME]`` tables (``slots = N``; ``[groups.default]``
+    sets ``slots``) and a ``[policy]`` table (``allowed_commands``,
     ``allow_shell``, ``refused_env``, ``result_file_folders``,
     ``webhook_hosts``, ``sandbox``, ``sandbox_for``, ``sandbox_profile``, ``allow_no_timeout``).
     ``path=None`` reads :func:`default_config_file` if it exists, else uses the defaults; an
@@ -208,10 +246,11 @@ _POLICY_KEYS = {
 
 
 def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:
-    known = {field.name for field in fields(WorkerConfig)} - _POLICY_KEYS - {"config_file"}
-    unknown_tables = set(document) - {"worker", "policy"}
+    known = {field.name for field in fields(WorkerConfig)} - _POLICY_KEYS - {"config_file", "groups"}
+    unknown_tables = set(document) - {"worker", "policy", "groups"}
     if unknown_tables:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; use [worker] and [policy]")
+        tables = "use [worker], [groups.NAME] and [policy]"
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown_tables)}; {tables}")
     worker, policy = document.get("worker", {}), document.get("policy", {})
     for table, allowed, name in ((worker, known, "worker"), (policy, _POLICY_KEYS, "policy")):
         if not isinstance(table, dict):
@@ -219,4 +258,21 @@ def _flatten(document: dict[str, Any], path: Path) -> dict[str, Any]:
         unknown = set(table) - allowed
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} in [{name}]; known: {sorted(allowed)}")
-    return {**worker, **policy}
+    return {**worker, **policy, **_group_values(document.get("groups", {}), worker, path)}
+
+
+def _group_values(groups: Any, worker: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The ``[groups.NAME]`` tables as :class:`WorkerConfig` values: ``groups``, and ``slots`` from
+    ``[groups.default]`` (raises :class:`ConfigError` if it and ``[worker] slots`` differ)."""
+    if not isinstance(groups, dict) or not all(isinstance(table, dict) for table in groups.values()):
+        raise ConfigError(f"{path}: [groups] holds one table per group: [groups.NAME] with slots = N")
+    for name, table in groups.items():
+        if set(table) - {"slots"} or "slots" not in table:
+            raise ConfigError(f"{path}: [groups.{name}] takes one key, slots = N (jobs of the group run at once)")
+    values: dict[str, Any] = {"groups": {name: table["slots"] for name, table in groups.items() if name != "default"}}
+    if "default" in groups:
+        slots = groups["default"]["slots"]
+        if "slots" in worker and worker["slots"] != slots:
+            raise ConfigError(f"{path}: [worker] slots and [groups.default] slots differ; they are one setting")
+        values["slots"] = slots
+    return values

@@ -3,7 +3,8 @@
 Events are a wake-up call, posted to the worker's inbox as messages (:data:`~.inbox.Message`,
 a :class:`~.inbox.MessageKind` and a string):
 ``("event", name)`` for a file created, moved in, or closed after writing in
-``pending/``; ``("cancel", job_id)`` for a ``running/.cancel.<id>`` request;
+``pending/``, and for a group's pause file (``pending/.paused.<group>``) removed too;
+``("cancel", job_id)`` for a ``running/.cancel.<id>`` request;
 ``("left_running", job_id)`` when a job that others wait for leaves ``running/``;
 ``("rescan", "")`` when events may have been lost (the kernel's queue
 overflowed); ``("watch_lost", folder)`` when a watched folder (``pending``,
@@ -45,7 +46,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from .inbox import Message, MessageKind
-from .protocol.layout import CANCEL_PREFIX, split_job_name
+from .protocol.layout import CANCEL_PREFIX, PAUSED_PREFIX, split_job_name
 
 
 class MessageSink(Protocol):
@@ -118,7 +119,9 @@ class _PendingCallback:
 
     def on_event(self, event: InotifyEvent) -> None:
         if event.name:
-            self._inbox.put((MessageKind.EVENT, os.fsdecode(event.name)))
+            name = os.fsdecode(event.name)
+            if not event.is_delete or name.startswith(PAUSED_PREFIX):  # a removal matters only for a pause
+                self._inbox.put((MessageKind.EVENT, name))
         elif event.is_move_self:
             self._inbox.put((MessageKind.WATCH_LOST, "pending"))
 
@@ -204,7 +207,7 @@ class DirectInotifyEvents:
         try:
             fd.add_callback(
                 os.fsencode(self._folders[0]),
-                Mask(arrivals | constants.IN_CLOSE_WRITE),
+                Mask(arrivals | constants.IN_CLOSE_WRITE | constants.IN_DELETE),
                 _PendingCallback(self._inbox),
                 CallbackId(1),
             )
@@ -261,8 +264,9 @@ class _PendingEvents(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = event.dest_path if isinstance(event, (FileMovedEvent, DirMovedEvent)) else event.src_path
-        if path:
-            self._inbox.put((MessageKind.EVENT, os.path.basename(os.fsdecode(path))))
+        name = os.path.basename(os.fsdecode(path)) if path else ""
+        if name and (not isinstance(event, FileDeletedEvent) or name.startswith(PAUSED_PREFIX)):
+            self._inbox.put((MessageKind.EVENT, name))
 
 
 class _CancelEvents(FileSystemEventHandler):
@@ -290,7 +294,14 @@ class ObserverEvents:
         self._observer.schedule(
             _PendingEvents(inbox),
             pending,
-            event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent],
+            event_filter=[
+                FileCreatedEvent,
+                FileMovedEvent,
+                FileClosedEvent,
+                FileDeletedEvent,
+                DirCreatedEvent,
+                DirMovedEvent,
+            ],
         )
         self._observer.schedule(
             _CancelEvents(inbox, awaited), running, event_filter=[FileCreatedEvent, FileMovedEvent, FileDeletedEvent]

@@ -9,6 +9,7 @@ from pathlib import Path
 from .job_logs import read_tail
 from .policy import write_result_file
 from .protocol import ClaimedJob
+from .protocol.defaults import GROUP_ENV, SLOT_ENV
 from .protocol.jobfile import submitted_by
 from .protocol.layout import QueueLayout
 from .protocol.models import JobResult, JobSpec, JobStatus
@@ -103,7 +104,16 @@ def build_result(
         worker_pid=os.getpid(),
         submitted_by=submitted_by(request.spec if request else spec),
     )
-    return _with_sandbox(request, result)
+    return _with_group(request, _with_sandbox(request, result))
+
+
+def _with_group(request: RunRequest | None, result: JobResult) -> JobResult:
+    """``result`` with the ``group`` and ``slot`` the job ran in (the ``EXECSVC_GROUP`` and
+    ``EXECSVC_SLOT`` it was given); unset for a job that never started."""
+    env = request.env if request is not None else {}
+    if GROUP_ENV in env and SLOT_ENV in env:
+        result.group, result.slot = env[GROUP_ENV], int(env[SLOT_ENV])
+    return result
 
 
 def unstarted_result(claimed: ClaimedJob, status: JobStatus, error: str, request: RunRequest | None) -> JobResult:

@@ -5,8 +5,9 @@ came from a job file (:class:`~execsvc.protocol.scheduling.SchedulingFields`) or
 dependency's file is (the ``lookup`` the worker passes). A pending job is in
 one of four places here:
 
-- *ready*: due, dependencies settled; taken highest ``priority`` first, then
-  oldest file (mtime, then name);
+- *ready*: due, dependencies settled; in one line per group (docs/protocol.md,
+  "Groups"), taken highest ``priority`` first, then oldest file (mtime, then
+  name), from the groups the caller lets start a job (:meth:`Scheduler.take_ready`);
 - *timed*: due later; the worker sleeps until :meth:`Scheduler.next_due_at`
   (no polling);
 - *waiting*: for jobs named in ``after`` that have not finished; re-checked
@@ -28,7 +29,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import KeysView
+from collections.abc import Callable, KeysView
 from dataclasses import dataclass, field
 
 from .protocol.models import JobStatus
@@ -42,6 +43,8 @@ from .protocol.readiness import (
     wait_reason,
 )
 from .protocol.scheduling import SchedulingFields
+
+_ReadyItem = tuple[int, int, str, int]  # (-priority, mtime_ns, file name, generation)
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Scheduler:
         self._lookup = lookup
         self._entries: dict[str, _Entry] = {}
         self._names_by_id: dict[str, str] = {}
-        self._ready: list[tuple[int, int, str, int]] = []  # (-priority, mtime_ns, name, generation)
+        self._ready: dict[str, list[_ReadyItem]] = {}  # group -> heap of (-priority, mtime_ns, name, generation)
         self._timed: list[tuple[float, str, int]] = []  # (due_at, name, generation)
         self._dependents: dict[str, set[str]] = {}  # job id -> names waiting for it
         self._doomed: deque[Doomed] = deque()
@@ -142,14 +145,39 @@ class Scheduler:
                 return doomed
         return None
 
-    def take_ready(self) -> str | None:
-        """The name of the next job to start (highest priority, then oldest), if any is ready."""
-        while self._ready:
-            _priority, _mtime, name, generation = heapq.heappop(self._ready)
+    def take_ready(self, may_start: Callable[[str], bool] | None = None) -> str | None:
+        """The name of the next job to start, if any is ready: the first in line (highest priority,
+        then oldest) of the heads of the groups that ``may_start`` (a group name to whether it may
+        start a job now; ``None``: every group). A group that may not keeps its line as it is."""
+        best: _ReadyItem | None = None
+        best_group = ""
+        for group, heap in list(self._ready.items()):
+            head = self._head(heap)
+            if head is None:
+                del self._ready[group]
+            elif (best is None or head < best) and (may_start is None or may_start(group)):
+                best, best_group = head, group
+        if best is None:
+            return None
+        heap = self._ready[best_group]
+        heapq.heappop(heap)
+        if not heap:
+            del self._ready[best_group]
+        self.forget(best[2])
+        return best[2]
+
+    def ready_count(self) -> int:
+        """How many items the ready lines hold (stale ones too: an upper bound)."""
+        return sum(len(heap) for heap in self._ready.values())
+
+    def _head(self, heap: list[_ReadyItem]) -> _ReadyItem | None:
+        """The first live item of one group's line (stale ones are dropped), or ``None``."""
+        while heap:
+            _priority, _mtime, name, generation = heap[0]
             entry = self._entries.get(name)
             if entry is not None and entry.generation == generation:
-                self.forget(name)
-                return name
+                return heap[0]
+            heapq.heappop(heap)
         return None
 
     def has_ready(self) -> bool:
@@ -178,7 +206,8 @@ class Scheduler:
             for dep in reason.waiting_for:
                 self._dependents.setdefault(dep, set()).add(name)
             return
-        heapq.heappush(self._ready, (*order_key(fields, entry.mtime_ns, name), entry.generation))
+        line = self._ready.setdefault(fields.group, [])
+        heapq.heappush(line, (*order_key(fields, entry.mtime_ns, name), entry.generation))
 
     def _doom(self, name: str, status: JobStatus, reason: str) -> None:
         entry = self._entries.get(name)

@@ -33,7 +33,7 @@ from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.visible import visible
 
 from . import api
-from .view_render import STATUS_STYLE, jobs_table, overview_group, plain, seconds_text, time_text
+from .view_render import STATUS_STYLE, groups_table, jobs_table, overview_group, plain, seconds_text, time_text
 
 if TYPE_CHECKING:  # rich is imported where a table or a live view is drawn, watchdog where a folder is watched:
     # a listing with --json loads neither
@@ -142,6 +142,16 @@ def list_command(
 
 
 @app.command()
+def groups(as_json: JsonOption = False) -> None:
+    """Each group: slots in use and in all (the worker's), paused or claiming, jobs pending."""
+    found = api.group_summaries(_queue())
+    if as_json:
+        typer.echo(json.dumps({"groups": [group.model_dump(mode="json") for group in found]}))
+        return
+    _console().print(groups_table(found))
+
+
+@app.command()
 def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.Option("-n", min=1)] = 20) -> None:
     """A job's record, then the last lines of its stdout and stderr."""
     queue = _queue()
@@ -161,8 +171,10 @@ def show(job_id: str, as_json: JsonOption = False, lines: Annotated[int, typer.O
     table.add_row("job", plain(detail.job_id, style="bold"))
     table.add_row("state", Text(detail.status.value, style=STATUS_STYLE[detail.status]))
     table.add_row("command", plain(detail.command or ""))
+    if detail.group is not None:
+        table.add_row("group", plain(detail.group))
     for key in ("description", "purpose", "cwd", "timeout_s", "retry_of", "submitted_by", *SCHEDULING_FIELDS):
-        if detail.spec and key in detail.spec:
+        if detail.spec and key in detail.spec and key != "group":  # the group: its own row above
             table.add_row(key, plain(detail.spec[key]))
     if detail.waiting is not None:
         table.add_row("waiting", plain(detail.waiting.reason))

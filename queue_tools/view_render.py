@@ -64,6 +64,9 @@ def jobs_table(jobs: list[api.JobSummary]) -> Table:
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("id", no_wrap=True)
+    grouped = any(job.group for job in jobs)  # a job not in the default group is on the page
+    if grouped:
+        table.add_column("group", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("command", overflow="ellipsis", no_wrap=True, max_width=60)
     table.add_column("exit", justify="right")
@@ -78,6 +81,7 @@ def jobs_table(jobs: list[api.JobSummary]) -> Table:
         duration = seconds_text(job.elapsed_s) + " …" if job.elapsed_s is not None else seconds_text(job.duration_s)
         row: list[Text] = [
             plain(job.job_id),
+            *([plain(job.group or "default", style="" if job.group else "dim")] if grouped else []),
             Text(job.status.value, style=STATUS_STYLE[job.status]),
             plain(job.command or job.error or ""),  # no command: a job that cannot be read says why here
             Text("" if job.exit_code is None else str(job.exit_code)),
@@ -87,6 +91,24 @@ def jobs_table(jobs: list[api.JobSummary]) -> Table:
         if scheduled:
             row += [Text(str(job.priority or "")), Text(str(job.attempt or "")), plain(job.waiting or "")]
         table.add_row(*row)
+    return table
+
+
+def groups_table(groups: list[api.GroupSummary]) -> Table:
+    """Each group: its slots in use and in all, whether it is paused, its pending jobs."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("group", no_wrap=True)
+    table.add_column("busy", justify="right")
+    table.add_column("slots", justify="right")
+    table.add_column("pending", justify="right")
+    table.add_column("state", no_wrap=True)
+    for group in groups:
+        state = Text("paused", style="bold yellow") if group.paused else Text("claiming", style="green")
+        slots = "?" if group.slots is None else str(group.slots)
+        table.add_row(plain(group.name), Text(str(group.running)), Text(slots), Text(str(group.pending)), state)
     return table
 
 

@@ -1,6 +1,6 @@
 """The protocol's names and defaults that need no model: the environment variables a job
-gets, where the default queue lives, a job's default timeout and the largest job file
-(docs/protocol.md, "Layout", "JSON jobs")."""
+gets, where the default queue lives, a job's default timeout and group, and the largest job file
+(docs/protocol.md, "Layout", "JSON jobs", "Groups")."""
 
 from __future__ import annotations
 
@@ -16,6 +16,16 @@ JOB_ID_ENV = "EXECSVC_JOB_ID"
 QUEUE_ID_ENV = "EXECSVC_QUEUE_ID"
 """Set in every job's environment to the queue root's identity, ``<st_dev>:<st_ino>``: which
 queue the job belongs to, whatever path (a bind mount, a symbolic link) reached it."""
+
+GROUP_ENV = "EXECSVC_GROUP"
+"""Set in every job's environment to the group it runs in (docs/protocol.md, "Groups")."""
+
+SLOT_ENV = "EXECSVC_SLOT"
+"""Set in every job's environment to its slot's index within its group: 0-based, the lowest index
+free when it started, so no two jobs of a group running at once have the same one."""
+
+DEFAULT_GROUP = "default"
+"""The group of a job that names none (docs/protocol.md, "Groups")."""
 
 
 def default_queue_dir() -> Path:

@@ -37,6 +37,21 @@ CANCEL_PREFIX = ".cancel."
 READY_PREFIX = ".ready."
 """``running/.ready.<id>``: the worker's mark that a running job's ``ready_when`` was met (hidden: never a job)."""
 
+PAUSED_PREFIX = ".paused."
+"""``pending/.paused.<group>``: while it exists, no job of that group is claimed (docs/protocol.md, "Groups")."""
+
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+"""A group's name (docs/protocol.md, "Groups"): 1 to 64 ASCII letters, digits, ``_``, ``.``, ``-``,
+not starting with ``.`` or ``-``; so it is also a file name and a word in ``daemon.log``."""
+
+
+def group_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid group name (:data:`GROUP_NAME`), or ``None`` when it is."""
+    if GROUP_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a group name: 1 to 64 ASCII letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+
+
 HELD_FOLDER = ".held"
 """``pending/.held/``: where ``execsvc hold`` moves a pending job; ``release`` moves it back."""
 MAX_JOB_ID_BYTES = 200

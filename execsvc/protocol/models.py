@@ -191,7 +191,8 @@ class JobOptions(BaseModel):
     default profile, ``false``, or a :class:`JobSandbox`; docs/protocol.md, "Sandbox"), ``restart``
     (``"no"``, ``"on-failure"`` or ``"always"``: a service, started again when it ends) with
     ``restart_delay_s`` (the first restart's delay, doubled per recent restart; docs/protocol.md,
-    "Services"), ``ready_when`` (a :class:`ReadyWhen`: when the running job counts as ready).
+    "Services"), ``ready_when`` (a :class:`ReadyWhen`: when the running job counts as ready), ``group`` (the
+    group whose slots it runs in, ``None``: ``default``; docs/protocol.md, "Groups").
     ``attempt`` and ``retry_at`` are written by the worker when it re-enqueues a
     failed job for another attempt, or a service for its restart. ``timeout_s`` given as
     ``null`` in a JSON job (see :meth:`asks_no_timeout`) asks for no timeout at all.
@@ -219,6 +220,17 @@ class JobOptions(BaseModel):
     restart: RestartPolicy | None = None
     restart_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     ready_when: ReadyWhen | None = None
+    group: StrictStr | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        from .layout import group_problem
+
+        problem = None if value is None else group_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("not_before", "retry_at")
     @classmethod
@@ -363,6 +375,8 @@ class JobResult(BaseModel):
     limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
     sandbox: SandboxRecord | None = None  # the sandbox the job ran in (docs/protocol.md, "Sandbox"); None: none
     note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
+    group: str | None = None  # the group it ran in (docs/protocol.md, "Groups"); None: it never started
+    slot: int | None = None  # its slot's index within the group (EXECSVC_SLOT); None: it never started
 
 
 class JobRecord(JobSpec):
@@ -450,3 +464,6 @@ class WorkerInfo(BaseModel):
     default_timeout_s: float | None = None  # timeout of a job that names none (seconds)
     max_timeout_s: float | None = None  # cap on any job's timeout_s (seconds)
     kill_grace_s: float | None = None  # time between SIGTERM and SIGKILL when a job is stopped (seconds)
+    groups: dict[str, int] | None = None  # slots of each group the config declares, "default" among them
+    total_slots: int | None = None  # cap on the jobs of all groups running at once; None: none
+    unknown_groups: str | None = None  # a job naming another group: "create" (default's slots) or "refuse"

@@ -1,5 +1,5 @@
-"""The queue protocol as a client's Python API: submit, wait, cancel, hold, release
-(docs/protocol.md), over :class:`~execsvc.protocol.listing.QueueReader`'s reads and
+"""The queue protocol as a client's Python API: submit, wait, cancel, hold, release, pause and
+resume a group (docs/protocol.md), over :class:`~execsvc.protocol.listing.QueueReader`'s reads and
 :class:`~execsvc.protocol.store.JobStore`'s claim and finish.
 
 Pure file operations on one queue root; nothing here knows about MCP, the CLI or how
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from . import pauses
 from .changes import folder_changes
 from .durable import (
     append_line,
@@ -189,6 +190,19 @@ class JobQueue(JobStore):
                 append_line(self.layout.daemon_log, event_line("WARNING", "cancelled", claimed.job_id, reason=error))
             return Cancellation("cancelled", self.get(claimed.job_id))
         return Cancellation("finished", self.get(job_id))  # it kept moving on: report where it ended up
+
+    def pause_group(self, group: str, *, paused_by: str = "a client") -> bool:
+        """Stop claims of ``group``'s jobs (docs/protocol.md, "Groups"); False if it was paused.
+        Raises :class:`ValueError` for a name that is no group name, :class:`OSError` on a write."""
+        return pauses.pause_group(self.layout, group, paused_by=paused_by)
+
+    def resume_group(self, group: str) -> bool:
+        """Let ``group``'s jobs be claimed again; False if it was not paused (see :meth:`pause_group`)."""
+        return pauses.resume_group(self.layout, group)
+
+    def paused_groups(self) -> frozenset[str]:
+        """The groups paused now (``pending/.paused.<group>`` files)."""
+        return pauses.paused_groups(self.layout)
 
     def hold(self, job_id: str) -> JobInfo:
         """Put a pending job on hold: it stays pending (in ``pending/.held/``) but is not started.

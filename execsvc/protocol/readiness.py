@@ -5,6 +5,8 @@ fronts both apply (docs/protocol.md, "Order and claiming").
 :class:`~execsvc.protocol.scheduling.SchedulingFields` and where its dependencies are
 (a ``lookup``); :func:`order_key` is the order among ready jobs, :func:`count_ahead`
 how many start before one, and :func:`find_cycle` finds a cycle of ``after`` lists.
+:func:`group_wait` says why a ready job's group lets it start no job now (paused, its slots
+or the worker's ``total_slots`` busy; docs/protocol.md, "Groups").
 """
 
 from __future__ import annotations
@@ -146,3 +148,38 @@ def order_key(fields: SchedulingFields, mtime_ns: int, name: str) -> OrderKey:
 def count_ahead(mine: OrderKey, keys: Iterable[OrderKey]) -> int:
     """How many of the ready jobs ``keys`` start before the one at ``mine``."""
     return sum(key < mine for key in keys)
+
+
+@dataclass(frozen=True)
+class GroupLoad:
+    """One group's slots as the worker counts them: ``slots`` it has, ``running`` jobs of it that
+    hold one, and whether it is ``paused`` (``pending/.paused.<group>`` exists)."""
+
+    slots: int
+    running: int = 0
+    paused: bool = False
+
+
+def unknown_group_reason(group: str, declared: Iterable[str]) -> str:
+    """Why a job naming ``group``, which the worker's config does not declare, is recorded
+    ``invalid`` under ``unknown_groups = "refuse"`` (the worker records it, the fronts foretell it)."""
+    return (
+        f"the job names the group {group!r}, which the worker's config does not declare "
+        f'(unknown_groups = "refuse"; declared: {", ".join(sorted(declared))})'
+    )
+
+
+def group_wait(group: str, load: GroupLoad, *, total_running: int = 0, total_slots: int | None = None) -> str | None:
+    """Why a ready job of ``group`` cannot be claimed now, in words, or ``None`` when it can.
+
+    Paused first (``group build is paused``), then the group's own slots (``2/2 slots of group
+    build busy``), then the worker's cap on all groups together, ``total_slots`` (``total_running``
+    jobs of every group hold one). The worker claims by this rule and the fronts explain by it.
+    """
+    if load.paused:
+        return f"group {group} is paused (execsvc group resume {group})"
+    if load.running >= load.slots:
+        return f"{load.running}/{load.slots} slots of group {group} busy"
+    if total_slots is not None and total_running >= total_slots:
+        return f"{total_running}/{total_slots} slots of the worker busy (total_slots, all groups)"
+    return None

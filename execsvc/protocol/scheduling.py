@@ -6,7 +6,7 @@ job carries them in header comments at its top, one or more lines like::
     #!/bin/sh
     # execsvc: priority=5 after=build-1,build-2 retries=2 memory_mb=512
     # execsvc: on_finish="notify-send done"
-    # execsvc: sandbox=true
+    # execsvc: sandbox=true group=build
     # execsvc: sandbox='{"network": true, "writable": ["~/.cache/pip"]}'
 
 Values are words as the shell splits them (``shlex``); ``after`` is a comma
@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .defaults import DEFAULT_GROUP
 from .durable import read_regular_file
 from .errors import InvalidJob, validation_problems
 from .models import SCHEDULING_FIELDS, AfterMode, JobKind, JobLimits, JobOptions
@@ -40,7 +41,8 @@ _PEEK_MAX_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class SchedulingFields:
-    """A pending job's place in the order: ``due_at`` in seconds since the epoch (``None``: now).
+    """A pending job's place in the order: ``due_at`` in seconds since the epoch (``None``: now),
+    ``group`` whose slots it waits for (docs/protocol.md, "Groups").
 
     ``problem`` says why the job's scheduling fields are not valid (then every
     other field has its default: the job is claimed at its FIFO turn and refused there).
@@ -52,6 +54,7 @@ class SchedulingFields:
     due_at: float | None = None
     attempt: int = 1
     retries: int | None = None
+    group: str = DEFAULT_GROUP
     problem: str | None = None
 
 
@@ -133,6 +136,7 @@ def fields_of(options: JobOptions, written_at: float) -> SchedulingFields:
         due_at=options.due_at(written_at),
         attempt=options.attempt,
         retries=options.retries,
+        group=options.group or DEFAULT_GROUP,
     )
 
 

@@ -1,5 +1,6 @@
 """Pending files, in the loop's thread: what arrived in ``pending/``, whether it is complete,
-its scheduling fields into the scheduler, rescans.
+its scheduling fields into the scheduler, rescans; and the groups' pause files
+(``pending/.paused.<group>``, docs/protocol.md, "Groups").
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import time
 
 from ..protocol.errors import InvalidJob
 from ..protocol.jobfile import parse_json_job
-from ..protocol.layout import is_ignored_name, split_job_name
+from ..protocol.layout import PAUSED_PREFIX, is_ignored_name, split_job_name
 from ..protocol.leases import look_at_file
+from ..protocol.pauses import pause_file_group, paused_in
 from ..protocol.scheduling import fields_from_head, peek_bytes
 from .state import DeadlineAction, _Candidate, _identity
 from .timers import Timers
@@ -31,6 +33,9 @@ class Intake(Timers):
         file that was (``seen``); a second event for a ready file is skipped
         unless the name now holds another file or the file changed.
         """
+        if name.startswith(PAUSED_PREFIX):  # a group paused or resumed (docs/protocol.md, "Groups")
+            self._pause_seen(name)
+            return
         if is_ignored_name(name):
             return
         path = f"{self._pending_dir}/{name}"
@@ -69,6 +74,21 @@ class Intake(Timers):
         self._candidates[name] = _Candidate(True, seen)
         fields = fields_from_head(head, kind, info.st_mtime)
         self._scheduler.offer(name, stem, fields, info.st_mtime_ns, time.time())
+
+    def _pause_seen(self, name: str) -> None:
+        """``pending/<name>`` pauses a group: whether it is there now decides whether the group is paused."""
+        group = pause_file_group(name)
+        if group is not None:
+            there = os.path.lexists(f"{self._pending_dir}/{name}")
+            self._set_paused(self._groups.paused | {group} if there else self._groups.paused - {group})
+
+    def _set_paused(self, paused: frozenset[str]) -> None:
+        """The groups paused now; ``group_paused`` / ``group_resumed`` for each that changed."""
+        for group in sorted(paused - self._groups.paused):
+            self.log.info("group_paused", group=group, reason="no job of the group is claimed until it is resumed")
+        for group in sorted(self._groups.paused - paused):
+            self.log.info("group_resumed", group=group)
+        self._groups.paused = paused
 
     def _forget(self, name: str) -> None:
         """``pending/<name>`` is gone (claimed, held, cancelled or removed)."""
@@ -119,6 +139,7 @@ class Intake(Timers):
         with os.scandir(self.layout.pending) as entries:
             names = [entry.name for entry in entries]
         present = set(names)
+        self._set_paused(paused_in(names))
         for gone in [name for name in self._candidates if name not in present]:
             del self._candidates[gone]
             self._scheduler.forget(gone)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from ..policy import judge
 from ..protocol import ClaimedJob
+from ..protocol.defaults import DEFAULT_GROUP, GROUP_ENV, SLOT_ENV
 from ..protocol.errors import InvalidJob
 from ..protocol.jobfile import submitted_by
 from ..protocol.leases import Snapshot, read_unwritten
@@ -55,10 +56,10 @@ class Launch(Intake, QueueGuard):
             candidate = self._candidates.pop(doomed.name, None)
             if candidate is not None:
                 self._guarded(self._start, doomed.name, candidate, doomed, file=doomed.name)
-        while len(self._active) < self.config.slots and self._recording < self._max_recording:
+        while self._recording < self._max_recording:
             if self._starts_paused is not None:  # the last start in this loop was deferred
                 return
-            name = self._scheduler.take_ready()
+            name = self._scheduler.take_ready(self._groups.may_start)  # a group's own slots (execsvc.groups)
             if name is None:
                 return
             candidate = self._candidates.pop(name, None)
@@ -71,7 +72,9 @@ class Launch(Intake, QueueGuard):
         return self._stopping or self._paused is not None or self._starts_paused is not None
 
     def _slot_freed(self, job_id: str) -> None:
-        self._active.pop(job_id, None)
+        job = self._active.pop(job_id, None)
+        if job is not None:
+            self._groups.release(job.group, job.slot)
         self._recording += 1
 
     def _start(self, name: str, seen: _Candidate, doomed: Doomed | None) -> None:
@@ -144,6 +147,11 @@ class Launch(Intake, QueueGuard):
             where = f" (set in {self.config.config_file})" if self.config.config_file else ""
             self._finish_unstarted(claimed, JobStatus.INVALID, verdict.problem + where, request, refused=True)
             return None
+        refusal = self._groups.refusal(request.options.group or DEFAULT_GROUP)
+        if refusal is not None:
+            where = f" (set in {self.config.config_file})" if self.config.config_file else ""
+            self._finish_unstarted(claimed, JobStatus.INVALID, refusal + where, request, refused=True)
+            return None
         if request.result_file is not None and not request.result_file.parent.is_dir():
             self._finish_unstarted(
                 claimed,
@@ -160,8 +168,12 @@ class Launch(Intake, QueueGuard):
         return request
 
     def _spawn(self, name: str, claimed: ClaimedJob, request: RunRequest) -> None:
-        """Start the claimed job's process group, register its exit and deadlines, log its start."""
+        """Start the claimed job's process group in a slot of its group (``EXECSVC_GROUP``,
+        ``EXECSVC_SLOT``), register its exit and deadlines, log its start."""
         job_id = claimed.job_id
+        group = request.options.group or DEFAULT_GROUP
+        slot = self._groups.acquire(group)
+        request = replace(request, env={**request.env, GROUP_ENV: group, SLOT_ENV: str(slot)})
         process = JobProcess(
             request,
             self.layout.stdout_log(job_id),
@@ -171,9 +183,10 @@ class Launch(Intake, QueueGuard):
         try:
             process.start()
         except SpawnError as exc:
+            self._groups.release(group, slot)
             self._not_started(name, claimed, request, process, exc)
             return
-        job = _ActiveJob(claimed, request, process, self._flusher.request())
+        job = _ActiveJob(claimed, request, process, self._flusher.request(), group=group, slot=slot)
         self._active[job_id] = job
         if process.pidfd is not None:
             try:
@@ -207,6 +220,8 @@ class Launch(Intake, QueueGuard):
             attempt=request.options.attempt if request.options.attempt > 1 else None,
             sandbox=request.sandbox.record.profile if request.sandbox else None,
             restart=request.options.restart if request.options.is_service() else None,
+            group=group if group != DEFAULT_GROUP else None,
+            slot=slot,
             argv=" ".join(request.argv)[:300],
         )
 

@@ -149,6 +149,9 @@ class Worker(Messages):
             default_timeout_s=self.config.default_timeout_s,
             max_timeout_s=self.config.max_timeout_s,
             kill_grace_s=self.config.kill_grace_s,
+            groups=self.config.group_slots,
+            total_slots=self.config.total_slots,
+            unknown_groups=self.config.unknown_groups,
         )
         write_durable(self.layout.worker_file, info.model_dump_json().encode(), replace=True, sync=False)
         self.log.info(
@@ -292,6 +295,7 @@ class Worker(Messages):
             exit_info = job.process.reap()
         except Exception as exc:  # never seen; without this the slot would stay taken for good
             self._active.pop(job_id, None)
+            self._groups.release(job.group, job.slot)
             self.log.error("reap_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
             return
         if exit_info.leftovers_stopped:

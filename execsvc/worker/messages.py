@@ -162,6 +162,7 @@ class Messages(Launch):
             pending=len(self._candidates),
             stopping="yes" if self._stopping else None,
             claims_paused=self._paused,
+            groups_paused=",".join(sorted(self._groups.paused)) or None,
         )
 
     def _on_stop_request(self, signum: int) -> None:

@@ -26,10 +26,12 @@ from filelock import FileLock
 from ..config import WorkerConfig
 from ..daemonlog import EventLog
 from ..file_events import FileEvents
+from ..groups import GroupSlots
 from ..hooks import HookStop
 from ..inbox import Inbox
 from ..policy import result_roots
 from ..protocol import ClaimedJob, JobStore
+from ..protocol.defaults import DEFAULT_GROUP
 from ..protocol.errors import InvalidJobId, JobNotFound
 from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
@@ -76,6 +78,8 @@ class _ActiveJob:
     put_back: int = 0  # times its file was put back while it ran
     ready_watch: ReadyWatch | None = None  # a job with ready_when, until it is ready
     attempt: int = field(default_factory=itertools.count(1).__next__)  # unique per start: see _Deadline
+    group: str = DEFAULT_GROUP  # the group whose slot it holds (execsvc.groups)
+    slot: int = 0  # that slot's index within the group: EXECSVC_SLOT
 
 
 class _AwaitedOrRunning:
@@ -163,6 +167,7 @@ class LoopState:
         self._selector.register(self._inbox, selectors.EVENT_READ, None)
         self._candidates: dict[str, _Candidate] = {}
         self._scheduler = Scheduler(self._lookup)
+        self._groups = GroupSlots(self.config, self._group_created)  # each group's slots, the paused groups
         self._active: dict[str, _ActiveJob] = {}
         self._to_record: list[tuple[_ActiveJob, ExitInfo]] = []  # exited in this loop step
         self._recording = 0
@@ -193,10 +198,11 @@ class LoopState:
         self._result_roots = result_roots(self.layout.root, self.config.result_file_folders)
         self._webhook_rule = WebhookRule(self.config.webhook_hosts)
         # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
-        # `slots` running plus `_max_recording` recording, and no thread start on the hot path.
-        self._max_recording = 2 * self.config.slots  # records in flight before claiming waits (see _dispatch)
+        # `capacity` running (the declared groups' slots) plus `_max_recording` recording, and no
+        # thread start on the hot path.
+        self._max_recording = 2 * self.config.capacity  # records in flight before claiming waits (see _dispatch)
         self._waiters = ThreadPoolExecutor(
-            max_workers=self.config.slots + self._max_recording, thread_name_prefix="execsvc-job"
+            max_workers=self.config.capacity + self._max_recording, thread_name_prefix="execsvc-job"
         )
         self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal: see FinishHooks
 
@@ -224,6 +230,10 @@ class LoopState:
             step(*args)
         except Exception as exc:
             self.log.error("internal_error", step=step.__name__, error=repr(exc), **context)
+
+    def _group_created(self, group: str, slots: int) -> None:
+        reason = "a job names it; it has the default group's slots"
+        self.log.info("group_created", group=group, slots=slots, reason=reason)
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
         """Where a dependency is and its status, from the folders (for the scheduler, which looks

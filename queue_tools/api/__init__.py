@@ -17,12 +17,13 @@ A job's log that is not a regular file is named in the chunk's ``problem``;
 a ``daemon.log`` that is not raises :class:`~execsvc.protocol.durable.NotRegularFile`.
 
 The modules: :mod:`.models` (the answers), :mod:`.jobs` (listing, one job),
-:mod:`.waits` (why a job waits), :mod:`.output` (logs), :mod:`.actions`
+:mod:`.waits` (why a job waits), :mod:`.groups` (groups, their slots and pauses), :mod:`.output` (logs), :mod:`.actions`
 (wait, retry, cancel, hold, release), :mod:`.lines` (output by lines),
 :mod:`.search` (lines matching a pattern), :mod:`.stats` (a running job's processes).
 """
 
 from .actions import cancel_job, check_after, check_policy, hold_job, release_job, retry_job, wait_for_job
+from .groups import GroupLoads, group_summaries
 from .jobs import counts, get_job, list_jobs, parse_duration, queue_status, slots_sentence, timeout_of, worker_status
 from .models import (
     CANCEL_PROGRESS_EVERY_S,
@@ -30,6 +31,7 @@ from .models import (
     COMMAND_WIDTH,
     Cancelled,
     CancelOutcome,
+    GroupSummary,
     JobDetail,
     JobPage,
     JobSummary,
@@ -55,6 +57,8 @@ __all__ = [
     "COMMAND_WIDTH",
     "CancelOutcome",
     "Cancelled",
+    "GroupLoads",
+    "GroupSummary",
     "JobDetail",
     "JobPage",
     "JobSummary",
@@ -75,6 +79,7 @@ __all__ = [
     "counts",
     "daemon_log_tail",
     "get_job",
+    "group_summaries",
     "hold_job",
     "list_jobs",
     "moment",

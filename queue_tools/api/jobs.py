@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from execsvc.protocol import FINISHED_STATES, JobEntry
+from execsvc.protocol.defaults import DEFAULT_GROUP
 from execsvc.protocol.errors import JobNotFound
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
 from execsvc.protocol.queue import JobQueue
 
+from .groups import GroupLoads, group_of, group_summaries, has_groups
 from .models import (
     COMMAND_WIDTH,
     JobDetail,
@@ -66,8 +68,12 @@ def worker_status(queue: JobQueue) -> WorkerStatus:
 
 
 def queue_status(queue: JobQueue) -> QueueStatus:
-    """Counts per state, the worker, and the queue root."""
-    return QueueStatus(queue_dir=str(queue.root), counts=counts(queue), worker=worker_status(queue))
+    """Counts per state, the worker, and the queue root; the groups too when there are more than
+    ``default`` (declared by the worker) or one is paused (reads each pending job's file then)."""
+    status = QueueStatus(queue_dir=str(queue.root), counts=counts(queue), worker=worker_status(queue))
+    if has_groups(queue, queue.worker_info()):
+        status.groups = {group.name: QueueStatus.group_line(group) for group in group_summaries(queue)}
+    return status
 
 
 def list_jobs(
@@ -130,16 +136,20 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         spec=info.spec,
         result=info.result,
     )
+    if info.result is not None:
+        detail.group = info.result.group if info.result.group != DEFAULT_GROUP else None
     if info.state is JobState.PENDING:
         waiting = waiting_of(queue, info, count_ahead=True)
-        detail.waiting = waiting
+        detail.waiting, detail.group = waiting, waiting.group
         if waiting.jobs_ahead is not None:
             detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
-        detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue)}"
+        detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue, waiting.group or DEFAULT_GROUP)}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
         if info.ready:
             detail.ready, detail.note = True, "running and ready (its ready_when was met)"
+        group = group_of(info.path, info.mtime.timestamp())
+        detail.group = group if group != DEFAULT_GROUP else None
     if not detail.finished and queue.worker_info() is None:
         missing = (
             "no worker is serving this queue, so the job waits in pending/: start one with execsvc run"
@@ -154,13 +164,18 @@ SLOT_HOLDERS_SHOWN = 3
 """Running jobs named at most when a pending job waits for a slot."""
 
 
-def slots_sentence(queue: JobQueue) -> str:
-    """Who holds the slots: ``1/1 slots busy: job X (`sleep 30`, running 12 s of 300 s)``, or
-    ``N running`` when a slot is free (or no worker says how many there are)."""
+def slots_sentence(queue: JobQueue, group: str = DEFAULT_GROUP) -> str:
+    """Who holds the slots of ``group``: ``1/1 slots busy: job X (`sleep 30`, running 12 s of
+    300 s)`` (``... slots of group build busy ...`` for a group but ``default``), or ``N running``
+    when a slot is free (or no worker says how many there are)."""
     running = queue.entries(JobState.RUNNING)
     worker = queue.worker_info()
-    if worker is None or len(running) < worker.slots:
-        return f"{len(running)} running" + (f" of {worker.slots} slots" if worker else "")
+    if worker is not None:  # the jobs of this group (a group's slots are its own)
+        running = [entry for entry in running if group_of(entry.path, entry.mtime_ns / 1e9) == group]
+    slots = GroupLoads(queue, worker).slots_of(group) if worker is not None else None
+    of_group = f" of group {group}" if group != DEFAULT_GROUP else ""
+    if slots is None or len(running) < slots:
+        return f"{len(running)} running" + (f" of {slots} slots{of_group}" if slots is not None else "")
     held = []
     for entry in sorted(running, key=lambda entry: entry.ctime_ns)[:SLOT_HOLDERS_SHOWN]:
         try:
@@ -173,7 +188,7 @@ def slots_sentence(queue: JobQueue) -> str:
         of = f" of {timeout:g} s" if timeout is not None else ""
         held.append(f"job {info.job_id} (`{command}`, running {elapsed or 0:.0f} s{of})")
     more = f" and {len(running) - len(held)} more" if len(running) > len(held) else ""
-    return f"{len(running)}/{worker.slots} slots busy: {', '.join(held)}{more}"
+    return f"{len(running)}/{slots} slots{of_group} busy: {', '.join(held)}{more}"
 
 
 def timeout_of(queue: JobQueue, spec: dict[str, Any] | None) -> float | None:
@@ -266,10 +281,11 @@ def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         queued_at=info.mtime if info.state is JobState.PENDING else None,
     )
     if info.state is JobState.PENDING:
-        waiting = waiting_of(queue, info)
+        waiting = waiting_of(queue, info, slots=False)  # a busy group is its turn, not shown in a listing
         summary.priority = waiting.priority or None
         summary.waiting = waiting.reason if waiting.blocked or waiting.problem else None
         summary.attempt = waiting.attempt if waiting.attempt > 1 else None
+        summary.group = waiting.group
     if result is not None:
         summary.attempt = result.attempt
         summary.exit_code = result.returncode
@@ -277,7 +293,10 @@ def _read_summary(queue: JobQueue, entry: JobEntry) -> JobSummary | None:
         summary.completed_at = result.completed_at
         summary.duration_s = result.duration_s
         summary.error = result.error
+        summary.group = result.group if result.group != DEFAULT_GROUP else None
     elif info.state is JobState.RUNNING:
+        group = group_of(entry.path, entry.mtime_ns / 1e9)
+        summary.group = group if group != DEFAULT_GROUP else None
         summary.elapsed_s = _running_for_s(Path(info.path))
         summary.started_at = moment(entry.ctime_ns / 1e9)
     return summary

@@ -47,6 +47,19 @@ class WorkerStatus(BaseModel):
     config_file: str | None = None
 
 
+class GroupSummary(BaseModel):
+    """One group (docs/protocol.md, "Groups"): ``slots`` (``None``: no worker says), ``running``
+    jobs holding one, ``pending`` jobs in its line (held ones too), ``paused``."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+    slots: int | None = None
+    running: int = 0
+    pending: int = 0
+    paused: bool = False
+
+
 class QueueStatus(BaseModel):
     """The queue at a glance: its root, the counts per state and the worker."""
 
@@ -55,6 +68,14 @@ class QueueStatus(BaseModel):
     queue_dir: str
     counts: StateCounts
     worker: WorkerStatus
+    groups: dict[str, str] | None = None  # each group: "1/2 slots busy, 3 pending[, paused]"; only when
+    # the queue has more groups than default, or a paused one
+
+    @staticmethod
+    def group_line(group: GroupSummary) -> str:
+        """One group in a few words: ``1/2 slots busy, 3 pending`` (``, paused``)."""
+        slots = f"{group.running}/{group.slots if group.slots is not None else '?'} slots busy"
+        return f"{slots}, {group.pending} pending{', paused' if group.paused else ''}"
 
 
 class Waiting(BaseModel):
@@ -82,12 +103,22 @@ class Waiting(BaseModel):
     jobs_ahead: int | None = None
     problem: str | None = None  # why its scheduling fields are not valid: a worker refuses it when it claims it
     doomed: str | None = None  # it never runs: "will be recorded <status>: <why>"
+    group: str | None = None  # its group, unless "default" (docs/protocol.md, "Groups")
+    group_paused: bool = False  # its group is paused: it is not claimed until the group is resumed
+    group_wait: str | None = None  # why its group claims nothing now: "2/2 slots of group build busy"
     reason: str = ""
 
     @property
     def blocked(self) -> bool:
-        """Whether something other than jobs ahead keeps it waiting (doomed, held, not due, dependencies)."""
-        return self.doomed is not None or self.held or self.due_at is not None or bool(self.waiting_for)
+        """Whether something other than jobs ahead keeps it waiting (doomed, held, not due,
+        dependencies, its group paused)."""
+        return (
+            self.doomed is not None
+            or self.held
+            or self.due_at is not None
+            or bool(self.waiting_for)
+            or self.group_paused
+        )
 
 
 class JobSummary(BaseModel):
@@ -111,6 +142,7 @@ class JobSummary(BaseModel):
     priority: int | None = None
     waiting: str | None = None  # why a pending job waits, when not just for its turn
     attempt: int | None = None
+    group: str | None = None  # its group, unless "default" (docs/protocol.md, "Groups")
 
 
 class JobPage(BaseModel):
@@ -142,6 +174,7 @@ class JobDetail(BaseModel):
     position: int | None = None
     jobs_ahead: int | None = None
     waiting: Waiting | None = None
+    group: str | None = None  # its group, unless "default" (docs/protocol.md, "Groups")
     elapsed_s: float | None = None
     command: str | None = None
     spec: dict[str, Any] | None = None

@@ -6,6 +6,7 @@ import os
 import time
 
 from execsvc.protocol import JobEntry
+from execsvc.protocol.defaults import DEFAULT_GROUP
 from execsvc.protocol.errors import InvalidJobId, JobNotFound
 from execsvc.protocol.layout import split_job_name
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
@@ -13,17 +14,20 @@ from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.readiness import OrderKey, count_ahead, order_key, wait_reason
 from execsvc.protocol.scheduling import PLAIN, SchedulingFields, peek
 
+from .groups import GroupLoads
 from .models import Waiting, moment
 
 
-def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False) -> Waiting:
+def waiting_of(queue: JobQueue, info: JobInfo, *, count_ahead: bool = False, slots: bool = True) -> Waiting:
     """Why the pending job ``info`` waits (see :class:`Waiting`), from the files alone, by the
-    worker's rules (:func:`execsvc.protocol.readiness.wait_reason`).
+    worker's rules (:func:`execsvc.protocol.readiness.wait_reason`, and
+    :func:`~execsvc.protocol.readiness.group_wait` for its group).
 
     ``count_ahead`` also counts the ready jobs that start before it (reads
-    every pending job's scheduling fields).
+    every pending job's scheduling fields); ``slots=False`` leaves out whether its group's slots
+    are busy (that reads each running job's file; a pause is said all the same).
     """
-    return Rules(queue).waiting(info, count_ahead=count_ahead)
+    return Rules(queue).waiting(info, count_ahead=count_ahead, slots=slots)
 
 
 class Rules:
@@ -34,6 +38,13 @@ class Rules:
         self.now = time.time()
         self._pending: dict[str, tuple[JobEntry, SchedulingFields]] | None = None
         self._infos: dict[str, JobInfo | None] = {}
+        self._groups: GroupLoads | None = None
+
+    def groups(self) -> GroupLoads:
+        """The groups' slots, pauses and running jobs (read once)."""
+        if self._groups is None:
+            self._groups = GroupLoads(self.queue)
+        return self._groups
 
     def pending(self) -> dict[str, tuple[JobEntry, SchedulingFields]]:
         """Every pending job (held ones too) by id, with its scheduling fields (read once)."""
@@ -72,9 +83,10 @@ class Rules:
         held = self.held(entry)
         after_of = self.after_of if schedule.after else None
         reason = wait_reason(schedule, self.lookup, self.now, held=held, job_id=entry.job_id, after_of=after_of)
-        return reason.blocked
+        groups = self.groups()
+        return reason.blocked or groups.paused(schedule.group) or groups.refusal(schedule.group) is not None
 
-    def waiting(self, info: JobInfo, *, count_ahead: bool) -> Waiting:
+    def waiting(self, info: JobInfo, *, count_ahead: bool, slots: bool = True) -> Waiting:
         schedule = _schedule_of(info.path, info.mtime.timestamp())
         after_of = self.after_of if schedule.after else None
         why = wait_reason(schedule, self.lookup, self.now, held=info.held, job_id=info.job_id, after_of=after_of)
@@ -87,20 +99,33 @@ class Rules:
             waiting_for=list(why.waiting_for),
             doomed=why.doomed_sentence,
             problem=schedule.problem,
+            group=schedule.group if schedule.group != DEFAULT_GROUP else None,
+            group_paused=self.groups().paused(schedule.group),
         )
         if why.due_at is not None:
             waiting.due_at = moment(why.due_at)
             if waiting.due_at is None:
                 waiting.problem = f"its due time ({why.due_at:g} s after 1970) is past the year 9999"
+        refusal = self.groups().refusal(schedule.group) if schedule.group != DEFAULT_GROUP else None
+        if refusal is not None and waiting.doomed is None:
+            waiting.doomed = f"will be recorded invalid: {refusal}"
+        if not why.blocked and (slots or waiting.group_paused):
+            # The default group's own slots are said by get_job's note (who holds them), as before groups.
+            waiting.group_wait = self.groups().wait(schedule.group, own_slots=schedule.group != DEFAULT_GROUP)
         if count_ahead and not waiting.blocked:
             waiting.jobs_ahead = self.jobs_ahead(info.job_id)
         waiting.reason = _waiting_reason(waiting)
         return waiting
 
     def jobs_ahead(self, job_id: str) -> int | None:
-        """How many ready pending jobs start before ``job_id`` (the worker's order: :func:`order_key`)."""
+        """How many ready pending jobs of its group start before ``job_id`` (the worker's order:
+        :func:`order_key`, in each group's own line)."""
         keys: dict[str, OrderKey] = {}
-        for other, (entry, schedule) in self.pending().items():
+        pending = self.pending()
+        group = pending[job_id][1].group if job_id in pending else DEFAULT_GROUP
+        for other, (entry, schedule) in pending.items():
+            if schedule.group != group:
+                continue
             if other == job_id or not self.blocked(entry, schedule):
                 keys[other] = order_key(schedule, entry.mtime_ns, os.path.basename(entry.path))
         mine = keys.get(job_id)
@@ -129,7 +154,10 @@ def _waiting_reason(waiting: Waiting) -> str:
         parts.append(f"waiting for job(s) {', '.join(waiting.waiting_for)} to finish")
     if not parts:
         ahead = waiting.jobs_ahead
-        parts.append(f"behind {ahead} job(s)" if ahead is not None else "ready, waiting for its turn")
+        of = f" of group {waiting.group}" if waiting.group else ""
+        parts.append(f"behind {ahead} job(s){of}" if ahead is not None else "ready, waiting for its turn")
+    if waiting.group_wait:
+        parts.append(waiting.group_wait)
     return "; ".join(parts)
 
 

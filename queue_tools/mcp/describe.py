@@ -24,6 +24,7 @@ class Facts:
     allowed_commands: list[str] | None = None
     allow_shell: bool = True
     serving: bool = False
+    groups: dict[str, int] | None = None  # each declared group's slots (worker.json), "default" among them
 
 
 def _where(facts: Facts) -> str:
@@ -34,6 +35,10 @@ def _where(facts: Facts) -> str:
 def _limits(facts: Facts) -> str:
     cap = f", at most {facts.max_timeout_s:g} s" if facts.max_timeout_s else ""
     slots = f"{facts.slots} job(s) run at once" if facts.slots else "no worker serves the queue yet"
+    others = {name: count for name, count in (facts.groups or {}).items() if name != "default"}
+    if facts.slots and others:
+        listed = ", ".join(f"{name} {count}" for name, count in sorted(others.items())[:10])
+        slots += f" in the default group; groups with slots of their own (argument group): {listed}"
     if facts.allowed_commands is not None:
         policy = "only these programs may run: " + ", ".join(facts.allowed_commands[:10])
     else:

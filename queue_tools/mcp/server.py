@@ -139,6 +139,7 @@ def _facts(tools: QueueTools) -> Facts:
         allowed_commands=worker.allowed_commands,
         allow_shell=worker.allow_shell,
         serving=True,
+        groups=worker.groups,
     )
 
 

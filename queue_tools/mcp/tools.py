@@ -162,6 +162,7 @@ class QueueTools:
         ] = None,
         shell: Annotated[bool | None, Field(description="Force (true) or forbid (false) /bin/sh -c")] = None,
         restart: Annotated[Literal["on-failure", "always"] | None, Field(description="Restarted when it ends")] = None,
+        group: Annotated[str | None, Field(description="Group: its own slots")] = None,
         verbose: Verbose = False,
     ) -> JobAnswer:
         q = self.queue()
@@ -185,6 +186,7 @@ class QueueTools:
                 retry_delay_s=retry_delay_s,
                 on_finish=on_finish,
                 webhook=webhook,
+                group=group,
             ),
             limits=limits.model_dump(exclude_none=True) if limits is not None else None,
             sandbox=sandbox.model_dump(exclude_none=True) if isinstance(sandbox, SandboxSpec) else sandbox,

@@ -2,7 +2,7 @@
 token, from the page's own origin, and never with ``--read-only``.
 
 ``POST /submit`` (form fields ``command`` with ``args``, one per line, or ``script``; ``cwd``,
-``timeout_s``, ``priority``) enqueues a JSON job with ``submitted_by: "web"``
+``timeout_s``, ``priority``, ``group``) enqueues a JSON job with ``submitted_by: "web"``
 (docs/protocol.md, "JSON jobs"): a command with args runs directly, a command without them or a
 script runs as a ``/bin/sh -c`` line. ``POST /jobs/<id>/cancel`` and ``/force-cancel``
 (SIGKILL to the process group at once; :func:`queue_tools.api.cancel_job`), ``hold``,
@@ -69,6 +69,8 @@ def spec_from_form(form: dict[str, str]) -> dict[str, Any]:
         spec["cwd"] = form["cwd"].strip()
     if form.get("description", "").strip():
         spec["description"] = form["description"].strip()
+    if form.get("group", "").strip():
+        spec["group"] = form["group"].strip()
     for name, kind in (("timeout_s", float), ("priority", int)):
         text = form.get(name, "").strip()
         if text:

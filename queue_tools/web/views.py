@@ -24,7 +24,8 @@ from execsvc.protocol.finish_index import INDEX_NAME
 from execsvc.protocol.models import JobInfo, JobState, JobStatus
 from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.visible import visible
-from queue_tools.api import WorkerStatus, worker_status
+from queue_tools.api import GroupSummary, WorkerStatus, group_summaries, worker_status
+from queue_tools.api.groups import has_groups
 
 PAGE_ROWS = 50
 """Jobs on one page of the table."""
@@ -246,6 +247,7 @@ class Overview:
     per_minute: list[tuple[int, int]]
     durations: list[int]
     sampled: int
+    groups: list[GroupSummary] = field(default_factory=list)  # only when there is more than default, or a pause
     made_at: float = field(default_factory=time.time)
 
     @property
@@ -300,6 +302,7 @@ class OverviewReader:
             per_minute=[(done, failed) for done, failed in per_minute],
             durations=durations,
             sampled=len(newest),
+            groups=group_summaries(self.queue) if has_groups(self.queue, self.queue.worker_info()) else [],
         )
 
     def _duration_of(self, job_id: str) -> float | None:

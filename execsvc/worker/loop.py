@@ -95,6 +95,8 @@ class Worker(Messages):
         self._watch()
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
         self._rescan()
+        for name in self._schedules.start(self.log, self._inbox, datetime.now(UTC)):  # catch-up runs
+            self._consider(name)
         self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
         self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
         if self.config.retention_days is not None:
@@ -204,6 +206,7 @@ class Worker(Messages):
         for message in self._inbox.drain(woken=woken):
             self._guarded(self._handle, message)
         self._guarded(self._run_due_deadlines)
+        self._guarded(self._run_schedules)
         self._scheduler.wake(time.time())
         self._dispatch()
         self._hand_over_exited()
@@ -245,6 +248,7 @@ class Worker(Messages):
         """
         if self._file_events is not None:
             self._file_events.stop()
+        self._schedules.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
             for job in self._active.values():  # reaped and recorded by job threads, which block

@@ -38,6 +38,7 @@ from ..run_request import RunRequest
 from ..runner import ExitInfo, JobProcess
 from ..scheduler import Scheduler
 from ..webhook_policy import WebhookRule
+from .schedules import Schedules
 
 _START_RETRY_FIRST_S = 0.5  # after a start deferred (see Worker._defer); doubled up to the next
 _START_RETRY_MAX_S = 30.0
@@ -159,6 +160,7 @@ class LoopState:
         self._selector.register(self._inbox, selectors.EVENT_READ, None)
         self._candidates: dict[str, _Candidate] = {}
         self._scheduler = Scheduler(self._lookup)
+        self._schedules = Schedules(self.queue)  # recurring jobs: started in initialize()
         self._active: dict[str, _ActiveJob] = {}
         self._to_record: list[tuple[_ActiveJob, ExitInfo]] = []  # exited in this loop step
         self._recording = 0

@@ -1,0 +1,131 @@
+"""Recurring jobs with a real worker: schedule files in ``schedules/`` become runs in ``pending/``
+(docs/protocol.md, "Schedules"). The due-time rules without a worker: tests/unit/test_schedule_times.py;
+kill -9 of the worker: tests/faults/test_schedule_crash.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from conftest import daemon_log, wait_finished, wait_until
+
+from execsvc import JobQueue
+from execsvc.protocol.schedules import due_of_run_id, run_ids
+
+
+def write_schedule(queue_root: Path, name: str, content: dict[str, Any] | str, *, mtime: float | None = None) -> Path:
+    """Write ``schedules/<name>.json`` as a careful foreign tool does: a hidden temp file, then rename."""
+    folder = queue_root / "schedules"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(content if isinstance(content, str) else json.dumps(content))
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.rename(tmp, folder / f"{name}.json")
+    return folder / f"{name}.json"
+
+
+def ids_of(queue_root: Path, name: str) -> list[str]:
+    return run_ids(JobQueue(queue_root).layout, name)
+
+
+def test_every_second_enqueues_one_run_per_due_time_in_order(queue_root: Path, start_worker: Any) -> None:
+    worker = start_worker()
+    write_schedule(queue_root, "tick", {"every_s": 1, "overlap": "queue", "job": {"command": "true"}})
+    worker.wait_for_line("schedule_loaded")
+    wait_until(lambda: len(ids_of(queue_root, "tick")) >= 4, timeout_s=15, what="four runs of tick")
+    ids = ids_of(queue_root, "tick")
+    assert all(re.fullmatch(r"tick-[0-9]{8}T[0-9]{6}", job_id) for job_id in ids), ids
+    dues = [due_of_run_id("tick", job_id) for job_id in ids]
+    assert all(due is not None for due in dues)
+    # one run per due time, in order, none twice (a loop woken late under load makes one run of the
+    # times it missed: the latest, so a step can be 2 s, never 0 s)
+    steps = [(b - a).total_seconds() for a, b in zip(dues, dues[1:], strict=False) if a and b]
+    assert steps and all(step >= 1 and step.is_integer() for step in steps), ids
+    for job_id in ids[:3]:
+        info = wait_finished(queue_root, job_id)
+        assert info.status.value == "completed"
+        assert info.spec is not None and info.spec["schedule"]["name"] == "tick"
+        assert info.spec["submitted_by"] == "schedule tick"
+    assert "renamed" not in daemon_log(queue_root)
+
+
+def test_overlap_skip_skips_while_a_run_is_still_going(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    release = tmp_path / "release"
+    holding = f"while [ ! -e {release} ]; do sleep 0.05; done"
+    worker = start_worker("--slots", "2")
+    write_schedule(queue_root, "slow", {"every_s": 1, "job": {"command": holding}})
+    worker.wait_for_line("started job=slow-")
+    skipped = worker.wait_for_line("schedule_skipped", timeout_s=10)
+    first = ids_of(queue_root, "slow")[0]
+    assert f"run={first}" in skipped and "state=running" in skipped
+    worker.wait_for_line("schedule_skipped job=slow-", timeout_s=10)
+    assert ids_of(queue_root, "slow") == [first], "no second run while the first still runs"
+    release.touch()
+    wait_finished(queue_root, first)
+    wait_until(lambda: len(ids_of(queue_root, "slow")) >= 2, timeout_s=10, what="the next run after the first ended")
+
+
+def test_overlap_queue_enqueues_while_a_run_is_still_going(queue_root: Path, tmp_path: Path, start_worker: Any) -> None:
+    release = tmp_path / "release"
+    holding = f"while [ ! -e {release} ]; do sleep 0.05; done"
+    worker = start_worker()
+    write_schedule(queue_root, "piled", {"every_s": 1, "overlap": "queue", "job": {"command": holding}})
+    worker.wait_for_line("started job=piled-")
+    wait_until(lambda: len(ids_of(queue_root, "piled")) >= 3, timeout_s=10, what="runs queued behind the first")
+    assert "schedule_skipped" not in daemon_log(queue_root)
+    release.touch()
+
+
+def _missed_schedule(catch_up: bool) -> dict[str, Any]:
+    return {"every_s": 60, "catch_up": catch_up, "job": {"command": "true"}}
+
+
+def test_catch_up_runs_once_at_start_for_missed_times(queue_root: Path, start_worker: Any) -> None:
+    written = time.time() - 600  # ten due times were missed while no worker served the queue
+    JobQueue(queue_root)
+    write_schedule(queue_root, "nightly", _missed_schedule(True), mtime=written)
+    write_schedule(queue_root, "plain", _missed_schedule(False), mtime=written)
+    worker = start_worker()
+    line = worker.wait_for_line("schedule_enqueued job=nightly-")
+    assert "catch_up=true" in line
+    ids = ids_of(queue_root, "nightly")
+    assert len(ids) == 1, ids
+    due = due_of_run_id("nightly", ids[0])
+    assert due is not None
+    now = datetime.now(UTC)
+    assert now - timedelta(seconds=60) < due <= now, "the latest missed due time"
+    wait_finished(queue_root, ids[0])
+    assert ids_of(queue_root, "plain") == [], "no catch-up without catch_up"
+    worker.stop()
+    # a restart finds the catch-up run in the queue: that missed time is not run again (a minute
+    # that went by since may be: it was missed too)
+    worker = start_worker()
+    worker.wait_for_line("schedule_loaded schedule=nightly")
+    after = ids_of(queue_root, "nightly")
+    assert after[0] == ids[0] and len(after) <= 2, after
+    assert daemon_log(queue_root).count(f"schedule_enqueued job={ids[0]} ") == 1
+
+
+def test_malformed_schedule_file_is_logged_and_the_worker_keeps_running(
+    queue_root: Path, start_worker: Any, tmp_path: Path
+) -> None:
+    worker = start_worker()
+    write_schedule(queue_root, "broken", "{not json")
+    line = worker.wait_for_line("schedule_invalid schedule=broken")
+    assert "not JSON" in line
+    write_schedule(queue_root, "typo", {"every_s": 1, "cron": "* * * * *", "job": {"command": "true"}})
+    assert "either 'cron' or 'every_s'" in worker.wait_for_line("schedule_invalid schedule=typo")
+    write_schedule(queue_root, "badjob", {"cron": "* * * * *", "job": {"command": 5}})
+    assert "job" in worker.wait_for_line("schedule_invalid schedule=badjob")
+    job_id = JobQueue(queue_root).submit({"command": "echo", "args": ["alive"]})
+    assert wait_finished(queue_root, job_id).status.value == "completed"
+    assert worker.proc.poll() is None
+    # mended, it runs
+    write_schedule(queue_root, "broken", {"every_s": 1, "job": {"command": "true"}})
+    worker.wait_for_line("schedule_enqueued job=broken-", timeout_s=10)

@@ -4,6 +4,7 @@ kill -9 of the worker: tests/faults/test_schedule_crash.py."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -45,7 +46,7 @@ def test_every_second_enqueues_one_run_per_due_time_in_order(queue_root: Path, s
     assert all(due is not None for due in dues)
     # one run per due time, in order, none twice (a loop woken late under load makes one run of the
     # times it missed: the latest, so a step can be 2 s, never 0 s)
-    steps = [(b - a).total_seconds() for a, b in zip(dues, dues[1:], strict=False) if a and b]
+    steps = [(b - a).total_seconds() for a, b in itertools.pairwise(dues) if a and b]
     assert steps and all(step >= 1 and step.is_integer() for step in steps), ids
     for job_id in ids[:3]:
         info = wait_finished(queue_root, job_id)

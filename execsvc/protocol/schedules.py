@@ -219,6 +219,11 @@ def parse_schedule(data: bytes | None) -> Schedule:
         raise InvalidSchedule(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidSchedule("a schedule file holds a JSON object")
+    return schedule_from(raw)
+
+
+def schedule_from(raw: dict[str, Any]) -> Schedule:
+    """A :class:`Schedule` from its fields; raises :class:`InvalidSchedule` naming the first field at fault."""
     try:
         return Schedule.model_validate(raw)
     except ValidationError as exc:

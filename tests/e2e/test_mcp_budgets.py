@@ -60,8 +60,8 @@ def test_the_tool_list_is_small_and_plain(queue_root: Path, start_worker: Start,
     async def session() -> None:
         async with mcp_over_stdio(queue_root, tmp_path, "--no-auto-start") as client:
             listed = await client.list_tools()
-            assert listed.wire_bytes <= 20_000
-            assert listed.text_bytes <= 8_000  # names, descriptions and input schemas
+            assert listed.wire_bytes <= 21_000  # 12 tools; list_schedules (issue 23) added ~900 bytes to 19.7 KB
+            assert listed.text_bytes <= 8_200  # names, descriptions and input schemas (list_schedules: ~140)
             for tool in listed.result.tools:
                 described = " ".join([tool.description or "", str(tool.input_schema)])
                 assert not MARKUP.search(described), (tool.name, MARKUP.search(described))

@@ -8,15 +8,21 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from conftest import daemon_log, wait_finished, wait_until
+from conftest import BIN, EXECSVC, daemon_log, wait_finished, wait_until
+from mcp_calls import run, structured
+from web_server import WebServer
 
 from execsvc import JobQueue
 from execsvc.protocol.schedules import due_of_run_id, run_ids
+
+QUEUE_VIEW = BIN / "queue-view"
 
 
 def write_schedule(queue_root: Path, name: str, content: dict[str, Any] | str, *, mtime: float | None = None) -> Path:
@@ -130,3 +136,94 @@ def test_malformed_schedule_file_is_logged_and_the_worker_keeps_running(
     # mended, it runs
     write_schedule(queue_root, "broken", {"every_s": 1, "job": {"command": "true"}})
     worker.wait_for_line("schedule_enqueued job=broken-", timeout_s=10)
+
+
+def _cli(queue_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EXECSVC_QUEUE_DIR": str(queue_root)}  # the command's own words end at --
+    return subprocess.run([str(EXECSVC), *args], capture_output=True, text=True, timeout=30, check=False, env=env)
+
+
+def test_schedule_commands_add_list_remove_and_the_worker_runs_it(queue_root: Path, start_worker: Any) -> None:
+    added = _cli(queue_root, "schedule", "add", "beat", "--every", "1s", "--overlap", "queue", "--", "echo", "hi")
+    assert added.returncode == 0, added.stderr
+    assert "every 1s" in added.stdout
+    saved = json.loads((queue_root / "schedules" / "beat.json").read_text())
+    assert saved["every_s"] == 1 and saved["overlap"] == "queue" and saved["job"]["args"] == ["hi"]
+    twice = _cli(queue_root, "schedule", "add", "beat", "--every", "1s", "--", "true")
+    assert twice.returncode == 1 and "--replace" in twice.stderr
+    bad = _cli(queue_root, "schedule", "add", "bad", "--cron", "61 * * * *", "--", "true")
+    assert bad.returncode == 2 and "Bad minute" in bad.stderr
+    neither = _cli(queue_root, "schedule", "add", "bad", "--", "true")
+    assert neither.returncode == 2 and "--cron or --every" in neither.stderr
+    added = _cli(
+        queue_root,
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "30 2 * * *",
+        "--timezone",
+        "Europe/Paris",
+        "--catch-up",
+        "--",
+        "true",
+    )
+    assert added.returncode == 0, added.stderr
+    worker = start_worker()
+    first = worker.wait_for_line("schedule_enqueued job=beat-").split("job=")[1].split()[0]
+    assert wait_finished(queue_root, first).result.stdout == "hi\n"  # type: ignore[union-attr]
+    listed = _cli(queue_root, "schedule", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    by_name = {item["name"]: item for item in json.loads(listed.stdout)}
+    assert by_name["beat"]["when"] == "every 1s" and by_name["beat"]["last_run"].startswith("beat-")
+    assert by_name["nightly"]["when"] == "cron 30 2 * * *" and by_name["nightly"]["timezone"] == "Europe/Paris"
+    assert datetime.fromisoformat(by_name["nightly"]["next_due"]).astimezone(ZoneInfo("Europe/Paris")).minute == 30
+    text = _cli(queue_root, "schedule", "list").stdout
+    assert "beat  every 1s" in text and "nightly  cron 30 2 * * *  zone=Europe/Paris" in text
+    removed = _cli(queue_root, "schedule", "remove", "beat")
+    assert removed.returncode == 0, removed.stderr
+    worker.wait_for_line("schedule_removed schedule=beat")
+    count = len(ids_of(queue_root, "beat"))
+    assert _cli(queue_root, "schedule", "remove", "beat").returncode == 1
+    job_id = JobQueue(queue_root).submit({"command": "sleep 1.5"})  # a job that spans a due time or two
+    wait_finished(queue_root, job_id)
+    assert len(ids_of(queue_root, "beat")) == count, "no run once the schedule was removed"
+
+
+def test_queue_view_mcp_and_web_show_schedules(queue_root: Path, start_worker: Any, tmp_path: Path) -> None:
+    start_worker()
+    write_schedule(queue_root, "tick", {"every_s": 1, "overlap": "queue", "job": {"command": "true"}})
+    write_schedule(queue_root, "broken", {"every_s": 1})
+    wait_until(lambda: bool(ids_of(queue_root, "tick")), timeout_s=10, what="a run of tick")
+    viewed = subprocess.run(
+        [str(QUEUE_VIEW), "--queue-dir", str(queue_root), "schedules", "--json"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    by_name = {item["name"]: item for item in json.loads(viewed.stdout)}
+    assert by_name["tick"]["last_run"].startswith("tick-") and by_name["tick"]["next_due"]
+    assert "job" in by_name["broken"]["error"] and set(by_name["broken"]) == {"name", "error"}
+    table = subprocess.run(
+        [str(QUEUE_VIEW), "--queue-dir", str(queue_root), "schedules"], capture_output=True, text=True, timeout=30,
+        check=True,
+    ).stdout  # fmt: skip
+    assert "tick" in table and "every 1s" in table and "invalid" in table
+
+    async def session(client: Any) -> None:
+        answer = structured(await client.call_tool("list_schedules", {}))
+        names = {item["name"]: item for item in answer["schedules"]}
+        assert names["tick"]["when"] == "every 1s" and "error" in names["broken"]
+        assert "null" not in json.dumps(answer)
+
+    run(session, queue_root)
+
+    server = WebServer(queue_root)
+    try:
+        status, headers, _ = server.request("GET", f"/schedules?token={server.token}")
+        cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+        status, _, page = server.request("GET", "/schedules", headers=cookie)
+        assert status == 200
+        assert 'id="schedule-tick"' in page and "every 1s" in page and "invalid:" in page
+        _, _, home = server.request("GET", "/", headers=cookie)
+        assert 'href="/schedules"' in home
+    finally:
+        server.stop()

@@ -145,3 +145,13 @@ def test_schedule_files_that_are_not_regular_or_badly_named(tmp_path: Path) -> N
     assert "name" in (read_schedule_file(tmp_path / "-bad.json").error or "")
     good = read_schedule_file(tmp_path / "target.json")
     assert good.error is None and good.schedule is not None and good.schedule.every_s == 5
+
+
+def test_the_nightly_schedule_file_of_the_docs_is_a_schedule() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "scheduling.md").read_text()
+    section = text[text.index("## Recurring jobs") :]
+    block = section.split("<<'SCHEDULE'\n", 1)[1].split("SCHEDULE\n", 1)[0]
+    schedule = parse_schedule(block.encode())
+    assert schedule.cron == "30 2 * * *" and schedule.catch_up and schedule.timezone == "Europe/Paris"
+    due = next_due(schedule, utc(2026, 12, 1, 12))
+    assert run_id("nightly", schedule, due) == "nightly-20261202T0130", "the id the page gives"

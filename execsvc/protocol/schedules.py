@@ -19,7 +19,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -275,25 +275,41 @@ def run_ids(layout: QueueLayout, name: str) -> list[str]:
 
     Read from the names in ``pending/`` (and ``.held/``), ``running/``, ``completed/``
     and ``failed/``: the queue is the schedule's state."""
-    folders = [layout.folder(state) for state in _ID_STATES] + [layout.held]
-    found: set[str] = set()
-    for folder in folders:
+    return sorted(_runs_by_schedule(layout, {name}).get(name, ()), key=lambda job_id: _due_key(name, job_id))
+
+
+def last_run_ids(layout: QueueLayout, names: Collection[str]) -> dict[str, str]:
+    """The id of each schedule's latest run the queue holds (see :func:`run_ids`), one pass over
+    the folders for all of ``names``; a schedule with no run is left out."""
+    found = _runs_by_schedule(layout, set(names))
+    return {name: max(ids, key=lambda job_id: _due_key(name, job_id)) for name, ids in found.items()}
+
+
+def last_run_id(layout: QueueLayout, name: str) -> str | None:
+    """The id of ``name``'s latest run the queue holds (see :func:`run_ids`), or ``None``."""
+    return last_run_ids(layout, [name]).get(name)
+
+
+def _runs_by_schedule(layout: QueueLayout, names: set[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    if not names:
+        return found
+    for folder in [layout.folder(state) for state in _ID_STATES] + [layout.held]:
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
                     file_name = entry.name.removesuffix(SIDECAR_SUFFIX)
                     stem = split_job_name(file_name)[0] if file_name == entry.name else file_name
-                    if stem.startswith(name) and due_of_run_id(name, stem) is not None:
-                        found.add(stem)
+                    match = _RUN_STAMP.search(stem)
+                    if match is not None and stem[: match.start()] in names:
+                        found.setdefault(stem[: match.start()], set()).add(stem)
         except FileNotFoundError:
             continue
-    return sorted(found, key=lambda job_id: due_of_run_id(name, job_id) or datetime.min.replace(tzinfo=UTC))
+    return found
 
 
-def last_run_id(layout: QueueLayout, name: str) -> str | None:
-    """The id of ``name``'s latest run the queue holds (see :func:`run_ids`), or ``None``."""
-    ids = run_ids(layout, name)
-    return ids[-1] if ids else None
+def _due_key(name: str, job_id: str) -> datetime:
+    return due_of_run_id(name, job_id) or datetime.min.replace(tzinfo=UTC)
 
 
 def enqueue_run(store: QueueReader, name: str, schedule: Schedule, due: datetime) -> str | None:

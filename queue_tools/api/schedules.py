@@ -18,6 +18,7 @@ from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.schedules import (
     ScheduleFile,
     last_run_id,
+    last_run_ids,
     next_due,
     read_schedules,
     run_state,
@@ -64,7 +65,9 @@ def every_text(seconds: int) -> str:
 def list_schedules(queue: JobQueue, *, now: datetime | None = None) -> list[ScheduleSummary]:
     """Every schedule file of the queue, by name, valid or not (see :class:`ScheduleSummary`)."""
     at = now or datetime.now(UTC)
-    return [_summary(queue, file, at) for file in read_schedules(queue.layout)]
+    files = read_schedules(queue.layout)
+    last = last_run_ids(queue.layout, [file.name for file in files])
+    return [_summary(queue, file, at, last.get(file.name)) for file in files]
 
 
 def get_schedule(queue: JobQueue, name: str) -> ScheduleSummary:
@@ -73,7 +76,7 @@ def get_schedule(queue: JobQueue, name: str) -> ScheduleSummary:
     path = schedule_path(queue.layout, name)
     for file in read_schedules(queue.layout):
         if file.path == path:
-            return _summary(queue, file, datetime.now(UTC))
+            return _summary(queue, file, datetime.now(UTC), last_run_id(queue.layout, name))
     raise FileNotFoundError(f"no schedule named {name!r} in {queue.layout.root / 'schedules'}")
 
 
@@ -113,11 +116,10 @@ def remove_schedule(queue: JobQueue, name: str) -> bool:
     return True
 
 
-def _summary(queue: JobQueue, file: ScheduleFile, now: datetime) -> ScheduleSummary:
+def _summary(queue: JobQueue, file: ScheduleFile, now: datetime, last: str | None) -> ScheduleSummary:
     schedule = file.schedule
     if schedule is None:
         return ScheduleSummary(name=file.name, error=file.error)
-    last = last_run_id(queue.layout, file.name)
     state = None
     if last is not None:
         with contextlib.suppress(ValueError):

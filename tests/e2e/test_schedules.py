@@ -227,3 +227,14 @@ def test_queue_view_mcp_and_web_show_schedules(queue_root: Path, start_worker: A
         assert 'href="/schedules"' in home
     finally:
         server.stop()
+
+
+def test_a_schedules_folder_others_can_write_runs_nothing(queue_root: Path, start_worker: Any) -> None:
+    JobQueue(queue_root)
+    write_schedule(queue_root, "tick", {"every_s": 1, "job": {"command": "true"}})
+    (queue_root / "schedules").chmod(0o777)  # whoever can write a schedule could run commands as us
+    worker = start_worker()
+    assert "chmod 700" in worker.wait_for_line("schedules_unsafe")
+    job_id = JobQueue(queue_root).submit({"command": "sleep 1.5"})  # the worker serves jobs, past due times
+    assert wait_finished(queue_root, job_id).status.value == "completed"
+    assert ids_of(queue_root, "tick") == []

@@ -93,10 +93,9 @@ class Worker(Messages):
             install_lease_guard()
             self._install_signal_handlers()
         self._watch()
-        keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
+        self._schedules.start(self.log, self._inbox, datetime.now(UTC))  # its catch-up runs: seen by the rescan
+        keep_descriptors_from_jobs()  # before the first job, after every watch: see JobProcess._spawn
         self._rescan()
-        for name in self._schedules.start(self.log, self._inbox, datetime.now(UTC)):  # catch-up runs
-            self._consider(name)
         self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
         self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
         if self.config.retention_days is not None:

@@ -83,6 +83,7 @@ class Schedules:
         self._observer: BaseObserver | None = None
         self._log: EventLog | None = None
         self._unsafe: str | None = None
+        self._next_at: float | None = None  # min of the next due times, kept as they change (read every step)
 
     def start(self, log: EventLog, inbox: Inbox, now: datetime) -> list[str]:
         """Create ``schedules/`` (mode 0700) if missing, watch it, read every schedule and enqueue
@@ -120,8 +121,11 @@ class Schedules:
 
     def next_due_at(self) -> float | None:
         """The earliest next due time of an enabled schedule, in Unix seconds (``None``: none)."""
+        return self._next_at
+
+    def _update_next(self) -> None:
         times = [t.next_due.timestamp() for t in self._tracked.values() if t.next_due is not None]
-        return min(times) if times else None
+        self._next_at = min(times) if times else None
 
     def reload(self, now: datetime, *, starting: bool = False) -> list[str]:
         """Read ``schedules/`` again: new, changed and removed files (a changed one counts from
@@ -160,6 +164,7 @@ class Schedules:
                 next_due=tracked.next_due.isoformat(),
                 last_run=tracked.last_id or "",
             )
+        self._update_next()
         return written
 
     def run_due(self, now: datetime) -> list[str]:
@@ -174,6 +179,7 @@ class Schedules:
             due = max(tracked.next_due, last_due(tracked.schedule, now))
             tracked.next_due = next_due(tracked.schedule, now)
             written += self._enqueue(name, tracked, due)
+        self._update_next()
         return written
 
     def _catch_up(self, tracked: _Tracked, now: datetime) -> list[str]:

@@ -238,3 +238,15 @@ def test_a_schedules_folder_others_can_write_runs_nothing(queue_root: Path, star
     job_id = JobQueue(queue_root).submit({"command": "sleep 1.5"})  # the worker serves jobs, past due times
     assert wait_finished(queue_root, job_id).status.value == "completed"
     assert ids_of(queue_root, "tick") == []
+
+
+def test_a_disabled_schedule_runs_nothing_until_enabled(queue_root: Path, start_worker: Any) -> None:
+    worker = start_worker()
+    schedule = {"every_s": 1, "enabled": False, "job": {"command": "true"}}
+    write_schedule(queue_root, "paused", schedule)
+    worker.wait_for_line("schedule_disabled schedule=paused")
+    job_id = JobQueue(queue_root).submit({"command": "sleep 1.5"})  # spans a due time or two
+    wait_finished(queue_root, job_id)
+    assert ids_of(queue_root, "paused") == []
+    write_schedule(queue_root, "paused", {**schedule, "enabled": True})
+    worker.wait_for_line("schedule_enqueued job=paused-", timeout_s=10)

@@ -191,9 +191,6 @@ def schedule_add(
     if overlap not in ("skip", "queue"):
         raise fail(f"--overlap must be skip or queue, not {overlap!r}", 2)
     try:
-        every_s = None if every is None else api.parse_duration(every).total_seconds()
-        if every_s is not None and (every_s < 1 or not every_s.is_integer()):
-            raise ValueError(f"--every must be a whole number of seconds, at least 1 (not {every})")
         options = scheduling_fields(priority=priority, retries=retries)
         spec = command_spec(
             command, shell, cwd=str(cwd or Path.cwd()), env=parse_env(env), timeout_s=timeout_s,
@@ -202,7 +199,7 @@ def schedule_add(
         job = {**spec.model_dump(exclude_unset=True), "submitted_by": f"schedule {name}"}
         queue = open_queue(queue_dir)
         added = api.add_schedule(
-            queue, name, job, cron=cron, every_s=None if every_s is None else int(every_s), timezone=timezone,
+            queue, name, job, cron=cron, every_s=_every_s(every), timezone=timezone,
             overlap="queue" if overlap == "queue" else "skip", catch_up=catch_up, enabled=not disabled,
             replace=replace,
         )  # fmt: skip
@@ -214,6 +211,18 @@ def schedule_add(
         raise fail(str(exc)) from exc
     next_due = added.next_due.isoformat() if added.next_due else "never (disabled)"
     typer.echo(f"schedule {name}: {added.when}, next run {next_due}")
+
+
+def _every_s(every: str | None) -> int | None:
+    """``--every 10m`` as whole seconds; ``ValueError`` for anything else, or less than 1 s."""
+    from queue_tools import api
+
+    if every is None:
+        return None
+    seconds = api.parse_duration(every).total_seconds()
+    if seconds < 1 or not seconds.is_integer():
+        raise ValueError(f"--every must be a whole number of seconds, at least 1 (not {every})")
+    return int(seconds)
 
 
 @schedule_app.command("list")

@@ -205,8 +205,10 @@ class Schedules:
         except (OSError, ValueError) as exc:  # ValueError: the template and the added fields (never seen)
             self._log.error("schedule_failed", job_id, schedule=name, error=str(exc))
             return []
-        if written is None:
-            return []  # enqueued before (by this worker or one before it): never twice
+        if written is None:  # enqueued before (by this worker or one before it): never twice
+            if tracked.last_id is None or (due_of_run_id(name, tracked.last_id) or due) < due:
+                tracked.last_id = job_id  # it is in the queue: the run overlap looks at
+            return []
         tracked.last_id = written
         fields = {"catch_up": "true"} if catch_up else {}
         self._log.info("schedule_enqueued", written, schedule=name, due=due.astimezone(UTC).isoformat(), **fields)

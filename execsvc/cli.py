@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_manage import QueueDirOption, fail, open_queue, register
+from .cli_schedule import register as register_schedules
 from .protocol import __version__
 from .protocol.defaults import DEFAULT_TIMEOUT_S, default_queue_dir
 from .protocol.errors import ExecsvcError
@@ -409,7 +410,8 @@ def version() -> None:
     typer.echo(__version__)
 
 
-register(app)  # cancel, retry, clean, service: after the commands above in --help
+register(app)  # cancel, retry, clean, wait, group, service: after the commands above in --help
+register_schedules(app)  # execsvc schedule
 
 
 def main() -> None:

@@ -50,6 +50,8 @@ class MessageKind(StrEnum):
     """A ``running/.cancel.<id>`` request appeared: the job id."""
     RESCAN = "rescan"
     """File events may have been lost (the kernel's queue overflowed): no value."""
+    SCHEDULES = "schedules"
+    """Something changed in ``schedules/``: read the schedule files again (no value)."""
     WATCH_LOST = "watch_lost"
     """A watched folder was removed, moved or replaced: ``pending``, ``running`` or ``root``."""
 

@@ -33,7 +33,16 @@ from execsvc.protocol.queue import JobQueue
 from execsvc.protocol.visible import visible
 
 from . import api
-from .view_render import STATUS_STYLE, groups_table, jobs_table, overview_group, plain, seconds_text, time_text
+from .view_render import (
+    STATUS_STYLE,
+    groups_table,
+    jobs_table,
+    overview_group,
+    plain,
+    schedules_table,
+    seconds_text,
+    time_text,
+)
 
 if TYPE_CHECKING:  # rich is imported where a table or a live view is drawn, watchdog where a folder is watched:
     # a listing with --json loads neither
@@ -149,6 +158,19 @@ def groups(as_json: JsonOption = False) -> None:
         typer.echo(json.dumps({"groups": [group.model_dump(mode="json") for group in found]}))
         return
     _console().print(groups_table(found))
+
+
+@app.command()
+def schedules(as_json: JsonOption = False) -> None:
+    """Recurring jobs: each schedule's cron or interval, zone, next due time, last run and its state."""
+    found = api.list_schedules(_queue())
+    if as_json:
+        typer.echo(json.dumps([item.model_dump(mode="json", exclude_none=True) for item in found]))
+        return
+    if not found:
+        typer.echo("no schedules (execsvc schedule add, or a file in the queue's schedules/)")
+        return
+    _console().print(schedules_table(found))
 
 
 @app.command()

@@ -112,6 +112,34 @@ def groups_table(groups: list[api.GroupSummary]) -> Table:
     return table
 
 
+def schedules_table(schedules: list[api.ScheduleSummary]) -> Table:
+    """One row per schedule: name, cron or interval, zone, next due time, last run and its state."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("name", "when", "zone", "next due", "last run", "state"):
+        table.add_column(column, no_wrap=column != "when", overflow="fold")
+    for item in schedules:
+        if item.error is not None:
+            table.add_row(plain(item.name), plain(f"invalid: {item.error}", "red"), *[Text("")] * 4)
+            continue
+        next_due = time_text(item.next_due) if item.next_due else ("disabled" if not item.enabled else "")
+        state = item.last_state or ""
+        table.add_row(
+            plain(item.name),
+            plain(item.when or ""),
+            plain(item.timezone or "local"),
+            Text(next_due),
+            plain(item.last_run or ""),
+            Text(state, style=_STATE_STYLE.get(state, "")),
+        )
+    return table
+
+
+_STATE_STYLE = {"pending": "cyan", "running": "yellow", "completed": "green", "failed": "red"}
+
+
 def plain(value: object, style: str = "") -> Text:
     """Text from a job (its id, command, fields, error) as a cell that shows it as it is: never read
     as markup, control and format characters written as escapes (``\\x1b``, ``\\u202e``)."""

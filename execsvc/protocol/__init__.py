@@ -7,7 +7,8 @@ It imports nothing of the worker, its config or its log, nor of the fronts. Its 
 ``errors``, ``durable``, ``finish_index``, ``jobfile``, ``scheduling`` (a job's scheduling
 fields), ``readiness`` (why a pending job waits), ``listing`` (:class:`QueueReader`),
 ``store`` (:class:`JobStore`), ``queue`` (:class:`JobQueue`), ``changes`` (waiting for a
-folder to change), ``logline`` and ``visible``.
+folder to change), ``schedules`` (recurring jobs: the schedule file, due times, run ids),
+``logline`` and ``visible``.
 
 The names below are imported from their module on first use, so ``import execsvc.protocol``
 alone loads none of them (a client that only needs :mod:`.layout` pays for no model).

@@ -48,6 +48,10 @@ class InvalidJob(ExecsvcError):
         self.reason = reason
 
 
+class InvalidSchedule(ExecsvcError, ValueError):
+    """A schedule file that cannot be used (docs/protocol.md, "Schedules"); the message says why."""
+
+
 class UnsafeQueue(ExecsvcError):
     """The queue folders are writable by other users or owned by someone else."""
 

@@ -262,6 +262,19 @@ class QueueLayout:
         _make_private_dir(self.held)
         return self.held
 
+    @cached_property
+    def schedules(self) -> Path:
+        """``schedules/``: the schedule files of recurring jobs (docs/protocol.md, "Schedules")."""
+        return self.root / "schedules"
+
+    def ensure_schedules(self) -> Path:
+        """Create ``schedules/`` (mode 0700) if missing and check it is private, as :meth:`ensure`
+        checks the others (whoever can write a schedule can run commands as this user); return it.
+        Raises :class:`UnsafeQueue` as :meth:`ensure` does."""
+        _make_private_dir(self.schedules)
+        _check_private(self.schedules)
+        return self.schedules
+
     def attempt_record(self, job_id: str, attempt: int) -> Path:
         """``logs/<id>.attempt-<n>.result.json``: the result of an attempt that was retried."""
         return self.logs / f"{job_id}.attempt-{attempt}.result.json"

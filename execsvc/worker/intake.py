@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from datetime import UTC, datetime
 
 from ..protocol.errors import InvalidJob
 from ..protocol.jobfile import parse_json_job
@@ -134,6 +135,17 @@ class Intake(Timers):
     def _read_events(self) -> None:
         assert self._file_events is not None
         self._file_events.read()
+
+    def _run_schedules(self) -> None:
+        """Enqueue the runs of the schedules now due (none while stopping), and look at them at once."""
+        if not self._stopping and (due_at := self._schedules.next_due_at()) is not None and due_at <= time.time():
+            for name in self._schedules.run_due(datetime.now(UTC)):
+                self._consider(name)
+
+    def _reload_schedules(self) -> None:
+        """``schedules/`` changed (or a rescan): read the schedule files again."""
+        for name in self._schedules.reload(datetime.now(UTC)):
+            self._consider(name)
 
     def _rescan(self) -> None:
         with os.scandir(self.layout.pending) as entries:

@@ -94,7 +94,8 @@ class Worker(Messages):
             install_lease_guard()
             self._install_signal_handlers()
         self._watch()
-        keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
+        self._schedules.start(self.log, self._inbox, datetime.now(UTC))  # its catch-up runs: seen by the rescan
+        keep_descriptors_from_jobs()  # before the first job, after every watch: see JobProcess._spawn
         self._rescan()
         self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
         self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")
@@ -213,6 +214,7 @@ class Worker(Messages):
         for message in self._inbox.drain(woken=woken):
             self._guarded(self._handle, message)
         self._guarded(self._run_due_deadlines)
+        self._guarded(self._run_schedules)
         self._scheduler.wake(time.time())
         self._dispatch()
         self._hand_over_exited()
@@ -254,6 +256,7 @@ class Worker(Messages):
         """
         if self._file_events is not None:
             self._file_events.stop()
+        self._schedules.stop()
         if self._active:
             self._interrupt_all("the worker stopped on an internal error", signal.SIGKILL)
             for job in self._active.values():  # reaped and recorded by job threads, which block

@@ -106,6 +106,8 @@ class Messages(Launch):
                 self._rescan_all()
             case MessageKind.WATCH_LOST:
                 self._check_queue()
+            case MessageKind.SCHEDULES:
+                self._reload_schedules()
             case MessageKind.HOOKS_DONE:
                 pass  # a wake-up only: loop() looks at FinishHooks.idle() after this step
             case _:
@@ -186,6 +188,7 @@ class Messages(Launch):
     def _rescan_all(self) -> None:
         """Read pending/, the cancel requests and the dependencies, in case a file event was lost."""
         self._rescan()
+        self._reload_schedules()
         self._scheduler.recheck(time.time())
         for job_id in self.queue.cancel_requests():
             self._on_cancel_request(job_id)

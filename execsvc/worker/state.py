@@ -41,6 +41,7 @@ from ..run_request import RunRequest
 from ..runner import ExitInfo, JobProcess
 from ..scheduler import Scheduler
 from ..webhook_policy import WebhookRule
+from .schedules import Schedules
 
 _START_RETRY_FIRST_S = 0.5  # after a start deferred (see Worker._defer); doubled up to the next
 _START_RETRY_MAX_S = 30.0
@@ -168,6 +169,7 @@ class LoopState:
         self._candidates: dict[str, _Candidate] = {}
         self._scheduler = Scheduler(self._lookup)
         self._groups = GroupSlots(self.config, self._group_created)  # each group's slots, the paused groups
+        self._schedules = Schedules(self.queue)  # recurring jobs: started in initialize()
         self._active: dict[str, _ActiveJob] = {}
         self._to_record: list[tuple[_ActiveJob, ExitInfo]] = []  # exited in this loop step
         self._recording = 0

@@ -58,9 +58,9 @@ class Timers(LoopState):
         while self._deadlines and not self._deadline_live(self._deadlines[0]):
             heapq.heappop(self._deadlines)
         waits = [self._deadlines[0].at - time.monotonic()] if self._deadlines else []
-        due_at = self._scheduler.next_due_at()
-        if due_at is not None:
-            waits.append(due_at - time.time())
+        for due_at in (self._scheduler.next_due_at(), None if self._stopping else self._schedules.next_due_at()):
+            if due_at is not None:
+                waits.append(due_at - time.time())
         return max(0.0, min(waits)) if waits else None
 
     def _check_limits(self, job: _ActiveJob) -> None:

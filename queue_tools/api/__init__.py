@@ -19,7 +19,8 @@ a ``daemon.log`` that is not raises :class:`~execsvc.protocol.durable.NotRegular
 The modules: :mod:`.models` (the answers), :mod:`.jobs` (listing, one job),
 :mod:`.waits` (why a job waits), :mod:`.groups` (groups, their slots and pauses), :mod:`.output` (logs), :mod:`.actions`
 (wait, retry, cancel, hold, release), :mod:`.lines` (output by lines),
-:mod:`.search` (lines matching a pattern), :mod:`.stats` (a running job's processes).
+:mod:`.search` (lines matching a pattern), :mod:`.stats` (a running job's processes),
+:mod:`.schedules` (recurring jobs: list, add, remove schedule files).
 """
 
 from .actions import cancel_job, check_after, check_policy, hold_job, release_job, retry_job, wait_for_job
@@ -49,6 +50,7 @@ from .models import (
     moment,
 )
 from .output import daemon_log_tail, open_for_reading, read_output
+from .schedules import ScheduleSummary, add_schedule, get_schedule, list_schedules, remove_schedule
 from .waits import waiting_of
 
 __all__ = [
@@ -67,27 +69,32 @@ __all__ = [
     "OutputPage",
     "QueueStatus",
     "RunningStats",
+    "ScheduleSummary",
     "SearchAnswer",
     "StateCounts",
     "Stream",
     "StreamTail",
     "Waiting",
     "WorkerStatus",
+    "add_schedule",
     "cancel_job",
     "check_after",
     "check_policy",
     "counts",
     "daemon_log_tail",
     "get_job",
+    "get_schedule",
     "group_summaries",
     "hold_job",
     "list_jobs",
+    "list_schedules",
     "moment",
     "open_for_reading",
     "parse_duration",
     "queue_status",
     "read_output",
     "release_job",
+    "remove_schedule",
     "retry_job",
     "slots_sentence",
     "timeout_of",

@@ -29,6 +29,14 @@ TAIL_BYTES = 4096
 """Bytes of each stream a job answer shows at most."""
 
 
+class SchedulesAnswer(BaseModel):
+    """The queue's schedules (docs/protocol.md, "Schedules"), each as ``queue-view schedules`` shows it."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    schedules: list[api.ScheduleSummary]
+
+
 class Running(BaseModel):
     """A running job now: seconds since it started and its timeout; its process group's CPU
     seconds, resident memory (MiB) and process count (psutil)."""

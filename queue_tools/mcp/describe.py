@@ -97,4 +97,5 @@ def descriptions(facts: Facts) -> dict[str, str]:
         "queue_status": (
             "Counts per state, the worker (pid, slots, uptime, command policy) and the queue's root folder."
         ),
+        "list_schedules": "Recurring jobs (schedules): cron or interval, zone, next due time, last run.",
     }

@@ -46,6 +46,7 @@ ANNOTATIONS = {
     "wait_for_job": _READ_ONLY,
     "list_jobs": _READ_ONLY,
     "queue_status": _READ_ONLY,
+    "list_schedules": _READ_ONLY,
     "cancel_job": ToolAnnotations(destructive_hint=True, idempotent_hint=True, open_world_hint=False),
     "hold_job": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
     "release_job": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),

@@ -28,7 +28,7 @@ from .. import api
 from ..api import lines as output
 from ..api import search as searching
 from ..submit import scheduling_fields
-from .answers import CancelAnswer, JobAnswer, job_answer, worker_started_note
+from .answers import CancelAnswer, JobAnswer, SchedulesAnswer, job_answer, worker_started_note
 from .autostart import Started, ensure_worker
 from .errors import cancel_message, user_errors
 
@@ -358,6 +358,10 @@ class QueueTools:
     def queue_status(self) -> api.QueueStatus:
         with user_errors(self.root):
             return api.queue_status(self.queue())
+
+    def list_schedules(self) -> SchedulesAnswer:
+        with user_errors(self.root):
+            return SchedulesAnswer(schedules=api.list_schedules(self.queue()))
 
 
 def _no_worker_note(note: str | None) -> str:

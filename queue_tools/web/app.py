@@ -8,6 +8,7 @@ Routes (every one needs the access token; see :mod:`.guard`):
 - ``GET /rows``, ``GET /overview``: those two parts alone, for htmx and the slow refresh.
 - ``GET /events``: the pages' event stream; ``GET /jobs/<id>/output``: a job's logs'.
 - ``GET /jobs/<id>``: one job; ``GET /jobs/<id>/log/<stream>``: its whole log, as a download.
+- ``GET /schedules``: the recurring jobs (:func:`queue_tools.api.list_schedules`), a table.
 - ``POST /submit``, ``POST /jobs/<id>/{cancel,hold,release,retry}``: :mod:`.actions`.
 
 Answers are HTML rendered by Jinja2 with autoescaping on, so anything a job wrote is text.
@@ -39,7 +40,7 @@ from execsvc.protocol.durable import NotRegularFile
 from execsvc.protocol.errors import InvalidJobId, JobNotFound
 from execsvc.protocol.models import JobState
 from execsvc.protocol.queue import JobQueue
-from queue_tools.api import JobDetail, Stream, get_job, open_for_reading
+from queue_tools.api import JobDetail, Stream, get_job, list_schedules, open_for_reading
 
 from . import actions
 from .guard import Access, Guard
@@ -191,6 +192,10 @@ def routes(web: Web) -> list[Route | Mount]:
     async def download(request: Request) -> Response:
         return await _download(web, request.path_params["job_id"], _stream(request))
 
+    async def schedules(request: Request) -> Response:
+        found = await asyncio.to_thread(list_schedules, web.queue)
+        return HTMLResponse(web.render("schedules.html", schedules=found))
+
     return [
         Route("/", index),
         Route("/rows", rows),
@@ -199,6 +204,7 @@ def routes(web: Web) -> list[Route | Mount]:
         Route("/jobs/{job_id}", job),
         Route("/jobs/{job_id}/output", output),
         Route("/jobs/{job_id}/log/{stream}", download),
+        Route("/schedules", schedules),
         *actions.routes(web),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -20,6 +20,7 @@ PY = sys.executable
 Start = Callable[..., WorkerProcess]
 TOOLS = {"enqueue_job", "get_job", "list_jobs", "get_job_output", "wait_for_job", "cancel_job", "queue_status"}
 TOOLS |= {"search_output", "hold_job", "release_job", "retry_job"}
+TOOLS |= {"list_schedules"}
 
 
 def test_one_call_runs_a_quick_job_and_returns_its_output(queue_root: Path, start_worker: Start) -> None:

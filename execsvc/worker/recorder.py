@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..config import WorkerConfig
@@ -286,6 +286,23 @@ class Recorder:
         for path in (job.process.stdout_path, job.process.stderr_path):
             cut_log(path, limit)
 
+    def _requeue(self, job: _ActiveJob, result: JobResult, wait_s: float, verb: str, event: str) -> datetime | None:
+        """In the job's thread: put the job back into ``pending/`` for its next attempt, due in
+        ``wait_s`` seconds (:func:`~execsvc.retry.requeue_attempt`); the due time, or ``None``
+        when the disk refused it (``result.error`` then says it was not ``verb``, and ``event``
+        is logged)."""
+        due = now() + timedelta(seconds=wait_s)
+        try:
+            requeue_attempt(
+                self.queue, job.claimed, result, job.request.options.attempt, due, self.config.max_job_file_bytes
+            )
+        except OSError as exc:
+            said = f"it was not {verb}: {exc}"
+            result.error = f"{result.error}; {said}" if result.error else said
+            self.log.error(event, job.claimed.job_id, error=str(exc))
+            return None
+        return due
+
     def _retry(self, job: _ActiveJob, result: JobResult) -> bool:
         """In the job's thread: keep this attempt's result and output, and put the job back into
         ``pending/`` for its next attempt (see :mod:`.retry`). False if it cannot be re-enqueued
@@ -293,12 +310,8 @@ class Recorder:
         claimed, request = job.claimed, job.request
         attempt = request.options.attempt
         wait_s = delay_s(request, self.config)
-        due = now() + timedelta(seconds=wait_s)
-        try:
-            requeue_attempt(self.queue, claimed, result, attempt, due, self.config.max_job_file_bytes)
-        except OSError as exc:
-            result.error = f"{result.error}; it was not retried: {exc}"
-            self.log.error("retry_failed", claimed.job_id, error=str(exc))
+        due = self._requeue(job, result, wait_s, "retried", "retry_failed")
+        if due is None:
             return False
         self.log.warning(
             "retrying",
@@ -326,12 +339,8 @@ class Recorder:
             result.error = f"{result.error}; {plan.limit_hit}" if result.error else plan.limit_hit
             self.log.warning("restart_limit", claimed.job_id, ends=plan.recent_ends + 1, reason=plan.limit_hit)
             return False
-        due = now() + timedelta(seconds=plan.delay_s)
-        try:
-            requeue_attempt(self.queue, claimed, result, options.attempt, due, self.config.max_job_file_bytes)
-        except OSError as exc:
-            result.error = f"{result.error}; it was not restarted: {exc}" if result.error else f"not restarted: {exc}"
-            self.log.error("restart_failed", claimed.job_id, error=str(exc))
+        due = self._requeue(job, result, plan.delay_s, "restarted", "restart_failed")
+        if due is None:
             return False
         self.log.warning(
             "restarted",

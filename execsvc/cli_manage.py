@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from .distributed.cli import remote_worker
 from .protocol.defaults import default_queue_dir
 from .protocol.errors import ExecsvcError
 
@@ -210,3 +211,4 @@ def register(app: typer.Typer) -> None:
     app.command()(retry)
     app.command()(clean)
     app.add_typer(service_app, name="service")
+    app.command("remote-worker")(remote_worker)

@@ -303,6 +303,8 @@ class JobResult(BaseModel):
     limit_exceeded: str | None = None  # the name of the limit the job went beyond, e.g. "memory_mb"
     sandbox: SandboxRecord | None = None  # the sandbox the job ran in (docs/protocol.md, "Sandbox"); None: none
     note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
+    host: str | None = None  # the remote worker that ran it (docs/distributed.md); None: the worker itself
+    remote_logs: list[str] | None = None  # "<host>:<path>" of its whole logs there, when not all output was shipped
 
 
 class JobRecord(JobSpec):

@@ -1,0 +1,132 @@
+"""Jobs run by ``execsvc remote-worker`` processes through RQ and a real redis-server
+(docs/distributed.md): a dispatching ``execsvc run --executor rq`` and two remote workers with
+distinct names, all on this machine. The faults (kill -9, Redis restarts) are in
+tests/faults/test_distributed_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from conftest import daemon_log, drop, wait_finished, wait_until
+from redis_support import PASSWORD, processes_with, redis_server, start_remote, wait_gone
+
+from execsvc import JobQueue
+
+__all__ = ["redis_server", "start_remote"]
+
+
+def _dispatcher(start_worker, url: str, *args: str):  # type: ignore[no-untyped-def]
+    return start_worker("--executor", "rq", "--redis-url", url, *args)
+
+
+def test_200_jobs_complete_once_spread_over_both_remote_workers(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    start_remote(url, "w1")
+    start_remote(url, "w2")
+    _dispatcher(start_worker, url, "--slots", "4")
+    ran = tmp_path / "ran.txt"
+    ids = [f"job-{n:03d}" for n in range(200)]
+    for job_id in ids:
+        drop(queue_root, f"{job_id}.json", {"command": "sh", "args": ["-c", f'echo "$EXECSVC_JOB_ID" >> {ran}']})
+    hosts = Counter()
+    for job_id in ids:
+        info = wait_finished(queue_root, job_id)
+        assert info.result is not None and info.result.status.value == "completed", info.result
+        hosts[info.result.host] += 1
+    assert sorted(ran.read_text().split()) == ids  # each exactly once
+    assert set(hosts) == {"w1", "w2"}, hosts
+    assert sorted(p.name for p in (queue_root / "completed").glob("*.json")) == [f"{i}.json" for i in ids]
+    for text in (
+        daemon_log(queue_root),
+        (queue_root / "worker.json").read_text() if (queue_root / "worker.json").exists() else "",
+    ):
+        assert PASSWORD not in text
+
+
+def test_the_dispatchers_slots_cap_the_jobs_in_flight(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    start_remote(url, "w1")
+    start_remote(url, "w2")
+    _dispatcher(start_worker, url, "--slots", "1")
+    marks, counts = tmp_path / "marks", tmp_path / "counts.txt"
+    marks.mkdir()
+    script = f"touch {marks}/$EXECSVC_JOB_ID; ls {marks} | wc -l >> {counts}; sleep 0.3; rm {marks}/$EXECSVC_JOB_ID"
+    for n in range(5):
+        drop(queue_root, f"cap-{n}.json", {"command": "sh", "args": ["-c", script]})
+    for n in range(5):
+        assert wait_finished(queue_root, f"cap-{n}").status.value == "completed"
+    assert [int(line) for line in counts.read_text().split()] == [1] * 5
+
+
+def test_a_remote_jobs_output_is_followed_live(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    start_remote(url, "w1")
+    _dispatcher(start_worker, url)
+    go = tmp_path / "go"
+    drop(
+        queue_root,
+        "live.json",
+        {"command": "sh", "args": ["-c", f"echo first; while [ ! -e {go} ]; do sleep 0.05; done; echo second"]},
+    )
+    stdout = queue_root / "logs" / "live.stdout"
+    wait_until(lambda: stdout.exists() and stdout.read_text() == "first\n", 20, "the first line in logs/")
+    assert JobQueue(queue_root).get("live").state.value == "running"
+    go.touch()
+    info = wait_finished(queue_root, "live")
+    assert info.result is not None and info.result.stdout == "first\nsecond\n"
+    assert stdout.read_text() == "first\nsecond\n"
+
+
+def test_cancel_and_timeout_of_remote_jobs_leave_no_process(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    start_remote(url, "w1")
+    start_remote(url, "w2")
+    _dispatcher(start_worker, url, "--slots", "2", "--kill-grace-s", "1")
+    drop(queue_root, "slow.json", {"command": "sh", "args": ["-c", "sleep 611 & echo started; wait"], "timeout_s": 1.5})
+    drop(queue_root, "doomed.json", {"command": "sh", "args": ["-c", "trap '' TERM; sleep 612 & echo started; wait"]})
+    doomed_log = queue_root / "logs" / "doomed.stdout"
+    wait_until(lambda: doomed_log.exists() and doomed_log.read_text() == "started\n", 20, "the job to start")
+    JobQueue(queue_root).cancel("doomed")
+    cancelled = wait_finished(queue_root, "doomed")
+    timed_out = wait_finished(queue_root, "slow")
+    assert cancelled.result is not None and cancelled.result.status.value == "cancelled", cancelled.result
+    assert timed_out.result is not None and timed_out.result.status.value == "timeout", timed_out.result
+    assert cancelled.result.host in ("w1", "w2") and timed_out.result.host in ("w1", "w2")
+    wait_gone("sleep 611")
+    wait_gone("sleep 612")
+
+
+def test_the_remote_machines_policy_refuses_what_it_must(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    config = tmp_path / "remote.toml"
+    config.write_text('[worker]\nmax_shipped_bytes = 1000\n[policy]\nallow_shell = false\nsandbox = "off"\n')
+    start_remote(url, "strict", "--config", str(config))
+    _dispatcher(start_worker, url)  # the front machine allows anything
+    drop(queue_root, "shell.json", {"command": "echo from a shell line"})
+    drop(queue_root, "boxed.json", {"command": "echo", "args": ["boxed"], "sandbox": True})
+    drop(queue_root, "big.json", {"command": "head", "args": ["-c", "5000", "/dev/zero"]})
+    shell = wait_finished(queue_root, "shell").result
+    boxed = wait_finished(queue_root, "boxed").result
+    big = wait_finished(queue_root, "big").result
+    assert shell is not None and shell.status.value == "invalid" and "allow_shell = false" in (shell.error or "")
+    assert "on strict" in (shell.error or "") and shell.host == "strict"
+    assert boxed is not None and boxed.status.value == "invalid" and "sandbox" in (boxed.error or ""), boxed
+    assert big is not None and big.status.value == "completed" and big.host == "strict"
+    assert (queue_root / "logs" / "big.stdout").stat().st_size == 1000
+    assert big.remote_logs is not None and big.remote_logs[0].startswith("strict:")
+    record = json.loads((queue_root / "completed" / "big.json").read_text())
+    assert record["result"]["host"] == "strict"
+    assert not processes_with("from a shell line")

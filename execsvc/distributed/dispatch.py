@@ -54,8 +54,9 @@ redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 """
 """Forget a recorded job: its in-flight entry only if it still names that RQ job (a retry's next
 attempt may have replaced it), and that RQ job's stream, stop list and heartbeat."""
-_BACKSTOP_S = 30
-"""RQ's job timeout is the job's ``timeout_s`` plus the kill grace plus this: a backstop only."""
+_BACKSTOP_S = 90
+"""RQ's job timeout is the job's ``timeout_s`` plus this many seconds: a backstop only (the
+remote runner applies the timeout itself)."""
 _STATUS_EVERY_S = 1.0
 """How often a follower asks Redis for the job's heartbeat and RQ status between chunks."""
 
@@ -124,7 +125,7 @@ class RqDispatch:
                 RUN_FUNCTION,
                 args=(payload,),
                 job_id=rq_id,
-                timeout=int(request.timeout_s) + _BACKSTOP_S + 60,
+                timeout=int(request.timeout_s) + _BACKSTOP_S,
                 result_ttl=KEEP_S,
                 failure_ttl=KEEP_S,
                 description=f"execsvc job {claimed.job_id}",

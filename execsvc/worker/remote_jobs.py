@@ -46,6 +46,7 @@ class RemoteJobs(Intake, QueueGuard):
         assert self.config.redis_url is not None and self._queue_id is not None
         self._remote = RqDispatch(self.config.redis_url, front_id(str(self.layout.root), self._queue_id))
         self._remote.check()
+        self.log.info("executor", executor="rq", redis=self._remote.where)  # the URL without its password
 
     def _job_process(self, claimed: ClaimedJob, request: RunRequest) -> JobProcess:
         """The process a claimed job starts as: local, or on a remote worker (``executor = "rq"``)."""

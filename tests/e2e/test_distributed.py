@@ -6,16 +6,22 @@ tests/faults/test_distributed_faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 
-from conftest import daemon_log, drop, wait_finished, wait_until
+from conftest import BIN, daemon_log, drop, wait_finished, wait_until
 from redis_support import PASSWORD, processes_with, redis_server, start_remote, wait_gone
 
 from execsvc import JobQueue
 
 __all__ = ["redis_server", "start_remote"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dispatcher(start_worker, url: str, *args: str):  # type: ignore[no-untyped-def]
@@ -130,3 +136,33 @@ def test_the_remote_machines_policy_refuses_what_it_must(
     record = json.loads((queue_root / "completed" / "big.json").read_text())
     assert record["result"]["host"] == "strict"
     assert not processes_with("from a shell line")
+
+
+def test_the_walk_through_in_the_docs_works_as_written(tmp_path: Path, redis_server) -> None:
+    """docs/distributed.md's walk-through, run as written (its port and /tmp/ replaced)."""
+    page = (ROOT / "docs" / "distributed.md").read_text()
+    block = re.search(r"<!-- distributed-walk-through -->\n```sh\n(.*?)```", page, flags=re.DOTALL)
+    assert block is not None
+    port = str(redis_server.port)
+    redis_server.stop()  # the walk-through starts its own, on this (free) port
+    script = block.group(1).replace("6399", port).replace("/tmp/", f"{tmp_path}/").replace(".venv/bin/", f"{BIN}/")
+    try:
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            check=False,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for pid in processes_with(str(tmp_path)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(
+            ["redis-cli", "-p", port, "-a", PASSWORD, "--no-auth-warning", "shutdown"], check=False, capture_output=True
+        )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "all done" in run.stdout
+    assert '"host": "alpha"' in run.stdout and '"host": "beta"' in run.stdout, run.stdout
+    assert len(list((tmp_path / "walk-queue" / "completed").glob("*.json"))) == 6

@@ -49,7 +49,10 @@ if TYPE_CHECKING:
     from ..protocol import ClaimedJob
 
 _FORGET = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and string.sub(entry, 1, string.len(ARGV[2]) + 1) == ARGV[2] .. ' ' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 """
 """Forget a recorded job: its in-flight entry only if it still names that RQ job (a retry's next
@@ -120,7 +123,7 @@ class RqDispatch:
         queue = Queue(rq_queue_name(group), connection=self.redis, serializer=JSONSerializer)
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: in flight and enqueued together, or neither
-            pipe.hset(self._inflight, claimed.job_id, rq_id)
+            pipe.hset(self._inflight, claimed.job_id, f"{rq_id} {request.options.attempt}")
             queue.enqueue_call(
                 RUN_FUNCTION,
                 args=(payload,),
@@ -134,10 +137,15 @@ class RqDispatch:
             pipe.execute()
         return rq_id
 
-    def inflight(self) -> dict[str, str]:
-        """This queue's dispatched jobs not yet recorded: job id to RQ job id. Raises :class:`redis.RedisError`."""
+    def inflight(self) -> dict[str, tuple[str, int]]:
+        """This queue's dispatched jobs not yet recorded: job id to (RQ job id, attempt). Raises
+        :class:`redis.RedisError`."""
         entries = cast(dict[bytes, bytes], self.redis.hgetall(self._inflight))
-        return {key.decode(): value.decode() for key, value in entries.items()}
+        found = {}
+        for key, value in entries.items():
+            rq_id, _, attempt = value.decode().partition(" ")
+            found[key.decode()] = (rq_id, int(attempt) if attempt.isdigit() else 1)
+        return found
 
     def forget(self, job_id: str, rq_id: str) -> None:
         """After the record: the job's entries in Redis go (its RQ record stays for its TTL)."""

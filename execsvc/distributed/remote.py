@@ -57,6 +57,10 @@ _KEEPER = (
 """The keeper: waits on its stdin (a pipe this process holds); EOF without ``done`` means this
 process died, so the job's group ($1) gets SIGTERM, then SIGKILL after the grace ($2 s)."""
 
+_FINAL_TRIES = 8
+"""Tries of the outcome's write, 0.5 s apart (within the heartbeat's TTL, so the dispatcher
+never takes the job for lost meanwhile)."""
+
 
 @dataclass(frozen=True)
 class RemoteSettings:
@@ -263,11 +267,20 @@ class _RemoteRun:
                 self._add({"t": stream, "o": offset, "d": data})
             if self.shipper.cut:
                 outcome["remote_logs"] = [f"{self.settings.name}:{path}" for path in self.logs]
-        with self.redis.pipeline() as pipe:
-            pipe.xadd(output_key(self.rq_id), {"t": "exit", "j": json.dumps(outcome)})
-            pipe.expire(output_key(self.rq_id), KEEP_S)
-            pipe.delete(alive_key(self.rq_id), stop_key(self.rq_id))
-            pipe.execute()
+        import redis
+
+        for tries_left in range(_FINAL_TRIES - 1, -1, -1):  # Redis restarting: try for a while
+            try:
+                with self.redis.pipeline() as pipe:
+                    pipe.xadd(output_key(self.rq_id), {"t": "exit", "j": json.dumps(outcome)})
+                    pipe.expire(output_key(self.rq_id), KEEP_S)
+                    pipe.delete(alive_key(self.rq_id), stop_key(self.rq_id))
+                    pipe.execute()
+                break
+            except redis.RedisError:
+                if not tries_left:
+                    raise
+                time.sleep(0.5)
         return outcome
 
 

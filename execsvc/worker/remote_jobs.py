@@ -121,20 +121,25 @@ class RemoteJobs(Intake, QueueGuard):
     def _adopt_remote_jobs(self) -> set[str]:
         """At start-up, with ``executor = "rq"``: the jobs in ``running/`` that this queue
         dispatched and Redis still has in flight, followed again by job threads; their ids (kept
-        from crash settling). Entries of jobs no longer in ``running/`` (recorded) are forgotten."""
+        from crash settling). Entries of jobs no longer in ``running/`` (recorded), or naming another
+        attempt than the one there (a retry's claim cut short before its dispatch), are forgotten."""
         if self._remote is None:
             return set()
         inflight = self._remote.inflight()
         running = dict(self.queue.running_jobs())
         adopted: set[str] = set()
-        for job_id, rq_id in inflight.items():
+        for job_id, (rq_id, attempt) in inflight.items():
             path = running.get(job_id)
             if path is None:
                 self._remote.forget(job_id, rq_id)
                 continue
             claimed = ClaimedJob(job_id, split_job_name(path.name)[2], path, path.name, None)
+            request = self._adopted_request(claimed)
+            if request.options.attempt != attempt:  # a retry claimed, cut short before its dispatch
+                self._remote.forget(job_id, rq_id)
+                continue
             process = RemoteProcess(
-                self._adopted_request(claimed),
+                request,
                 self.layout.stdout_log(job_id),
                 self.layout.stderr_log(job_id),
                 kill_grace_s=self.config.kill_grace_s,

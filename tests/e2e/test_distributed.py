@@ -15,6 +15,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import redis
 from conftest import BIN, daemon_log, drop, wait_finished, wait_until
 from redis_support import PASSWORD, processes_with, redis_server, start_remote, wait_gone
 
@@ -47,6 +48,8 @@ def test_200_jobs_complete_once_spread_over_both_remote_workers(
     assert sorted(ran.read_text().split()) == ids  # each exactly once
     assert set(hosts) == {"w1", "w2"}, hosts
     assert sorted(p.name for p in (queue_root / "completed").glob("*.json")) == [f"{i}.json" for i in ids]
+    client = redis.Redis.from_url(url)  # each job's keys and in-flight entry go after its record
+    wait_until(lambda: not client.keys("execsvc:*"), 10, "no execsvc key left in Redis")
     for text in (
         daemon_log(queue_root),
         (queue_root / "worker.json").read_text() if (queue_root / "worker.json").exists() else "",
@@ -166,3 +169,20 @@ def test_the_walk_through_in_the_docs_works_as_written(tmp_path: Path, redis_ser
     assert "all done" in run.stdout
     assert '"host": "alpha"' in run.stdout and '"host": "beta"' in run.stdout, run.stdout
     assert len(list((tmp_path / "walk-queue" / "completed").glob("*.json"))) == 6
+
+
+def test_a_failed_remote_job_is_retried_remotely(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    start_remote(url, "w1")
+    _dispatcher(start_worker, url)
+    marker = tmp_path / "failed-once"
+    script = f"if [ -e {marker} ]; then echo second; else touch {marker}; echo first; exit 1; fi"
+    drop(queue_root, "flaky.json", {"command": "sh", "args": ["-c", script], "retries": 1, "retry_delay_s": 0})
+    info = wait_finished(queue_root, "flaky")
+    assert info.result is not None and info.result.status.value == "completed", info.result
+    assert info.result.attempt == 2 and info.result.stdout == "second\n" and info.result.host == "w1"
+    assert info.result.attempt_records == ["logs/flaky.attempt-1.result.json"]
+    first = json.loads((queue_root / "logs" / "flaky.attempt-1.result.json").read_text())
+    assert first["status"] == "failed" and first["stdout"] == "first\n" and first["host"] == "w1"

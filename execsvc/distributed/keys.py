@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import socket
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 if TYPE_CHECKING:
     import redis
@@ -62,14 +62,16 @@ def alive_key(rq_id: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password (and user) replaced by ``***``, for logs and ``worker.json``."""
+    """``url`` with its user and password (also a ``password=`` in its query) replaced by
+    ``***``, for logs: ``redis://***@host:6379/0``."""
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    query = urlencode(
+        [(name, "***" if name == "password" else value) for name, value in parse_qsl(parts.query)], safe="/*"
+    )
+    netloc = parts.netloc
+    if parts.password is not None or parts.username is not None:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def connect(url: str) -> redis.Redis:

@@ -36,20 +36,36 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1 with :data:`PASSWORD`; :meth:`restart` keeps the port."""
+    """``redis-server`` on 127.0.0.1 with :data:`PASSWORD`; :meth:`restart` keeps the port.
+    ``tls``: TLS only (``rediss://``), with a self-signed certificate for 127.0.0.1 made here."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tls: bool = False) -> None:
         self.folder = folder
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cert: Path | None = None
+        if tls:
+            self.cert, key = folder / "redis.crt", folder / "redis.key"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(self.cert)],
+                check=True, capture_output=True,
+            )  # fmt: skip
         self.start()
 
     def url(self, db: int = 0) -> str:
+        if self.cert is not None:
+            return f"rediss://:{PASSWORD}@127.0.0.1:{self.port}/{db}?ssl_ca_certs={self.cert}"
         return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
         assert REDIS_SERVER is not None
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", PASSWORD]
+        ports = ["--port", str(self.port)]
+        if self.cert is not None:
+            key = self.folder / "redis.key"
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert)]
+            ports += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"]
+        argv = [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--requirepass", PASSWORD]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url(), socket_connect_timeout=1)

@@ -10,16 +10,19 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 from conftest import BIN, daemon_log, drop, wait_finished, wait_until
-from redis_support import PASSWORD, processes_with, redis_server, start_remote, wait_gone
+from redis_support import PASSWORD, REDIS_SERVER, RedisServer, processes_with, redis_server, start_remote, wait_gone
 
 from execsvc import JobQueue
+from execsvc.distributed.keys import redacted
 
 __all__ = ["redis_server", "start_remote"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,3 +189,32 @@ def test_a_failed_remote_job_is_retried_remotely(
     assert info.result.attempt_records == ["logs/flaky.attempt-1.result.json"]
     first = json.loads((queue_root / "logs" / "flaky.attempt-1.result.json").read_text())
     assert first["status"] == "failed" and first["stdout"] == "first\n" and first["host"] == "w1"
+
+
+def test_redis_over_tls_with_a_password(queue_root: Path, tmp_path: Path, start_worker, start_remote) -> None:
+    if REDIS_SERVER is None or shutil.which("openssl") is None:
+        pytest.skip("redis-server or openssl is not installed")
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    server = RedisServer(folder, tls=True)
+    try:
+        url = server.url()
+        start_remote(url, "tls-worker")
+        _dispatcher(start_worker, url)
+        drop(queue_root, "secret.json", {"command": "echo", "args": ["over tls"]})
+        info = wait_finished(queue_root, "secret")
+        assert info.result is not None and info.result.stdout == "over tls\n" and info.result.host == "tls-worker"
+        assert PASSWORD not in daemon_log(queue_root) and "rediss://***@127.0.0.1" in daemon_log(queue_root)
+    finally:
+        server.stop()
+
+
+def test_a_redis_url_is_shown_without_its_password() -> None:
+    assert redacted("redis://:pw@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
+    assert (
+        redacted("rediss://user:pw@h:6380/2?ssl_ca_certs=/etc/ca.crt")
+        == "rediss://***@h:6380/2?ssl_ca_certs=/etc/ca.crt"
+    )
+    assert redacted("redis://h:1/0?password=pw&db=1") == "redis://h:1/0?password=***&db=1"
+    assert redacted("unix:///run/redis.sock?password=pw") == "unix:///run/redis.sock?password=***"
+    assert redacted("redis://h:6379") == "redis://h:6379"

@@ -211,8 +211,10 @@ class _RemoteRun:
             if exceeded is not None:
                 signals.append("SIGKILL")
             for name in signals:
+                stopping = self.stop_signal not in (None, "SIGKILL")
                 self.stop_signal = self.stop_signal or name
-                process.signal_group(signal.Signals[name])
+                if process.signal_group(signal.Signals[name]) and name == "SIGKILL" and stopping:
+                    self.sigkilled_after_s = grace  # asked for by the dispatcher, after its grace
                 if name != "SIGKILL" and kill_at is None:
                     kill_at = current + grace
             if kill_at is not None and current >= kill_at:

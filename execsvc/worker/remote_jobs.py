@@ -72,8 +72,8 @@ class RemoteJobs(Intake, QueueGuard):
         job_id = job.claimed.job_id
         try:
             outcome = process.follow(self._give_up)
-        except Exception as exc:
-            self.log.error("remote_not_followed", job_id, error=repr(exc), note="adopted again at the next start")
+        except Exception as exc:  # the worker stopped first (TimeoutError), or never seen
+            self.log.warning("remote_not_followed", job_id, error=repr(exc), note="adopted again at the next start")
             self._inbox.put((MessageKind.EXITED, job_id))
             self._inbox.put((MessageKind.RECORDED, job_id))
             return
@@ -93,7 +93,7 @@ class RemoteJobs(Intake, QueueGuard):
         """What the remote runner decided, onto the attempt; a stop the loop asked for (cancel,
         the drain's end) keeps its status and reason."""
         job.process.host, job.process.remote_logs = outcome.host, outcome.remote_logs
-        if outcome.sigkilled_after_s is not None:
+        if outcome.exit_info is not None:  # whether SIGKILL was needed: the remote runner knows
             job.sigkilled_after_s = outcome.sigkilled_after_s
         if job.stop_status is None and outcome.stop_status is not None:
             job.stop_status, job.stop_error = outcome.stop_status, outcome.error

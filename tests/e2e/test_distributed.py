@@ -218,3 +218,18 @@ def test_a_redis_url_is_shown_without_its_password() -> None:
     assert redacted("redis://h:1/0?password=pw&db=1") == "redis://h:1/0?password=***&db=1"
     assert redacted("unix:///run/redis.sock?password=pw") == "unix:///run/redis.sock?password=***"
     assert redacted("redis://h:6379") == "redis://h:6379"
+
+
+def test_a_remote_worker_runs_no_function_but_execsvcs(tmp_path: Path, redis_server, start_remote) -> None:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    url = redis_server.url()
+    start_remote(url, "w1")
+    marker = tmp_path / "ran-os-system"
+    queue = Queue("execsvc:default", connection=redis.Redis.from_url(url), serializer=JSONSerializer)
+    job = queue.enqueue_call("os.system", args=(f"touch {marker}",))
+    wait_until(lambda: job.get_status(refresh=True) == "failed", 20, "RQ to fail the foreign job")
+    result = job.latest_result()
+    assert result is not None and "runs only execsvc.distributed.remote.run_remote" in (result.exc_string or "")
+    assert not marker.exists()

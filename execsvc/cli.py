@@ -94,7 +94,7 @@ def run(
         typer.Option(min=0.001, help="Remove finished jobs older than this many days, at start and daily."),
     ] = None,
     executor: Annotated[
-        Optional[str], typer.Option(help="local (run jobs here) or rq (hand them to remote workers). [default: local]")
+        Optional[str], typer.Option(help="local (run jobs here, the default) or rq (hand them to remote workers).")
     ] = None,
     redis_url: Annotated[
         Optional[str],

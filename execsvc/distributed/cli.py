@@ -33,19 +33,21 @@ def remote_worker(
     ] = None,
     queue: Annotated[
         Optional[list[str]],
-        typer.Option("--queue", help="An execsvc group to serve (repeatable). [default: default]", show_default=False),
+        typer.Option("--queue", help="An execsvc group to serve (repeatable; default: default).", show_default=False),
     ] = None,
     config_file: Annotated[
         Optional[Path],
-        typer.Option("--config", help="This machine's config file ([worker] caps, [policy]); as execsvc run's."),
+        typer.Option(
+            "--config", help="This machine's config file, as execsvc run's: its policy judges every job again."
+        ),
     ] = None,
     name: Annotated[
         Optional[str],
-        typer.Option(help="This worker's name, the records' host. [default: the host name]", show_default=False),
+        typer.Option(help="This worker's name, the records' host (default: the host name).", show_default=False),
     ] = None,
     folder: Annotated[
         Optional[Path],
-        typer.Option("--dir", help="Where job files and whole logs are kept here. [default: <data dir>/remote]"),
+        typer.Option("--dir", help="Where job files and whole logs are kept (default: ~/.local/share/execsvc/remote)."),
     ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit once the queues are empty.")] = False,
 ) -> None:

@@ -118,6 +118,7 @@ class _RemoteRun:
         self.stop_signal: str | None = None
         self.sigkilled_after_s: float | None = None
         self.limit_exceeded: str | None = None
+        self.stopped_by: BaseException | None = None  # a stop of the worker itself, raised after the outcome
 
     def run(self) -> dict[str, Any]:
         self.redis.set(alive_key(self.rq_id), self.settings.name, ex=ALIVE_TTL_S)
@@ -133,7 +134,10 @@ class _RemoteRun:
                 process.start()
             except SpawnError as exc:
                 return self._finish({"unstarted": "failed", "error": f"{exc} (on {self.settings.name})"})
-            return self._finish(self._supervise(process, request))
+            outcome = self._finish(self._supervise(process, request))
+            if isinstance(self.stopped_by, (SystemExit, KeyboardInterrupt)):  # a cold shutdown: RQ's to finish
+                raise self.stopped_by
+            return outcome
         finally:
             with contextlib.suppress(OSError):
                 self.path.unlink()
@@ -179,7 +183,10 @@ class _RemoteRun:
         except BaseException as exc:  # RQ's job timeout (the backstop), a cold shutdown: stop the job first
             process.signal_group(signal.SIGKILL)
             exit_info = process.wait()
-            self.stop = ("interrupted", f"the remote worker {self.settings.name} stopped the job: {exc!r}")
+            why = "was stopped at once (a second SIGTERM)" if isinstance(exc, SystemExit) else f"failed ({exc!r})"
+            error = f"the remote worker {self.settings.name} {why} while the job ran; its process group got SIGKILL"
+            self.stop = ("interrupted", error)
+            self.stopped_by = exc
         finally:
             os.write(keeper_w, b"done\n")
             os.close(keeper_w)

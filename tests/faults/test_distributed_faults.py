@@ -5,6 +5,8 @@ again, Redis restarted between jobs. Real processes and a real redis-server (tes
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 from conftest import daemon_log, drop, wait_finished, wait_until
@@ -79,3 +81,22 @@ def test_redis_restarted_between_jobs_loses_nothing(
         record = queue.get(f"before-{n}")
         assert record.result is not None and record.result.stdout == f"before {n}\n"
     assert not processes_with("sleep 62")
+
+
+def test_a_remote_worker_stopped_at_once_records_its_job_interrupted(
+    queue_root: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    remote = start_remote(url, "stopped")
+    start_worker("--executor", "rq", "--redis-url", url)
+    drop(queue_root, "cut.json", {"command": "sh", "args": ["-c", "echo started; sleep 622"]})
+    log = queue_root / "logs" / "cut.stdout"
+    wait_until(lambda: log.exists() and log.read_text() == "started\n", 20, "the job to start remotely")
+    remote.proc.send_signal(signal.SIGTERM)  # RQ's warm stop waits for the job...
+    time.sleep(1.2)  # ...and RQ ignores a second signal within 1 s of the first
+    remote.proc.send_signal(signal.SIGTERM)  # a cold stop: the job is stopped, its outcome written
+    remote.proc.wait(20)  # (RQ exits 0 after a cold stop)
+    info = wait_finished(queue_root, "cut")
+    assert info.result is not None and info.result.status.value == "interrupted", info.result
+    assert "stopped at once" in (info.result.error or "") and info.result.host == "stopped"
+    wait_gone("sleep 622")

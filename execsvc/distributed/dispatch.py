@@ -79,6 +79,7 @@ class Outcome:
     limit_exceeded: str | None = None
     host: str | None = None
     remote_logs: list[str] | None = field(default=None)
+    never_ran: bool = False  # stopped before it started there: recorded with the stop's status
 
 
 class RqDispatch:
@@ -321,6 +322,8 @@ class _Follower:
 def _from_exit(outcome: dict[str, Any]) -> Outcome:
     """The :class:`Outcome` of the remote runner's exit entry (see :func:`.remote._outcome`)."""
     host = outcome.get("host")
+    if outcome.get("unstarted") == "stopped":  # its status is the stop's: the loop's (cancelled, interrupted)
+        return Outcome(unstarted=JobStatus.CANCELLED, never_ran=True, error=outcome.get("error"), host=host)
     if outcome.get("unstarted"):
         return Outcome(unstarted=JobStatus(outcome["unstarted"]), error=outcome.get("error"), host=host)
     started = datetime.fromisoformat(outcome["started_at"])

@@ -129,6 +129,9 @@ class _RemoteRun:
             request = self._judged()
             if isinstance(request, str):
                 return self._finish({"unstarted": "invalid", "error": request})
+            if self.redis.llen(stop_key(self.rq_id)):  # cancelled (or the drain ended) while it waited in RQ
+                why = f"it was stopped before it started on {self.settings.name}; it never ran"
+                return self._finish({"unstarted": "stopped", "error": why})
             process = JobProcess(request, *self.logs, kill_grace_s=self.settings.config.kill_grace_s)
             try:
                 process.start()

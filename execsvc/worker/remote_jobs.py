@@ -106,6 +106,8 @@ class RemoteJobs(Intake, QueueGuard):
         lost (``interrupted``, with the output shipped so far), written as a job thread does."""
         claimed, request = job.claimed, job.request
         status = outcome.unstarted or job.stop_status or JobStatus.INTERRUPTED
+        if outcome.never_ran and job.stop_status is not None:  # the loop's stop: cancelled, interrupted
+            status = job.stop_status
         error = outcome.error or job.stop_error or "the remote job ended without an outcome"
         if outcome.unstarted is not None:
             result = unstarted_result(claimed, status, error, request)

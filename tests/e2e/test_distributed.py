@@ -233,3 +233,20 @@ def test_a_remote_worker_runs_no_function_but_execsvcs(tmp_path: Path, redis_ser
     result = job.latest_result()
     assert result is not None and "runs only execsvc.distributed.remote.run_remote" in (result.exc_string or "")
     assert not marker.exists()
+
+
+def test_a_job_cancelled_while_it_waits_in_rq_never_runs(
+    queue_root: Path, tmp_path: Path, start_worker, redis_server, start_remote
+) -> None:
+    url = redis_server.url()
+    worker = _dispatcher(start_worker, url)  # no remote worker yet: the job waits in RQ
+    ran = tmp_path / "ran"
+    drop(queue_root, "waiting.json", {"command": "touch", "args": [str(ran)]})
+    worker.wait_for_line("started job=waiting")
+    JobQueue(queue_root).cancel("waiting")
+    worker.wait_for_line("cancelling job=waiting")
+    start_remote(url, "late")
+    info = wait_finished(queue_root, "waiting")
+    assert info.result is not None and info.result.status.value == "cancelled", info.result
+    assert "never ran" in (info.result.error or "") and info.result.returncode is None
+    assert not ran.exists()

@@ -21,7 +21,7 @@ from ..distributed.dispatch import Outcome, RemoteProcess, RqDispatch
 from ..distributed.keys import front_id
 from ..inbox import MessageKind
 from ..protocol import ClaimedJob
-from ..protocol.errors import InvalidJob
+from ..protocol.errors import ExecsvcError, InvalidJob
 from ..protocol.layout import split_job_name
 from ..protocol.models import JobStatus
 from ..results import build_result, unstarted_result
@@ -127,7 +127,10 @@ class RemoteJobs(Intake, QueueGuard):
         attempt than the one there (a retry's claim cut short before its dispatch), are forgotten."""
         if self._remote is None:
             return set()
-        inflight = self._remote.inflight()
+        try:
+            inflight = self._remote.inflight()
+        except Exception as exc:  # never settle them blindly: see RqDispatch.check
+            raise ExecsvcError(f"cannot read the jobs in flight from Redis at {self._remote.where}: {exc}") from None
         running = dict(self.queue.running_jobs())
         adopted: set[str] = set()
         for job_id, (rq_id, attempt) in inflight.items():

@@ -94,6 +94,13 @@ def run(
         Optional[float],
         typer.Option(min=0.001, help="Remove finished jobs older than this many days, at start and daily."),
     ] = None,
+    executor: Annotated[
+        Optional[str], typer.Option(help="local (run jobs here, the default) or rq (hand them to remote workers).")
+    ] = None,
+    redis_url: Annotated[
+        Optional[str],
+        typer.Option(envvar="EXECSVC_REDIS_URL", help="Redis for --executor rq: redis://[:pw@]host:port/0"),
+    ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Drop an example job into pending/ at start, to watch one go through.")
     ] = False,
@@ -124,6 +131,8 @@ def run(
             kill_grace_s=kill_grace_s,
             drain_timeout_s=drain_timeout_s,
             retention_days=retention_days,
+            executor=executor,
+            redis_url=redis_url,
         )
     except ValueError as exc:
         raise fail(str(exc), 2) from exc

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from .distributed.cli import remote_worker
 from .protocol.defaults import default_queue_dir
 from .protocol.errors import ExecsvcError
 
@@ -299,3 +300,4 @@ def register(app: typer.Typer) -> None:
     app.command()(wait)
     app.add_typer(group_app, name="group")
     app.add_typer(service_app, name="service")
+    app.command("remote-worker")(remote_worker)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SandboxMode = Literal["off", "on-request", "required"]
 UnknownGroups = Literal["create", "refuse"]
+Executor = Literal["local", "rq"]
 
 # The job models (pydantic), tomllib, platformdirs and the webhook policy are imported where they are
 # used: `execsvc queue-dir` (status.sh) needs none, a client that submits only the models.
@@ -72,6 +73,10 @@ class WorkerConfig:
     - ``hook_timeout_s``: how long an ``on_finish`` command may run.
     - ``webhook_timeout_s`` / ``webhook_attempts``: each webhook POST's timeout, and how many tries.
     - ``limit_check_interval_s``: how often a job with ``processes`` or ``output_bytes`` is checked.
+    - ``executor`` / ``redis_url``: ``"local"`` (jobs run here) or ``"rq"`` (each claimed job is
+      handed to RQ on the Redis at ``redis_url`` and run by ``execsvc remote-worker``; docs/distributed.md).
+    - ``max_shipped_bytes``: on a remote worker, most bytes of each stream of a job sent back to
+      the front machine's ``logs/`` (the whole logs stay on the remote machine).
     - ``config_file``: where these came from, if a file (shown in refusals and ``worker.json``).
     """
 
@@ -113,6 +118,9 @@ class WorkerConfig:
     webhook_timeout_s: float = 10.0
     webhook_attempts: int = 3
     limit_check_interval_s: float = 0.05
+    executor: Executor = "local"
+    redis_url: str | None = None
+    max_shipped_bytes: int = 16 * 1024 * 1024
     config_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -143,6 +151,10 @@ class WorkerConfig:
         from .webhook_policy import WebhookRule
 
         WebhookRule(self.webhook_hosts)  # raises ValueError naming a wrong entry
+        if self.executor == "rq" and not self.redis_url:
+            raise ValueError('executor = "rq" needs redis_url (or --redis-url, or $EXECSVC_REDIS_URL)')
+        if self.max_shipped_bytes < 0:
+            raise ValueError("max_shipped_bytes cannot be negative")
         if self.sandbox == "off" and self.sandbox_for:
             raise ValueError('sandbox_for needs sandbox = "on-request" or "required", not "off"')
         for key in ("allowed_commands", "result_file_folders"):

@@ -18,6 +18,7 @@ whatever path the dead worker reached it by.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 
 import psutil
@@ -36,12 +37,19 @@ from .runner import now
 
 
 def settle_running(
-    queue: JobStore, log: EventLog, *, previous: WorkerInfo | None, kill_grace_s: float, tail_bytes: int
+    queue: JobStore,
+    log: EventLog,
+    *,
+    previous: WorkerInfo | None,
+    kill_grace_s: float,
+    tail_bytes: int,
+    keep: Container[str] = (),
 ) -> None:
-    """Settle every entry of ``running/``. One that cannot be settled (say ``failed/`` is not
-    writable) is logged and left where it is, never started; this never raises for it, so a
-    worker still starts and serves."""
-    entries = queue.running_jobs()
+    """Settle every entry of ``running/`` but the jobs in ``keep`` (still running elsewhere: on
+    remote workers, see :mod:`execsvc.distributed`). One that cannot be settled (say ``failed/``
+    is not writable) is logged and left where it is, never started; this never raises for it, so
+    a worker still starts and serves."""
+    entries = [(job_id, path) for job_id, path in queue.running_jobs() if job_id not in keep]
     if not entries:
         return
     leftovers = find_job_processes(queue.root, {job_id for job_id, _ in entries})

@@ -112,6 +112,8 @@ class JobProcess:
         self._signalled = False
         self._registered = False
         self.moved_aside: list[MovedAside] = []  # not regular files found where the logs go
+        self.host: str | None = None  # the machine that ran it, for a remote job (execsvc.distributed)
+        self.remote_logs: list[str] | None = None  # where its whole logs are there, when not all were shipped
 
     def start(self) -> None:
         """Start the job in its own session, output to the log files.

@@ -377,6 +377,8 @@ class JobResult(BaseModel):
     note: str | None = None  # what the worker found about the job's own files (removed or changed by the job...)
     group: str | None = None  # the group it ran in (docs/protocol.md, "Groups"); None: it never started
     slot: int | None = None  # its slot's index within the group (EXECSVC_SLOT); None: it never started
+    host: str | None = None  # the remote worker that ran it (docs/distributed.md); None: the worker itself
+    remote_logs: list[str] | None = None  # "<host>:<path>" of its whole logs there, when not all output was shipped
 
 
 class JobRecord(JobSpec):

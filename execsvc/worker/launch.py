@@ -22,9 +22,8 @@ from ..results import unstarted_result
 from ..run_request import RunRequest, read_job
 from ..runner import JobProcess, SpawnError, StartDeferred
 from .finish_hooks import FinishHooks
-from .guard import QueueGuard
-from .intake import Intake
 from .recorder import Recorder
+from .remote_jobs import RemoteJobs
 from .state import _START_RETRY_FIRST_S, _START_RETRY_MAX_S, _UNSEEN, DeadlineAction, _ActiveJob, _Candidate, _identity
 
 _READ_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -32,7 +31,7 @@ _READ_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENO
 not the job's: the claim is undone (:meth:`Worker._defer`), never recorded ``invalid``."""
 
 
-class Launch(Intake, QueueGuard):
+class Launch(RemoteJobs):
     """Starting jobs, in the loop's thread. Hands what ran to the :class:`~.recorder.Recorder`
     and what never ran is recorded here (or by a job thread when the disk refuses it)."""
 
@@ -174,12 +173,7 @@ class Launch(Intake, QueueGuard):
         group = request.options.group or DEFAULT_GROUP
         slot = self._groups.acquire(group)
         request = replace(request, env={**request.env, GROUP_ENV: group, SLOT_ENV: str(slot)})
-        process = JobProcess(
-            request,
-            self.layout.stdout_log(job_id),
-            self.layout.stderr_log(job_id),
-            kill_grace_s=self.config.kill_grace_s,
-        )
+        process = self._job_process(claimed, request)  # local, or dispatched to RQ (executor = "rq")
         try:
             process.start()
         except SpawnError as exc:
@@ -196,10 +190,11 @@ class Launch(Intake, QueueGuard):
                 os.close(process.pidfd)
                 process.pidfd = None
         if process.pidfd is None:
-            self._waiters.submit(self._recorder.wait_for_exit, job)
-        if request.timeout_s is not None:  # None: a job without a timeout (a service)
+            self._waiters.submit(self._wait_in_thread, job)
+        # None: a job without a timeout (a service); a remote runner applies the timeout and limits itself
+        if request.timeout_s is not None and self._remote is None:
             self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)
-        if request.polls_limits:
+        if request.polls_limits and self._remote is None:
             self._set_deadline(self.config.limit_check_interval_s, DeadlineAction.LIMITS, job_id, job)
         if request.options.ready_when is not None:
             job.ready_watch = ReadyWatch(request.options.ready_when, (process.stdout_path, process.stderr_path))

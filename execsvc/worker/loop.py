@@ -131,6 +131,7 @@ class Worker(Messages):
             result_roots=self._result_roots,
             subreaper=self._subreaper,
         )
+        self._open_remote()
 
     def _write_worker_info(self) -> None:
         """``worker.json`` (who serves the queue, with what settings) and the ``worker_started`` line."""
@@ -164,6 +165,7 @@ class Worker(Messages):
         settle_running(
             self.queue,
             self.log,
+            keep=self._adopt_remote_jobs(),  # executor = "rq": still in flight on remote workers
             previous=previous,
             kill_grace_s=self.config.kill_grace_s,
             tail_bytes=self.config.output_tail_bytes,

@@ -259,6 +259,10 @@ class Recorder:
             exit_info=exit_info,
             pid=job.process.pid,
         )
+        if job.process.host is not None:  # run by a remote worker (execsvc.distributed)
+            result.host = job.process.host
+            if job.process.remote_logs:
+                result.remote_logs = job.process.remote_logs
         exceeded = job.limit_exceeded
         missing = command_not_found(exit_info.returncode, result.stderr[-4096:]) if job.stop_status is None else None
         if missing is not None:

@@ -1,8 +1,7 @@
 """One job's process group: start it, wait for it, stop it (docs/protocol.md, "Timeouts and cancelling").
 
-The job runs in a new session, started by ``posix_spawn`` with
-``setsid=True`` (the C library's, with the GIL released: :mod:`execsvc.spawn`; else
-``os.posix_spawn``; ``subprocess.Popen`` with ``start_new_session=True`` only
+The job runs in a new session, started by ``os.posix_spawn`` with
+``setsid=True`` (``subprocess.Popen`` with ``start_new_session=True`` only
 where ``posix_spawn`` cannot do what is asked, see
 :meth:`JobProcess._spawn_process`; never ``preexec_fn``, which is unsafe in a
 threaded process), so its process id is also its process group id and the
@@ -45,8 +44,6 @@ from .protocol.durable import MovedAside, open_regular
 from .protocol.errors import ExecsvcError
 from .reaper import _children_lock, _own_children, reap_orphans, reaps_orphans
 from .run_request import RunRequest
-from .spawn import AVAILABLE as SPAWN_WITHOUT_GIL
-from .spawn import spawn_in_session
 
 
 class SpawnError(ExecsvcError):
@@ -200,16 +197,6 @@ class JobProcess:
         """
         request = self.request
         program = _spawn_path(executable or argv[0], request)
-        if program is not None and SPAWN_WITHOUT_GIL:  # the same, with the GIL released (see execsvc.spawn)
-            return spawn_in_session(
-                program,
-                argv,
-                request.env,
-                stdin_fd=stdin.fileno() if stdin is not None else None,
-                stdout_fd=out_fd,
-                stderr_fd=err_fd,
-                reset_signals=_RESET,
-            )
         if program is not None:
             stdin_action = (
                 (os.POSIX_SPAWN_DUP2, stdin.fileno(), 0)

@@ -32,7 +32,6 @@ import os
 import select
 import selectors
 import signal
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -63,11 +62,6 @@ from .state import DeadlineAction, _ActiveJob, _AwaitedOrRunning
 
 _TEMP_MAX_AGE_S = 60.0
 _RETENTION_EVERY_S = 86_400.0
-_SWITCH_INTERVAL_S = 0.0005
-"""The interpreter's thread switch interval (``sys.setswitchinterval``, default 5 ms), set for the
-whole worker process: how long the loop's thread, back from a job's spawn (which it makes with
-the GIL released: :mod:`execsvc.spawn`) or from its wait, may wait for the GIL while the
-flusher's thread runs Python."""
 
 
 class Worker(Messages):
@@ -100,7 +94,6 @@ class Worker(Messages):
             self._install_signal_handlers()
         self._watch()
         keep_descriptors_from_jobs()  # before the first job: see JobProcess._spawn
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)  # the loop's thread gets the GIL back soon: see the constant
         self._rescan()
         self._set_deadline(self.config.rescan_interval_s, DeadlineAction.RESCAN, "")
         self._set_deadline(_QUEUE_CHECK_S, DeadlineAction.QUEUE_CHECK, "")

@@ -4,8 +4,9 @@ client API (:class:`JobQueue`) and the worker's side of it (:class:`JobStore`).
 
 It imports nothing of the worker, its config or its log, nor of the fronts. Its modules:
 ``defaults`` (environment names, the default queue, default timeout), ``layout``, ``models``,
-``errors``, ``durable``, ``finish_index``, ``jobfile``, ``scheduling`` (a job's scheduling
-fields), ``readiness`` (why a pending job waits), ``listing`` (:class:`QueueReader`),
+``errors``, ``durable``, ``finish_index``, ``record_batch`` (records made durable in groups),
+``jobfile``, ``scheduling`` (a job's scheduling fields), ``readiness`` (why a pending job waits),
+``listing`` (:class:`QueueReader`),
 ``store`` (:class:`JobStore`), ``queue`` (:class:`JobQueue`), ``changes`` (waiting for a
 folder to change), ``schedules`` (recurring jobs: the schedule file, due times, run ids),
 ``logline`` and ``visible``.

@@ -56,14 +56,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool = True) -> os.stat_result:
+def write_durable(
+    dest: Path, data: bytes, *, replace: bool = False, sync: bool = True, sync_folder: bool = True
+) -> os.stat_result:
     """Write ``data`` to ``dest`` atomically: temp file, fsync, rename (never replacing), fsync folder.
 
     Returns the written file's ``stat`` (taken before the rename, which keeps
     its inode and modification time). With ``replace=False`` (the default) an
     existing ``dest`` is never overwritten: :class:`FileExistsError` is raised
     and nothing is left behind. ``sync=False`` skips both fsyncs (for files
-    that need atomicity, not durability). Raises :class:`OSError` on any
+    that need atomicity, not durability); ``sync_folder=False`` skips only the
+    folder's (the caller flushes it, for many files at once: see
+    :mod:`.record_batch`). Raises :class:`OSError` on any
     file-system failure, after removing the temporary file.
     """
     tmp = temp_path_for(dest)
@@ -84,7 +88,7 @@ def write_durable(dest: Path, data: bytes, *, replace: bool = False, sync: bool 
     except BaseException:
         unlink_if_exists(tmp)
         raise
-    if sync:
+    if sync and sync_folder:
         fsync_dir(dest.parent)
     return written
 

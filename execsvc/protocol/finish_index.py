@@ -41,9 +41,14 @@ def append(folder: Path, job_id: str, record: os.stat_result) -> MovedAside | No
     moved aside (see :func:`~execsvc.protocol.durable.open_regular`), else ``None``.
     Never raises: an index that cannot be written only makes listings ``stat`` that record.
     """
-    line = f"{record.st_mtime_ns} {record.st_ino} {job_id}\n".encode("utf-8", "surrogateescape")
+    return append_many(folder, [(job_id, record)])
+
+
+def append_many(folder: Path, records: Iterable[tuple[str, os.stat_result]]) -> MovedAside | None:
+    """:func:`append` of many records (job id, record ``stat``) in one write; never raises."""
+    lines = "".join(f"{record.st_mtime_ns} {record.st_ino} {job_id}\n" for job_id, record in records)
     with contextlib.suppress(OSError):
-        return append_line(folder / INDEX_NAME, line)
+        return append_line(folder / INDEX_NAME, lines.encode("utf-8", "surrogateescape"))
     return None
 
 

@@ -49,6 +49,7 @@ from .layout import (
     split_job_name,
 )
 from .models import JobKind, JobRecord, JobResult, JobSpec, JobStatus, SidecarRecord
+from .record_batch import RecordBatch
 from .settle import CrashSettling, _id_base
 
 
@@ -181,7 +182,9 @@ class JobStore(CrashSettling):
         """The folders a claim changes, in the order they must be flushed (see :meth:`flush_claims`)."""
         return [self.layout.running, self.layout.pending]
 
-    def finish(self, job: ClaimedJob, result: JobResult, spec: JobSpec | None) -> Path:
+    def finish(
+        self, job: ClaimedJob, result: JobResult, spec: JobSpec | None, batch: RecordBatch | None = None
+    ) -> Path:
         """Record a claimed job's result and move it out of ``running/``; return the record's path.
 
         ``completed/`` when ``result.status`` is ``completed``, else ``failed/``.
@@ -194,7 +197,11 @@ class JobStore(CrashSettling):
         hidden name (:func:`~execsvc.protocol.layout.kept_name`), named by the
         sidecar record's ``job_file`` and said in ``result.note``; a stray file
         with the record's own name, ``<id>.result.json``, is moved aside to a
-        hidden name first (:meth:`_move_stray_aside`). Raises
+        hidden name first (:meth:`_move_stray_aside`). With a ``batch``
+        (:class:`~execsvc.protocol.record_batch.RecordBatch`), the record file is
+        written and fsync'd but its folder's flush, its index line and the job's
+        removal from ``running/`` wait for :meth:`RecordBatch.commit` (a job file
+        that is a directory is recorded at once, as without a batch). Raises
         :class:`OSError` when the folders cannot be written.
         """
         folder = self.layout.completed if result.status is JobStatus.COMPLETED else self.layout.failed
@@ -202,15 +209,19 @@ class JobStore(CrashSettling):
             record = JobRecord.model_validate({**spec.model_dump(exclude_unset=True), "result": result})
             path = folder / f"{job.job_id}.json"
             try:
-                written = write_durable(path, record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8"))
+                data = record.model_dump_json(exclude_unset=True, indent=2).encode("utf-8")
+                written = write_durable(path, data, sync_folder=batch is None)
             except FileExistsError:  # another file has the record's name: keep the job beside a sidecar record
-                return self._finish_beside(job, result, folder)
+                return self._finish_beside(job, result, folder, batch)
+            if batch is not None:
+                batch.add(folder, job.job_id, written, job.path)
+                return path
             self._index(folder, job.job_id, written)
             unlink_if_exists(job.path)
             return path
-        return self._finish_beside(job, result, folder)
+        return self._finish_beside(job, result, folder, batch)
 
-    def _finish_beside(self, job: ClaimedJob, result: JobResult, folder: Path) -> Path:
+    def _finish_beside(self, job: ClaimedJob, result: JobResult, folder: Path, batch: RecordBatch | None) -> Path:
         """:meth:`finish` for a job kept as its file with an ``<id>.result.json`` record beside it."""
         path = folder / f"{job.job_id}{SIDECAR_SUFFIX}"
         if stat.S_ISDIR(os.lstat(job.path).st_mode):  # a directory cannot be linked: record, then rename
@@ -230,13 +241,16 @@ class JobStore(CrashSettling):
                 name = _free_name(folder, job.path.name, n + 1)
         try:
             try:
-                written = write_durable(path, self._sidecar(job, result, folder, name))
+                written = write_durable(path, self._sidecar(job, result, folder, name), sync_folder=batch is None)
             except FileExistsError:  # a stray took the record's own name while the job ran
                 self._move_stray_aside(folder, path.name, result)
-                written = write_durable(path, self._sidecar(job, result, folder, name))
+                written = write_durable(path, self._sidecar(job, result, folder, name), sync_folder=batch is None)
         except BaseException:
             unlink_if_exists(folder / name)
             raise
+        if batch is not None:
+            batch.add(folder, job.job_id, written, job.path)
+            return path
         self._index(folder, job.job_id, written)
         os.unlink(job.path)
         return path

@@ -54,12 +54,12 @@ from ..protocol.models import JobStatus, WorkerInfo
 from ..reaper import become_subreaper, reap_orphans
 from ..recovery import settle_running
 from ..retention import clean
-from ..runner import keep_descriptors_from_jobs
+from ..runner import ExitInfo, keep_descriptors_from_jobs
 from .finish_hooks import FinishHooks
 from .guard import _QUEUE_CHECK_S
 from .messages import Messages
 from .recorder import _LEFT_IN_RUNNING, Recorder
-from .state import DeadlineAction, _AwaitedOrRunning
+from .state import DeadlineAction, _ActiveJob, _AwaitedOrRunning
 
 _TEMP_MAX_AGE_S = 60.0
 _RETENTION_EVERY_S = 86_400.0
@@ -115,7 +115,7 @@ class Worker(Messages):
 
     def _build_helpers(self) -> None:
         """The objects of the other threads: the flusher, the finish hooks, the recorder."""
-        self._claim_flusher = GroupFlusher(self.queue.claim_folders())
+        self._claim_flusher = GroupFlusher(self.queue.claim_folders(), batch=self._record_batch)
         self._finish_hooks_of_jobs = FinishHooks(
             self.layout, self.config, self.log, self._inbox, self._webhook_rule, self._hook_stop
         )
@@ -132,6 +132,14 @@ class Worker(Messages):
             subreaper=self._subreaper,
         )
         self._open_remote()
+
+    def _record_batch(self, exited: list[tuple[_ActiveJob, ExitInfo]], claim_error: str | None) -> None:
+        """In the flusher's thread, after a flush of the claims: record the jobs that exited
+        (:meth:`Recorder.record_batch`); an unexpected error is logged, never the thread's end."""
+        try:
+            self._recorder.record_batch(exited, claim_error)
+        except Exception as exc:
+            self.log.error("internal_error", step="record_batch", error=repr(exc))
 
     def _write_worker_info(self) -> None:
         """``worker.json`` (who serves the queue, with what settings) and the ``worker_started`` line."""
@@ -242,8 +250,7 @@ class Worker(Messages):
     def _hand_over_exited(self) -> None:
         """Give the jobs that exited in this step to job threads, to be recorded (after the freed
         slots are filled: see :meth:`_on_exit`)."""
-        for exited_job in self._to_record:
-            self._waiters.submit(self._recorder.record, *exited_job)
+        self._flusher.submit(self._to_record)  # recorded many at a time: see Recorder.record_batch
         self._to_record.clear()
 
     def _stopped(self) -> bool:
@@ -269,10 +276,10 @@ class Worker(Messages):
         self._waiters.shutdown(wait=True)
         if self._finish_hooks_of_jobs is not None:  # hooks still queued or running (only after an internal
             self._finish_hooks_of_jobs.shutdown()  # error) are abandoned
+        if self._claim_flusher is not None:  # records still submitted are written first
+            self._claim_flusher.close()
         self._selector.close()
         self._inbox.close()
-        if self._claim_flusher is not None:
-            self._claim_flusher.close()
         if self._lock is not None:
             if self._serves_root():  # never another worker's worker.json, in a root that replaced ours
                 with contextlib.suppress(FileNotFoundError):

@@ -1,11 +1,13 @@
-"""Everything after a job's exit, in a job thread: the result, a retry, the durable record.
+"""Everything after a job's exit: the result, a retry, the durable record, many per commit.
 
-:class:`Recorder` runs in the job threads (``execsvc-job-*``) and touches only what it is
-handed: the attempt (:class:`~.state._ActiveJob`, which the loop no longer changes once it
-handed it over), the store, the flusher, and the inbox it tells the loop through
-(``recorded``, ``record_failing``, ``record_written``, ``exited``). It reads one field the
-loop writes, :attr:`Recorder.records_awaited` (see :meth:`Recorder._post_recorded`); all
-other queue state is the loop's (:mod:`.state`).
+:class:`Recorder` runs in the flusher's thread (``execsvc-flush``: :meth:`Recorder.record_batch`,
+after each flush of the claims) and in job threads (``execsvc-job-*``: leftovers, exits without
+a pidfd, records of jobs that never started), and touches only what it is handed: the attempts
+(:class:`~.state._ActiveJob`, which the loop no longer changes once it handed them over), the
+store, the flusher, and the inbox it tells the loop through (``recorded``, ``record_failing``,
+``record_written``, ``exited``). It reads one field the loop writes,
+:attr:`Recorder.records_awaited` (see :meth:`Recorder._post_recorded`); all other queue state is
+the loop's (:mod:`.state`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..protocol import ClaimedJob, JobStore
 from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
 from ..protocol.models import JobResult, JobSpec, JobStatus
+from ..protocol.record_batch import RecordBatch
 from ..reaper import orphans_of
 from ..restart import Restart, plan_restart
 from ..results import build_result, command_not_found, copy_result_file, status_of_exit
@@ -62,7 +65,7 @@ def _job_file_is(claimed: ClaimedJob, kept: ClaimedFile) -> bool:
 
 
 class Recorder:
-    """Records attempts that ended, in job threads; built by the loop once the queue is locked.
+    """Records attempts that ended (see the module); built by the loop once the queue is locked.
 
     ``refusal``: why no record may be written now (the queue root is no longer the one
     served), ``None`` while records may be written; safe from any thread.
@@ -75,7 +78,7 @@ class Recorder:
         config: WorkerConfig,
         log: EventLog,
         inbox: Inbox,
-        flusher: GroupFlusher,
+        flusher: GroupFlusher[tuple[_ActiveJob, ExitInfo]],
         hooks: FinishHooks,
         *,
         give_up: threading.Event,
@@ -103,7 +106,12 @@ class Recorder:
             self._post_recorded(claimed.job_id)
 
     def _write_record(
-        self, claimed: ClaimedJob, result: JobResult, spec: JobSpec | None, kept: ClaimedFile | None = None
+        self,
+        claimed: ClaimedJob,
+        result: JobResult,
+        spec: JobSpec | None,
+        kept: ClaimedFile | None = None,
+        batch: RecordBatch | None = None,
     ) -> Path:
         """``queue.finish``, retried while the file system refuses it (full disk, unwritable folder).
 
@@ -131,7 +139,7 @@ class Recorder:
                 if kept is not None:
                     kept = self._restore_job_file(claimed, kept, result)
                 restored = True
-                record = self.queue.finish(claimed, result, spec)
+                record = self.queue.finish(claimed, result, spec, batch)
             except FileExistsError:  # not the disk: a record is already there (settled at the next start)
                 raise
             except OSError as exc:
@@ -163,49 +171,90 @@ class Recorder:
         return kept
 
     def _post_recorded(self, job_id: str) -> None:
-        """From a job thread: the job is recorded (or put back for a retry).
-
-        Woken only when the loop said it waits for records; otherwise the
-        message waits for the loop's next wake-up (a job's exit, a file, a
-        deadline), one wake-up less per job. No wake-up is lost: the loop sets
-        :attr:`records_awaited` and then looks at the inbox; this posts and then
-        reads the flag, so one of the two sees the other.
-        """
+        """The job is recorded (or put back for a retry). Woken only when the loop said it waits
+        for records, else the message waits for the loop's next wake-up. No wake-up is lost: the
+        loop sets :attr:`records_awaited`, then looks at the inbox; this posts, then reads the flag."""
         self._inbox.put((MessageKind.RECORDED, job_id), wake=False)
         if self.records_awaited:
             self._inbox.wake()
 
     def stop_leftovers(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
-        """In a job thread: stop what the job left in its process group, free its slot, record it."""
+        """In a job thread: stop what the job left in its process group, free its slot, have it recorded."""
         try:
             job.process.stop_leftovers(exit_info)
         finally:
             self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
-        self.record(job, exit_info)
+        self._flusher.submit([(job, exit_info)])
 
     def wait_for_exit(self, job: _ActiveJob) -> None:
-        """In a job thread, where jobs have no pidfd: wait for the exit, free the slot, record it."""
+        """In a job thread, where jobs have no pidfd: wait for the exit, free the slot, have it recorded."""
         try:
             exit_info = job.process.wait()
         finally:
             self._inbox.put((MessageKind.EXITED, job.claimed.job_id))
-        self.record(job, exit_info)
+        self._flusher.submit([(job, exit_info)])
 
     def record(self, job: _ActiveJob, exit_info: ExitInfo) -> None:
-        """In a job thread, once the job has exited: write its record (or put it back for a retry)."""
+        """Once the job has exited, in any thread: :meth:`record_batch` of it alone."""
+        self.record_batch([(job, exit_info)], self._flusher.wait(job.claim_flush))
+
+    def record_batch(self, exited: list[tuple[_ActiveJob, ExitInfo]], claim_error: str | None) -> None:
+        """In the flusher's thread (:meth:`GroupFlusher.submit`), after the flush of the claims: write
+        the records of jobs that exited (or put them back for a retry), then make them durable
+        together (:class:`RecordBatch`: one ``fsync`` per folder) before the jobs leave
+        ``running/``; then their ``finished`` lines, their finish hooks and the ``recorded``
+        messages. ``claim_error``: the claims' flush failed (logged per job; records go on)."""
+        batch = RecordBatch()
+        written: list[tuple[_ActiveJob, ExitInfo, JobResult, Path]] = []
+        try:
+            for job, exit_info in exited:
+                if claim_error is not None:
+                    self.log.error("claim_not_flushed", job.claimed.job_id, error=claim_error)
+                entry = self._record_one(job, exit_info, batch)
+                if entry is not None:
+                    written.append((job, exit_info, *entry))
+            if written:
+                self._commit(batch)
+        except Exception as exc:
+            for job, *_ in written:
+                self.log.error("record_failed", job.claimed.job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
+            written = []
+        try:
+            for job, exit_info, result, record in written:
+                self._log_finished(job, exit_info, result)
+                self._hooks.after_record(job.claimed.job_id, job.request, record, result.status)
+        finally:
+            for job, _exit_info in exited:
+                self._inbox.put((MessageKind.RECORDED, job.claimed.job_id), wake=False)
+            if self.records_awaited:  # one wake-up for the batch: see _post_recorded
+                self._inbox.wake()
+
+    def _log_finished(self, job: _ActiveJob, exit_info: ExitInfo, result: JobResult) -> None:
+        self.log.info(
+            "finished",
+            job.claimed.job_id,
+            status=result.status.value,
+            exit_code=result.returncode,
+            signal=result.signal,
+            duration_s=result.duration_s,
+            leftovers_stopped="yes" if exit_info.leftovers_stopped else None,
+            limit_exceeded=result.limit_exceeded,
+            attempt=result.attempt,
+        )
+
+    def _record_one(self, job: _ActiveJob, exit_info: ExitInfo, batch: RecordBatch) -> tuple[JobResult, Path] | None:
+        """One job of :meth:`record_batch`: its result and its record in ``batch`` (or its retry);
+        the result and the record's path, or ``None`` when nothing waits for the commit (retried,
+        refused, or failed: logged)."""
         job_id = job.claimed.job_id
         if job.request.options.ready_when is not None:  # it has exited: no longer ready
             with contextlib.suppress(OSError):
                 os.unlink(self.layout.ready_mark(job_id))
-        claim_error = self._flusher.wait(job.claim_flush)  # the claim is on disk before the record
-        if claim_error is not None:
-            self.log.error("claim_not_flushed", job_id, error=claim_error)
         refusal = self._refusal()
         if refusal is not None:  # a record now would land in another queue: see QueueGuard._check_queue
             self.log.error("not_recorded", job_id, reason=refusal)
             self._inbox.put((MessageKind.WATCH_LOST, "root"))
-            self._post_recorded(job_id)
-            return
+            return None
         try:
             result = self._result(job, exit_info)
             if job.file_note is not None:  # (a field left unset stays out of a JSON job's record)
@@ -215,26 +264,37 @@ class Recorder:
                 with contextlib.suppress(OSError):  # before a retry reads it; else done in _write_record
                     kept = self._restore_job_file(job.claimed, kept, result)
             if self._restart(job, result):
-                return
+                return None
             if should_retry(job.request, result.status) and not self._give_up.is_set() and self._retry(job, result):
-                return
-            record = self._write_record(job.claimed, result, job.request.spec, kept)
-            self.log.info(
-                "finished",
-                job_id,
-                status=result.status.value,
-                exit_code=result.returncode,
-                signal=result.signal,
-                duration_s=result.duration_s,
-                leftovers_stopped="yes" if exit_info.leftovers_stopped else None,
-                limit_exceeded=result.limit_exceeded,
-                attempt=result.attempt,
-            )
-            self._hooks.after_record(job_id, job.request, record, result.status)
+                return None
+            return result, self._write_record(job.claimed, result, job.request.spec, kept, batch)
         except Exception as exc:
             self.log.error("record_failed", job_id, error=repr(exc), note=_LEFT_IN_RUNNING)
-        finally:
-            self._post_recorded(job_id)
+            return None
+
+    def _commit(self, batch: RecordBatch) -> None:
+        """``batch.commit()``, retried while the file system refuses it, as :meth:`_write_record`
+        retries a record (``record_failing`` / ``record_written``); raises the last error once the
+        worker gives up (the jobs stay in ``running/``, settled from their records at the next start)."""
+        delay_s, failed = 0.5, False
+        while True:
+            try:
+                moved, not_removed = batch.commit()
+            except OSError as exc:
+                failed = True
+                self._inbox.put((MessageKind.RECORD_FAILING, f"records cannot be made durable: {exc}"))
+                if self._give_up.wait(delay_s):
+                    raise
+                delay_s = min(delay_s * 2, 30.0)
+                continue
+            if failed:
+                self._inbox.put((MessageKind.RECORD_WRITTEN, ""))
+            for aside in moved:
+                if self.queue.on_moved_aside is not None:
+                    self.queue.on_moved_aside(aside)
+            for path, error in not_removed:
+                self.log.error("record_failed", path.name, error=repr(error), note=_LEFT_IN_RUNNING)
+            return
 
     def _result(self, job: _ActiveJob, exit_info: ExitInfo) -> JobResult:
         status, error = job.stop_status, job.stop_error

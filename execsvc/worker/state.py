@@ -191,7 +191,8 @@ class LoopState:
         self.exit_code = 0  # of `execsvc run`: 0, or QUEUE_LOST_EXIT
         self._subreaper = subreaper  # asked for; then whether it holds (become_subreaper)
         self._child_posted = False  # a SIGCHLD waits in the inbox (they are coalesced)
-        self._claim_flusher: GroupFlusher | None = None
+        # Flushes the claims, then writes the records in its thread: see Recorder.record_batch.
+        self._claim_flusher: GroupFlusher[tuple[_ActiveJob, ExitInfo]] | None = None
         self._file_events: FileEvents | None = None
         self._events_poll: select.poll | None = None  # the watch's descriptor, when the loop reads it
         self._log: EventLog | None = None
@@ -199,13 +200,11 @@ class LoopState:
         self._home = Path.home()
         self._result_roots = result_roots(self.layout.root, self.config.result_file_folders)
         self._webhook_rule = WebhookRule(self.config.webhook_hosts)
-        # Threads that record jobs (and wait for them where there are no pidfds), reused: at most
-        # `capacity` running (the declared groups' slots) plus `_max_recording` recording, and no
-        # thread start on the hot path.
+        # Records are written by the flusher's thread, many per commit (Recorder.record_batch); threads
+        # here wait for jobs where there are no pidfds, stop leftovers and retry unstarted records, at
+        # most `capacity` (the declared groups' slots) running plus `_max_recording` recording.
         self._max_recording = 2 * self.config.capacity  # records in flight before claiming waits (see _dispatch)
-        self._waiters = ThreadPoolExecutor(
-            max_workers=self.config.capacity + self._max_recording, thread_name_prefix="execsvc-job"
-        )
+        self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.capacity, thread_name_prefix="execsvc-job")
         self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal: see FinishHooks
 
     @property
@@ -217,7 +216,7 @@ class LoopState:
         return bool(self._active) or self._recording > 0
 
     @property
-    def _flusher(self) -> GroupFlusher:
+    def _flusher(self) -> GroupFlusher[tuple[_ActiveJob, ExitInfo]]:
         assert self._claim_flusher is not None, "initialize() first"
         return self._claim_flusher
 

@@ -3,19 +3,22 @@ output matches a regular expression, or a TCP port on 127.0.0.1 accepts a connec
 
 The worker asks every :data:`READY_CHECK_S` seconds while such a job runs and is not yet
 ready, in its loop's thread: each look reads only what the job wrote since the last one (at
-most :data:`READ_MAX_BYTES` per stream), and a port is tried with a connect that gives up
-after :data:`CONNECT_TIMEOUT_S`.
+most :data:`READ_MAX_BYTES` per stream), matches it for at most :data:`MATCH_MAX_S` seconds (the
+``regex`` module's timeout: a pattern that backtracks without end cannot hold the loop), and a
+port is tried with a connect that gives up after :data:`CONNECT_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import regex
 
 from .protocol.models import ReadyWhen
 
@@ -24,8 +27,14 @@ READY_CHECK_S = 0.1
 READ_MAX_BYTES = 1024 * 1024
 """Most bytes of each stream read in one look (a job printing faster is read on over the next looks)."""
 CONNECT_TIMEOUT_S = 0.05
+MATCH_MAX_S = 0.02
+"""Most seconds one look may spend matching ``ready_when.line``; past it :class:`ReadyCheckTooSlow`."""
 LINE_MAX_BYTES = 64 * 1024
 """A line longer than this is looked at in pieces of this size."""
+
+
+class ReadyCheckTooSlow(Exception):
+    """Matching ``ready_when.line`` against the job's output took over :data:`MATCH_MAX_S` seconds."""
 
 
 @dataclass
@@ -38,14 +47,21 @@ class ReadyWatch:
     _partial: dict[Path, bytes] = field(default_factory=dict)
 
     def ready(self) -> bool:
-        """Whether the job is ready now (a line seen since the job started, or the port open)."""
+        """Whether the job is ready now (a line seen since the job started, or the port open).
+        Raises :class:`ReadyCheckTooSlow` when the pattern took over :data:`MATCH_MAX_S` seconds."""
         if self.ready_when.port is not None:
             return port_accepts(self.ready_when.port)
         assert self.ready_when.line is not None
-        pattern = re.compile(self.ready_when.line)
-        return any(self._line_seen(path, pattern) for path in self.streams)
+        pattern = regex.compile(self.ready_when.line, regex.V0)
+        try:
+            deadline = time.monotonic() + MATCH_MAX_S
+            return any(self._line_seen(path, pattern, deadline) for path in self.streams)
+        except TimeoutError:
+            raise ReadyCheckTooSlow(
+                f"matching ready_when.line against the job's output took over {MATCH_MAX_S:g} s"
+            ) from None
 
-    def _line_seen(self, path: Path, pattern: re.Pattern[str]) -> bool:
+    def _line_seen(self, path: Path, pattern: regex.Pattern[str], deadline: float) -> bool:
         offset = self._offsets.get(path, 0)
         data = _read_from(path, offset)
         if not data:
@@ -55,7 +71,10 @@ class ReadyWatch:
         *lines, rest = text.split(b"\n")
         self._partial[path] = rest[-LINE_MAX_BYTES:]
         lines.append(rest)  # a line not ended yet counts too (a prompt, a last line without \n)
-        return any(pattern.search(line.decode("utf-8", "replace")) for line in lines)
+        return any(
+            pattern.search(line.decode("utf-8", "replace"), timeout=max(deadline - time.monotonic(), 1e-4))
+            for line in lines
+        )
 
 
 def _read_from(path: Path, offset: int) -> bytes:

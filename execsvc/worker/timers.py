@@ -15,7 +15,7 @@ from typing import assert_never
 from ..limits import describe
 from ..protocol.durable import write_durable
 from ..protocol.models import JobStatus
-from ..ready import READY_CHECK_S
+from ..ready import READY_CHECK_S, ReadyCheckTooSlow
 from .state import DeadlineAction, LoopState, _ActiveJob, _Deadline
 
 
@@ -115,7 +115,13 @@ class Timers(LoopState):
         if watch is None:
             return
         job_id = job.claimed.job_id
-        if not watch.ready():
+        try:
+            ready = watch.ready()
+        except ReadyCheckTooSlow as exc:  # the job goes on, never marked ready
+            job.ready_watch = None
+            self.log.warning("ready_check_abandoned", job_id, reason=str(exc), line=watch.ready_when.line)
+            return
+        if not ready:
             self._set_deadline(READY_CHECK_S, DeadlineAction.READY, job_id, job)
             return
         job.ready_watch = None

@@ -74,10 +74,14 @@ class GroupSlots:
             return None
         return unknown_group_reason(group, self._declared)
 
-    def acquire(self, group: str) -> int:
-        """Take the lowest free slot index of ``group`` for a job that starts; returns it."""
+    def acquire(self, group: str, wanted: int | None = None) -> int:
+        """Take the lowest free slot index of ``group`` for a job that starts, or ``wanted`` if it
+        is free (a job adopted at start-up keeps the slot it was started in); returns it."""
         busy = self._busy.setdefault(group, set())
-        slot = next(index for index in range(len(busy) + 1) if index not in busy)
+        if wanted is not None and wanted >= 0 and wanted not in busy:
+            slot = wanted
+        else:
+            slot = next(index for index in range(len(busy) + 1) if index not in busy)
         busy.add(slot)
         self._running += 1
         return slot

@@ -81,6 +81,11 @@ class Outcome:
     remote_logs: list[str] | None = field(default=None)
     never_ran: bool = False  # stopped before it started there: recorded with the stop's status
 
+    @property
+    def lost(self) -> bool:
+        """Started there, then lost (its heartbeat expired, RQ gave it up): no exit to record."""
+        return self.exit_info is None and self.unstarted is None and not self.never_ran
+
 
 class RqDispatch:
     """The worker's connection to Redis and its RQ queues (thread-safe: redis-py's pool).
@@ -125,7 +130,8 @@ class RqDispatch:
         queue = Queue(rq_queue_name(group), connection=self.redis, serializer=JSONSerializer)
         with self.redis.pipeline() as pipe:
             pipe.multi()  # one MULTI/EXEC: in flight and enqueued together, or neither
-            pipe.hset(self._inflight, claimed.job_id, f"{rq_id} {request.options.attempt}")
+            slot = request.env.get(SLOT_ENV, "")  # adopted again in the same slot (see inflight)
+            pipe.hset(self._inflight, claimed.job_id, f"{rq_id} {request.options.attempt} {slot}".rstrip())
             queue.enqueue_call(
                 RUN_FUNCTION,
                 args=(payload,),
@@ -139,14 +145,18 @@ class RqDispatch:
             pipe.execute()
         return rq_id
 
-    def inflight(self) -> dict[str, tuple[str, int]]:
-        """This queue's dispatched jobs not yet recorded: job id to (RQ job id, attempt). Raises
-        :class:`redis.RedisError`."""
+    def inflight(self) -> dict[str, tuple[str, int, int | None]]:
+        """This queue's dispatched jobs not yet recorded: job id to (RQ job id, attempt, the slot
+        of its group it was started in, if known). Raises :class:`redis.RedisError`."""
         entries = cast(dict[bytes, bytes], self.redis.hgetall(self._inflight))
         found = {}
         for key, value in entries.items():
-            rq_id, _, attempt = value.decode().partition(" ")
-            found[key.decode()] = (rq_id, int(attempt) if attempt.isdigit() else 1)
+            rq_id, attempt, slot = ([*value.decode().split(" "), "", ""])[:3]
+            found[key.decode()] = (
+                rq_id,
+                int(attempt) if attempt.isdigit() else 1,
+                int(slot) if slot.isdigit() else None,
+            )
         return found
 
     def forget(self, job_id: str, rq_id: str) -> None:

@@ -190,7 +190,7 @@ class Launch(RemoteJobs):
                 os.close(process.pidfd)
                 process.pidfd = None
         if process.pidfd is None:
-            self._waiters.submit(self._wait_in_thread, job)
+            self._follow_in_thread(job)
         # None: a job without a timeout (a service); a remote runner applies the timeout and limits itself
         if request.timeout_s is not None and self._remote is None:
             self._set_deadline(request.timeout_s, DeadlineAction.TIMEOUT, job_id, job)

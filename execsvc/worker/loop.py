@@ -273,6 +273,8 @@ class Worker(Messages):
                     self._selector.unregister(job.process.pidfd)
                     self._waiters.submit(self._recorder.wait_for_exit, job)
         self._give_up.set()
+        for follower in self._followers:  # remote jobs: each follower stops at the give-up
+            follower.join()
         self._waiters.shutdown(wait=True)
         if self._finish_hooks_of_jobs is not None:  # hooks still queued or running (only after an internal
             self._finish_hooks_of_jobs.shutdown()  # error) are abandoned

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from datetime import datetime
 from pathlib import Path
 
 from ..distributed.dispatch import Outcome, RemoteProcess, RqDispatch
@@ -27,7 +29,7 @@ from ..protocol.layout import split_job_name
 from ..protocol.models import JobStatus
 from ..results import build_result, unstarted_result
 from ..run_request import RunRequest, read_job
-from ..runner import JobProcess
+from ..runner import ExitInfo, JobProcess
 from .guard import QueueGuard
 from .intake import Intake
 from .recorder import Recorder
@@ -59,6 +61,19 @@ class RemoteJobs(Intake, QueueGuard):
             request, out, err, kill_grace_s=self.config.kill_grace_s, dispatch=self._remote, claimed=claimed
         )
 
+    def _follow_in_thread(self, job: _ActiveJob) -> None:
+        """A job without a pidfd, waited for in a thread: a remote job in a thread of its own for
+        its whole life (however many groups run remote jobs), joined at shutdown; a local one in
+        the job threads' pool."""
+        if not isinstance(job.process, RemoteProcess):
+            self._follow_in_thread(job)
+            return
+        follower = threading.Thread(
+            target=self._wait_in_thread, args=(job,), name=f"execsvc-remote-{job.claimed.job_id}", daemon=True
+        )
+        self._followers = [thread for thread in self._followers if thread.is_alive()] + [follower]
+        follower.start()
+
     def _wait_in_thread(self, job: _ActiveJob) -> None:
         """In a job thread: a job without a pidfd, waited for here (a remote job is followed)."""
         assert self._recorder_of_jobs is not None
@@ -82,6 +97,8 @@ class RemoteJobs(Intake, QueueGuard):
         self._inbox.put((MessageKind.EXITED, job_id))
         if outcome.exit_info is not None:
             recorder.record(job, outcome.exit_info)
+        elif outcome.lost and job.request.options.is_service():  # its machine died: restarted as after a crash
+            recorder.record(job, _lost_exit(job))
         else:
             self._record_not_run(job, outcome, recorder)
         if not os.path.lexists(job.claimed.path) and process.rq_id is not None:
@@ -134,7 +151,7 @@ class RemoteJobs(Intake, QueueGuard):
             raise ExecsvcError(f"cannot read the jobs in flight from Redis at {self._remote.where}: {exc}") from None
         running = dict(self.queue.running_jobs())
         adopted: set[str] = set()
-        for job_id, (rq_id, attempt) in inflight.items():
+        for job_id, (rq_id, attempt, slot_started) in inflight.items():
             path = running.get(job_id)
             if path is None:
                 self._remote.forget(job_id, rq_id)
@@ -154,7 +171,7 @@ class RemoteJobs(Intake, QueueGuard):
                 rq_id=rq_id,
             )
             group = request.options.group or DEFAULT_GROUP
-            slot = self._groups.acquire(group)  # released when it ends, as a started job's
+            slot = self._groups.acquire(group, slot_started)  # its own slot; released when it ends
             job = _ActiveJob(claimed, process.request, process, self._flusher.request(), group=group, slot=slot)
             self._active[job_id] = job
             self._waiters.submit(self._wait_in_thread, job)
@@ -176,3 +193,13 @@ class RemoteJobs(Intake, QueueGuard):
             )
         except (InvalidJob, OSError):
             return RunRequest(argv=[], cwd=Path(self._home), env={}, timeout_s=self.config.default_timeout_s)
+
+
+def _lost_exit(job: _ActiveJob) -> ExitInfo:
+    """The end of a remote job lost with its machine (no exit there), as an exit for the recorder:
+    its status and reason are the attempt's ``stop_status`` / ``stop_error`` (``interrupted``)."""
+    job.stop_status = job.stop_status or JobStatus.INTERRUPTED
+    job.stop_error = job.stop_error or "its remote worker was lost while it ran"
+    ended = datetime.now().astimezone()
+    started = job.process.started_at or ended
+    return ExitInfo(-int(signal.SIGKILL), started, ended, (ended - started).total_seconds(), False)

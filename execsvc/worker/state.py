@@ -204,6 +204,7 @@ class LoopState:
         # here wait for jobs where there are no pidfds, stop leftovers and retry unstarted records, at
         # most `capacity` (the declared groups' slots) running plus `_max_recording` recording.
         self._max_recording = 2 * self.config.capacity  # records in flight before claiming waits (see _dispatch)
+        self._followers: list[threading.Thread] = []  # a thread per remote job followed (remote_jobs)
         self._waiters = ThreadPoolExecutor(max_workers=3 * self.config.capacity, thread_name_prefix="execsvc-job")
         self._hook_stop = HookStop()  # set at the end of the drain period or on a second signal: see FinishHooks
 

@@ -7,7 +7,9 @@ and either ``cron`` (five fields, parsed and iterated by the ``cronsim`` library
 schedule's ``timezone``) or ``every_s`` (whole seconds, counted from the Unix epoch). The
 worker enqueues one job per due time as ``pending/<name>-<UTC time>.json``
 (:func:`run_id`); the id is the guarantee that no due time is enqueued twice, so the
-schedule's state (its last run) is read back from the queue (:func:`last_run_id`).
+schedule's state (its last run) is read back from the queue (:func:`last_run_id`), and from
+``schedules/.<name>.last`` (:func:`mark_last_run`), which still holds it once retention or
+``execsvc clean`` has removed that run's record.
 
 Pure computation and file reads, plus :func:`enqueue_run` (one exclusive create in
 ``pending/``) and :func:`write_schedule`; nothing here knows about the worker's loop.
@@ -279,15 +281,44 @@ def run_ids(layout: QueueLayout, name: str) -> list[str]:
 
 
 def last_run_ids(layout: QueueLayout, names: Collection[str]) -> dict[str, str]:
-    """The id of each schedule's latest run the queue holds (see :func:`run_ids`), one pass over
-    the folders for all of ``names``; a schedule with no run is left out."""
+    """The id of each schedule's latest run, from the queue (see :func:`run_ids`, one pass over
+    the folders for all of ``names``) and its mark (:func:`mark_last_run`); a schedule with
+    neither is left out."""
     found = _runs_by_schedule(layout, set(names))
+    for name in names:
+        marked = _marked_last_run(layout, name)
+        if marked is not None:
+            found.setdefault(name, set()).add(marked)
     return {name: max(ids, key=lambda job_id: _due_key(name, job_id)) for name, ids in found.items()}
+
+
+def last_run_mark(layout: QueueLayout, name: str) -> Path:
+    """``schedules/.<name>.last``: the id of the schedule's latest run enqueued (a hidden name,
+    never read as a schedule)."""
+    return layout.root / "schedules" / f".{name}{_LAST_RUN_SUFFIX}"
+
+
+def mark_last_run(layout: QueueLayout, name: str, job_id: str) -> None:
+    """Keep ``job_id`` as ``name``'s latest run (replacing the mark, made durable), so a due time
+    is never enqueued again after its record is removed. Raises :class:`OSError`."""
+    write_durable(last_run_mark(layout, name), job_id.encode(), replace=True)
+
+
+def _marked_last_run(layout: QueueLayout, name: str) -> str | None:
+    try:
+        data = read_regular_file(last_run_mark(layout, name), 256)
+    except OSError:
+        return None
+    job_id = None if data is None else data.decode("ascii", "replace").strip()
+    return job_id if job_id and due_of_run_id(name, job_id) is not None else None
 
 
 def last_run_id(layout: QueueLayout, name: str) -> str | None:
     """The id of ``name``'s latest run the queue holds (see :func:`run_ids`), or ``None``."""
     return last_run_ids(layout, [name]).get(name)
+
+
+_LAST_RUN_SUFFIX = ".last"
 
 
 def _runs_by_schedule(layout: QueueLayout, names: set[str]) -> dict[str, set[str]]:

@@ -44,6 +44,7 @@ from ..protocol.schedules import (
     enqueue_run,
     last_due,
     last_run_id,
+    mark_last_run,
     next_due,
     read_schedules,
     run_id,
@@ -210,6 +211,10 @@ class Schedules:
                 tracked.last_id = job_id  # it is in the queue: the run overlap looks at
             return []
         tracked.last_id = written
+        try:
+            mark_last_run(self._store.layout, name, written)
+        except OSError as exc:  # the run is in the queue: its id still says it was enqueued
+            self._log.warning("schedule_not_marked", written, schedule=name, error=str(exc))
         fields = {"catch_up": "true"} if catch_up else {}
         self._log.info("schedule_enqueued", written, schedule=name, due=due.astimezone(UTC).isoformat(), **fields)
         return [f"{written}.json"]

@@ -19,6 +19,7 @@ from execsvc.protocol.schedules import (
     ScheduleFile,
     last_run_id,
     last_run_ids,
+    last_run_mark,
     next_due,
     read_schedules,
     run_state,
@@ -113,6 +114,8 @@ def remove_schedule(queue: JobQueue, name: str) -> bool:
         schedule_path(queue.layout, name).unlink()
     except FileNotFoundError:
         return False
+    with contextlib.suppress(FileNotFoundError):
+        last_run_mark(queue.layout, name).unlink()
     return True
 
 

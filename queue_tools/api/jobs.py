@@ -41,7 +41,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a duration like 30d, 12h, 90m or 45s")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any duration can be (at most 999,999,999 days)") from None
 
 
 def counts(queue: JobQueue) -> StateCounts:
@@ -143,7 +146,7 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         detail.waiting, detail.group = waiting, waiting.group
         if waiting.jobs_ahead is not None:
             detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
-        detail.note = f"waiting: {waiting.reason}; {slots_sentence(queue, waiting.group or DEFAULT_GROUP)}"
+        detail.note = f"waiting: {_with_slot_holders(waiting.reason, slots_sentence(queue, waiting.group or DEFAULT_GROUP))}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
         if info.ready:
@@ -162,6 +165,13 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
 
 SLOT_HOLDERS_SHOWN = 3
 """Running jobs named at most when a pending job waits for a slot."""
+
+
+def _with_slot_holders(reason: str, sentence: str) -> str:
+    """``reason`` with who holds the slots: the sentence in place of its own count of busy
+    slots (``1/1 slots of group build busy``) when the reason names it, else after it."""
+    head = sentence.partition(":")[0]
+    return reason.replace(head, sentence, 1) if head in reason else f"{reason}; {sentence}"
 
 
 def slots_sentence(queue: JobQueue, group: str = DEFAULT_GROUP) -> str:

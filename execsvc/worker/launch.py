@@ -19,7 +19,7 @@ from ..protocol.models import JobStatus
 from ..protocol.readiness import Doomed
 from ..ready import READY_CHECK_S, ReadyWatch
 from ..results import unstarted_result
-from ..run_request import RunRequest, read_job
+from ..run_request import RunRequest
 from ..runner import JobProcess, SpawnError, StartDeferred
 from .finish_hooks import FinishHooks
 from .recorder import Recorder
@@ -118,17 +118,7 @@ class Launch(RemoteJobs):
         """The claimed job's :class:`RunRequest` as the policy lets it run, or ``None`` once it has
         been recorded unstarted (invalid, refused, its ``result_file`` folder missing, doomed)."""
         try:
-            request = read_job(
-                claimed.path,
-                claimed.kind,
-                job_id=claimed.job_id,
-                queue_root=self.layout.root,
-                config=self.config,
-                environ=self._environ,
-                home=self._home,
-                data=data,
-                info=info,
-            )
+            request = self._read_request(claimed, data, info)
         except InvalidJob as exc:
             self._finish_unstarted(claimed, JobStatus.INVALID, exc.reason, None)
             return None
@@ -232,10 +222,10 @@ class Launch(RemoteJobs):
         writing. Being written, or not the file ``seen``: given back
         (:meth:`_give_back`), False. Other names: a private copy first (if
         it cannot be written, the job is recorded ``failed``, False), unless
-        it is above ``max_job_file_bytes`` (never copied: :func:`read_job`
+        it is above ``max_job_file_bytes`` (never copied: :func:`~execsvc.run_request.read_job`
         refuses it unread, and it is kept as it is). Not
         read (another ending) or not opened (a link, a socket): True,
-        ``None``, ``None``, and :func:`read_job` says why. Raises
+        ``None``, ``None``, and :func:`~execsvc.run_request.read_job` says why. Raises
         :class:`FileNotFoundError` if the file left ``running/``.
         """
         if claimed.kind == "other":

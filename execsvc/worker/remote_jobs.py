@@ -28,7 +28,7 @@ from ..protocol.errors import ExecsvcError, InvalidJob
 from ..protocol.layout import split_job_name
 from ..protocol.models import JobStatus
 from ..results import build_result, unstarted_result
-from ..run_request import RunRequest, read_job
+from ..run_request import RunRequest
 from ..runner import ExitInfo, JobProcess
 from .guard import QueueGuard
 from .intake import Intake
@@ -182,15 +182,7 @@ class RemoteJobs(Intake, QueueGuard):
     def _adopted_request(self, claimed: ClaimedJob) -> RunRequest:
         """The request of an adopted job, read again from its file (for its record's fields)."""
         try:
-            return read_job(
-                claimed.path,
-                claimed.kind,
-                job_id=claimed.job_id,
-                queue_root=self.layout.root,
-                config=self.config,
-                environ=self._environ,
-                home=self._home,
-            )
+            return self._read_request(claimed)
         except (InvalidJob, OSError):
             return RunRequest(argv=[], cwd=Path(self._home), env={}, timeout_s=self.config.default_timeout_s)
 

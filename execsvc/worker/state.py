@@ -37,7 +37,7 @@ from ..protocol.flusher import GroupFlusher
 from ..protocol.jobfile import ClaimedFile
 from ..protocol.models import JobState, JobStatus
 from ..ready import ReadyWatch
-from ..run_request import RunRequest
+from ..run_request import RunRequest, read_job
 from ..runner import ExitInfo, JobProcess
 from ..scheduler import Scheduler
 from ..webhook_policy import WebhookRule
@@ -236,6 +236,23 @@ class LoopState:
     def _group_created(self, group: str, slots: int) -> None:
         reason = "a job names it; it has the default group's slots"
         self.log.info("group_created", group=group, slots=slots, reason=reason)
+
+    def _read_request(
+        self, claimed: ClaimedJob, data: bytes | None = None, info: os.stat_result | None = None
+    ) -> RunRequest:
+        """:func:`~execsvc.run_request.read_job` of a claimed job with this worker's config,
+        environment and home; raises :class:`~execsvc.protocol.errors.InvalidJob` and :class:`OSError`."""
+        return read_job(
+            claimed.path,
+            claimed.kind,
+            job_id=claimed.job_id,
+            queue_root=self.layout.root,
+            config=self.config,
+            environ=self._environ,
+            home=self._home,
+            data=data,
+            info=info,
+        )
 
     def _lookup(self, job_id: str) -> tuple[JobState, JobStatus] | None:
         """Where a dependency is and its status, from the folders (for the scheduler, which looks

@@ -66,7 +66,7 @@ class RemoteJobs(Intake, QueueGuard):
         its whole life (however many groups run remote jobs), joined at shutdown; a local one in
         the job threads' pool."""
         if not isinstance(job.process, RemoteProcess):
-            self._follow_in_thread(job)
+            self._waiters.submit(self._wait_in_thread, job)
             return
         follower = threading.Thread(
             target=self._wait_in_thread, args=(job,), name=f"execsvc-remote-{job.claimed.job_id}", daemon=True
@@ -174,7 +174,7 @@ class RemoteJobs(Intake, QueueGuard):
             slot = self._groups.acquire(group, slot_started)  # its own slot; released when it ends
             job = _ActiveJob(claimed, process.request, process, self._flusher.request(), group=group, slot=slot)
             self._active[job_id] = job
-            self._waiters.submit(self._wait_in_thread, job)
+            self._follow_in_thread(job)
             self.log.info("adopted", job_id, rq_job=rq_id, reason="dispatched by the previous worker; still in flight")
             adopted.add(job_id)
         return adopted

@@ -146,7 +146,8 @@ def get_job(queue: JobQueue, job_id: str) -> JobDetail:
         detail.waiting, detail.group = waiting, waiting.group
         if waiting.jobs_ahead is not None:
             detail.position, detail.jobs_ahead = waiting.jobs_ahead + 1, waiting.jobs_ahead
-        detail.note = f"waiting: {_with_slot_holders(waiting.reason, slots_sentence(queue, waiting.group or DEFAULT_GROUP))}"
+        holders = slots_sentence(queue, waiting.group or DEFAULT_GROUP)
+        detail.note = f"waiting: {_with_slot_holders(waiting.reason, holders)}"
     elif info.state is JobState.RUNNING:
         detail.elapsed_s = _running_for_s(Path(info.path))
         if info.ready:

@@ -17,8 +17,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import regex
+if TYPE_CHECKING:  # imported by the first job with ready_when.line, not by every worker
+    import regex
 
 from .protocol.models import ReadyWhen
 
@@ -52,6 +54,8 @@ class ReadyWatch:
         if self.ready_when.port is not None:
             return port_accepts(self.ready_when.port)
         assert self.ready_when.line is not None
+        import regex
+
         pattern = regex.compile(self.ready_when.line, regex.V0)
         try:
             deadline = time.monotonic() + MATCH_MAX_S

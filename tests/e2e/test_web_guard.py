@@ -70,7 +70,9 @@ def test_without_the_token_every_request_gets_401(start_web: Callable[..., WebSe
 def test_a_foreign_host_header_is_refused(start_web: Callable[..., WebServer]) -> None:
     server = start_web()
     cookie = cookie_of(server)
-    for host in ("attacker.example", f"attacker.example:{server.port}", f"127.0.0.1:{server.port + 1}", ""):
+    # Header values only, sent to the server on 127.0.0.1 (WebServer.request): nothing leaves this
+    # machine, and .invalid names never resolve anywhere (RFC 2606).
+    for host in ("attacker.invalid", f"attacker.invalid:{server.port}", f"127.0.0.1:{server.port + 1}", ""):
         status, _, body = server.request("GET", "/", headers={**cookie, "Host": host})
         assert status == 421, host
         assert "only to the address it was started on" in body
@@ -86,7 +88,7 @@ def test_a_cross_origin_post_is_refused_and_changes_nothing(
     cookie = cookie_of(server)
     start_job_with_child(queue_root, worker, "victim")
     for extra in (
-        {"Origin": "http://attacker.example"},
+        {"Origin": "http://attacker.invalid"},  # a header sent to 127.0.0.1 only
         {"Origin": "null"},
         {"Origin": f"http://127.0.0.1:{server.port + 1}"},
         {"Sec-Fetch-Site": "cross-site"},

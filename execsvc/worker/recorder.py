@@ -105,6 +105,21 @@ class Recorder:
         finally:
             self._post_recorded(claimed.job_id)
 
+    def record_lost(self, job: _ActiveJob, result: JobResult, event: str, why: str) -> None:
+        """In a job thread: a job that started but whose end was lost with its machine (a remote
+        worker gone, no exit to build a result from): a service is restarted (:meth:`_restart`),
+        as after a crash; any other job, or a service not restarted, is recorded as
+        :meth:`record_unstarted` does."""
+        try:
+            restarted = self._restart(job, result)
+        except Exception as exc:
+            self.log.error("restart_failed", job.claimed.job_id, error=repr(exc))
+            restarted = False
+        if restarted:
+            self._post_recorded(job.claimed.job_id)
+            return
+        self.record_unstarted(job.claimed, result, job.request.spec, event, why)
+
     def _write_record(
         self,
         claimed: ClaimedJob,

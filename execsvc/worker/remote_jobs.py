@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from datetime import datetime
 from pathlib import Path
 
 from ..distributed.dispatch import Outcome, RemoteProcess, RqDispatch
@@ -29,7 +28,7 @@ from ..protocol.layout import split_job_name
 from ..protocol.models import JobStatus
 from ..results import build_result, unstarted_result
 from ..run_request import RunRequest
-from ..runner import ExitInfo, JobProcess
+from ..runner import JobProcess
 from .guard import QueueGuard
 from .intake import Intake
 from .recorder import Recorder
@@ -97,8 +96,6 @@ class RemoteJobs(Intake, QueueGuard):
         self._inbox.put((MessageKind.EXITED, job_id))
         if outcome.exit_info is not None:
             recorder.record(job, outcome.exit_info)
-        elif outcome.lost and job.request.options.is_service():  # its machine died: restarted as after a crash
-            recorder.record(job, _lost_exit(job))
         else:
             self._record_not_run(job, outcome, recorder)
         if not os.path.lexists(job.claimed.path) and process.rq_id is not None:
@@ -136,7 +133,10 @@ class RemoteJobs(Intake, QueueGuard):
         if outcome.host is not None:
             result.host = outcome.host
         event = "invalid" if status is JobStatus.INVALID else status.value
-        recorder.record_unstarted(claimed, result, request.spec, event, error)
+        if outcome.lost:  # started there, its machine gone: a service starts again, as after a crash
+            recorder.record_lost(job, result, event, error)
+        else:
+            recorder.record_unstarted(claimed, result, request.spec, event, error)
 
     def _adopt_remote_jobs(self) -> set[str]:
         """At start-up, with ``executor = "rq"``: the jobs in ``running/`` that this queue
@@ -185,13 +185,3 @@ class RemoteJobs(Intake, QueueGuard):
             return self._read_request(claimed)
         except (InvalidJob, OSError):
             return RunRequest(argv=[], cwd=Path(self._home), env={}, timeout_s=self.config.default_timeout_s)
-
-
-def _lost_exit(job: _ActiveJob) -> ExitInfo:
-    """The end of a remote job lost with its machine (no exit there), as an exit for the recorder:
-    its status and reason are the attempt's ``stop_status`` / ``stop_error`` (``interrupted``)."""
-    job.stop_status = job.stop_status or JobStatus.INTERRUPTED
-    job.stop_error = job.stop_error or "its remote worker was lost while it ran"
-    ended = datetime.now().astimezone()
-    started = job.process.started_at or ended
-    return ExitInfo(-int(signal.SIGKILL), started, ended, (ended - started).total_seconds(), False)
